@@ -1,0 +1,55 @@
+"""mailactors runtime: supervised Trio actors with typed mailboxes.
+
+Knows nothing about email. The public surface is re-exported here; the
+modules behind it are private.
+"""
+
+from ._actor import Actor, ActorContext
+from ._errors import (
+    ActorError,
+    ActorNotFound,
+    ActorStopped,
+    AskTimeout,
+    MailboxFull,
+    MessageTypeError,
+    SupervisorEscalation,
+)
+from ._ref import ActorRef
+from ._snapshot import ActorInfo, ActorState, DeadLetterInfo, ErrorInfo, TreeSnapshot
+from ._supervisor import (
+    ActorStartError,
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisorSpec,
+)
+from ._system import ActorSystem, InjectedCrash, open_actor_system, run_actor_system
+
+__all__ = [
+    "Actor",
+    "ActorContext",
+    "ActorError",
+    "ActorInfo",
+    "ActorNotFound",
+    "ActorRef",
+    "ActorStartError",
+    "ActorState",
+    "ActorStopped",
+    "ActorSystem",
+    "AskTimeout",
+    "Backoff",
+    "ChildSpec",
+    "DeadLetterInfo",
+    "ErrorInfo",
+    "InjectedCrash",
+    "MailboxFull",
+    "MessageTypeError",
+    "Restart",
+    "Strategy",
+    "SupervisorEscalation",
+    "SupervisorSpec",
+    "TreeSnapshot",
+    "open_actor_system",
+    "run_actor_system",
+]

@@ -1,0 +1,140 @@
+"""The Actor base class and the context it runs in."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+
+import trio
+
+from ._ref import ActorRef, Cell, _Ask
+from ._snapshot import ActorState
+
+if TYPE_CHECKING:
+    from ._system import ActorSystem
+
+M = TypeVar("M")
+
+
+class ActorContext:
+    """What an actor knows about where it runs: its path, its ref, the system."""
+
+    def __init__(
+        self, cell: Cell, system: ActorSystem, nursery: trio.Nursery, incarnation: _Incarnation
+    ) -> None:
+        self._cell = cell
+        self.system = system
+        self._nursery = nursery
+        self._incarnation = incarnation
+
+    @property
+    def path(self) -> str:
+        return self._cell.path
+
+    @property
+    def self_ref(self) -> ActorRef[Any]:
+        return self._cell.ref
+
+    def lookup(self, path: str) -> ActorRef[Any]:
+        """A ref by path; relative paths (no leading ``/``) are tried as siblings first."""
+        return self.system.lookup(path, relative_to=self._cell.path)
+
+    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run a task that lives and dies with this incarnation of the actor.
+
+        If it raises, the actor fails and its supervisor decides what happens.
+        """
+        self._nursery.start_soon(fn, *args)
+
+    async def start(self, fn: Callable[..., Awaitable[object]], *args: object) -> object:
+        """Like :meth:`start_soon`, waiting for the task's ``task_status.started()``."""
+        return await self._nursery.start(fn, *args)
+
+    def stop(self) -> None:
+        """End this actor normally once the message in hand is done.
+
+        A normal exit: a transient or temporary child is not restarted.
+        """
+        self._incarnation.request_stop()
+
+    def report(self, fn: Callable[[], dict[str, object]]) -> None:
+        """Add what ``fn`` returns to this actor's introspection snapshot."""
+        self._cell.report = fn
+
+
+class Actor(Generic[M]):
+    """Subclass this and implement :meth:`receive`.
+
+    ``accepts`` lists the message types the actor takes; a ref refuses any other
+    at the call site. Each restart calls the factory again, so an incarnation
+    starts from fresh state. ``started`` runs before the supervisor sees the
+    actor as ready (start the next sibling only after it returns);
+    ``stopping`` runs on a graceful stop, after the message in hand is done,
+    within the child's shutdown timeout.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = ()
+    mailbox: ClassVar[int] = 64
+    ctx: ActorContext
+
+    async def started(self) -> None:
+        """Acquire resources; raise to fail the start."""
+
+    async def receive(self, msg: M) -> Any:
+        """Handle one message. For an ``ask``, the return value is the reply."""
+        raise NotImplementedError
+
+    async def stopping(self) -> None:
+        """Hand back or finish in-flight work before a graceful stop."""
+
+
+class _Incarnation:
+    """Runs one incarnation of an actor: start, message loop, graceful stop."""
+
+    __slots__ = ("cell", "actor", "stop_requested", "busy", "idle_scope")
+
+    def __init__(self, cell: Cell, actor: Actor[Any]) -> None:
+        self.cell = cell
+        self.actor = actor
+        self.stop_requested = False
+        self.busy = False
+        self.idle_scope = trio.CancelScope()
+
+    def request_stop(self) -> None:
+        self.stop_requested = True
+        if not self.busy:
+            # Waiting for a message: nothing is lost by cancelling the wait.
+            self.idle_scope.cancel()
+
+    async def run(self, system: ActorSystem, task_status: trio.TaskStatus[None]) -> None:
+        cell = self.cell
+        actor = self.actor
+        async with trio.open_nursery() as nursery:
+            actor.ctx = ActorContext(cell, system, nursery, self)
+            await actor.started()
+            cell.set_state(ActorState.RUNNING)
+            task_status.started()
+            receive = cell.receive_channel.receive
+            handle = actor.receive
+            with self.idle_scope:
+                if self.stop_requested:
+                    self.idle_scope.cancel()
+                while True:
+                    item = await receive()
+                    self.busy = True
+                    if type(item) is _Ask:
+                        try:
+                            value = await handle(item.msg)
+                        except BaseException as exc:
+                            item.reply.fail(exc)
+                            raise
+                        item.reply.set(value)
+                    else:
+                        await handle(item)
+                    self.busy = False
+                    cell.processed += 1
+                    if self.stop_requested:
+                        break
+            cell.set_state(ActorState.STOPPING)
+            await actor.stopping()
+            nursery.cancel_scope.cancel()
