@@ -1,0 +1,152 @@
+"""Message schemas of the email domain: one module, so the wire form lives in one place.
+
+The JSON wire form (what crosses RabbitMQ, and what services written in other
+languages read) uses camelCase field names, RFC 3339 timestamps in UTC and
+base64 for attachment bytes; msgspec produces and checks it. Field names on the
+Python side are snake_case.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Status(enum.StrEnum):
+    PENDING = "PENDING"
+    SENDING = "SENDING"
+    RETRYING = "RETRYING"
+    SENT = "SENT"
+    FAILED = "FAILED"
+    SUPPRESSED = "SUPPRESSED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.SUPPRESSED})
+
+# Which status may follow which. A terminal state never regresses; a status
+# event that is not allowed here is a duplicate or arrived out of order and is
+# ignored (recorded as such), never applied.
+ALLOWED: dict[Status, frozenset[Status]] = {
+    Status.PENDING: frozenset(
+        {Status.SENDING, Status.RETRYING, Status.SENT, Status.FAILED, Status.SUPPRESSED}
+    ),
+    Status.SENDING: frozenset({Status.RETRYING, Status.SENT, Status.FAILED, Status.SUPPRESSED}),
+    Status.RETRYING: frozenset(
+        {Status.SENDING, Status.RETRYING, Status.SENT, Status.FAILED, Status.SUPPRESSED}
+    ),
+    Status.SENT: frozenset(),
+    Status.FAILED: frozenset(),
+    Status.SUPPRESSED: frozenset(),
+}
+
+
+def transition_allowed(old: Status, new: Status) -> bool:
+    return new in ALLOWED[old]
+
+
+class _Wire(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False):
+    """Base of every message that crosses a process boundary."""
+
+
+class Attachment(_Wire, frozen=True):
+    filename: str
+    content_type: str
+    content: bytes  # base64 in JSON
+
+
+class EmailSendEvent(_Wire, frozen=True):
+    """Everything the email server needs to send one email (email.send.exchange)."""
+
+    event_id: str
+    recipient: str
+    template: str
+    variables: dict[str, Any] = {}
+    category: str = "transactional"
+    subject: str | None = None  # overrides the template's subject when set
+    attachments: list[Attachment] = []
+    requested_at: datetime = msgspec.field(default_factory=utcnow)
+    attempt: int = 1
+
+
+class AttemptRecord(_Wire, frozen=True):
+    """One try at handing an email to a provider."""
+
+    attempt: int
+    at: datetime
+    status: Status
+    provider: str | None = None
+    smtp_code: int | None = None
+    reply: str | None = None
+
+
+class EmailStatusEvent(_Wire, frozen=True):
+    """What happened to one email (email.status.exchange)."""
+
+    event_id: str
+    status: Status
+    attempt: int = 1
+    error: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    smtp_code: int | None = None
+    smtp_reply: str | None = None
+    requested_at: datetime | None = None
+    occurred_at: datetime = msgspec.field(default_factory=utcnow)
+    latency_ms: float | None = None  # request to send, when SENT
+
+
+class EmailDocument(_Wire):
+    """The integration service's record of one email: the single source of truth."""
+
+    event_id: str
+    recipient: str
+    template: str
+    variables: dict[str, Any] = {}
+    category: str = "transactional"
+    subject: str | None = None
+    attachments: list[Attachment] = []
+    status: Status = Status.PENDING
+    idempotency_key: str | None = None
+    created_at: datetime = msgspec.field(default_factory=utcnow)
+    updated_at: datetime = msgspec.field(default_factory=utcnow)
+    attempts: int = 0
+    error: str | None = None
+    provider: str | None = None
+    provider_message_id: str | None = None
+    smtp_reply: str | None = None
+    latency_ms: float | None = None
+    sent_at: datetime | None = None
+    history: list[AttemptRecord] = []
+
+    def to_send_event(self) -> EmailSendEvent:
+        return EmailSendEvent(
+            event_id=self.event_id,
+            recipient=self.recipient,
+            template=self.template,
+            variables=self.variables,
+            category=self.category,
+            subject=self.subject,
+            attachments=self.attachments,
+            requested_at=self.created_at,
+        )
+
+
+json_encoder = msgspec.json.Encoder()
+send_event_decoder = msgspec.json.Decoder(EmailSendEvent)
+status_event_decoder = msgspec.json.Decoder(EmailStatusEvent)
+document_decoder = msgspec.json.Decoder(EmailDocument)
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return json_encoder.encode(msg)
