@@ -1,0 +1,181 @@
+import datetime
+
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class EmailStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    STATUS_UNSPECIFIED: _ClassVar[EmailStatus]
+    PENDING: _ClassVar[EmailStatus]
+    SENDING: _ClassVar[EmailStatus]
+    RETRYING: _ClassVar[EmailStatus]
+    SENT: _ClassVar[EmailStatus]
+    FAILED: _ClassVar[EmailStatus]
+    SUPPRESSED: _ClassVar[EmailStatus]
+STATUS_UNSPECIFIED: EmailStatus
+PENDING: EmailStatus
+SENDING: EmailStatus
+RETRYING: EmailStatus
+SENT: EmailStatus
+FAILED: EmailStatus
+SUPPRESSED: EmailStatus
+
+class Attachment(_message.Message):
+    __slots__ = ("filename", "content_type", "content")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    content_type: str
+    content: bytes
+    def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
+
+class AttemptRecord(_message.Message):
+    __slots__ = ("attempt", "at", "status", "provider", "smtp_code", "reply")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    SMTP_CODE_FIELD_NUMBER: _ClassVar[int]
+    REPLY_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    at: _timestamp_pb2.Timestamp
+    status: EmailStatus
+    provider: str
+    smtp_code: int
+    reply: str
+    def __init__(self, attempt: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., provider: _Optional[str] = ..., smtp_code: _Optional[int] = ..., reply: _Optional[str] = ...) -> None: ...
+
+class EmailDocument(_message.Message):
+    __slots__ = ("event_id", "recipient", "template", "variables", "category", "subject", "attachments", "status", "idempotency_key", "created_at", "updated_at", "sent_at", "attempts", "error", "provider", "provider_message_id", "smtp_reply", "latency_ms", "history")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    SENT_AT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    SMTP_REPLY_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    recipient: str
+    template: str
+    variables: _struct_pb2.Struct
+    category: str
+    subject: str
+    attachments: _containers.RepeatedCompositeFieldContainer[Attachment]
+    status: EmailStatus
+    idempotency_key: str
+    created_at: _timestamp_pb2.Timestamp
+    updated_at: _timestamp_pb2.Timestamp
+    sent_at: _timestamp_pb2.Timestamp
+    attempts: int
+    error: str
+    provider: str
+    provider_message_id: str
+    smtp_reply: str
+    latency_ms: float
+    history: _containers.RepeatedCompositeFieldContainer[AttemptRecord]
+    def __init__(self, event_id: _Optional[str] = ..., recipient: _Optional[str] = ..., template: _Optional[str] = ..., variables: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., category: _Optional[str] = ..., subject: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., idempotency_key: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., sent_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., attempts: _Optional[int] = ..., error: _Optional[str] = ..., provider: _Optional[str] = ..., provider_message_id: _Optional[str] = ..., smtp_reply: _Optional[str] = ..., latency_ms: _Optional[float] = ..., history: _Optional[_Iterable[_Union[AttemptRecord, _Mapping]]] = ...) -> None: ...
+
+class SaveEmailRequest(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: EmailDocument
+    def __init__(self, document: _Optional[_Union[EmailDocument, _Mapping]] = ...) -> None: ...
+
+class SaveEmailResponse(_message.Message):
+    __slots__ = ("event_id", "created", "document")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    created: bool
+    document: EmailDocument
+    def __init__(self, event_id: _Optional[str] = ..., created: _Optional[bool] = ..., document: _Optional[_Union[EmailDocument, _Mapping]] = ...) -> None: ...
+
+class GetEmailRequest(_message.Message):
+    __slots__ = ("event_id",)
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    def __init__(self, event_id: _Optional[str] = ...) -> None: ...
+
+class GetEmailResponse(_message.Message):
+    __slots__ = ("document",)
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    document: EmailDocument
+    def __init__(self, document: _Optional[_Union[EmailDocument, _Mapping]] = ...) -> None: ...
+
+class SearchEmailsRequest(_message.Message):
+    __slots__ = ("recipient", "status", "category", "created_from", "created_to", "page_size", "page_token")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FROM_FIELD_NUMBER: _ClassVar[int]
+    CREATED_TO_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    recipient: str
+    status: EmailStatus
+    category: str
+    created_from: _timestamp_pb2.Timestamp
+    created_to: _timestamp_pb2.Timestamp
+    page_size: int
+    page_token: str
+    def __init__(self, recipient: _Optional[str] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., category: _Optional[str] = ..., created_from: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_to: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class SearchEmailsResponse(_message.Message):
+    __slots__ = ("documents", "next_page_token", "total")
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[EmailDocument]
+    next_page_token: str
+    total: int
+    def __init__(self, documents: _Optional[_Iterable[_Union[EmailDocument, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class RequestEmailRequest(_message.Message):
+    __slots__ = ("recipient", "template", "variables", "category", "subject", "attachments", "idempotency_key")
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    TEMPLATE_FIELD_NUMBER: _ClassVar[int]
+    VARIABLES_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    ATTACHMENTS_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    recipient: str
+    template: str
+    variables: _struct_pb2.Struct
+    category: str
+    subject: str
+    attachments: _containers.RepeatedCompositeFieldContainer[Attachment]
+    idempotency_key: str
+    def __init__(self, recipient: _Optional[str] = ..., template: _Optional[str] = ..., variables: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., category: _Optional[str] = ..., subject: _Optional[str] = ..., attachments: _Optional[_Iterable[_Union[Attachment, _Mapping]]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class RequestEmailResponse(_message.Message):
+    __slots__ = ("event_id", "status", "duplicate")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    status: EmailStatus
+    duplicate: bool
+    def __init__(self, event_id: _Optional[str] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., duplicate: _Optional[bool] = ...) -> None: ...
