@@ -55,17 +55,13 @@ def transition_allowed(old: Status, new: Status) -> bool:
     return new in ALLOWED[old]
 
 
-class _Wire(msgspec.Struct, kw_only=True, rename="camel", omit_defaults=False):
-    """Base of every message that crosses a process boundary."""
-
-
-class Attachment(_Wire, frozen=True):
+class Attachment(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     filename: str
     content_type: str
     content: bytes  # base64 in JSON
 
 
-class EmailSendEvent(_Wire, frozen=True):
+class EmailSendEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """Everything the email server needs to send one email (email.send.exchange)."""
 
     event_id: str
@@ -79,7 +75,7 @@ class EmailSendEvent(_Wire, frozen=True):
     attempt: int = 1
 
 
-class AttemptRecord(_Wire, frozen=True):
+class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One try at handing an email to a provider."""
 
     attempt: int
@@ -90,7 +86,7 @@ class AttemptRecord(_Wire, frozen=True):
     reply: str | None = None
 
 
-class EmailStatusEvent(_Wire, frozen=True):
+class EmailStatusEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """What happened to one email (email.status.exchange)."""
 
     event_id: str
@@ -106,7 +102,7 @@ class EmailStatusEvent(_Wire, frozen=True):
     latency_ms: float | None = None  # request to send, when SENT
 
 
-class EmailDocument(_Wire):
+class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
     """The integration service's record of one email: the single source of truth."""
 
     event_id: str

@@ -1,0 +1,1 @@
+"""The email domain built on the runtime: schemas, actors, edges and the three services."""
