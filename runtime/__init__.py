@@ -4,7 +4,7 @@ Knows nothing about email. The public surface is re-exported here; the
 modules behind it are private.
 """
 
-from ._actor import Actor, ActorContext
+from ._actor import Actor, ActorContext, Reply
 from ._errors import (
     ActorError,
     ActorNotFound,
@@ -45,6 +45,7 @@ __all__ = [
     "InjectedCrash",
     "MailboxFull",
     "MessageTypeError",
+    "Reply",
     "Restart",
     "Strategy",
     "SupervisorEscalation",

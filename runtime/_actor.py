@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from ._ref import ActorRef, Cell, _Ask
+from ._ref import ActorRef, Cell, _Ask, _Reply
 from ._snapshot import ActorState
 
 if TYPE_CHECKING:
@@ -50,6 +50,19 @@ class ActorContext:
         """Like :meth:`start_soon`, waiting for the task's ``task_status.started()``."""
         return await self._nursery.start(fn, *args)
 
+    def reply_later(self) -> Reply:
+        """Take over answering the ``ask`` being handled now.
+
+        The runtime then does not answer when :meth:`Actor.receive` returns;
+        the actor answers through the handle, e.g. after writing a batch.
+        Raises ``RuntimeError`` when the message in hand is not an ``ask``.
+        """
+        inc = self._incarnation
+        if inc.current is None:
+            raise RuntimeError(f"actor {self.path!r}: reply_later() outside an ask")
+        inc.deferred = True
+        return Reply(inc.current)
+
     def stop(self) -> None:
         """End this actor normally once the message in hand is done.
 
@@ -60,6 +73,21 @@ class ActorContext:
     def report(self, fn: Callable[[], dict[str, object]]) -> None:
         """Add what ``fn`` returns to this actor's introspection snapshot."""
         self._cell.report = fn
+
+
+class Reply:
+    """A deferred answer to one ``ask``; answer it exactly once."""
+
+    __slots__ = ("_slot",)
+
+    def __init__(self, slot: _Reply) -> None:
+        self._slot = slot
+
+    def set(self, value: object) -> None:
+        self._slot.set(value)
+
+    def fail(self, error: BaseException) -> None:
+        self._slot.fail(error)
 
 
 class Actor(Generic[M]):
@@ -91,7 +119,7 @@ class Actor(Generic[M]):
 class _Incarnation:
     """Runs one incarnation of an actor: start, message loop, graceful stop."""
 
-    __slots__ = ("cell", "actor", "stop_requested", "busy", "idle_scope")
+    __slots__ = ("cell", "actor", "stop_requested", "busy", "idle_scope", "current", "deferred")
 
     def __init__(self, cell: Cell, actor: Actor[Any]) -> None:
         self.cell = cell
@@ -99,6 +127,8 @@ class _Incarnation:
         self.stop_requested = False
         self.busy = False
         self.idle_scope = trio.CancelScope()
+        self.current: _Reply | None = None
+        self.deferred = False
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -123,12 +153,18 @@ class _Incarnation:
                     item = await receive()
                     self.busy = True
                     if type(item) is _Ask:
+                        self.current = reply = item.reply
+                        self.deferred = False
                         try:
                             value = await handle(item.msg)
                         except BaseException as exc:
-                            item.reply.fail(exc)
+                            if not self.deferred:
+                                reply.fail(exc)
                             raise
-                        item.reply.set(value)
+                        finally:
+                            self.current = None
+                        if not self.deferred:
+                            reply.set(value)
                     else:
                         await handle(item)
                     self.busy = False

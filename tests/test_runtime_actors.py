@@ -241,3 +241,49 @@ async def test_snapshot_shows_every_actor(actor_system):
 async def test_ask_waits_for_infinite_timeout(actor_system):
     ref = await actor_system.spawn(ChildSpec("echo", Echo))
     assert await ref.ask(Ping(2), timeout=math.inf) == Pong(2)
+
+
+async def test_reply_later_lets_an_actor_answer_a_batch(actor_system):
+    from runtime import Reply
+
+    class Batcher(Actor[Ping]):
+        accepts = (Ping,)
+
+        def __init__(self) -> None:
+            self.pending: list[tuple[Ping, Reply]] = []
+
+        async def receive(self, msg: Ping) -> None:
+            self.pending.append((msg, self.ctx.reply_later()))
+            if len(self.pending) == 3:
+                for m, reply in self.pending:
+                    reply.set(Pong(m.n * 10))
+                self.pending.clear()
+
+    ref = await actor_system.spawn(ChildSpec("b", Batcher))
+    results: dict[int, Pong] = {}
+
+    async def ask(n: int) -> None:
+        results[n] = await ref.ask(Ping(n))
+
+    async with trio.open_nursery() as nursery:
+        for n in range(3):
+            nursery.start_soon(ask, n)
+    assert results == {0: Pong(0), 1: Pong(10), 2: Pong(20)}
+
+
+async def test_reply_later_outside_an_ask_is_an_error(actor_system):
+    errors: list[Exception] = []
+
+    class Wrong(Actor[Ping]):
+        accepts = (Ping,)
+
+        async def receive(self, msg: Ping) -> None:
+            try:
+                self.ctx.reply_later()
+            except RuntimeError as exc:
+                errors.append(exc)
+
+    ref = await actor_system.spawn(ChildSpec("w", Wrong))
+    await ref.send(Ping(1))
+    await wait_until(lambda: errors)
+    assert "outside an ask" in str(errors[0])
