@@ -1,0 +1,55 @@
+"""Typed configuration: TOML profiles, environment overrides, secrets kept out of values.
+
+``load_config("embedded")`` reads ``config/embedded.toml``, applies the
+``MAILACTORS__SECTION__KEY`` environment variables, checks every key and returns
+a frozen ``Config`` (``cfg.store.batch_size``...). Secrets are fetched when needed
+(``cfg.provider.smtp.password()``), and ``repr(cfg)`` shows URLs as ``user:***@host``.
+"""
+
+from ._errors import ConfigError
+from ._load import ENV_PREFIX, PROFILE_DIR, PROJECT_ROOT, load_config, profile_names, profile_path
+from ._model import (
+    DEFAULT_ATTACHMENT_TYPES,
+    BusConfig,
+    Config,
+    EmailServerConfig,
+    GrpcConfig,
+    LimitsConfig,
+    MetricsConfig,
+    ProviderConfig,
+    RetryConfig,
+    ServiceConfig,
+    SmtpConfig,
+    StoreConfig,
+    SweeperConfig,
+    TemplatesConfig,
+    ThrottleConfig,
+)
+from ._secrets import redact_url, resolve_secret
+
+__all__ = [
+    "DEFAULT_ATTACHMENT_TYPES",
+    "ENV_PREFIX",
+    "PROFILE_DIR",
+    "PROJECT_ROOT",
+    "BusConfig",
+    "Config",
+    "ConfigError",
+    "EmailServerConfig",
+    "GrpcConfig",
+    "LimitsConfig",
+    "MetricsConfig",
+    "ProviderConfig",
+    "RetryConfig",
+    "ServiceConfig",
+    "SmtpConfig",
+    "StoreConfig",
+    "SweeperConfig",
+    "TemplatesConfig",
+    "ThrottleConfig",
+    "load_config",
+    "profile_names",
+    "profile_path",
+    "redact_url",
+    "resolve_secret",
+]
