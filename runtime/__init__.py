@@ -24,7 +24,13 @@ from ._supervisor import (
     Strategy,
     SupervisorSpec,
 )
-from ._system import ActorSystem, InjectedCrash, open_actor_system, run_actor_system
+from ._system import (
+    ActorSystem,
+    InjectedCrash,
+    open_actor_system,
+    run_actor_system,
+    serve_until_stopped,
+)
 
 __all__ = [
     "Actor",
@@ -53,4 +59,5 @@ __all__ = [
     "TreeSnapshot",
     "open_actor_system",
     "run_actor_system",
+    "serve_until_stopped",
 ]

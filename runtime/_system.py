@@ -58,6 +58,8 @@ class ActorSystem:
         )
         self._guardian: Supervisor | None = None
         self.stopped = trio.Event()
+        # Set by open_actor_system: cancelling them ends the system without grace.
+        self._scopes: list[trio.CancelScope] = []
 
     # -- building -----------------------------------------------------------
 
@@ -157,6 +159,11 @@ class ActorSystem:
         if self._guardian is not None:
             self._guardian.request_stop()
 
+    def cancel(self) -> None:
+        """End the system at once: every actor is cancelled, no graceful stop."""
+        for scope in self._scopes:
+            scope.cancel()
+
     async def wait_stopped(self) -> None:
         await self.stopped.wait()
 
@@ -177,6 +184,7 @@ async def open_actor_system(
     """
     system = ActorSystem(name, intensity=intensity, period=period)
     async with trio.open_nursery() as nursery:
+        system._scopes.append(nursery.cancel_scope)
         await nursery.start(system._run)
         try:
             yield system
@@ -184,6 +192,7 @@ async def open_actor_system(
             system.request_stop()
             with trio.move_on_after(shutdown) as scope:
                 scope.shield = True
+                system._scopes.append(scope)
                 await system.stopped.wait()
             nursery.cancel_scope.cancel()
 
@@ -200,25 +209,33 @@ async def run_actor_system(
     The first signal stops the tree gracefully, children in reverse order with
     their shutdown timeouts; a second signal cancels whatever is still running.
     """
-    shutdown = spec.shutdown if isinstance(spec, SupervisorSpec) else spec.shutdown
-    async with open_actor_system(name or spec.name, shutdown=shutdown) as system:
+    async with open_actor_system(name or spec.name, shutdown=spec.shutdown) as system:
         with trio.open_signal_receiver(*stop_signals) as signals:
             await system.spawn(spec)
             if ready is not None:
                 ready(system)
-            async with trio.open_nursery() as nursery:
+            await serve_until_stopped(system, signals)
 
-                async def watch_signals() -> None:
-                    count = 0
-                    async for signum in signals:
-                        count += 1
-                        if count == 1:
-                            log.info("%s: stopping (signal %d)", system.name, signum)
-                            system.request_stop()
-                        else:
-                            log.warning("%s: second signal, cancelling", system.name)
-                            nursery.cancel_scope.cancel()
 
-                nursery.start_soon(watch_signals)
-                await system.stopped.wait()
-                nursery.cancel_scope.cancel()
+async def serve_until_stopped(system: ActorSystem, signals: AsyncIterator[int]) -> None:
+    """Wait until ``system`` stops; the first signal stops it gracefully, a second cancels.
+
+    ``signals`` comes from ``trio.open_signal_receiver``, opened by the caller
+    before it started anything, so that no signal arrives unhandled.
+    """
+    async with trio.open_nursery() as nursery:
+
+        async def watch_signals() -> None:
+            count = 0
+            async for signum in signals:
+                count += 1
+                if count == 1:
+                    log.info("%s: stopping (signal %d)", system.name, signum)
+                    system.request_stop()
+                else:
+                    log.warning("%s: second signal, cancelling", system.name)
+                    system.cancel()
+
+        nursery.start_soon(watch_signals)
+        await system.stopped.wait()
+        nursery.cancel_scope.cancel()
