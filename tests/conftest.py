@@ -1,3 +1,43 @@
 """Shared fixtures: the runtime's test kit, and the real services the edges need."""
 
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
 from runtime.testing import actor_system  # noqa: F401  (fixture)
+from tests.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
+
+# -- real services (tests/services.py finds or starts them) -----------------------
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An Elasticsearch API for the session: $ELASTICSEARCH_URL, Docker, or noida-db."""
+    try:
+        service = elasticsearch_service(tmp_path_factory.mktemp("elasticsearch"))
+    except ServiceMissing as exc:
+        missing(str(exc))
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def elasticsearch_index() -> str:
+    """A fresh index name per test, so tests never see each other's documents."""
+    return f"test-emails-{uuid.uuid4().hex}"
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ broker for the session: $RABBITMQ_URL, local, rabbitmq-server, or Docker."""
+    try:
+        service = rabbitmq_service()
+    except ServiceMissing as exc:
+        missing(str(exc))
+    try:
+        yield service.url
+    finally:
+        service.stop()
