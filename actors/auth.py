@@ -1,0 +1,165 @@
+"""The auth service: turns a request into a saved document and a send event.
+
+Tree::
+
+    auth/
+      requests   validates, derives the eventId, saves through integration,
+                 and only after the save succeeded publishes the EmailSendEvent
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, ClassVar, Protocol
+
+import msgspec
+import trio
+
+from config import LimitsConfig
+from runtime import Actor, ChildSpec, Reply, SupervisorSpec
+
+from .edges import Bus, SaveResult
+from .schema import Attachment, EmailDocument, Status
+from .templates import TemplateRenderer
+from .validation import validate_request
+
+log = logging.getLogger("mailactors.auth")
+
+# eventIds derived from idempotency keys live in their own UUID namespace, so a
+# key always maps to the same eventId and never collides with a random one.
+IDEMPOTENCY_NAMESPACE = uuid.UUID("6f1c8a8e-5b0e-4d5e-9a53-5a1d0c0ffee1")
+
+
+class RequestEmail(msgspec.Struct, frozen=True, kw_only=True):
+    recipient: str
+    template: str
+    variables: dict[str, Any] = {}
+    category: str = "transactional"
+    subject: str | None = None
+    attachments: list[Attachment] = []
+    idempotency_key: str | None = None
+
+
+class RequestAccepted(msgspec.Struct, frozen=True):
+    event_id: str
+    status: Status
+    duplicate: bool  # the idempotency key was seen before; nothing new was sent
+
+
+class IntegrationClient(Protocol):
+    """How auth reaches integration: in process (embedded) or over gRPC."""
+
+    async def save(self, document: EmailDocument) -> SaveResult: ...
+
+
+def event_id_for(idempotency_key: str | None) -> str:
+    if idempotency_key:
+        return str(uuid.uuid5(IDEMPOTENCY_NAMESPACE, idempotency_key))
+    return str(uuid.uuid4())
+
+
+class RequestHandler(Actor[RequestEmail]):
+    """Handles requests concurrently (up to ``concurrency`` at once).
+
+    A bad request is answered with ``InvalidField`` naming the field; nothing
+    is stored or sent for it. A repeated idempotency key is answered with the
+    first eventId, and nothing is published again.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (RequestEmail,)
+    mailbox: ClassVar[int] = 1024
+
+    def __init__(
+        self,
+        integration: IntegrationClient,
+        bus: Bus,
+        renderer: TemplateRenderer,
+        limits: LimitsConfig,
+        concurrency: int = 256,
+    ) -> None:
+        self.integration = integration
+        self.bus = bus
+        self.renderer = renderer
+        self.limits = limits
+        self.slots = trio.Semaphore(concurrency)
+        self.accepted = 0
+        self.duplicates = 0
+        self.invalid = 0
+
+    async def started(self) -> None:
+        self.ctx.report(
+            lambda: {"accepted": self.accepted, "duplicates": self.duplicates, "invalid": self.invalid}
+        )
+
+    async def receive(self, msg: RequestEmail) -> None:
+        reply = self.ctx.reply_later()
+        await self.slots.acquire()  # a full house is backpressure on the mailbox
+        self.ctx.start_soon(self._handle, msg, reply)
+
+    async def _handle(self, req: RequestEmail, reply: Reply) -> None:
+        try:
+            reply.set(await self.handle(req))
+        except Exception as exc:
+            reply.fail(exc)
+        finally:
+            self.slots.release()
+
+    async def handle(self, req: RequestEmail) -> RequestAccepted:
+        try:
+            recipient = validate_request(
+                req.recipient,
+                req.template,
+                req.variables,
+                req.category,
+                req.subject,
+                req.attachments,
+                self.limits,
+                self.renderer,
+            )
+        except ValueError:
+            self.invalid += 1
+            raise
+        if req.idempotency_key is not None and not req.idempotency_key.strip():
+            from .validation import InvalidField
+
+            self.invalid += 1
+            raise InvalidField("idempotency_key", "must not be blank (omit it for none)")
+        document = EmailDocument(
+            event_id=event_id_for(req.idempotency_key),
+            recipient=recipient,
+            template=req.template,
+            variables=dict(req.variables),
+            category=req.category,
+            subject=req.subject,
+            attachments=list(req.attachments),
+            idempotency_key=req.idempotency_key,
+        )
+        result = await self.integration.save(document)
+        if not result.created:
+            self.duplicates += 1
+            stored = result.document
+            log.info("repeat request, nothing sent", extra={"event_id": stored.event_id})
+            return RequestAccepted(stored.event_id, stored.status, True)
+        # Saved: only now may the email be sent. A crash right here leaves it
+        # PENDING; the outbox sweeper republishes it.
+        await self.bus.publish_send(document.to_send_event())
+        self.accepted += 1
+        log.debug("requested", extra={"event_id": document.event_id})
+        return RequestAccepted(document.event_id, Status.PENDING, False)
+
+
+def auth_tree(
+    integration: IntegrationClient,
+    bus: Bus,
+    renderer: TemplateRenderer,
+    limits: LimitsConfig,
+    *,
+    name: str = "auth",
+) -> SupervisorSpec:
+    return SupervisorSpec(
+        name,
+        [ChildSpec("requests", RequestHandler, args=(integration, bus, renderer, limits), shutdown=15.0)],
+        intensity=5,
+        period=10.0,
+    )

@@ -1,0 +1,79 @@
+"""A base for actors that write in batches: up to N items or T milliseconds.
+
+Stores are fast per batch and slow per item (DESIGN.md: Elasticsearch bulk
+index about 10x single index), so writers collect work and flush it together.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Generic, TypeVar
+
+import msgspec
+import trio
+
+from runtime import Actor, Reply
+
+T = TypeVar("T")
+
+
+class Flush(msgspec.Struct, frozen=True):
+    """Sent by the batch timer to its own actor: flush batch ``generation``."""
+
+    generation: int
+
+
+class BatchingActor(Actor[Any], Generic[T]):
+    """Collects items (and the replies owed for them) and calls :meth:`flush`.
+
+    A batch is flushed when it holds ``batch_size`` items or ``batch_ms`` after
+    its first item, whichever comes first, and on a graceful stop.
+    """
+
+    mailbox: ClassVar[int] = 4096
+
+    def __init__(self, batch_size: int, batch_ms: float) -> None:
+        self.batch_size = batch_size
+        self.batch_ms = batch_ms
+        self.items: list[T] = []
+        self.replies: list[Reply | None] = []
+        self.generation = 0
+
+    async def add(self, item: T, reply: Reply | None) -> None:
+        self.items.append(item)
+        self.replies.append(reply)
+        if len(self.items) >= self.batch_size or self.batch_ms <= 0:
+            await self._flush()
+        elif len(self.items) == 1:
+            self.ctx.start_soon(self._timer, self.generation)
+
+    async def _timer(self, generation: int) -> None:
+        await trio.sleep(self.batch_ms / 1000)
+        if generation == self.generation:
+            await self.ctx.self_ref.send(Flush(generation))
+
+    async def on_flush_message(self, msg: Flush) -> None:
+        if msg.generation == self.generation and self.items:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        items, replies = self.items, self.replies
+        self.items, self.replies = [], []
+        self.generation += 1
+        try:
+            results = await self.flush(items)
+        except Exception as exc:
+            for reply in replies:
+                if reply is not None:
+                    reply.fail(exc)
+            raise
+        for reply, result in zip(replies, results, strict=True):
+            if reply is not None:
+                reply.set(result)
+
+    async def flush(self, items: list[T]) -> list[Any]:
+        """Write ``items``; return one result per item (the reply to its ask)."""
+        raise NotImplementedError
+
+    async def stopping(self) -> None:
+        if self.items:
+            await self._flush()

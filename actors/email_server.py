@@ -1,0 +1,282 @@
+"""The email server: takes EmailSendEvents, sends them, reports what happened.
+
+Tree (rest_for_one, so that everything started after a failed child restarts
+with it: the consumer last, so it starts only once there is somewhere to put
+work, and stops first, so intake ends before the senders drain)::
+
+    email-server/
+      publisher   publishes EmailStatusEvents, then acks the delivery they settle
+      throttler   token buckets per provider and per recipient domain
+      retrier     holds transient failures until their backoff is over
+      senders/    one_for_one pool: sender-0 .. sender-N-1
+      consumer    takes deliveries off the bus and hands each to the least busy sender
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+import trio
+
+from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
+
+from .edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
+from .mime import message_id_for
+from .schema import EmailSendEvent, EmailStatusEvent, Status, send_event_decoder
+from .templates import TemplateError, TemplateRenderer
+from .throttle import Acquire, Throttler, domain_of
+
+log = logging.getLogger("mailactors.email_server")
+
+
+class SendJob(msgspec.Struct, frozen=True):
+    event: EmailSendEvent
+    delivery: Any  # edges.Delivery, settled by the publisher after the status is out
+
+
+class PublishStatus(msgspec.Struct, frozen=True):
+    event: EmailStatusEvent
+    delivery: Any  # settled (acked) once the status event is published; may be None
+
+
+class RetryLater(msgspec.Struct, frozen=True):
+    event: EmailSendEvent  # with the next attempt number
+    delay: float
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    max_attempts: int = 5
+    base_delay_s: float = 2.0
+    max_delay_s: float = 300.0
+    max_age_s: float = 86400.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, hint: float | None) -> float:
+        base = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        base *= 1 + random.uniform(-self.jitter, self.jitter)
+        return max(base, hint or 0.0)
+
+
+class Publisher(Actor[PublishStatus]):
+    """Publishes status events; the delivery they settle is acked only afterwards."""
+
+    accepts: ClassVar[tuple[type, ...]] = (PublishStatus,)
+    mailbox: ClassVar[int] = 1024
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def receive(self, msg: PublishStatus) -> None:
+        await self.bus.publish_status(msg.event)
+        if msg.delivery is not None:
+            await msg.delivery.ack()
+
+
+class Retrier(Actor[RetryLater]):
+    """Republishes transiently failed emails after their backoff.
+
+    In the embedded profile this wait lives in memory; a crash during it
+    leaves the document RETRYING, which the outbox sweeper picks up.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (RetryLater,)
+    mailbox: ClassVar[int] = 1024
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.waiting = 0
+
+    async def started(self) -> None:
+        self.ctx.report(lambda: {"waiting": self.waiting})
+
+    async def receive(self, msg: RetryLater) -> None:
+        self.waiting += 1
+        self.ctx.start_soon(self._later, msg)
+
+    async def _later(self, msg: RetryLater) -> None:
+        try:
+            await trio.sleep(msg.delay)
+            await self.bus.publish_send(msg.event)
+        finally:
+            self.waiting -= 1
+
+
+class SenderSettings(msgspec.Struct, frozen=True):
+    root: str  # the service tree's name, where the siblings are found
+    sender: str
+    message_id_domain: str
+    retry: RetryPolicy = RetryPolicy()
+    throttled: bool = False
+
+
+class Sender(Actor[SendJob]):
+    """Renders, waits for the throttler, sends through the provider, reports.
+
+    A render failure is permanent (the same input fails again); provider
+    failures are classified by the provider.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (SendJob,)
+    mailbox: ClassVar[int] = 4
+
+    def __init__(self, provider: Provider, renderer: TemplateRenderer, settings: SenderSettings) -> None:
+        self.provider = provider
+        self.renderer = renderer
+        self.settings = settings
+
+    async def started(self) -> None:
+        root = self.settings.root
+        self.publisher: ActorRef[PublishStatus] = self.ctx.lookup(f"{root}/publisher")
+        self.throttler: ActorRef[Acquire] = self.ctx.lookup(f"{root}/throttler")
+        self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
+
+    async def receive(self, msg: SendJob) -> None:
+        event = msg.event
+        status = await self._send(event)
+        await self.publisher.send(PublishStatus(status, msg.delivery))
+
+    async def _send(self, event: EmailSendEvent) -> EmailStatusEvent:
+        try:
+            rendered = self.renderer.render(event.template, dict(event.variables), event.subject)
+        except TemplateError as exc:
+            return _status(event, Status.FAILED, error=f"render: {exc}")
+        if self.settings.throttled:
+            await self.throttler.ask(Acquire(domain_of(event.recipient)), timeout=3600)
+        email = OutgoingEmail(
+            event_id=event.event_id,
+            sender=self.settings.sender,
+            recipient=event.recipient,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=message_id_for(event.event_id, self.settings.message_id_domain),
+            attachments=[(a.filename, a.content_type, a.content) for a in event.attachments],
+        )
+        result = await self.provider.send(email)
+        return await self._classify(event, result)
+
+    async def _classify(self, event: EmailSendEvent, result: SendResult) -> EmailStatusEvent:
+        common: dict[str, Any] = {
+            "provider": result.provider,
+            "smtp_code": result.code,
+            "smtp_reply": result.reply,
+        }
+        if result.ok:
+            latency = (datetime.now(UTC) - event.requested_at).total_seconds() * 1000
+            log.debug("sent", extra={"event_id": event.event_id})
+            return _status(
+                event, Status.SENT, provider_message_id=result.message_id, latency_ms=latency, **common
+            )
+        reason = f"{result.failure}: {result.code or ''} {result.reply or ''}".strip()
+        policy = self.settings.retry
+        age = (datetime.now(UTC) - event.requested_at).total_seconds()
+        if result.failure is Failure.PERMANENT:
+            return _status(event, Status.FAILED, error=reason, **common)
+        if event.attempt >= policy.max_attempts or age >= policy.max_age_s:
+            why = "attempts" if event.attempt >= policy.max_attempts else "age"
+            return _status(event, Status.FAILED, error=f"retries exhausted ({why}); last: {reason}", **common)
+        delay = policy.delay(event.attempt, result.retry_after)
+        await self.retrier.send(
+            RetryLater(msgspec.structs.replace(event, attempt=event.attempt + 1), delay)
+        )
+        return _status(event, Status.RETRYING, error=reason, **common)
+
+
+def _status(event: EmailSendEvent, status: Status, **fields: Any) -> EmailStatusEvent:
+    return EmailStatusEvent(
+        event_id=event.event_id,
+        status=status,
+        attempt=event.attempt,
+        requested_at=event.requested_at,
+        **fields,
+    )
+
+
+class Consumer(Actor[Any]):
+    """Takes send events off the bus and hands each to the least busy sender.
+
+    An event that does not decode is rejected with the reason (to the
+    dead-letter queue, in the distributed profile) and the loop goes on.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(self, bus: Bus, root: str, senders: int) -> None:
+        self.bus = bus
+        self.root = root
+        self.n = senders
+        self.rejected = 0
+        self.taken = 0
+
+    async def started(self) -> None:
+        self.senders: list[ActorRef[SendJob]] = [
+            self.ctx.lookup(f"{self.root}/senders/sender-{i}") for i in range(self.n)
+        ]
+        self.ctx.report(lambda: {"taken": self.taken, "rejected": self.rejected})
+        self.ctx.start_soon(self._consume)
+
+    async def _consume(self) -> None:
+        senders = self.senders
+        turn = 0
+        while True:
+            delivery: Delivery = await self.bus.next_send()
+            try:
+                event = send_event_decoder.decode(delivery.body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.rejected += 1
+                log.warning("rejected a send event: %s", exc)
+                await delivery.reject(f"undecodable EmailSendEvent: {exc}")
+                continue
+            self.taken += 1
+            job = SendJob(event, delivery)
+            # Round robin, skipping full mailboxes; wait on one only if all are full.
+            for _ in range(self.n):
+                turn = (turn + 1) % self.n
+                try:
+                    senders[turn].send_nowait(job)
+                    break
+                except MailboxFull:
+                    continue
+            else:
+                await senders[turn].send(job)
+
+
+def email_server_tree(
+    bus: Bus,
+    provider: Provider,
+    renderer: TemplateRenderer,
+    settings: SenderSettings,
+    *,
+    concurrency: int = 16,
+    rate: float = 0.0,
+    burst: int = 20,
+    per_domain: dict[str, float] | None = None,
+    name: str = "email-server",
+) -> SupervisorSpec:
+    throttled = rate > 0 or bool(per_domain)
+    settings = msgspec.structs.replace(settings, throttled=throttled, root=name)
+    return SupervisorSpec(
+        name,
+        [
+            ChildSpec("publisher", Publisher, args=(bus,), shutdown=10.0),
+            ChildSpec("throttler", Throttler, args=(rate, burst, per_domain or {})),
+            ChildSpec("retrier", Retrier, args=(bus,)),
+            SupervisorSpec(
+                "senders",
+                [
+                    ChildSpec(f"sender-{i}", Sender, args=(provider, renderer, settings), shutdown=30.0)
+                    for i in range(concurrency)
+                ],
+                intensity=max(10, concurrency),
+                period=10.0,
+            ),
+            ChildSpec("consumer", Consumer, args=(bus, name, concurrency)),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+        intensity=5,
+        period=10.0,
+    )

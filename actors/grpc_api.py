@@ -1,0 +1,196 @@
+"""The gRPC edge: grpclib servers and clients for the auth and integration APIs.
+
+grpclib is an asyncio library, so the server runs on the asyncio side of the
+runtime's edge and every handler crosses into Trio with ``edge.call_trio``.
+Handlers turn domain errors into gRPC status codes: a bad request is
+INVALID_ARGUMENT naming the field, an unknown eventId NOT_FOUND, a store
+outage UNAVAILABLE (so that clients retry).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar
+
+from grpclib import GRPCError
+from grpclib import Status as GrpcStatus
+from grpclib.events import RecvRequest, listen
+from grpclib.server import Server
+
+from protos import email_grpc, email_pb2
+from runtime import Actor, ActorRef, AskTimeout
+from runtime._aio import AsyncioEdge, current_edge
+
+from .auth import RequestAccepted, RequestEmail
+from .edges import SearchQuery, StoreUnavailable
+from .integration import IntegrationApi
+from .proto_convert import (
+    ConversionError,
+    attachment_from_proto,
+    document_from_proto,
+    document_to_proto,
+    get_datetime,
+    status_from_proto,
+    status_to_proto,
+    struct_to_variables,
+)
+from .validation import InvalidField
+
+log = logging.getLogger("mailactors.grpc")
+
+MAX_PAGE_SIZE = 500
+
+
+async def _call(edge: AsyncioEdge, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
+    """Run a Trio call from a handler and map domain errors to gRPC status codes."""
+    try:
+        return await edge.call_trio(fn, *args)
+    except (InvalidField, ConversionError) as exc:
+        raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+    except (StoreUnavailable, AskTimeout) as exc:
+        raise GRPCError(GrpcStatus.UNAVAILABLE, str(exc)) from None
+
+
+class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[misc]
+    def __init__(self, api: IntegrationApi, edge: AsyncioEdge) -> None:
+        self.api = api
+        self.edge = edge
+
+    async def SaveEmail(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        try:
+            document = document_from_proto(request.document)
+        except ConversionError as exc:
+            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+        if not document.event_id:
+            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, "document.event_id: must not be empty")
+        result = await _call(self.edge, self.api.save, document)
+        await stream.send_message(
+            email_pb2.SaveEmailResponse(
+                event_id=result.document.event_id,
+                created=result.created,
+                document=document_to_proto(result.document),
+            )
+        )
+
+    async def GetEmail(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        document = await _call(self.edge, self.api.get, request.event_id)
+        if document is None:
+            raise GRPCError(GrpcStatus.NOT_FOUND, f"event_id: no email {request.event_id!r}")
+        await stream.send_message(email_pb2.GetEmailResponse(document=document_to_proto(document)))
+
+    async def SearchEmails(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        query = search_query_from_proto(request)
+        page = await _call(self.edge, self.api.search, query)
+        await stream.send_message(
+            email_pb2.SearchEmailsResponse(
+                documents=[document_to_proto(d) for d in page.documents],
+                next_page_token=page.next_page_token,
+                total=page.total,
+            )
+        )
+
+
+def search_query_from_proto(request: Any) -> SearchQuery:
+    if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+        raise GRPCError(
+            GrpcStatus.INVALID_ARGUMENT, f"page_size: must be 0..{MAX_PAGE_SIZE}, got {request.page_size}"
+        )
+    try:
+        status = status_from_proto(request.status) if request.HasField("status") else None
+    except ConversionError as exc:
+        raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+    return SearchQuery(
+        recipient=request.recipient if request.HasField("recipient") else None,
+        status=status,
+        category=request.category if request.HasField("category") else None,
+        created_from=get_datetime(request, "created_from"),
+        created_to=get_datetime(request, "created_to"),
+        page_size=request.page_size or 50,
+        page_token=request.page_token,
+    )
+
+
+class AuthService(email_grpc.AuthServiceBase):  # type: ignore[misc]
+    def __init__(self, requests: ActorRef[RequestEmail], edge: AsyncioEdge) -> None:
+        self.requests = requests
+        self.edge = edge
+
+    async def RequestEmail(self, stream: Any) -> None:
+        request = await stream.recv_message()
+        try:
+            msg = RequestEmail(
+                recipient=request.recipient,
+                template=request.template,
+                variables=struct_to_variables(request.variables),
+                category=request.category or "transactional",
+                subject=request.subject if request.HasField("subject") else None,
+                attachments=[attachment_from_proto(a) for a in request.attachments],
+                idempotency_key=(
+                    request.idempotency_key if request.HasField("idempotency_key") else None
+                ),
+            )
+        except (ConversionError, ValueError, TypeError) as exc:
+            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+        accepted: RequestAccepted = await _call(self.edge, self.requests.ask, msg, 60.0)
+        await stream.send_message(
+            email_pb2.RequestEmailResponse(
+                event_id=accepted.event_id,
+                status=status_to_proto(accepted.status),
+                duplicate=accepted.duplicate,
+            )
+        )
+
+
+def require_token(server: Server, token: str) -> None:
+    """Refuse every call without ``authorization: Bearer <token>`` (UNAUTHENTICATED)."""
+    expected = f"Bearer {token}".encode()
+
+    async def check(event: RecvRequest) -> None:
+        got = event.metadata.get("authorization", "")
+        if not hmac.compare_digest(str(got).encode(), expected):
+            raise GRPCError(GrpcStatus.UNAUTHENTICATED, "missing or wrong bearer token")
+
+    listen(server, RecvRequest, check)
+
+
+class GrpcServer(Actor[Any]):
+    """Serves the given gRPC services on host:port while it runs.
+
+    ``services`` is a function that builds the handler objects once the
+    actor runs, from its context (refs are looked up by path).
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(
+        self,
+        services: Callable[[Actor[Any], AsyncioEdge], list[Any]],
+        host: str,
+        port: int,
+        token: str | None = None,
+    ) -> None:
+        self.build = services
+        self.host = host
+        self.port = port
+        self.token = token
+
+    async def started(self) -> None:
+        edge = current_edge()
+        self.edge = edge
+        self.server = Server(self.build(self, edge))
+        if self.token:
+            require_token(self.server, self.token)
+        await edge.run(self.server.start, self.host, self.port)
+        sockets = self.server._server.sockets if self.server._server else []
+        self.bound = [s.getsockname() for s in sockets]
+        log.info("gRPC listening on %s", self.bound)
+        self.ctx.report(lambda: {"listening": [f"{h}:{p}" for h, p, *_ in self.bound]})
+
+    async def stopping(self) -> None:
+        self.server.close()
+        await self.edge.run(self.server.wait_closed)

@@ -1,0 +1,243 @@
+"""The integration service: owner and only writer of email documents.
+
+Tree (one_for_one)::
+
+    integration/
+      writer      batches SaveEmail into store.save_many
+      updater     batches status events into store.apply_status_many, then acks them
+      status-consumer  takes EmailStatusEvents off the bus, rejects undecodable ones
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, ClassVar
+
+import msgspec
+import trio
+
+from runtime import Actor, ActorRef, ChildSpec, SupervisorSpec
+
+from .batching import BatchingActor, Flush
+from .edges import (
+    ApplyOutcome,
+    ApplyResult,
+    Bus,
+    Delivery,
+    SaveResult,
+    SearchPage,
+    SearchQuery,
+    Store,
+    StoreUnavailable,
+)
+from .schema import EmailDocument, EmailStatusEvent, status_event_decoder
+
+log = logging.getLogger("mailactors.integration")
+
+
+class SaveEmail(msgspec.Struct, frozen=True):
+    document: EmailDocument
+
+
+class StatusUpdate(msgspec.Struct, frozen=True):
+    event: EmailStatusEvent
+    delivery: Any  # edges.Delivery, acked once the store has the update
+
+
+class TerminalWatch:
+    """Wakes whoever waits for an email to reach a terminal status (CLI, tests)."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, trio.Event] = {}
+
+    def event(self, event_id: str) -> trio.Event:
+        return self._events.setdefault(event_id, trio.Event())
+
+    def notify(self, event_id: str) -> None:
+        event = self._events.pop(event_id, None)
+        if event is not None:
+            event.set()
+
+    def discard(self, event_id: str) -> None:
+        self._events.pop(event_id, None)
+
+
+class DocumentWriter(BatchingActor[EmailDocument]):
+    """Saves documents in batches; answers each SaveEmail with its SaveResult."""
+
+    accepts: ClassVar[tuple[type, ...]] = (SaveEmail, Flush)
+
+    def __init__(self, store: Store, batch_size: int = 500, batch_ms: float = 10.0) -> None:
+        super().__init__(batch_size, batch_ms)
+        self.store = store
+
+    async def receive(self, msg: SaveEmail | Flush) -> None:
+        if type(msg) is SaveEmail:
+            await self.add(msg.document, self.ctx.reply_later())
+        else:
+            await self.on_flush_message(msg)  # type: ignore[arg-type]
+
+    async def flush(self, items: list[EmailDocument]) -> list[SaveResult]:
+        results = await self.store.save_many(items)
+        for r in results:
+            if r.created:
+                log.debug("saved PENDING", extra={"event_id": r.document.event_id})
+        return results
+
+
+class StatusUpdater(BatchingActor[StatusUpdate]):
+    """Applies status events in batches and acks them only once they are stored.
+
+    While the store is unavailable the batch is kept and retried with backoff;
+    the mailbox fills and the consumer stops taking from the bus, so the
+    broker keeps what is not yet stored. Nothing is acked before it is durable.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (StatusUpdate, Flush)
+
+    def __init__(
+        self,
+        store: Store,
+        watch: TerminalWatch,
+        batch_size: int = 500,
+        batch_ms: float = 20.0,
+        retry_max_s: float = 5.0,
+    ) -> None:
+        super().__init__(batch_size, batch_ms)
+        self.store = store
+        self.watch = watch
+        self.retry_max_s = retry_max_s
+        self.outcomes: dict[str, int] = {o.value: 0 for o in ApplyOutcome}
+        self.store_retries = 0
+
+    async def started(self) -> None:
+        self.ctx.report(lambda: {"outcomes": dict(self.outcomes), "store_retries": self.store_retries})
+
+    async def receive(self, msg: StatusUpdate | Flush) -> None:
+        if type(msg) is StatusUpdate:
+            await self.add(msg, None)
+        else:
+            await self.on_flush_message(msg)  # type: ignore[arg-type]
+
+    async def flush(self, items: list[StatusUpdate]) -> list[None]:
+        events = [u.event for u in items]
+        delay = 0.05
+        while True:
+            try:
+                results: list[ApplyResult] = await self.store.apply_status_many(events)
+                break
+            except StoreUnavailable as exc:
+                self.store_retries += 1
+                log.warning("store unavailable, retrying %d status updates in %.2fs: %s", len(events), delay, exc)
+                await trio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(self.retry_max_s, delay * 2)
+        for update, result in zip(items, results, strict=True):
+            self.outcomes[result.outcome.value] += 1
+            log.debug(
+                "status %s: %s",
+                update.event.status.value,
+                result.outcome.value,
+                extra={"event_id": update.event.event_id},
+            )
+            await update.delivery.ack()
+            if result.status is not None and result.status.terminal:
+                self.watch.notify(result.event_id)
+        return [None] * len(items)
+
+
+class StatusConsumer(Actor[Any]):
+    """Takes status events off the bus; an undecodable one is rejected with the reason."""
+
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.rejected = 0
+
+    async def started(self) -> None:
+        self.updater: ActorRef[StatusUpdate] = self.ctx.lookup("updater")
+        self.ctx.report(lambda: {"rejected": self.rejected})
+        self.ctx.start_soon(self._consume)
+
+    async def _consume(self) -> None:
+        while True:
+            delivery: Delivery = await self.bus.next_status()
+            try:
+                event = status_event_decoder.decode(delivery.body)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                self.rejected += 1
+                log.warning("rejected a status event: %s", exc)
+                await delivery.reject(f"undecodable EmailStatusEvent: {exc}")
+                continue
+            await self.updater.send(StatusUpdate(event, delivery))
+
+
+class IntegrationApi:
+    """What callers of integration can do: the gRPC handlers and, embedded, auth."""
+
+    def __init__(
+        self, writer: ActorRef[SaveEmail], store: Store, watch: TerminalWatch, timeout: float = 30.0
+    ) -> None:
+        self.writer = writer
+        self.store = store
+        self.watch = watch
+        self.timeout = timeout
+
+    async def save(self, document: EmailDocument) -> SaveResult:
+        result: SaveResult = await self.writer.ask(SaveEmail(document), timeout=self.timeout)
+        return result
+
+    async def get(self, event_id: str) -> EmailDocument | None:
+        return await self.store.get(event_id)
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        return await self.store.search(query)
+
+    async def wait_terminal(self, event_id: str) -> EmailDocument:
+        """Wait until the email is SENT, FAILED or SUPPRESSED; return its document."""
+        event = self.watch.event(event_id)  # before the read, so no update slips between
+        try:
+            doc = await self.store.get(event_id)
+            if doc is None:
+                raise LookupError(f"event_id: no email {event_id!r}")
+            if not doc.status.terminal:
+                await event.wait()
+                doc = await self.store.get(event_id)
+                assert doc is not None
+            return doc
+        finally:
+            self.watch.discard(event_id)
+
+
+def integration_tree(
+    store: Store,
+    bus: Bus,
+    watch: TerminalWatch,
+    *,
+    batch_size: int = 500,
+    batch_ms: float = 20.0,
+    name: str = "integration",
+) -> SupervisorSpec:
+    return SupervisorSpec(
+        name,
+        [
+            ChildSpec("writer", DocumentWriter, args=(store, batch_size, min(batch_ms, 10.0))),
+            ChildSpec("updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0),
+            ChildSpec("status-consumer", StatusConsumer, args=(bus,)),
+        ],
+        intensity=5,
+        period=10.0,
+    )
+
+
+__all__ = [
+    "DocumentWriter",
+    "IntegrationApi",
+    "SaveEmail",
+    "StatusConsumer",
+    "StatusUpdate",
+    "StatusUpdater",
+    "TerminalWatch",
+    "integration_tree",
+]

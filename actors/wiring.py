@@ -1,0 +1,179 @@
+"""From a config profile to running services: edges chosen by config, trees spawned in order.
+
+The embedded profile runs all three services in one actor system, started in
+dependency order (integration, email-server, auth, then the gRPC API) and
+stopped in reverse, so intake closes first and the store is written last.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import msgspec
+import trio
+
+from config import Config
+from runtime import ActorSystem, ChildSpec, open_actor_system, serve_until_stopped
+from runtime._aio import AsyncioEdge, open_asyncio_edge
+
+from .auth import RequestEmail, auth_tree
+from .edges import Bus, Provider, Store
+from .email_server import RetryPolicy, SenderSettings, email_server_tree
+from .grpc_api import AuthService, GrpcServer, IntegrationService
+from .integration import IntegrationApi, TerminalWatch, integration_tree
+from .schema import EmailDocument, Status
+from .templates import TemplateRenderer
+
+log = logging.getLogger("mailactors")
+
+
+def make_store(config: Config) -> Store:
+    if config.store.kind == "sqlite":
+        from .store_sqlite import SqliteStore
+
+        return SqliteStore(config.store.sqlite_path)
+    from .store_es import ElasticsearchStore
+
+    return ElasticsearchStore(
+        config.store.resolved_url(), config.store.index, request_timeout=config.store.request_timeout_s
+    )
+
+
+def make_bus(config: Config) -> Bus:
+    if config.bus.kind == "memory":
+        from .bus_memory import MemoryBus
+
+        return MemoryBus(config.bus.memory_capacity)
+    raise NotImplementedError("the rabbitmq bus comes with the distributed profile")
+
+
+def make_provider(config: Config) -> Provider:
+    p = config.provider
+    if p.kind == "maildir":
+        from .provider_maildir import MaildirProvider
+
+        return MaildirProvider(p.maildir_path)
+    from .provider_smtp import SmtpProvider
+
+    s = p.smtp
+    return SmtpProvider(
+        s.host,
+        s.port,
+        username=s.username or None,
+        password=s.password(),
+        starttls=s.starttls,
+        use_tls=s.use_tls,
+        timeout=s.timeout_s,
+        pool_size=s.pool_size,
+    )
+
+
+def sender_settings(config: Config) -> SenderSettings:
+    p = config.provider
+    domain = p.message_id_domain or p.sender.rpartition("@")[2] or "localhost"
+    r = config.retry
+    return SenderSettings(
+        root="email-server",
+        sender=p.sender,
+        message_id_domain=domain,
+        retry=RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.max_age_s, r.jitter),
+    )
+
+
+class Embedded(msgspec.Struct):
+    """Handles on a running embedded system, for the CLI, tests and benchmarks."""
+
+    system: ActorSystem
+    config: Config
+    store: Store
+    bus: Bus
+    provider: Provider
+    api: IntegrationApi
+    edge: AsyncioEdge
+
+    async def request(self, req: RequestEmail, timeout: float = 60.0) -> Any:
+        return await self.system.lookup("auth/requests").ask(req, timeout=timeout)
+
+    async def wait_terminal(self, event_id: str, timeout: float = 30.0) -> EmailDocument:
+        """Wait until the email has a terminal status (SENT, FAILED, SUPPRESSED)."""
+        with trio.fail_after(timeout):
+            return await self.api.wait_terminal(event_id)
+
+
+@asynccontextmanager
+async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider]]:
+    """Open the store, bus and provider the profile names; close them in reverse."""
+    store, bus, provider = make_store(config), make_bus(config), make_provider(config)
+    async with AsyncExitStack() as stack:
+        for edge in (store, bus, provider):
+            await edge.open()
+            stack.push_async_callback(edge.close)
+        yield store, bus, provider
+
+
+@asynccontextmanager
+async def open_embedded(
+    config: Config, *, grpc: bool = True, shutdown: float = 30.0
+) -> AsyncIterator[Embedded]:
+    """Run the embedded profile for the duration of the block."""
+    renderer = TemplateRenderer(config.templates.dir)
+    async with open_asyncio_edge() as edge, open_edges(config) as (store, bus, provider):
+        async with open_actor_system("mailactors", shutdown=shutdown) as system:
+            s = config.store
+            watch = TerminalWatch()
+            await system.spawn(
+                integration_tree(store, bus, watch, batch_size=s.batch_size, batch_ms=s.batch_ms)
+            )
+            api = IntegrationApi(system.lookup("integration/writer"), store, watch)
+            t = config.throttle
+            await system.spawn(
+                email_server_tree(
+                    bus,
+                    provider,
+                    renderer,
+                    sender_settings(config),
+                    concurrency=config.email_server.concurrency,
+                    rate=t.rate,
+                    burst=t.burst,
+                    per_domain=dict(t.per_domain),
+                )
+            )
+            await system.spawn(auth_tree(api, bus, renderer, config.limits))
+            if grpc:
+                await system.spawn(api_server_spec(config, api, token=config.grpc.token()))
+            yield Embedded(system, config, store, bus, provider, api, edge)
+
+
+def api_server_spec(config: Config, api: IntegrationApi, token: str | None) -> ChildSpec:
+    def services(actor: Any, edge: AsyncioEdge) -> list[Any]:
+        return [
+            IntegrationService(api, edge),
+            AuthService(actor.ctx.lookup("auth/requests"), edge),
+        ]
+
+    return ChildSpec(
+        "api",
+        GrpcServer,
+        args=(services, config.grpc.host, config.grpc.auth_port, token),
+        shutdown=5.0,
+    )
+
+
+async def run_embedded(
+    config: Config, ready: Callable[[Embedded], Awaitable[object]] | None = None
+) -> None:
+    """Run the embedded profile until SIGINT/SIGTERM (or until ``ready`` returns, if given)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_embedded(config) as embedded:
+            log.info("mailactors embedded: running (profile %s)", config.profile)
+            if ready is not None:
+                await ready(embedded)
+                return
+            await serve_until_stopped(embedded.system, signals)
+
+
+__all__ = ["Embedded", "Status", "open_embedded", "open_edges", "run_embedded"]

@@ -1,0 +1,246 @@
+"""mailactors command line: run the services and talk to them.
+
+    python supervisor.py up [--profile embedded]   run until Ctrl-C
+    python supervisor.py demo                       run, send three samples, print, exit
+    python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--key KEY]
+    python supervisor.py status EVENT_ID            the document, as JSON
+    python supervisor.py search [--recipient ..] [--status ..] [--category ..]
+
+``send``, ``status`` and ``search`` talk gRPC to a running ``up``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import msgspec
+
+from config import ConfigError, load_config
+
+log = logging.getLogger("mailactors.cli")
+
+SAMPLES = [
+    ("verification", {"name": "Ada", "code": "493817", "expires_minutes": 10}),
+    ("password-reset", {"name": "Ada", "reset_url": "https://example.com/reset/abc123"}),
+    ("welcome", {"name": "Ada", "product": "mailactors"}),
+]
+
+
+def _setup_logging(level: str, fmt: str) -> None:
+    from actors.logs import configure
+
+    configure(level, fmt)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from actors.wiring import run_embedded
+    from runtime._aio import run_with_asyncio_host
+
+    config = load_config(args.profile)
+    _setup_logging(config.service.log_level, config.service.log_format)
+    if config.bus.kind != "memory":
+        print("the distributed profile is not available yet; use --profile embedded", file=sys.stderr)
+        return 2
+    run_with_asyncio_host(run_embedded, config)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the embedded system, send the sample emails, print their final statuses."""
+    from actors.auth import RequestEmail
+    from actors.wiring import Embedded, run_embedded
+    from runtime._aio import run_with_asyncio_host
+
+    config = load_config(args.profile)
+    _setup_logging("WARNING", config.service.log_format)
+    results: list[dict[str, Any]] = []
+
+    async def ready(embedded: Embedded) -> None:
+        for template, variables in SAMPLES:
+            accepted = await embedded.request(
+                RequestEmail(recipient=args.to, template=template, variables=variables)
+            )
+            doc = await embedded.wait_terminal(accepted.event_id)
+            results.append(
+                {
+                    "eventId": doc.event_id,
+                    "template": doc.template,
+                    "status": doc.status.value,
+                    "provider": doc.provider,
+                    "latencyMs": round(doc.latency_ms or 0, 1),
+                    "error": doc.error,
+                }
+            )
+
+    run_with_asyncio_host(run_embedded, config, ready)
+    for r in results:
+        print(json.dumps(r))
+    where = config.provider.maildir_path if config.provider.kind == "maildir" else "SMTP"
+    print(f"{sum(r['status'] == 'SENT' for r in results)} of {len(results)} SENT ({where})")
+    return 0 if all(r["status"] == "SENT" for r in results) else 1
+
+
+# -- gRPC client commands ---------------------------------------------------------
+
+
+def _parse_vars(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"--var expects KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+async def _with_client(config: Any, fn: Any) -> Any:
+    from grpclib.client import Channel
+
+    channel = Channel(config.grpc.host, config.grpc.auth_port)
+    try:
+        return await fn(channel)
+    finally:
+        channel.close()
+
+
+def _metadata(config: Any) -> dict[str, str] | None:
+    token = config.grpc.token()
+    return {"authorization": f"Bearer {token}"} if token else None
+
+
+def _run_client(config: Any, fn: Any) -> int:
+    from grpclib.exceptions import GRPCError
+
+    try:
+        asyncio.run(_with_client(config, fn))
+    except GRPCError as exc:
+        print(f"error: {exc.status.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"error: no mailactors service at {config.grpc.host}:{config.grpc.auth_port} ({exc}); "
+            "start one with `python supervisor.py up`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_doc(doc: Any) -> None:
+    from actors.proto_convert import document_from_proto
+
+    print(msgspec.json.encode(document_from_proto(doc)).decode())
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from actors.proto_convert import variables_to_struct
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+
+    async def send(channel: Any) -> None:
+        stub = email_grpc.AuthServiceStub(channel)
+        request = email_pb2.RequestEmailRequest(
+            recipient=args.to,
+            template=args.template,
+            variables=variables_to_struct(_parse_vars(args.var)),
+            category=args.category,
+        )
+        if args.subject is not None:
+            request.subject = args.subject
+        if args.key is not None:
+            request.idempotency_key = args.key
+        reply = await stub.RequestEmail(request, metadata=_metadata(config))
+        print(json.dumps({"eventId": reply.event_id, "duplicate": reply.duplicate}))
+
+    return _run_client(config, send)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+
+    async def status(channel: Any) -> None:
+        stub = email_grpc.IntegrationServiceStub(channel)
+        reply = await stub.GetEmail(
+            email_pb2.GetEmailRequest(event_id=args.event_id), metadata=_metadata(config)
+        )
+        _print_doc(reply.document)
+
+    return _run_client(config, status)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from actors.proto_convert import status_to_proto
+    from actors.schema import Status
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+
+    async def search(channel: Any) -> None:
+        stub = email_grpc.IntegrationServiceStub(channel)
+        request = email_pb2.SearchEmailsRequest(page_size=args.limit, page_token=args.page_token)
+        if args.recipient:
+            request.recipient = args.recipient
+        if args.status:
+            request.status = status_to_proto(Status(args.status.upper()))
+        if args.category:
+            request.category = args.category
+        reply = await stub.SearchEmails(request, metadata=_metadata(config))
+        for doc in reply.documents:
+            _print_doc(doc)
+        print(json.dumps({"total": reply.total, "nextPageToken": reply.next_page_token}))
+
+    return _run_client(config, search)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="supervisor.py", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--profile",
+        default=os.environ.get("MAILACTORS_PROFILE", "embedded"),
+        help="config profile name (config/NAME.toml) or path (default: embedded)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="run the services until Ctrl-C").set_defaults(fn=cmd_up)
+    demo = sub.add_parser("demo", help="run, send the three sample emails, print their statuses")
+    demo.add_argument("--to", default="ada@example.com")
+    demo.set_defaults(fn=cmd_demo)
+    send = sub.add_parser("send", help="request one email (through gRPC)")
+    send.add_argument("--to", required=True)
+    send.add_argument("--template", required=True)
+    send.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
+    send.add_argument("--category", default="transactional")
+    send.add_argument("--subject")
+    send.add_argument("--key", help="idempotency key: a repeat returns the first eventId")
+    send.set_defaults(fn=cmd_send)
+    status = sub.add_parser("status", help="one email's document, as JSON")
+    status.add_argument("event_id")
+    status.set_defaults(fn=cmd_status)
+    search = sub.add_parser("search", help="search emails")
+    search.add_argument("--recipient")
+    search.add_argument("--status", choices=[s.lower() for s in ("PENDING", "SENDING", "RETRYING", "SENT", "FAILED", "SUPPRESSED")])
+    search.add_argument("--category")
+    search.add_argument("--limit", type=int, default=20)
+    search.add_argument("--page-token", default="")
+    search.set_defaults(fn=cmd_search)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
