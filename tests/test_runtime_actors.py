@@ -287,3 +287,16 @@ async def test_reply_later_outside_an_ask_is_an_error(actor_system):
     await ref.send(Ping(1))
     await wait_until(lambda: errors)
     assert "outside an ask" in str(errors[0])
+
+
+async def test_snapshot_mailbox_depth_counts_queued_messages(actor_system):
+    gate = trio.Event()
+    ref = await actor_system.spawn(ChildSpec("gate", Gate, args=(gate, []), mailbox=5))
+    await ref.send(Ping(0))
+    await trio.testing.wait_all_tasks_blocked()
+    for i in range(3):
+        ref.send_nowait(Ping(i))
+    info = actor_system.snapshot().by_path()["gate"]
+    assert (info.mailbox_depth, info.mailbox_capacity) == (3, 5)
+    assert info.mailbox_depth == ref._cell.receive_channel.statistics().current_buffer_used
+    gate.set()
