@@ -50,14 +50,24 @@ class TerminalWatch:
 
     def __init__(self) -> None:
         self._events: dict[str, trio.Event] = {}
+        self.terminal = 0  # terminal statuses recorded by this process
+        self._counted = trio.Event()
 
     def event(self, event_id: str) -> trio.Event:
         return self._events.setdefault(event_id, trio.Event())
 
     def notify(self, event_id: str) -> None:
+        self.terminal += 1
+        self._counted.set()
         event = self._events.pop(event_id, None)
         if event is not None:
             event.set()
+
+    async def wait_count(self, n: int) -> None:
+        """Wait until this process has recorded ``n`` terminal statuses (benchmarks)."""
+        while self.terminal < n:
+            self._counted = trio.Event()
+            await self._counted.wait()
 
     def discard(self, event_id: str) -> None:
         self._events.pop(event_id, None)
