@@ -45,6 +45,8 @@ class MemoryDelivery:
 class MemoryBus:
     """Implements ``actors.edges.Bus`` in one process."""
 
+    durable_delay = False  # a delay can only be waited out in memory here
+
     def __init__(self, capacity: int = 10_000) -> None:
         self._send = trio.open_memory_channel[tuple[bytes, bool]](capacity)
         self._status = trio.open_memory_channel[tuple[bytes, bool]](capacity)
@@ -66,6 +68,11 @@ class MemoryBus:
 
     async def publish_status(self, event: EmailStatusEvent) -> None:
         await self._status[0].send((encode(event), False))
+
+    async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
+        """Wait out the delay, then publish: the caller's task holds the wait."""
+        await trio.sleep(delay_s)
+        await self.publish_send(event)
 
     async def publish_raw(self, queue: str, body: bytes) -> None:
         """Put arbitrary bytes on a queue (tests of bad input)."""

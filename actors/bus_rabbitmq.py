@@ -75,6 +75,7 @@ from aiormq.exceptions import (
 from config._model import BusConfig
 from runtime._aio import AsyncioEdge, current_edge
 
+from .edges import BusError, BusUnavailable
 from .schema import EmailSendEvent, EmailStatusEvent, encode
 
 __all__ = [
@@ -121,18 +122,6 @@ _DEAD_HEADERS = frozenset(
 )
 _FIRST_BACKOFF_S = 0.1
 _CLOSE_TIMEOUT_S = 5.0
-
-
-class BusError(Exception):
-    """The bus refused an operation: unroutable, refused by the broker, bus closed,
-    or a topology that does not match the configuration."""
-
-
-class BusUnavailable(BusError):
-    """RabbitMQ could not be reached (or did not confirm) in the time allowed.
-
-    The caller keeps the work and retries later, as with ``StoreUnavailable``.
-    """
 
 
 class DeadLetter(NamedTuple):
@@ -427,6 +416,8 @@ class RabbitBus:
     the topology this process declares; see the module docstring. *url* defaults to
     ``config.resolved_url()``.
     """
+
+    durable_delay = True
 
     def __init__(
         self,

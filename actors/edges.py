@@ -209,8 +209,20 @@ class Delivery(Protocol):
         ...
 
 
+class BusError(Exception):
+    """The bus refused a message (unroutable, nacked): it was not taken."""
+
+
+class BusUnavailable(BusError):
+    """The broker cannot be reached now; the caller keeps the work and retries."""
+
+
 class Bus(Protocol):
     """Carries EmailSendEvents and EmailStatusEvents between the services."""
+
+    # True when publish_send_delayed keeps the event durably (broker delay
+    # queues); False when a delay can only be waited out in memory.
+    durable_delay: bool
 
     async def open(self) -> None: ...
 
@@ -221,6 +233,10 @@ class Bus(Protocol):
         ...
 
     async def publish_status(self, event: EmailStatusEvent) -> None: ...
+
+    async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
+        """Deliver ``event`` again after about ``delay_s`` seconds (retries)."""
+        ...
 
     async def next_send(self) -> Delivery:
         """Wait for the next EmailSendEvent delivery (email-server side)."""

@@ -20,7 +20,6 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import msgspec
-import trio
 
 from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
 
@@ -94,13 +93,16 @@ class Retrier(Actor[RetryLater]):
         self.ctx.report(lambda: {"waiting": self.waiting})
 
     async def receive(self, msg: RetryLater) -> None:
+        if self.bus.durable_delay:
+            # The broker holds the wait (delay queues): it survives our restarts.
+            await self.bus.publish_send_delayed(msg.event, msg.delay)
+            return
         self.waiting += 1
         self.ctx.start_soon(self._later, msg)
 
     async def _later(self, msg: RetryLater) -> None:
         try:
-            await trio.sleep(msg.delay)
-            await self.bus.publish_send(msg.event)
+            await self.bus.publish_send_delayed(msg.event, msg.delay)
         finally:
             self.waiting -= 1
 
@@ -180,8 +182,11 @@ class Sender(Actor[SendJob]):
             why = "attempts" if event.attempt >= policy.max_attempts else "age"
             return _status(event, Status.FAILED, error=f"retries exhausted ({why}); last: {reason}", **common)
         delay = policy.delay(event.attempt, result.retry_after)
-        await self.retrier.send(
-            RetryLater(msgspec.structs.replace(event, attempt=event.attempt + 1), delay)
+        # ask, not send: the retry must be held (durably, on a broker) before the
+        # publisher acks the delivery this attempt came from.
+        await self.retrier.ask(
+            RetryLater(msgspec.structs.replace(event, attempt=event.attempt + 1), delay),
+            timeout=120,
         )
         return _status(event, Status.RETRYING, error=reason, **common)
 
