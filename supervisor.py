@@ -39,15 +39,32 @@ def _setup_logging(level: str, fmt: str) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from actors.wiring import run_embedded
-    from runtime._aio import run_with_asyncio_host
+    """Embedded: everything in this process. Distributed: one supervised process per service."""
+    config = load_config(args.profile)
+    _setup_logging(config.service.log_level, config.service.log_format)
+    if config.bus.kind == "memory":
+        from actors.wiring import run_embedded
+        from runtime._aio import run_with_asyncio_host
+
+        run_with_asyncio_host(run_embedded, config)
+        return 0
+    import trio
+
+    from actors.launcher import launcher_tree
+    from runtime import run_actor_system
+
+    tree = launcher_tree(config, args.profile, workers=args.workers, drain_s=args.drain)
+    trio.run(run_actor_system, tree)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """One service in the foreground (for systemd, a container, or `up`)."""
+    from actors.services import main_service
 
     config = load_config(args.profile)
     _setup_logging(config.service.log_level, config.service.log_format)
-    if config.bus.kind != "memory":
-        print("the distributed profile is not available yet; use --profile embedded", file=sys.stderr)
-        return 2
-    run_with_asyncio_host(run_embedded, config)
+    main_service(args.service, config)
     return 0
 
 
@@ -102,10 +119,12 @@ def _parse_vars(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-async def _with_client(config: Any, fn: Any) -> Any:
+async def _with_client(config: Any, fn: Any, integration: bool = False) -> Any:
     from grpclib.client import Channel
 
-    channel = Channel(config.grpc.host, config.grpc.auth_port)
+    # Embedded: one server on auth_port serves both APIs. Distributed: integration has its own.
+    port = config.grpc.integration_port if integration and config.bus.kind != "memory" else config.grpc.auth_port
+    channel = Channel(config.grpc.host, port)
     try:
         return await fn(channel)
     finally:
@@ -117,11 +136,11 @@ def _metadata(config: Any) -> dict[str, str] | None:
     return {"authorization": f"Bearer {token}"} if token else None
 
 
-def _run_client(config: Any, fn: Any) -> int:
+def _run_client(config: Any, fn: Any, integration: bool = False) -> int:
     from grpclib.exceptions import GRPCError
 
     try:
-        asyncio.run(_with_client(config, fn))
+        asyncio.run(_with_client(config, fn, integration))
     except GRPCError as exc:
         print(f"error: {exc.status.name}: {exc.message}", file=sys.stderr)
         return 1
@@ -177,7 +196,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         _print_doc(reply.document)
 
-    return _run_client(config, status)
+    return _run_client(config, status, integration=True)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
@@ -201,7 +220,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             _print_doc(doc)
         print(json.dumps({"total": reply.total, "nextPageToken": reply.next_page_token}))
 
-    return _run_client(config, search)
+    return _run_client(config, search, integration=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,7 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         help="config profile name (config/NAME.toml) or path (default: embedded)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run the services until Ctrl-C").set_defaults(fn=cmd_up)
+    up = sub.add_parser("up", help="run the services until Ctrl-C")
+    up.add_argument("--workers", type=int, default=1, help="email-server processes (distributed)")
+    up.add_argument("--drain", type=float, default=30.0, help="seconds each process gets to stop")
+    up.set_defaults(fn=cmd_up)
+    run = sub.add_parser("run", help="run one service of the distributed profile in the foreground")
+    run.add_argument("service", choices=["integration", "email-server", "auth"])
+    run.set_defaults(fn=cmd_run)
     demo = sub.add_parser("demo", help="run, send the three sample emails, print their statuses")
     demo.add_argument("--to", default="ada@example.com")
     demo.set_defaults(fn=cmd_demo)

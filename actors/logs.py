@@ -48,3 +48,6 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # One line per HTTP request to the store is noise, not information.
+    for noisy in ("httpx", "elastic_transport", "aiormq", "aio_pika"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -14,6 +14,7 @@ from ._errors import (
     MessageTypeError,
     SupervisorEscalation,
 )
+from ._process import ProcessActor, ProcessExited
 from ._ref import ActorRef
 from ._snapshot import ActorInfo, ActorState, DeadLetterInfo, ErrorInfo, TreeSnapshot
 from ._supervisor import (
@@ -51,6 +52,8 @@ __all__ = [
     "InjectedCrash",
     "MailboxFull",
     "MessageTypeError",
+    "ProcessActor",
+    "ProcessExited",
     "Reply",
     "Restart",
     "Strategy",
