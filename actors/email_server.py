@@ -8,6 +8,7 @@ work, and stops first, so intake ends before the senders drain)::
       publisher   publishes EmailStatusEvents, then acks the delivery they settle
       throttler   token buckets per provider and per recipient domain
       retrier     holds transient failures until their backoff is over
+      recorder    writes outcomes to the durable idempotency record, in batches
       senders/    one_for_one pool: sender-0 .. sender-N-1
       consumer    takes deliveries off the bus and hands each to the least busy sender
 """
@@ -24,6 +25,7 @@ import msgspec
 from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
 
 from .edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
+from .idempotency import Record, SentLog, SentRecorder
 from .mime import message_id_for
 from .schema import EmailSendEvent, EmailStatusEvent, Status, send_event_decoder
 from .templates import TemplateError, TemplateRenderer
@@ -125,20 +127,39 @@ class Sender(Actor[SendJob]):
     accepts: ClassVar[tuple[type, ...]] = (SendJob,)
     mailbox: ClassVar[int] = 4
 
-    def __init__(self, provider: Provider, renderer: TemplateRenderer, settings: SenderSettings) -> None:
+    def __init__(
+        self,
+        provider: Provider,
+        renderer: TemplateRenderer,
+        settings: SenderSettings,
+        sentlog: SentLog | None = None,
+    ) -> None:
         self.provider = provider
         self.renderer = renderer
         self.settings = settings
+        self.sentlog = sentlog
+        self.repeats = 0
 
     async def started(self) -> None:
         root = self.settings.root
         self.publisher: ActorRef[PublishStatus] = self.ctx.lookup(f"{root}/publisher")
         self.throttler: ActorRef[Acquire] = self.ctx.lookup(f"{root}/throttler")
         self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
+        self.recorder: ActorRef[Record] = self.ctx.lookup(f"{root}/recorder")
+        self.ctx.report(lambda: {"repeats": self.repeats})
 
     async def receive(self, msg: SendJob) -> None:
         event = msg.event
+        recorded = self.sentlog.lookup(event.event_id) if self.sentlog is not None else None
+        if recorded is not None:
+            # Handed to a provider before: say again what happened, send nothing.
+            self.repeats += 1
+            log.info("already sent, not sending again", extra={"event_id": event.event_id})
+            await self.publisher.send(PublishStatus(recorded, msg.delivery))
+            return
         status = await self._send(event)
+        if self.sentlog is not None and status.status.terminal:
+            await self.recorder.ask(Record(status), timeout=60)
         await self.publisher.send(PublishStatus(status, msg.delivery))
 
     async def _send(self, event: EmailSendEvent) -> EmailStatusEvent:
@@ -257,6 +278,7 @@ def email_server_tree(
     settings: SenderSettings,
     *,
     concurrency: int = 16,
+    sentlog: SentLog | None = None,
     rate: float = 0.0,
     burst: int = 20,
     per_domain: dict[str, float] | None = None,
@@ -270,10 +292,13 @@ def email_server_tree(
             ChildSpec("publisher", Publisher, args=(bus,), shutdown=10.0),
             ChildSpec("throttler", Throttler, args=(rate, burst, per_domain or {})),
             ChildSpec("retrier", Retrier, args=(bus,)),
+            ChildSpec("recorder", SentRecorder, args=(sentlog,), shutdown=10.0),
             SupervisorSpec(
                 "senders",
                 [
-                    ChildSpec(f"sender-{i}", Sender, args=(provider, renderer, settings), shutdown=30.0)
+                    ChildSpec(
+                        f"sender-{i}", Sender, args=(provider, renderer, settings, sentlog), shutdown=30.0
+                    )
                     for i in range(concurrency)
                 ],
                 intensity=max(10, concurrency),

@@ -30,6 +30,7 @@ from .auth import auth_tree
 from .edges import Bus, SaveResult, StoreUnavailable
 from .email_server import email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
+from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
 from .proto_convert import document_from_proto, document_to_proto
 from .schema import EmailDocument
@@ -164,15 +165,17 @@ async def run_service(
                 await _serve(service, config, [tree, api], ready)
         elif service == "email-server":
             provider = make_provider(config)
+            sentlog = SentLog(config.email_server.idempotency_path)
             renderer = TemplateRenderer(config.templates.dir)
             t = config.throttle
-            async with _opened(bus, provider):
+            async with _opened(bus, provider, sentlog):
                 tree = email_server_tree(
                     bus,
                     provider,
                     renderer,
                     sender_settings(config),
                     concurrency=config.email_server.concurrency,
+                    sentlog=sentlog,
                     rate=t.rate,
                     burst=t.burst,
                     per_domain=dict(t.per_domain),

@@ -24,6 +24,7 @@ from .auth import RequestEmail, auth_tree
 from .edges import Bus, Provider, Store
 from .email_server import RetryPolicy, SenderSettings, email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
+from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
 from .schema import EmailDocument, Status
 from .templates import TemplateRenderer
@@ -105,14 +106,15 @@ class Embedded(msgspec.Struct):
 
 
 @asynccontextmanager
-async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider]]:
-    """Open the store, bus and provider the profile names; close them in reverse."""
+async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider, SentLog]]:
+    """Open the store, bus, provider and idempotency record; close them in reverse."""
     store, bus, provider = make_store(config), make_bus(config), make_provider(config)
+    sentlog = SentLog(config.email_server.idempotency_path)
     async with AsyncExitStack() as stack:
-        for edge in (store, bus, provider):
+        for edge in (store, bus, provider, sentlog):
             await edge.open()
             stack.push_async_callback(edge.close)
-        yield store, bus, provider
+        yield store, bus, provider, sentlog
 
 
 @asynccontextmanager
@@ -121,7 +123,7 @@ async def open_embedded(
 ) -> AsyncIterator[Embedded]:
     """Run the embedded profile for the duration of the block."""
     renderer = TemplateRenderer(config.templates.dir)
-    async with open_asyncio_edge() as edge, open_edges(config) as (store, bus, provider):
+    async with open_asyncio_edge() as edge, open_edges(config) as (store, bus, provider, sentlog):
         async with open_actor_system("mailactors", shutdown=shutdown) as system:
             s = config.store
             watch = TerminalWatch()
@@ -137,6 +139,7 @@ async def open_embedded(
                     renderer,
                     sender_settings(config),
                     concurrency=config.email_server.concurrency,
+                    sentlog=sentlog,
                     rate=t.rate,
                     burst=t.burst,
                     per_domain=dict(t.per_domain),

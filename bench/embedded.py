@@ -22,6 +22,7 @@ async def _run(n: int, directory: str, concurrency: int) -> dict[str, Any]:
         overrides={
             "store": {"sqlite_path": f"{directory}/emails.sqlite3"},
             "provider": {"maildir_path": f"{directory}/maildir"},
+            "email_server": {"idempotency_path": f"{directory}/sent.sqlite3"},
         },
     )
     async with open_embedded(config, grpc=False) as app:
