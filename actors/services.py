@@ -9,6 +9,7 @@ it is ready it prints ``MAILACTORS_READY <service>`` on stdout, which is what
 from __future__ import annotations
 
 import logging
+import os
 import random
 import signal
 import sys
@@ -135,7 +136,7 @@ async def _serve(
         async with open_actor_system(service, shutdown=60.0) as system:
             for tree in trees:
                 await system.spawn(tree)
-            print(f"{READY} {service}", flush=True)
+            print(f"{READY} {service} pid={os.getpid()}", flush=True)
             log.info("%s ready", service)
             if ready is not None:
                 ready(system)

@@ -163,7 +163,9 @@ def _noida_executable() -> str | None:
     return shutil.which("noida-db")
 
 
-def start_noida_elasticsearch(work_dir: Path, timeout: float = 30.0) -> Service:
+def start_noida_elasticsearch(
+    work_dir: Path, timeout: float = 30.0, port: int | None = None
+) -> Service:
     """Run ``noida-db start --only elasticsearch`` in the foreground as a child.
 
     noida-db's ``start`` is a Python wrapper that runs the real binary as its own
@@ -178,8 +180,8 @@ def start_noida_elasticsearch(work_dir: Path, timeout: float = 30.0) -> Service:
     data_dir = work_dir / "noida-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "noida.out"
-    port = free_port()
-    log: IO[Any] = open(log_path, "wb")  # closed in stop()
+    log: IO[Any] = open(log_path, "ab")  # closed in stop(); appended to across restarts
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             exe,
