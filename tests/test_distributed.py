@@ -63,10 +63,10 @@ class Cluster:
     async def _pump(self, proc: trio.Process) -> None:
         assert proc.stdout is not None
         buffer = b""
-        with open(self.log_path, "ab") as out:
+        async with await trio.open_file(self.log_path, "ab") as out:
             async for chunk in proc.stdout:
-                out.write(chunk)
-                out.flush()
+                await out.write(chunk)
+                await out.flush()
                 buffer += chunk
                 *lines, buffer = buffer.split(b"\n")
                 self.lines.extend(line.decode(errors="replace") for line in lines)
