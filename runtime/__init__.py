@@ -5,6 +5,14 @@ modules behind it are private.
 """
 
 from ._actor import Actor, ActorContext, Reply
+from ._aio import (
+    AsyncioEdge,
+    EdgeCancelledError,
+    EdgeStatistics,
+    current_edge,
+    open_asyncio_edge,
+    run_with_asyncio_host,
+)
 from ._errors import (
     ActorError,
     ActorNotFound,
@@ -45,9 +53,12 @@ __all__ = [
     "ActorStopped",
     "ActorSystem",
     "AskTimeout",
+    "AsyncioEdge",
     "Backoff",
     "ChildSpec",
     "DeadLetterInfo",
+    "EdgeCancelledError",
+    "EdgeStatistics",
     "ErrorInfo",
     "InjectedCrash",
     "MailboxFull",
@@ -60,7 +71,10 @@ __all__ = [
     "SupervisorEscalation",
     "SupervisorSpec",
     "TreeSnapshot",
+    "current_edge",
+    "open_asyncio_edge",
     "open_actor_system",
     "run_actor_system",
+    "run_with_asyncio_host",
     "serve_until_stopped",
 ]

@@ -4,16 +4,20 @@ Actors are Trio code; aio-pika, grpclib and aiosmtplib are asyncio code. Every c
 goes through one :class:`AsyncioEdge`, opened with :func:`open_asyncio_edge`, so that an
 actor never knows (or cares) which bridge carries its calls:
 
-* **guest** -- Trio runs as a guest on a real asyncio loop (:func:`run_with_asyncio_host`).
-  Both loops share one thread, asyncio code runs at native speed, and a crossing costs a
-  task creation and a callback. This is the bridge for services: measured at >= 0.9x plain
-  asyncio on an aio-pika publish/consume loop (``python -m bench.bridge``).
+* **guest** -- Trio runs as a guest on a real asyncio loop in the same thread
+  (:func:`run_with_asyncio_host`). asyncio code runs on the stock loop at native speed, and
+  a crossing costs an asyncio task, a loop iteration and one Trio scheduler pass (about
+  10 us on its own). This is the bridge for services.
 * **trio-asyncio** -- an asyncio loop emulated on top of plain ``trio.run`` by
   ``trio_asyncio.open_loop()``. It needs no special entry point, which suits tests and
-  tools, but its loop runs aio-pika at about a quarter of native speed.
+  tools, but asyncio code runs about three times slower on it.
 
-Both carry the same semantics, because both are implemented by :class:`_LoopEdge` on top of
-an asyncio loop object; only the loop and the way Trio is woken differ:
+Crossings are not free, so code on the hot path should make few of them: hand a batch
+across rather than an item, or let asyncio code push into Trio (``python -m bench.bridge``
+has the figures).
+
+Both carry the same semantics, because both are :class:`_LoopEdge` on top of an asyncio
+loop object; only the loop and the way Trio is woken differ:
 
 * results and exceptions cross unchanged (the caller gets the very same exception object);
 * cancelling the caller cancels the callee and *waits for it to finish*, in both
@@ -22,10 +26,11 @@ an asyncio loop object; only the loop and the way Trio is woken differ:
   :class:`EdgeCancelledError`, never as a foreign cancellation exception that the
   caller's library would misread as its own.
 
-The guest driver at the bottom of this module replaces ``trio.lowlevel.start_guest_run``'s
-I/O thread with the asyncio selector, because the thread hand-offs cost about 100 us per
-crossing (a 4x slowdown for a call that does no I/O). It reaches into Trio internals;
-when they are not what it expects it falls back to the public ``start_guest_run``.
+The guest driver at the bottom of this module replaces the worker thread of
+``trio.lowlevel.start_guest_run`` with the asyncio selector, because that thread's two
+hand-offs per Trio wake-up made a crossing cost 55-130 us instead of 12-15 us. It reaches into
+Trio internals; when they are not what it expects, it falls back to ``start_guest_run``.
+Figures and how they were measured: ``python -m bench.bridge``.
 """
 
 from __future__ import annotations
@@ -33,14 +38,13 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Final, ParamSpec, TypeVar, TypeVarTuple, Unpack
+from typing import Any, ParamSpec, TypeVar, TypeVarTuple, Unpack
 
 import outcome
 import trio
@@ -110,7 +114,11 @@ class AsyncioEdge(ABC):
         calling Trio task is cancelled, the asyncio task is cancelled and this waits until it
         has finished, then raises ``trio.Cancelled`` (or returns the task's result if it
         chose to finish anyway). If asyncio code cancels the task instead, this raises
-        :class:`EdgeCancelledError`. This is a Trio checkpoint.
+        :class:`EdgeCancelledError`. This is a Trio checkpoint, cancellation and schedule
+        point both, even when *fn* finishes without waiting.
+
+        The asyncio task inherits the caller's contextvars (so :func:`current_edge` works
+        there), and the caller resumes as soon as *fn* has returned or raised.
         """
 
     @abstractmethod
@@ -118,10 +126,12 @@ class AsyncioEdge(ABC):
         """From asyncio: run ``await fn(*args)`` as a Trio task and return its result.
 
         Await this from an asyncio task on the edge's loop (a grpclib handler, an aio-pika
-        consumer callback). The Trio task lives in the edge's nursery. Exceptions propagate
-        unchanged. If the awaiting asyncio task is cancelled, the Trio task is cancelled and
-        this waits until it has finished before re-raising ``asyncio.CancelledError``. If the
-        edge closes first, this raises :class:`EdgeCancelledError`.
+        consumer callback). The Trio task lives in the edge's nursery and inherits the
+        caller's contextvars. Exceptions propagate unchanged. If the awaiting asyncio task is
+        cancelled, the Trio task is cancelled and this waits until it has finished before
+        re-raising ``asyncio.CancelledError``. If the edge closes first, or *fn* raises a
+        BaseException that is not an Exception (KeyboardInterrupt, which stays in Trio),
+        this raises :class:`EdgeCancelledError`.
         """
 
     @abstractmethod
@@ -156,12 +166,40 @@ async def open_asyncio_edge() -> AsyncIterator[AsyncioEdge]:
     :func:`run_with_asyncio_host`), the edge runs asyncio code on that host loop. Otherwise it
     opens a ``trio_asyncio`` loop for the duration of the block. Either way the edge is
     made current (see :func:`current_edge`) for tasks started inside, and leaving the block
-    cancels the Trio tasks still serving :meth:`AsyncioEdge.call_trio` calls.
+    cancels the Trio tasks still serving :meth:`AsyncioEdge.call_trio` calls and waits for
+    them.
+
+    An exception from the block comes out as itself, not wrapped in an ExceptionGroup by
+    the nurseries the edge keeps open around it.
     """
+    body_error: BaseException | None = None
+    async with _open_edge() as edge:
+        reset = _current_edge.set(edge)
+        try:
+            yield edge
+        except GeneratorExit:
+            raise
+        except BaseException as exc:
+            # Re-raised below, once outside the nurseries, so that it is not wrapped.
+            body_error = exc
+        finally:
+            _current_edge.reset(reset)
+    if body_error is not None:
+        raise body_error
+
+
+@asynccontextmanager
+async def _open_edge() -> AsyncIterator[_LoopEdge]:
     host = _host_running_loop()
     if host is not None:
-        # Trio ticks run as callbacks of a running asyncio loop: we are its guest.
-        async with _open_loop_edge("guest", host, _host_wakeup()) as edge:
+        # Trio ticks run as callbacks of a running asyncio loop: we are its guest, unless
+        # trio.run() was called from inside that loop, which then cannot run anything.
+        if _FAST_GUEST_AVAILABLE and not _trio_run.GLOBAL_RUN_CONTEXT.runner.is_guest:
+            raise RuntimeError(
+                "trio.run() was called from inside a running asyncio loop, which stays "
+                "blocked until it returns; start Trio with run_with_asyncio_host() instead"
+            )
+        async with _open_loop_edge("guest", host, _host_wakeup_var.get()) as edge:
             yield edge
         return
     import trio_asyncio  # imported lazily: importing it monkeypatches asyncio globally
@@ -172,15 +210,13 @@ async def open_asyncio_edge() -> AsyncIterator[AsyncioEdge]:
 
 @asynccontextmanager
 async def _open_loop_edge(
-    name: str, loop: asyncio.AbstractEventLoop, wake_host: Callable[[], None] | None = None
-) -> AsyncIterator[AsyncioEdge]:
+    name: str, loop: asyncio.AbstractEventLoop, host: _HostWakeup | None = None
+) -> AsyncIterator[_LoopEdge]:
     async with trio.open_nursery() as nursery:
-        edge = _LoopEdge(name, loop, nursery, wake_host)
-        reset = _current_edge.set(edge)
+        edge = _LoopEdge(name, loop, nursery, host)
         try:
             yield edge
         finally:
-            _current_edge.reset(reset)
             edge._closed = True
             nursery.cancel_scope.cancel()
 
@@ -200,9 +236,9 @@ class _TrioCall:
 class _LoopEdge(AsyncioEdge):
     """An edge onto one asyncio loop object: the host loop (guest) or a trio_asyncio loop.
 
-    *wake_host* is given only for the guest bridge with the fast driver: asyncio callbacks
-    call it just before they reschedule a Trio task, so that the Trio tick is queued on the
-    host loop directly instead of through Trio's wakeup socket.
+    *host* is given only for the guest bridge on the fast driver: the edge's asyncio code
+    wakes Trio through it, which runs the guest tick right away instead of through Trio's
+    wakeup socket and the host selector.
     """
 
     def __init__(
@@ -210,13 +246,13 @@ class _LoopEdge(AsyncioEdge):
         name: str,
         loop: asyncio.AbstractEventLoop,
         nursery: trio.Nursery,
-        wake_host: Callable[[], None] | None,
+        host: _HostWakeup | None,
     ) -> None:
         self.name = name
         self._loop = loop
         self._nursery = nursery
         self._token = trio.lowlevel.current_trio_token()
-        self._wake_host = wake_host
+        self._wake: Callable[..., None] = _call if host is None else host.wake
         self._closed = False
         self._in_flight = 0
         self._total = 0
@@ -230,52 +266,51 @@ class _LoopEdge(AsyncioEdge):
 
     async def run(self, fn: Callable[P, Awaitable[T]], *args: P.args, **kwargs: P.kwargs) -> T:
         self._check_open()
-        await trio.lowlevel.checkpoint_if_cancelled()
-        trio_task = trio.lowlevel.current_task()
-        task = self._loop.create_task(_invoke(fn, args, kwargs))
+        # No checkpoint_if_cancelled() first: if we are cancelled already, the abort below
+        # runs at once and cancels the task before its first step, so fn is never called.
+        call = _AsyncioCall(trio.lowlevel.current_task(), self._wake)
+        task = self._loop.create_task(_invoke(call, fn, args, kwargs))
+        task.add_done_callback(call.task_done)
         raise_cancel: Callable[[], Any] | None = None
-        wake_host = self._wake_host
-
-        def task_done(_: object) -> None:
-            # Runs as an asyncio callback, outside any Trio tick; the task's outcome is read
-            # back in Trio so that raise_cancel() is called from the right task.
-            if wake_host is not None:
-                wake_host()
-            trio.lowlevel.reschedule(trio_task)
 
         def abort(raise_cancel_arg: Callable[[], Any]) -> trio.lowlevel.Abort:
             nonlocal raise_cancel
             raise_cancel = raise_cancel_arg
-            task.cancel()
+            task.cancel("the Trio caller was cancelled")
             # FAILED: keep waiting until the asyncio task has really finished.
             return trio.lowlevel.Abort.FAILED
 
-        task.add_done_callback(task_done)
         self._in_flight += 1
         self._total += 1
         try:
-            await trio.lowlevel.wait_task_rescheduled(abort)
+            # Returns fn's result, or raises the very exception object fn raised.
+            result = await trio.lowlevel.wait_task_rescheduled(abort)
         finally:
             self._in_flight -= 1
-        if task.cancelled():
-            if raise_cancel is not None:
-                raise_cancel()
+        if result is not _TASK_CANCELLED:
+            return result  # type: ignore[no-any-return]
+        # The task was cancelled, and has finished (we were woken by its done callback).
+        if raise_cancel is not None:
+            raise_cancel()
+        try:
+            task.result()
+        except asyncio.CancelledError as exc:
             raise EdgeCancelledError(
-                f"asyncio task running {_describe(fn)} was cancelled from the asyncio side"
-            )
-        # result() raises the task's exception object itself, so the caller can match it.
-        return task.result()
+                f"the asyncio task running {_describe(fn)} was cancelled from the asyncio "
+                "side (not by this Trio caller)"
+            ) from exc
+        raise AssertionError("unreachable: a task without a result must be cancelled")
 
     async def call_trio(self, fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
         self._check_open()
         loop = self._loop
         call = _TrioCall(loop.create_future())
-        if self._wake_host is not None:
-            self._wake_host()
-        self._nursery.start_soon(self._serve_call, call, fn, args, name=fn)
         self._in_flight += 1
         self._total += 1
         try:
+            # If fn does not block, it has finished by the time wake() returns, and the
+            # await below does not suspend at all.
+            self._wake(self._start_call, call, fn, args)
             result: T = await call.future
             return result
         except asyncio.CancelledError:
@@ -286,6 +321,11 @@ class _LoopEdge(AsyncioEdge):
             raise
         finally:
             self._in_flight -= 1
+
+    def _start_call(
+        self, call: _TrioCall, fn: Callable[..., Awaitable[Any]], args: tuple[Any, ...]
+    ) -> None:
+        self._nursery.start_soon(self._serve_call, call, fn, args, name=fn)
 
     async def _serve_call(
         self, call: _TrioCall, fn: Callable[[Unpack[Ts]], Awaitable[T]], args: tuple[*Ts]
@@ -325,10 +365,60 @@ class _LoopEdge(AsyncioEdge):
                 call.finished_waiter.set_result(None)
 
 
+def _call(fn: Callable[..., object], *args: Any) -> None:
+    fn(*args)
+
+
+_TASK_CANCELLED: Any = object()  # what a Trio caller is woken with when its task was cancelled
+
+
+class _AsyncioCall:
+    """Shared state of one :meth:`AsyncioEdge.run` crossing."""
+
+    __slots__ = ("trio_task", "wake", "delivered")
+
+    def __init__(self, trio_task: trio.lowlevel.Task, wake: Callable[..., None]) -> None:
+        self.trio_task = trio_task
+        self.wake = wake
+        self.delivered = False
+
+    def deliver(self, result: outcome.Outcome[Any]) -> None:
+        self.delivered = True
+        self.wake(trio.lowlevel.reschedule, self.trio_task, result)
+
+    def task_done(self, _: object) -> None:
+        # Only a cancelled task (or one cancelled before it started) ends without having
+        # delivered; it wakes the Trio caller from here, once it has really finished.
+        if not self.delivered:
+            self.delivered = True
+            self.wake(trio.lowlevel.reschedule, self.trio_task, outcome.Value(_TASK_CANCELLED))
+
+
 async def _invoke(
-    fn: Callable[..., Awaitable[T]], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> T:
-    return await fn(*args, **kwargs)
+    call: _AsyncioCall,
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> None:
+    """The asyncio task body of :meth:`AsyncioEdge.run`.
+
+    It hands the outcome to the Trio caller from inside the task's last step instead of
+    from a done callback: that saves a loop iteration per crossing, and in guest mode the
+    Trio caller runs on right away. fn has returned (or raised) by then, so all its
+    clean-up has run; exceptions are handed over rather than left in the task, where
+    nobody would retrieve them. Cancellation is left to the done callback, so that a
+    cancelled call returns only once the task is done.
+    """
+    result: outcome.Outcome[Any]
+    try:
+        result = outcome.Value(await fn(*args, **kwargs))
+    except (asyncio.CancelledError, GeneratorExit):
+        raise
+    except BaseException as exc:  # handed to the Trio caller, unchanged
+        result = outcome.Error(exc)
+    # Outside the except block, so that Trio code running inline here does not see exc as
+    # the exception being handled.
+    call.deliver(result)
 
 
 async def _wait_through_cancellation(future: asyncio.Future[None]) -> None:
@@ -358,6 +448,7 @@ def run_with_asyncio_host(
     *args: *Ts,
     clock: trio.abc.Clock | None = None,
     instruments: Sequence[trio.abc.Instrument] = (),
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] = asyncio.SelectorEventLoop,
 ) -> T:
     """Run ``async_fn(*args)`` under Trio, as a guest on a fresh asyncio event loop.
 
@@ -373,6 +464,10 @@ def run_with_asyncio_host(
     inside asyncio code, which would leave the host loop half-stopped. The asyncio loop's
     own SIGINT handling (``asyncio.run`` cancelling its main task) is deliberately not
     installed, so there is one owner of Ctrl-C.
+
+    *clock* and *instruments* are passed to Trio as by :func:`trio.run`. *loop_factory*
+    makes the host loop; it is explicit because ``asyncio.new_event_loop()`` returns a
+    trio-asyncio loop once trio_asyncio has been imported, which cannot host a guest.
     """
 
     async def host() -> T:
@@ -380,7 +475,7 @@ def run_with_asyncio_host(
         done: asyncio.Future[outcome.Outcome[T]] = loop.create_future()
         if _FAST_GUEST_AVAILABLE:
             _GuestDriver(loop, async_fn, args, done.set_result, clock, instruments).start()
-        else:  # pragma: no cover - depends on the installed Trio
+        else:  # Trio internals not as expected (see _FAST_GUEST_AVAILABLE)
             trio.lowlevel.start_guest_run(
                 async_fn,
                 *args,
@@ -399,17 +494,17 @@ def run_with_asyncio_host(
 
     # asyncio.Runner without Runner.run(): same loop set-up and shutdown as asyncio.run,
     # minus the SIGINT handler that would take Ctrl-C away from Trio.
-    with asyncio.Runner() as runner:
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.get_loop().run_until_complete(host())
 
 
 # The fast driver below reuses the pieces ``trio.lowlevel.start_guest_run`` is built from.
 # Trio's own driver blocks in a worker thread on Trio's epoll/kqueue and hands results back
-# with call_soon_threadsafe; two thread hand-offs per Trio wake-up cost ~100 us, which is
-# a third of an aio-pika publish-with-confirm. Here the asyncio selector watches Trio's
-# epoll/kqueue fd instead (an epoll fd is itself pollable), so every wake-up stays on the
-# loop thread. Everything touched is checked up front; if anything differs we use
-# start_guest_run instead.
+# with call_soon_threadsafe: two thread hand-offs per Trio wake-up, 55-130 us measured here
+# against 10-15 us for a whole crossing without them. Here the asyncio selector watches
+# Trio's epoll/kqueue fd instead (such an fd is itself pollable), so every wake-up stays on
+# the loop thread. Everything touched is checked up front; if anything differs we use
+# start_guest_run instead, with the same semantics and the thread's cost.
 
 try:
     from sniffio import thread_local as _sniffio_library
@@ -417,6 +512,7 @@ try:
 
     _SETUP_RUNNER: Any = _trio_run.setup_runner
     _UNROLLED_RUN: Any = _trio_run.unrolled_run
+    _IO_MANAGER: Any = vars(_trio_run)["TheIOManager"]  # epoll or kqueue (IOCP: not pollable)
     _FAST_GUEST_AVAILABLE: bool = (
         list(inspect.signature(_SETUP_RUNNER).parameters)
         == [
@@ -429,28 +525,33 @@ try:
         == ["runner", "async_fn", "args", "host_uses_signal_set_wakeup_fd"]
         and all(
             hasattr(_trio_run.Runner, attr)
-            for attr in ("is_guest", "guest_tick_scheduled", "force_guest_tick_asap")
+            for attr in (
+                "is_guest",
+                "guest_tick_scheduled",
+                "force_guest_tick_asap",
+                "runq",
+                "system_nursery",
+                "main_task_outcome",
+                "io_manager",
+            )
         )
-        and sys.platform != "win32"
+        and any(hasattr(_IO_MANAGER, attr) for attr in ("_epoll", "_kqueue"))
+        and hasattr(_IO_MANAGER, "get_events")
     )
-except (ImportError, AttributeError, TypeError, ValueError):  # pragma: no cover
+except (ImportError, AttributeError, KeyError, TypeError, ValueError):  # pragma: no cover
     _FAST_GUEST_AVAILABLE = False
 
-_NO_EVENTS: Final[outcome.Value[list[Any]]] = outcome.Value([])
+_NO_EVENTS: Any = ()  # an empty EventResult: Trio only iterates it
 _host_wakeup_var: trio.lowlevel.RunVar[_HostWakeup | None] = trio.lowlevel.RunVar(
     "runtime.asyncio_host_wakeup", default=None
 )
 
 
-def _host_wakeup() -> Callable[[], None] | None:
-    return _host_wakeup_var.get()
-
-
 class _HostWakeup:
-    """Lets asyncio callbacks queue the next guest tick directly.
+    """How the edge's asyncio callbacks wake a guest run on the fast driver.
 
-    Stored in a RunVar, so it holds the driver only weakly: Trio's runner must not keep
-    the run generator alive, or a host loop that abandons the run would go unnoticed.
+    Kept in a RunVar, so it holds the driver only weakly: Trio's runner must not keep the
+    run generator alive, or a host loop that abandoned the run would go unnoticed.
     """
 
     __slots__ = ("_driver",)
@@ -458,10 +559,22 @@ class _HostWakeup:
     def __init__(self, driver: _GuestDriver) -> None:
         self._driver = weakref.ref(driver)
 
-    def __call__(self) -> None:
+    def wake(self, make_runnable: Callable[..., object], *args: Any) -> None:
+        """Call ``make_runnable(*args)``, which readies a Trio task, then run the guest tick
+        right here if Trio was idle.
+
+        Called from asyncio callbacks and task steps (never from inside a tick): Trio runs
+        on at once, without a trip through its wakeup socket and the host selector, and
+        without waiting for the next loop iteration.
+        """
         driver = self._driver()
-        if driver is not None:
-            driver.wake_soon()
+        if driver is None or not driver.claim_tick():
+            make_runnable(*args)
+            return
+        try:
+            make_runnable(*args)
+        finally:
+            driver.tick_now()
 
 
 class _GuestDriver:
@@ -472,8 +585,8 @@ class _GuestDriver:
     watches Trio's poller fd and a timer is armed). Anything in Trio that needs a wake-up
     while idle (a reschedule from asyncio code, a thread's run_sync_soon, a signal) ends in
     ``force_guest_tick_asap``, which writes Trio's wakeup socket, which makes the poller fd
-    readable, which wakes us. :meth:`wake_soon` is the cheaper path for our own asyncio
-    callbacks: it queues the tick before Trio would write that socket.
+    readable, which wakes us. :meth:`_HostWakeup.wake` is the cheaper path for the edge's
+    own asyncio code: it claims the tick before Trio would write that socket.
     """
 
     def __init__(
@@ -497,8 +610,11 @@ class _GuestDriver:
         # Our own descriptor for Trio's poller: Trio closes its fd inside the last tick,
         # before we can unregister it, and the number could be reused by then.
         self._fd = os.dup(poller.fileno())
-        self._next_send: outcome.Outcome[Any] = outcome.Value(None)
+        # What the next tick sends into the run generator: Trio's I/O events (or the error
+        # getting them raised). A plain value, not an Outcome, on the hot path.
+        self._next_send: Any = None
         self._idle = False
+        self._io_ready = False
         self._timer: asyncio.TimerHandle | None = None
         _host_wakeup_var.set(_HostWakeup(self))
 
@@ -516,14 +632,18 @@ class _GuestDriver:
             next_send = []
         else:  # pragma: no cover
             self._gen.throw(trio.TrioInternalError("guest runner set-up did not finish"))
-        self._next_send = outcome.Value(next_send)
-        self._loop.add_reader(self._fd, self._wake)
+        self._next_send = next_send
+        self._loop.add_reader(self._fd, self._on_io)
         self._loop.call_soon(self._tick)
 
     def _tick(self) -> None:
         prev_library, _sniffio_library.name = _sniffio_library.name, "trio"
         try:
-            timeout = self._next_send.send(self._gen)
+            next_send, self._next_send = self._next_send, _NO_EVENTS
+            if type(next_send) is outcome.Error:
+                timeout = next_send.send(self._gen)
+            else:
+                timeout = self._gen.send(next_send)
         except StopIteration:
             self._finish(self._runner.main_task_outcome)
             return
@@ -533,8 +653,16 @@ class _GuestDriver:
         finally:
             _sniffio_library.name = prev_library
 
-        events = outcome.capture(self._io.get_events, 0)
-        if timeout <= 0 or isinstance(events, outcome.Error) or events.value:
+        # Poll Trio's I/O only when the host selector saw the poller fd readable, or when
+        # Trio asks for a zero-timeout look with nothing to run (wait_all_tasks_blocked,
+        # autojump clocks). Otherwise anything pending makes the fd readable and wakes us
+        # through the selector, which saves a syscall per crossing.
+        if self._io_ready or (timeout <= 0 and not self._runner.runq):
+            self._io_ready = False
+            events = self._poll()
+        else:
+            events = _NO_EVENTS
+        if timeout <= 0 or events:
             self._next_send = events
             self._loop.call_soon(self._tick)
             return
@@ -549,6 +677,10 @@ class _GuestDriver:
                 timer.cancel()
             self._timer = self._loop.call_at(when, self._on_timer)
 
+    def _on_io(self) -> None:
+        self._io_ready = True
+        self._wake()
+
     def _on_timer(self) -> None:
         self._timer = None
         self._wake()
@@ -559,17 +691,29 @@ class _GuestDriver:
             return
         self._idle = False
         self._runner.guest_tick_scheduled = True
-        self._next_send = outcome.capture(self._io.get_events, 0)
+        self._io_ready = False
+        self._next_send = self._poll()
         self._tick()
 
-    def wake_soon(self) -> None:
-        """An asyncio callback is about to reschedule a Trio task: queue a tick."""
+    def claim_tick(self) -> bool:
+        """If Trio is idle, mark a tick as scheduled (so that a reschedule() does not write
+        the wakeup socket) and return True; the caller must then call tick_now()."""
         if not self._idle:
-            return
+            return False
         self._idle = False
         self._runner.guest_tick_scheduled = True
+        return True
+
+    def tick_now(self) -> None:
         self._next_send = _NO_EVENTS
-        self._loop.call_soon(self._tick)
+        self._tick()
+
+    def _poll(self) -> Any:
+        """Trio's ready I/O events, without blocking (an Error is truthy: it gets sent)."""
+        try:
+            return self._io.get_events(0)
+        except BaseException as exc:  # handed to Trio, as start_guest_run does
+            return outcome.Error(exc)
 
     def _finish(self, run_outcome: outcome.Outcome[Any]) -> None:
         self._loop.remove_reader(self._fd)
