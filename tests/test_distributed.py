@@ -280,8 +280,11 @@ async def test_store_down_for_ten_seconds_status_updates_wait_and_nothing_is_los
     es = start_noida_elasticsearch(tmp_path / "es")
     port = int(es.url.rsplit(":", 1)[1])
     try:
-        with FaultServer(delay=0.01) as smtp:
+        # two senders and 50 ms per SMTP reply: sending 40 emails takes about 3 s,
+        # so most status updates arrive while the store is down
+        with FaultServer(delay=0.05) as smtp:
             env = cluster_env(tmp_path, es.url, rabbitmq_url, smtp.port)
+            env["MAILACTORS__EMAIL_SERVER__CONCURRENCY"] = "2"
             async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
                 client = Client(edge, cluster)
                 ids = [await client.request(f"user{i}@example.com") for i in range(40)]
