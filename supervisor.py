@@ -223,6 +223,13 @@ def cmd_search(args: argparse.Namespace) -> int:
     return _run_client(config, search, integration=True)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Measure every performance target next to its baseline; last line: one JSON object."""
+    from bench.suite import main as bench_main
+
+    return bench_main(args.quick, args.only, args.json)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="supervisor.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -259,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--limit", type=int, default=20)
     search.add_argument("--page-token", default="")
     search.set_defaults(fn=cmd_search)
+    bench = sub.add_parser("bench", help="run the benchmarks (see bench/suite.py)")
+    bench.add_argument("--quick", action="store_true", help="small runs, under a minute")
+    bench.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
+    bench.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    bench.set_defaults(fn=cmd_bench)
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -1,0 +1,438 @@
+"""Distributed benchmarks: the three services as processes, RabbitMQ, the Elasticsearch API, SMTP.
+
+distributed_e2e  emails/s from RequestEmail to SENT through a real cluster, next to raw
+                 aiosmtplib with the same connection count to the same postfix smtp-sink
+latency          p50 / p99 of request-to-send at half the measured maximum rate
+slow_provider    emails/s when the SMTP server waits 50 ms before each reply, against
+                 the ideal pool_size / (4 x 50 ms)
+memory           peak RSS of each service process while a backlog of emails builds up
+
+The harness is plain asyncio (grpclib's own loop) so that the load generator
+does not share our bridge. It starts what it needs (noida-db unless
+ELASTICSEARCH_URL is set, smtp-sink, the cluster) and stops what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+POOL = 8  # SMTP connections per email-server worker (provider.smtp.pool_size)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _wait_port(port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout}s")
+
+
+@contextlib.asynccontextmanager
+async def smtp_sink() -> AsyncIterator[int]:
+    exe = shutil.which("smtp-sink") or shutil.which("smtp-sink", path="/usr/sbin")
+    if exe is None:
+        raise RuntimeError("postfix's smtp-sink is not installed: run `make bench-deps`")
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(exe, "-u", "nobody", f"127.0.0.1:{port}", "1000")
+    try:
+        await _wait_port(port, 10)
+        yield port
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def slow_smtp(delay: float) -> AsyncIterator[int]:
+    """aiosmtpd that waits ``delay`` before its replies to MAIL, RCPT and DATA."""
+    from aiosmtpd.controller import Controller
+
+    class Slow:
+        async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+            await asyncio.sleep(delay)
+            envelope.mail_from = address
+            return "250 OK"
+
+        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+            await asyncio.sleep(delay)
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
+        async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+            await asyncio.sleep(delay)
+            return "250 2.0.0 Ok: queued"
+
+    port = free_port()
+    controller = Controller(Slow(), hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield port
+    finally:
+        controller.stop()
+
+
+@contextlib.asynccontextmanager
+async def elasticsearch(work: Path) -> AsyncIterator[str]:
+    if os.environ.get("ELASTICSEARCH_URL"):
+        yield os.environ["ELASTICSEARCH_URL"]
+        return
+    exe = str(Path(sys.executable).parent / "noida-db")
+    port = free_port()
+    data = work / "noida"
+    data.mkdir(parents=True, exist_ok=True)
+    proc = await asyncio.create_subprocess_exec(
+        exe, "start", "--only", "elasticsearch", "--host", "127.0.0.1",
+        "--elasticsearch-port", str(port), "--data-dir", str(data),
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        await _wait_port(port, 30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 10)
+        if proc.returncode is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+class Cluster:
+    def __init__(self, env: dict[str, str], workers: int) -> None:
+        self.env = env
+        self.workers = workers
+        self.pids: dict[str, int] = {}
+        self.proc: asyncio.subprocess.Process | None = None
+        self.auth_port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
+        self.es_url = env["MAILACTORS__STORE__URL"]
+        self.index = env["MAILACTORS__STORE__INDEX"]
+
+    async def __aenter__(self) -> Cluster:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "distributed", "up",
+            "--workers", str(self.workers), "--drain", "10",
+            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert self.proc.stdout is not None
+        tail: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(self.proc.stdout.readline(), 90)
+            if not raw:
+                raise RuntimeError("cluster exited while starting:\n" + "".join(tail[-30:]))
+            line = raw.decode(errors="replace")
+            tail.append(line)
+            if "MAILACTORS_READY" in line and "pid=" in line:
+                name = line.split("]")[0].lstrip("[")
+                self.pids[name] = int(line.rsplit("pid=", 1)[1].split()[0])
+            if "MAILACTORS_READY auth" in line:
+                break
+        self._drain = asyncio.ensure_future(self._discard_output())
+        return self
+
+    async def _discard_output(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while await self.proc.stdout.readline():
+            pass
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            await asyncio.wait_for(self.proc.wait(), 60)
+        except TimeoutError:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            await self.proc.wait()
+        self._drain.cancel()
+
+    async def count(self, http: Any, status: str | None = None) -> int:
+        await http.post(f"{self.es_url}/{self.index}/_refresh")
+        query = {"term": {"status": status}} if status else {"match_all": {}}
+        reply = await http.post(f"{self.es_url}/{self.index}/_count", json={"query": query})
+        return int(reply.json().get("count", 0))
+
+    def rss_mb(self) -> dict[str, float]:
+        out = {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(OSError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        out[name] = int(line.split()[1]) / 1024
+        return out
+
+
+def cluster_env(work: Path, es_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+    p = f"bench.{uuid.uuid4().hex[:8]}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
+            "MAILACTORS__SERVICE__DATA_DIR": str(work),
+            "MAILACTORS__STORE__URL": es_url,
+            "MAILACTORS__STORE__INDEX": f"bench-{uuid.uuid4().hex[:8]}",
+            "MAILACTORS__BUS__SEND_EXCHANGE": f"{p}.send.exchange",
+            "MAILACTORS__BUS__STATUS_EXCHANGE": f"{p}.status.exchange",
+            "MAILACTORS__BUS__SEND_QUEUE": f"{p}.send",
+            "MAILACTORS__BUS__STATUS_QUEUE": f"{p}.status",
+            "MAILACTORS__BUS__DEAD_LETTER_EXCHANGE": f"{p}.dead.exchange",
+            "MAILACTORS__BUS__DEAD_LETTER_QUEUE": f"{p}.dead",
+            "MAILACTORS__PROVIDER__SMTP__HOST": "127.0.0.1",
+            "MAILACTORS__PROVIDER__SMTP__PORT": str(smtp_port),
+            "MAILACTORS__PROVIDER__SMTP__POOL_SIZE": str(POOL),
+            "MAILACTORS__PROVIDER__SENDER": "bench@mailactors.test",
+            "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(work / f"sent-{p}.sqlite3"),
+            "MAILACTORS__GRPC__AUTH_PORT": str(free_port()),
+            "MAILACTORS__GRPC__INTEGRATION_PORT": str(free_port()),
+        }
+    )
+    env.update(extra)
+    return env
+
+
+async def _delete_topology(env: dict[str, str]) -> None:
+    import aio_pika
+
+    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    async with connection:
+        for key in ("SEND_QUEUE", "STATUS_QUEUE", "DEAD_LETTER_QUEUE"):
+            channel = await connection.channel()
+            name = env[f"MAILACTORS__BUS__{key}"]
+            for queue in [name] + [f"{name}.delay.{t}" for t in ("1s", "5s", "30s", "2m", "10m", "1h")]:
+                with contextlib.suppress(Exception):
+                    channel = await connection.channel()
+                    await channel.queue_delete(queue)
+        for key in ("SEND_EXCHANGE", "STATUS_EXCHANGE", "DEAD_LETTER_EXCHANGE"):
+            with contextlib.suppress(Exception):
+                channel = await connection.channel()
+                await channel.exchange_delete(env[f"MAILACTORS__BUS__{key}"])
+
+
+def _request(i: int) -> Any:
+    from actors.proto_convert import variables_to_struct
+    from protos import email_pb2
+
+    return email_pb2.RequestEmailRequest(
+        recipient=f"user{i}@example.com",
+        template="verification",
+        variables=variables_to_struct({"name": "Ada Lovelace", "code": f"{i:06d}", "expires_minutes": 10}),
+    )
+
+
+async def submit(port: int, n: int, *, concurrency: int = 64, rate: float | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> float:
+    """Send ``n`` RequestEmail calls (closed loop, or open loop at ``rate``/s); return seconds."""
+    from grpclib.client import Channel
+
+    from protos import email_grpc
+
+    channel = Channel("127.0.0.1", port)
+    stub = email_grpc.AuthServiceStub(channel)
+    requests = iter(range(n))
+    done = 0
+    t0 = time.perf_counter()
+
+    async def worker() -> None:
+        nonlocal done
+        for i in requests:
+            if rate is not None:
+                delay = t0 + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            await stub.RequestEmail(_request(i), timeout=60)
+            done += 1
+            if on_progress is not None:
+                on_progress(done)
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        channel.close()
+    return time.perf_counter() - t0
+
+
+async def wait_sent(cluster: Cluster, http: Any, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while await cluster.count(http, "SENT") < n:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"not all {n} emails SENT within {timeout}s")
+        await asyncio.sleep(0.1)
+
+
+async def raw_aiosmtplib(port: int, n: int, connections: int) -> tuple[float, int]:
+    """Baseline: the same rendered message sent by plain aiosmtplib, same connection count."""
+    import aiosmtplib
+
+    from actors.edges import OutgoingEmail
+    from actors.mime import build_message, render_bytes
+    from actors.templates import TemplateRenderer
+
+    renderer = TemplateRenderer(ROOT / "templates")
+    rendered = renderer.render("verification", {"name": "Ada Lovelace", "code": "000001", "expires_minutes": 10})
+    data = render_bytes(build_message(OutgoingEmail(
+        event_id="x", sender="bench@mailactors.test", recipient="user@example.com",
+        subject=rendered.subject, text=rendered.text, html=rendered.html, message_id="<x@mailactors.test>",
+    )))
+    counter = iter(range(n))
+
+    async def conn() -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port)
+        await client.connect()
+        for _ in counter:
+            await client.sendmail("bench@mailactors.test", ["user@example.com"], data)
+        await client.quit()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(conn() for _ in range(connections)))
+    return n / (time.perf_counter() - t0), len(data)
+
+
+async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dict[str, Any]:
+    import httpx
+
+    results: dict[str, Any] = {}
+    n = 2000 if quick else 10_000
+
+    def want(name: str) -> bool:
+        return only is None or name in only
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        async with elasticsearch(work) as es_url, httpx.AsyncClient(timeout=30) as http:
+            if want("distributed_e2e") or want("latency"):
+                async with smtp_sink() as sink:
+                    baseline, size = await raw_aiosmtplib(sink, n, POOL)
+                    env = cluster_env(work, es_url, sink)
+                    try:
+                        async with Cluster(env, workers=1) as cluster:
+                            await submit(cluster.auth_port, 200)  # warm up
+                            await wait_sent(cluster, http, 200, 60)
+                            t0 = time.perf_counter()
+                            task = progress("distributed_e2e", n)
+                            await submit(cluster.auth_port, n, on_progress=task)
+                            await wait_sent(cluster, http, n + 200, 300)
+                            rate = n / (time.perf_counter() - t0)
+                            results["distributed_e2e"] = {
+                                "emails_per_s": round(rate),
+                                "raw_aiosmtplib_per_s": round(baseline),
+                                "ratio": round(rate / baseline, 3),
+                                "target": ">= 500/s and ratio >= 0.8",
+                                "conditions": f"{n} emails of {size} B, 1 email-server worker x {POOL} SMTP "
+                                f"connections, 64 concurrent gRPC callers, smtp-sink, quorum queues, "
+                                f"store batch 500 / 20 ms",
+                            }
+                            if want("latency"):
+                                half = rate / 2
+                                m = int(half * (5 if quick else 20))
+                                before = n + 200
+                                await submit(cluster.auth_port, m, rate=half, concurrency=256)
+                                await wait_sent(cluster, http, before + m, 120)
+                                results["latency"] = await _latencies(cluster, http, m, half)
+                    finally:
+                        await _delete_topology(env)
+            if want("slow_provider"):
+                async with slow_smtp(0.05) as port:
+                    env = cluster_env(work, es_url, port)
+                    m = 200 if quick else 1000
+                    try:
+                        async with Cluster(env, workers=1) as cluster:
+                            t0 = time.perf_counter()
+                            await submit(cluster.auth_port, m)
+                            await wait_sent(cluster, http, m, 300)
+                            rate = m / (time.perf_counter() - t0)
+                    finally:
+                        await _delete_topology(env)
+                    ideal = POOL / (4 * 0.05)
+                    results["slow_provider"] = {
+                        "emails_per_s": round(rate, 1),
+                        "ideal_per_s": ideal,
+                        "ratio": round(rate / ideal, 3),
+                        "target": "ratio >= 0.8",
+                        "conditions": f"{m} emails, SMTP server waits 50 ms before its MAIL, RCPT and "
+                        f"DATA replies, pool {POOL}, ideal = pool / (4 x 50 ms) as the issue defines it",
+                    }
+            if want("memory"):
+                results["memory"] = await _memory(work, es_url, http, 10_000 if quick else 100_000, progress)
+    return results
+
+
+async def _latencies(cluster: Cluster, http: Any, m: int, rate: float) -> dict[str, Any]:
+    reply = await http.post(
+        f"{cluster.es_url}/{cluster.index}/_search",
+        json={"size": m, "sort": [{"createdAt": "desc"}], "_source": ["latencyMs"],
+              "query": {"term": {"status": "SENT"}}},
+    )
+    values = sorted(h["_source"]["latencyMs"] for h in reply.json()["hits"]["hits"] if h["_source"].get("latencyMs") is not None)
+    return {
+        "p50_ms": round(values[len(values) // 2], 1),
+        "p99_ms": round(values[int(len(values) * 0.99) - 1], 1),
+        "rate_per_s": round(rate),
+        "samples": len(values),
+        "target": "p99 <= 100 ms",
+        "conditions": "open loop at half the measured maximum; request (auth) to provider accept",
+    }
+
+
+async def _memory(work: Path, es_url: str, http: Any, n: int, progress: Any) -> dict[str, Any]:
+    """Peak RSS of each process while n emails pile up behind a slow provider."""
+    async with slow_smtp(0.2) as port:
+        env = cluster_env(work, es_url, port)
+        peaks: dict[str, float] = {}
+        try:
+            async with Cluster(env, workers=1) as cluster:
+                async def sample() -> None:
+                    while True:
+                        for k, v in cluster.rss_mb().items():
+                            peaks[k] = max(peaks.get(k, 0.0), v)
+                        await asyncio.sleep(0.25)
+
+                sampler = asyncio.ensure_future(sample())
+                task = progress("memory", n)
+                await submit(cluster.auth_port, n, concurrency=128, on_progress=task)
+                await asyncio.sleep(1.0)
+                sampler.cancel()
+        finally:
+            await _delete_topology(env)
+    return {
+        "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.items())},
+        "max_mb": round(max(peaks.values()), 1),
+        "target": "<= 200 MB each",
+        "conditions": f"{n} emails requested while the SMTP server takes 600 ms per email "
+        "(so they queue in RabbitMQ), 1 worker, prefetch 64",
+    }
+
+
+def run(quick: bool = False, only: set[str] | None = None, progress: Any = None) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    progress = progress or (lambda name, total: None)
+    return asyncio.run(_distributed(quick, only, progress))
+
+
+if __name__ == "__main__":
+    import json
+
+    print(json.dumps(run(quick=True, only=set(sys.argv[1:]) or None), indent=1))
+
+
+__all__ = ["run"]

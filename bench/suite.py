@@ -1,0 +1,150 @@
+"""``supervisor.py bench``: every performance target, each next to its baseline from the same run.
+
+The machines are shared and noisy, so targets are ratios to a baseline
+measured side by side, or absolute figures with the conditions they were
+measured under. The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+NAMES = (
+    "actor_hop", "snapshot", "bridge", "embedded_e2e",
+    "distributed_e2e", "latency", "slow_provider", "memory",
+)
+DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "memory"}
+
+
+def _verdict(name: str, r: dict[str, Any]) -> bool | None:
+    """Whether the figure meets its target (None when it could not be judged)."""
+    try:
+        if name == "actor_hop":
+            return bool(r["ratio"] >= 0.5)
+        if name == "snapshot":
+            return bool(r["p95_ms"] <= 5)
+        if name == "bridge":
+            return bool(r["ratio_guest_loop"] >= 0.9)
+        if name == "embedded_e2e":
+            return bool(r["emails_per_s"] >= 2000)
+        if name == "distributed_e2e":
+            return bool(r["emails_per_s"] >= 500 and r["ratio"] >= 0.8)
+        if name == "latency":
+            return bool(r["p99_ms"] <= 100)
+        if name == "slow_provider":
+            return bool(r["ratio"] >= 0.8)
+        if name == "memory":
+            return bool(r["max_mb"] <= 200)
+    except (KeyError, TypeError):
+        return None
+    return None
+
+
+def _headline(name: str, r: dict[str, Any]) -> str:
+    if "error" in r:
+        return f"error: {r['error']}"
+    if name == "actor_hop":
+        return f"{r['actor_msgs_per_s']:,}/s vs raw channel {r['raw_msgs_per_s']:,}/s = {r['ratio']}x"
+    if name == "snapshot":
+        return f"{r['actors']} actors: median {r['median_ms']} ms, p95 {r['p95_ms']} ms"
+    if name == "bridge":
+        return (
+            f"guest edge {r['ratio_guest_loop']}x plain asyncio (one crossing per phase), "
+            f"{r['ratio_guest']}x (one per call); trio-asyncio {r['ratio_trio_asyncio_loop']}x"
+        )
+    if name == "embedded_e2e":
+        return f"{r['emails_per_s']:,} emails/s, p50 {r['p50_ms']} ms"
+    if name == "distributed_e2e":
+        return f"{r['emails_per_s']:,}/s vs raw aiosmtplib {r['raw_aiosmtplib_per_s']:,}/s = {r['ratio']}x"
+    if name == "latency":
+        return f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms at {r['rate_per_s']}/s"
+    if name == "slow_provider":
+        return f"{r['emails_per_s']}/s vs ideal {r['ideal_per_s']}/s = {r['ratio']}x"
+    if name == "memory":
+        return ", ".join(f"{k} {v} MB" for k, v in r["peak_rss_mb"].items())
+    return ""
+
+
+def run(quick: bool, only: set[str] | None, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+    from . import bridge, embedded, runtime
+
+    want = set(NAMES) if not only else only
+    unknown = want - set(NAMES)
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}")
+    results: dict[str, Any] = {}
+    jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
+        ("actor_hop", lambda: runtime.actor_hop(quick)),
+        ("snapshot", lambda: runtime.snapshot(quick)),
+        ("bridge", lambda: bridge.measure(n=1500 if quick else 3000, rounds=1 if quick else 3)),
+        ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
+    ]
+    for name, job in jobs:
+        if name in want:
+            t0 = time.perf_counter()
+            try:
+                results[name] = job()
+            except Exception as exc:  # a broken benchmark must not hide the others
+                results[name] = {"error": f"{type(exc).__name__}: {exc}"}
+            results[name]["seconds"] = round(time.perf_counter() - t0, 1)
+    if want & DISTRIBUTED:
+        from . import distributed
+
+        t0 = time.perf_counter()
+        try:
+            results.update(distributed.run(quick, want & DISTRIBUTED, progress))
+        except Exception as exc:
+            for name in want & DISTRIBUTED:
+                results.setdefault(name, {"error": f"{type(exc).__name__}: {exc}"})
+        for name in want & DISTRIBUTED:
+            results.setdefault(name, {"error": "not measured"})
+        results["distributed_seconds"] = round(time.perf_counter() - t0, 1)
+    for name in NAMES:
+        if name in results:
+            results[name]["meets_target"] = _verdict(name, results[name])
+    results["machine"] = {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "quick": quick,
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return results
+
+
+def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
+    from rich.console import Console
+    from rich.progress import Progress
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    with Progress(console=console, transient=True) as bars:
+
+        def progress(name: str, total: int) -> Callable[[int], None]:
+            task = bars.add_task(name, total=total)
+            return lambda done: bars.update(task, completed=done)
+
+        results = run(quick, set(only) if only else None, progress)
+    table = Table(title=f"mailactors bench{' --quick' if quick else ''}")
+    table.add_column("benchmark")
+    table.add_column("figure (baseline from the same run)")
+    table.add_column("target")
+    table.add_column("met")
+    for name in NAMES:
+        if name in results:
+            r = results[name]
+            met = {True: "yes", False: "NO", None: "?"}[r.get("meets_target")]
+            table.add_row(name, _headline(name, r), str(r.get("target", "")), met)
+    Console().print(table)
+    line = json.dumps(results, default=str)
+    if json_file:
+        Path(json_file).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    print(line)
+    return 0
