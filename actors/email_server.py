@@ -21,12 +21,16 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import msgspec
+import trio
 
+from config import LimitsConfig
 from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
 
 from .edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
+from .event_checks import screen_send_delivery
 from .idempotency import Record, SentLog, SentRecorder
 from .mime import message_id_for
+from .provider_chain import provider_report
 from .schema import EmailSendEvent, EmailStatusEvent, Status, send_event_decoder
 from .templates import TemplateError, TemplateRenderer
 from .throttle import Acquire, Throttler, domain_of
@@ -63,18 +67,36 @@ class RetryPolicy(msgspec.Struct, frozen=True):
 
 
 class Publisher(Actor[PublishStatus]):
-    """Publishes status events; the delivery they settle is acked only afterwards."""
+    """Publishes status events; the delivery they settle is acked only afterwards.
+
+    Up to ``in_flight`` publishes wait for their broker confirms at once: one at a
+    time, a quorum queue's confirm latency would cap the whole server. One email
+    never has two status events in flight, so per-email order is kept.
+    """
 
     accepts: ClassVar[tuple[type, ...]] = (PublishStatus,)
     mailbox: ClassVar[int] = 1024
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, in_flight: int = 128) -> None:
         self.bus = bus
+        self.slots = trio.Semaphore(in_flight)
 
     async def receive(self, msg: PublishStatus) -> None:
-        await self.bus.publish_status(msg.event)
-        if msg.delivery is not None:
-            await msg.delivery.ack()
+        await self.slots.acquire()
+        self.ctx.start_soon(self._publish, msg)
+
+    async def _publish(self, msg: PublishStatus) -> None:
+        try:
+            await self.bus.publish_status(msg.event)
+            if msg.delivery is not None:
+                await msg.delivery.ack()
+        finally:
+            self.slots.release()
+
+    async def stopping(self) -> None:
+        # Wait for what is in flight: acquiring every slot means all are back.
+        for _ in range(self.slots.max_value):
+            await self.slots.acquire()
 
 
 class Retrier(Actor[RetryLater]):
@@ -146,7 +168,8 @@ class Sender(Actor[SendJob]):
         self.throttler: ActorRef[Acquire] = self.ctx.lookup(f"{root}/throttler")
         self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
         self.recorder: ActorRef[Record] = self.ctx.lookup(f"{root}/recorder")
-        self.ctx.report(lambda: {"repeats": self.repeats})
+        # The provider's own counters (a chain: each provider's breaker state).
+        self.ctx.report(lambda: {"repeats": self.repeats, **provider_report(self.provider)})
 
     async def receive(self, msg: SendJob) -> None:
         event = msg.event
@@ -166,6 +189,7 @@ class Sender(Actor[SendJob]):
         try:
             rendered = self.renderer.render(event.template, dict(event.variables), event.subject)
         except TemplateError as exc:
+            log.warning("failed: render: %s", exc, extra={"event_id": event.event_id})
             return _status(event, Status.FAILED, error=f"render: {exc}")
         if self.settings.throttled:
             await self.throttler.ask(Acquire(domain_of(event.recipient)), timeout=3600)
@@ -197,10 +221,13 @@ class Sender(Actor[SendJob]):
         reason = f"{result.failure}: {result.code or ''} {result.reply or ''}".strip()
         policy = self.settings.retry
         age = (datetime.now(UTC) - event.requested_at).total_seconds()
+        ids = {"event_id": event.event_id}
         if result.failure is Failure.PERMANENT:
+            log.warning("failed (attempt %d): %s", event.attempt, reason, extra=ids)
             return _status(event, Status.FAILED, error=reason, **common)
         if event.attempt >= policy.max_attempts or age >= policy.max_age_s:
             why = "attempts" if event.attempt >= policy.max_attempts else "age"
+            log.warning("failed, retries exhausted (%s): %s", why, reason, extra=ids)
             return _status(event, Status.FAILED, error=f"retries exhausted ({why}); last: {reason}", **common)
         delay = policy.delay(event.attempt, result.retry_after)
         # ask, not send: the retry must be held (durably, on a broker) before the
@@ -209,6 +236,7 @@ class Sender(Actor[SendJob]):
             RetryLater(msgspec.structs.replace(event, attempt=event.attempt + 1), delay),
             timeout=120,
         )
+        log.info("retrying in %.1fs (attempt %d): %s", delay, event.attempt, reason, extra=ids)
         return _status(event, Status.RETRYING, error=reason, **common)
 
 
@@ -231,10 +259,20 @@ class Consumer(Actor[Any]):
 
     accepts: ClassVar[tuple[type, ...]] = ()
 
-    def __init__(self, bus: Bus, root: str, senders: int) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        root: str,
+        senders: int,
+        renderer: TemplateRenderer | None = None,
+        limits: LimitsConfig | None = None,
+    ) -> None:
         self.bus = bus
         self.root = root
         self.n = senders
+        # The same checks as auth's: a publisher on the broker bypasses auth.
+        self.renderer = renderer
+        self.limits = limits or LimitsConfig()
         self.rejected = 0
         self.taken = 0
 
@@ -242,20 +280,23 @@ class Consumer(Actor[Any]):
         self.senders: list[ActorRef[SendJob]] = [
             self.ctx.lookup(f"{self.root}/senders/sender-{i}") for i in range(self.n)
         ]
-        self.ctx.report(lambda: {"taken": self.taken, "rejected": self.rejected})
+        intake = self.ctx.system.intake  # paused by an operator: take nothing new
+        self.ctx.report(
+            lambda: {"taken": self.taken, "rejected": self.rejected, "paused": intake.paused}
+        )
         self.ctx.start_soon(self._consume)
 
     async def _consume(self) -> None:
         senders = self.senders
         turn = 0
         while True:
-            delivery: Delivery = await self.bus.next_send()
-            try:
-                event = send_event_decoder.decode(delivery.body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            delivery: Delivery = await self.ctx.system.intake.take(self.bus.next_send)
+            if self.renderer is None:
+                event = await _decode_only(delivery)
+            else:
+                event = await screen_send_delivery(delivery, self.bus, self.limits, self.renderer)
+            if event is None:  # undecodable or invalid: refused with the reason, settled
                 self.rejected += 1
-                log.warning("rejected a send event: %s", exc)
-                await delivery.reject(f"undecodable EmailSendEvent: {exc}")
                 continue
             self.taken += 1
             job = SendJob(event, delivery)
@@ -271,6 +312,15 @@ class Consumer(Actor[Any]):
                 await senders[turn].send(job)
 
 
+async def _decode_only(delivery: Delivery) -> EmailSendEvent | None:
+    try:
+        return send_event_decoder.decode(delivery.body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        log.warning("rejected a send event: %s", exc)
+        await delivery.reject(f"undecodable EmailSendEvent: {exc}")
+        return None
+
+
 def email_server_tree(
     bus: Bus,
     provider: Provider,
@@ -283,6 +333,7 @@ def email_server_tree(
     burst: int = 20,
     per_domain: dict[str, float] | None = None,
     name: str = "email-server",
+    limits: LimitsConfig | None = None,
 ) -> SupervisorSpec:
     throttled = rate > 0 or bool(per_domain)
     settings = msgspec.structs.replace(settings, throttled=throttled, root=name)
@@ -304,7 +355,7 @@ def email_server_tree(
                 intensity=max(10, concurrency),
                 period=10.0,
             ),
-            ChildSpec("consumer", Consumer, args=(bus, name, concurrency)),
+            ChildSpec("consumer", Consumer, args=(bus, name, concurrency, renderer, limits)),
         ],
         strategy=Strategy.REST_FOR_ONE,
         intensity=5,

@@ -31,7 +31,8 @@ from .edges import (
     Store,
     StoreUnavailable,
 )
-from .schema import EmailDocument, EmailStatusEvent, status_event_decoder
+from .event_checks import screen_status_delivery
+from .schema import EmailDocument, EmailStatusEvent
 
 log = logging.getLogger("mailactors.integration")
 
@@ -150,9 +151,12 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 result.outcome.value,
                 extra={"event_id": update.event.event_id},
             )
-            await update.delivery.ack()
             if result.status is not None and result.status.terminal:
                 self.watch.notify(result.event_id)
+        # Stored: now ack them, all at once (the bus groups concurrent acks).
+        async with trio.open_nursery() as nursery:
+            for update in items:
+                nursery.start_soon(update.delivery.ack)
         return [None] * len(items)
 
 
@@ -167,18 +171,17 @@ class StatusConsumer(Actor[Any]):
 
     async def started(self) -> None:
         self.updater: ActorRef[StatusUpdate] = self.ctx.lookup("updater")
-        self.ctx.report(lambda: {"rejected": self.rejected})
+        intake = self.ctx.system.intake  # paused by an operator: take nothing new
+        self.ctx.report(lambda: {"rejected": self.rejected, "paused": intake.paused})
         self.ctx.start_soon(self._consume)
 
     async def _consume(self) -> None:
         while True:
-            delivery: Delivery = await self.bus.next_status()
-            try:
-                event = status_event_decoder.decode(delivery.body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            delivery: Delivery = await self.ctx.system.intake.take(self.bus.next_status)
+            # Undecodable or unsound (eventId, attempt, timestamps): dead-lettered with the reason.
+            event = await screen_status_delivery(delivery)
+            if event is None:
                 self.rejected += 1
-                log.warning("rejected a status event: %s", exc)
-                await delivery.reject(f"undecodable EmailStatusEvent: {exc}")
                 continue
             await self.updater.send(StatusUpdate(event, delivery))
 
