@@ -281,3 +281,44 @@ async def test_republished_send_event_is_not_sent_twice(tmp_path):
         last = await app.request(request(to="last@example.com"))
         await app.wait_terminal(last.event_id)
     assert len(maildir_messages(tmp_path / "maildir")) == 3
+
+
+async def test_grpc_api_answers_invalid_argument_naming_the_field(tmp_path):
+    from grpclib import GRPCError, Status as GrpcStatus
+    from grpclib.client import Channel
+
+    from actors.proto_convert import variables_to_struct
+    from protos import email_grpc, email_pb2
+
+    config = embedded_config(tmp_path)
+    async with open_embedded(config, grpc=True, shutdown=10.0) as app:
+        listening = app.system.snapshot().by_path()["api"].extra["listening"][0]
+        port = int(listening.rsplit(":", 1)[1])
+
+        async def call(request: Any) -> Any:
+            channel = Channel("127.0.0.1", port)
+            try:
+                return await email_grpc.AuthServiceStub(channel).RequestEmail(request, timeout=10)
+            finally:
+                channel.close()
+
+        good = email_pb2.RequestEmailRequest(
+            recipient="ada@example.com",
+            template="welcome",
+            variables=variables_to_struct({"name": "Ada", "product": "P"}),
+        )
+        reply = await app.edge.run(call, good)
+        bad = email_pb2.RequestEmailRequest(
+            recipient="ada@@example.com", template="welcome",
+            variables=variables_to_struct({"name": "Ada", "product": "P"}),
+        )
+        with pytest.raises(GRPCError) as info:
+            await app.edge.run(call, bad)
+        missing = email_pb2.RequestEmailRequest(recipient="ada@example.com", template="welcome")
+        with pytest.raises(GRPCError) as info2:
+            await app.edge.run(call, missing)
+        await app.wait_terminal(reply.event_id)
+        page = await app.store.search(SearchQuery())
+    assert info.value.status is GrpcStatus.INVALID_ARGUMENT and "recipient" in info.value.message
+    assert info2.value.status is GrpcStatus.INVALID_ARGUMENT and "variables" in info2.value.message
+    assert page.total == 1  # only the good request was stored

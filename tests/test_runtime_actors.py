@@ -300,3 +300,18 @@ async def test_snapshot_mailbox_depth_counts_queued_messages(actor_system):
     assert (info.mailbox_depth, info.mailbox_capacity) == (3, 5)
     assert info.mailbox_depth == ref._cell.receive_channel.statistics().current_buffer_used
     gate.set()
+
+
+async def test_probe_expect_and_expect_nothing(actor_system, autojump_clock):
+    probe = await spawn_probe(actor_system, reply=lambda m: Pong(m.n + 1))
+    assert await probe.ref.ask(Ping(1)) == Pong(2)  # a probe answers asks too
+    assert (await probe.expect(Ping)).n == 1
+    await probe.expect_nothing(5)
+    await probe.ref.send(Pong(3))
+    with pytest.raises(AssertionError, match="expected Ping"):
+        await probe.expect(Ping)
+    with pytest.raises(AssertionError, match="no Ping within 2s"):
+        await probe.expect(Ping, timeout=2)
+    await probe.ref.send(Ping(4))
+    with pytest.raises(AssertionError, match="expected nothing"):
+        await probe.expect_nothing(1)
