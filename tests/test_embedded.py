@@ -284,7 +284,8 @@ async def test_republished_send_event_is_not_sent_twice(tmp_path):
 
 
 async def test_grpc_api_answers_invalid_argument_naming_the_field(tmp_path):
-    from grpclib import GRPCError, Status as GrpcStatus
+    from grpclib import GRPCError
+    from grpclib import Status as GrpcStatus
     from grpclib.client import Channel
 
     from actors.proto_convert import variables_to_struct
