@@ -25,8 +25,9 @@ class Flush(msgspec.Struct, frozen=True):
 class BatchingActor(Actor[Any], Generic[T]):
     """Collects items (and the replies owed for them) and calls :meth:`flush`.
 
-    A batch is flushed when it holds ``batch_size`` items or ``batch_ms`` after
-    its first item, whichever comes first, and on a graceful stop.
+    A batch is flushed when the mailbox holds nothing more to add, when it
+    holds ``batch_size`` items, or ``batch_ms`` after its first item, whichever
+    comes first, and on a graceful stop.
     """
 
     mailbox: ClassVar[int] = 4096
@@ -41,7 +42,15 @@ class BatchingActor(Actor[Any], Generic[T]):
     async def add(self, item: T, reply: Reply | None) -> None:
         self.items.append(item)
         self.replies.append(reply)
-        if len(self.items) >= self.batch_size or self.batch_ms <= 0:
+        # Group commit: flush as soon as nothing more is queued. Under light load
+        # that is at once; under load the mailbox fills while the last batch is
+        # written, and the next batch takes all of it. batch_ms bounds the wait
+        # when items trickle in while other messages keep the mailbox non-empty.
+        if (
+            len(self.items) >= self.batch_size
+            or self.batch_ms <= 0
+            or self.ctx.mailbox_depth() == 0
+        ):
             await self._flush()
         elif len(self.items) == 1:
             self.ctx.start_soon(self._timer, self.generation)

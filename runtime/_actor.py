@@ -50,6 +50,13 @@ class ActorContext:
         """Like :meth:`start_soon`, waiting for the task's ``task_status.started()``."""
         return await self._nursery.start(fn, *args)
 
+    def mailbox_depth(self) -> int:
+        """Messages waiting in this actor's mailbox (for batching: flush when it is empty)."""
+        cell = self._cell
+        if cell._buffer is not None:
+            return len(cell._buffer)
+        return cell.receive_channel.statistics().current_buffer_used
+
     def reply_later(self) -> Reply:
         """Take over answering the ``ask`` being handled now.
 
