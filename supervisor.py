@@ -5,6 +5,13 @@
     python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--key KEY]
     python supervisor.py status EVENT_ID            the document, as JSON
     python supervisor.py search [--recipient ..] [--status ..] [--category ..]
+    python supervisor.py send --batch FILE          many requests (JSON lines), progress bar
+    python supervisor.py dlq list|replay [--limit N] dead letters, with the reasons
+    python supervisor.py suppression list|add ADDR|remove ADDR
+    python supervisor.py soak --emails N [--faults ...] [--workers W]   the distributed
+                                                    profile under faults, every email accounted for
+    python supervisor.py console [SERVICE] [--json] live actor trees; --restart PATH, --pause,
+                                                    --resume, --dead-letters
 
 ``send``, ``status`` and ``search`` talk gRPC to a running ``up``.
 """
@@ -32,16 +39,19 @@ SAMPLES = [
 ]
 
 
-def _setup_logging(level: str, fmt: str) -> None:
+def _setup_logging(level: str, fmt: str, config: Any = None) -> None:
     from actors.logs import configure
+    from actors.redact import register_config_secrets
 
+    if config is not None:
+        register_config_secrets(config)  # their values never appear in a log line
     configure(level, fmt)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded: everything in this process. Distributed: one supervised process per service."""
     config = load_config(args.profile)
-    _setup_logging(config.service.log_level, config.service.log_format)
+    _setup_logging(config.service.log_level, config.service.log_format, config)
     if config.bus.kind == "memory":
         from actors.wiring import run_embedded
         from runtime._aio import run_with_asyncio_host
@@ -63,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from actors.services import main_service
 
     config = load_config(args.profile)
-    _setup_logging(config.service.log_level, config.service.log_format)
+    _setup_logging(config.service.log_level, config.service.log_format, config)
     main_service(args.service, config)
     return 0
 
@@ -75,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from runtime._aio import run_with_asyncio_host
 
     config = load_config(args.profile)
-    _setup_logging("WARNING", config.service.log_format)
+    _setup_logging("WARNING", config.service.log_format, config)
     results: list[dict[str, Any]] = []
 
     async def ready(embedded: Embedded) -> None:
@@ -124,7 +134,9 @@ async def _with_client(config: Any, fn: Any, integration: bool = False) -> Any:
 
     # Embedded: one server on auth_port serves both APIs. Distributed: integration has its own.
     port = config.grpc.integration_port if integration and config.bus.kind != "memory" else config.grpc.auth_port
-    channel = Channel(config.grpc.host, port)
+    from actors.grpc_security import client_ssl_context
+
+    channel = Channel(config.grpc.host, port, ssl=client_ssl_context(config.grpc))  # TLS if configured
     try:
         return await fn(channel)
     finally:
@@ -165,6 +177,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     from protos import email_grpc, email_pb2
 
     config = load_config(args.profile)
+    if args.batch:
+        from actors.grpc_security import client_ssl_context
+        from actors.send_batch import send_batch
+
+        return send_batch(
+            config.grpc.host, config.grpc.auth_port, _metadata(config), args.batch,
+            concurrency=args.concurrency, quiet=args.quiet, ssl=client_ssl_context(config.grpc),
+        )
+    if not (args.to and args.template):
+        print("error: send needs --to and --template (or --batch FILE)", file=sys.stderr)
+        return 2
 
     async def send(channel: Any) -> None:
         stub = email_grpc.AuthServiceStub(channel)
@@ -230,6 +253,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return bench_main(args.quick, args.only, args.json)
 
 
+def cmd_console(args: argparse.Namespace) -> int:
+    """The actor trees of the running services, live; or one snapshot / command."""
+    from actors.console import main_console
+
+    return main_console(load_config(args.profile), args)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="supervisor.py", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -249,12 +279,17 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--to", default="ada@example.com")
     demo.set_defaults(fn=cmd_demo)
     send = sub.add_parser("send", help="request one email (through gRPC)")
-    send.add_argument("--to", required=True)
-    send.add_argument("--template", required=True)
+    send.add_argument("--to")
+    send.add_argument("--template")
     send.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
     send.add_argument("--category", default="transactional")
     send.add_argument("--subject")
     send.add_argument("--key", help="idempotency key: a repeat returns the first eventId")
+    send.add_argument("--batch", metavar="FILE", help="send every request of a JSON-lines file "
+                      '({"to": ..., "template": ..., "variables": {...}, "key": ...} per line) '
+                      "with a progress bar; one JSON answer per line on stdout")
+    send.add_argument("--concurrency", type=int, default=32, help="--batch: requests in flight")
+    send.add_argument("--quiet", action="store_true", help="--batch: no progress bar")
     send.set_defaults(fn=cmd_send)
     status = sub.add_parser("status", help="one email's document, as JSON")
     status.add_argument("event_id")
@@ -266,11 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--limit", type=int, default=20)
     search.add_argument("--page-token", default="")
     search.set_defaults(fn=cmd_search)
+    from actors.console import __doc__ as console_doc
+    from actors.console import add_arguments as console_arguments
+
+    console = sub.add_parser(
+        "console",
+        help="live view of the actor trees; --json, --restart, --pause/--resume, --dead-letters",
+        description=console_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    console_arguments(console)
+    console.set_defaults(fn=cmd_console)
     bench = sub.add_parser("bench", help="run the benchmarks (see bench/suite.py)")
     bench.add_argument("--quick", action="store_true", help="small runs, under a minute")
     bench.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
     bench.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     bench.set_defaults(fn=cmd_bench)
+    from actors.admin import add_commands as add_guarantee_commands
+
+    add_guarantee_commands(sub)  # dlq list|replay, suppression list|add|remove, soak
     args = parser.parse_args(argv)
     try:
         return int(args.fn(args))

@@ -19,7 +19,9 @@ import trio
 from config import LimitsConfig
 from runtime import Actor, ChildSpec, Reply, SupervisorSpec
 
+from . import faults
 from .edges import Bus, SaveResult
+from .event_checks import check_idempotency_key
 from .schema import Attachment, EmailDocument, Status
 from .templates import TemplateRenderer
 from .validation import validate_request
@@ -120,11 +122,11 @@ class RequestHandler(Actor[RequestEmail]):
         except ValueError:
             self.invalid += 1
             raise
-        if req.idempotency_key is not None and not req.idempotency_key.strip():
-            from .validation import InvalidField
-
+        try:  # not blank, at most 256 characters, no control characters
+            check_idempotency_key(req.idempotency_key)
+        except ValueError:
             self.invalid += 1
-            raise InvalidField("idempotency_key", "must not be blank (omit it for none)")
+            raise
         document = EmailDocument(
             event_id=event_id_for(req.idempotency_key),
             recipient=recipient,
@@ -143,6 +145,7 @@ class RequestHandler(Actor[RequestEmail]):
             return RequestAccepted(stored.event_id, stored.status, True)
         # Saved: only now may the email be sent. A crash right here leaves it
         # PENDING; the outbox sweeper republishes it.
+        faults.after_save()  # the soak test's injected crash, here exactly; inert otherwise
         await self.bus.publish_send(document.to_send_event())
         self.accepted += 1
         log.debug("requested", extra={"event_id": document.event_id})

@@ -104,6 +104,8 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
     """
     if not event.status.terminal and event.attempt < doc.attempts:
         return None  # a late event from an earlier attempt
+    if event.status is Status.SENDING and doc.history and doc.history[-1].attempt >= event.attempt:
+        return None  # this attempt already has its outcome: SENDING overtaken on the bus
     if event.status == doc.status and not event.status.terminal:
         # A repeated non-terminal status with a newer attempt still records the attempt.
         if event.attempt <= doc.attempts:
@@ -115,6 +117,7 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
         status=event.status,
         updated_at=event.occurred_at,
         attempts=max(doc.attempts, event.attempt),
+        next_attempt_at=event.next_attempt_at if event.status is Status.RETRYING else None,
     )
     if event.status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
         new.history = [
@@ -174,6 +177,9 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     reply: str | None = None  # the provider's reply text
     failure: Failure | None = None
     retry_after: float | None = None  # seconds, when the provider said
+    # Where an SMTP exchange was refused ("connect", "MAIL", "RCPT", "DATA"): a 5xx at
+    # RCPT or DATA refuses the recipient, and suppresses the address (actors.suppression).
+    stage: str | None = None
 
 
 class Provider(Protocol):

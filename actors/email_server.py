@@ -15,9 +15,10 @@ work, and stops first, so intake ends before the senders drain)::
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
@@ -27,13 +28,15 @@ from config import LimitsConfig
 from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
 
 from .edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
-from .event_checks import screen_send_delivery
+from .event_checks import BadMessage, decode_send_event, screen_send_delivery
 from .idempotency import Record, SentLog, SentRecorder
 from .mime import message_id_for
 from .provider_chain import provider_report
-from .schema import EmailSendEvent, EmailStatusEvent, Status, send_event_decoder
+from .safeguards import SendGuards
+from .schema import EmailSendEvent, EmailStatusEvent, Status
+from .suppression import is_recipient_refusal
 from .templates import TemplateError, TemplateRenderer
-from .throttle import Acquire, Throttler, domain_of
+from .throttle import Acquire, Done, SlowDown, ThrottleGate, Throttler, domain_of
 
 log = logging.getLogger("mailactors.email_server")
 
@@ -137,6 +140,7 @@ class SenderSettings(msgspec.Struct, frozen=True):
     message_id_domain: str
     retry: RetryPolicy = RetryPolicy()
     throttled: bool = False
+    report_sending: bool = False  # publish SENDING just before the provider is contacted
 
 
 class Sender(Actor[SendJob]):
@@ -155,34 +159,57 @@ class Sender(Actor[SendJob]):
         renderer: TemplateRenderer,
         settings: SenderSettings,
         sentlog: SentLog | None = None,
+        guards: SendGuards | None = None,
     ) -> None:
         self.provider = provider
         self.renderer = renderer
         self.settings = settings
         self.sentlog = sentlog
+        self.guards = guards if guards is not None else SendGuards(gate=ThrottleGate(settings.throttled))
         self.repeats = 0
 
     async def started(self) -> None:
         root = self.settings.root
         self.publisher: ActorRef[PublishStatus] = self.ctx.lookup(f"{root}/publisher")
-        self.throttler: ActorRef[Acquire] = self.ctx.lookup(f"{root}/throttler")
+        self.throttler: ActorRef[Acquire | Done | SlowDown] = self.ctx.lookup(f"{root}/throttler")
         self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
         self.recorder: ActorRef[Record] = self.ctx.lookup(f"{root}/recorder")
         # The provider's own counters (a chain: each provider's breaker state).
-        self.ctx.report(lambda: {"repeats": self.repeats, **provider_report(self.provider)})
+        self.ctx.report(
+            lambda: {"repeats": self.repeats, **provider_report(self.provider), **self.guards.report()}
+        )
 
     async def receive(self, msg: SendJob) -> None:
+        with self.guards.claim(msg.event.event_id) as mine:
+            if not mine:
+                # Another sender of this process has this email in hand right now: it
+                # reports the outcome; this copy is settled and dropped.
+                log.info("already in flight, dropped a copy", extra={"event_id": msg.event.event_id})
+                if msg.delivery is not None:
+                    await msg.delivery.ack()
+                return
+            handed = [False]
+            try:
+                await self._handle(msg, handed)
+            except Exception as exc:
+                if not handed[0]:
+                    await _give_back(msg.delivery, exc)
+                raise
+
+    async def _handle(self, msg: SendJob, handed: list[bool]) -> None:
         event = msg.event
         recorded = self.sentlog.lookup(event.event_id) if self.sentlog is not None else None
         if recorded is not None:
             # Handed to a provider before: say again what happened, send nothing.
             self.repeats += 1
             log.info("already sent, not sending again", extra={"event_id": event.event_id})
+            handed[0] = True
             await self.publisher.send(PublishStatus(recorded, msg.delivery))
             return
         status = await self._send(event)
         if self.sentlog is not None and status.status.terminal:
             await self.recorder.ask(Record(status), timeout=60)
+        handed[0] = True
         await self.publisher.send(PublishStatus(status, msg.delivery))
 
     async def _send(self, event: EmailSendEvent) -> EmailStatusEvent:
@@ -191,8 +218,29 @@ class Sender(Actor[SendJob]):
         except TemplateError as exc:
             log.warning("failed: render: %s", exc, extra={"event_id": event.event_id})
             return _status(event, Status.FAILED, error=f"render: {exc}")
-        if self.settings.throttled:
-            await self.throttler.ask(Acquire(domain_of(event.recipient)), timeout=3600)
+        guards = self.guards
+        if guards.suppression is not None:
+            entry = guards.suppression.lookup(event.recipient)
+            if entry is not None:  # refused for good before: the provider is not contacted
+                guards.suppressed += 1
+                log.info("suppressed: %s", entry.reason, extra={"event_id": event.event_id})
+                return _status(event, Status.SUPPRESSED, error=f"suppressed: {entry.reason}")
+        domain = domain_of(event.recipient)
+        grant: int | None = None
+        if guards.gate.active:
+            grant = await self.throttler.ask(Acquire(domain), timeout=3600)
+        try:
+            result = await self._deliver(event, rendered, guards)
+        finally:
+            if grant is not None:  # the provider answered: the domain's slot ends its window
+                with contextlib.suppress(MailboxFull):
+                    self.throttler.send_nowait(Done(domain, grant))
+        if result.failure is Failure.THROTTLED:
+            with contextlib.suppress(MailboxFull):
+                self.throttler.send_nowait(SlowDown(domain))
+        return await self._classify(event, result)
+
+    async def _deliver(self, event: EmailSendEvent, rendered: Any, guards: SendGuards) -> SendResult:
         email = OutgoingEmail(
             event_id=event.event_id,
             sender=self.settings.sender,
@@ -203,8 +251,11 @@ class Sender(Actor[SendJob]):
             message_id=message_id_for(event.event_id, self.settings.message_id_domain),
             attachments=[(a.filename, a.content_type, a.content) for a in event.attachments],
         )
-        result = await self.provider.send(email)
-        return await self._classify(event, result)
+        if self.settings.report_sending:
+            await self.publisher.send(PublishStatus(_status(event, Status.SENDING), None))
+        async with guards.slot():
+            guards.gate.note_send(trio.current_time())
+            return await self.provider.send(email)
 
     async def _classify(self, event: EmailSendEvent, result: SendResult) -> EmailStatusEvent:
         common: dict[str, Any] = {
@@ -224,6 +275,9 @@ class Sender(Actor[SendJob]):
         ids = {"event_id": event.event_id}
         if result.failure is Failure.PERMANENT:
             log.warning("failed (attempt %d): %s", event.attempt, reason, extra=ids)
+            if self.guards.suppression is not None and is_recipient_refusal(result):
+                # Durable before FAILED is reported: later emails to it end SUPPRESSED.
+                await self.guards.suppression.add(event.recipient, reason, event_id=event.event_id)
             return _status(event, Status.FAILED, error=reason, **common)
         if event.attempt >= policy.max_attempts or age >= policy.max_age_s:
             why = "attempts" if event.attempt >= policy.max_attempts else "age"
@@ -237,7 +291,27 @@ class Sender(Actor[SendJob]):
             timeout=120,
         )
         log.info("retrying in %.1fs (attempt %d): %s", delay, event.attempt, reason, extra=ids)
-        return _status(event, Status.RETRYING, error=reason, **common)
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        return _status(event, Status.RETRYING, error=reason, next_attempt_at=due, **common)
+
+
+async def _give_back(delivery: Delivery | None, exc: BaseException) -> None:
+    """A sender crashed on this delivery: hand it back so that it is not stuck unsettled.
+
+    On RabbitMQ it is requeued, which counts towards the queue's delivery limit: a
+    message that keeps crashing senders is dead-lettered after ``bus.max_deliveries``.
+    The in-process bus keeps no count, so there it is dead-lettered at once, with
+    the error as the reason.
+    """
+    if delivery is None:
+        return
+    try:
+        if getattr(delivery, "deliveries", None) is None:
+            await delivery.reject(f"crashed a sender: {exc!r}"[:500])
+        else:
+            await delivery.requeue()
+    except Exception as settle_exc:  # the crash is what matters; the broker redelivers
+        log.warning("could not hand back a delivery after a crash: %r", settle_exc)
 
 
 def _status(event: EmailSendEvent, status: Status, **fields: Any) -> EmailStatusEvent:
@@ -292,7 +366,7 @@ class Consumer(Actor[Any]):
         while True:
             delivery: Delivery = await self.ctx.system.intake.take(self.bus.next_send)
             if self.renderer is None:
-                event = await _decode_only(delivery)
+                event = await _decode_only(delivery, self.limits)
             else:
                 event = await screen_send_delivery(delivery, self.bus, self.limits, self.renderer)
             if event is None:  # undecodable or invalid: refused with the reason, settled
@@ -312,12 +386,13 @@ class Consumer(Actor[Any]):
                 await senders[turn].send(job)
 
 
-async def _decode_only(delivery: Delivery) -> EmailSendEvent | None:
+async def _decode_only(delivery: Delivery, limits: LimitsConfig) -> EmailSendEvent | None:
+    """Without a renderer the request fields cannot be checked; the envelope still is."""
     try:
-        return send_event_decoder.decode(delivery.body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        return decode_send_event(delivery.body, limits)
+    except BadMessage as exc:
         log.warning("rejected a send event: %s", exc)
-        await delivery.reject(f"undecodable EmailSendEvent: {exc}")
+        await delivery.reject(str(exc))
         return None
 
 
@@ -334,21 +409,39 @@ def email_server_tree(
     per_domain: dict[str, float] | None = None,
     name: str = "email-server",
     limits: LimitsConfig | None = None,
+    guards: SendGuards | None = None,
+    adaptive: bool = True,
+    min_rate: float = 1.0,
+    recover_per_s: float = 1.0,
 ) -> SupervisorSpec:
     throttled = rate > 0 or bool(per_domain)
     settings = msgspec.structs.replace(settings, throttled=throttled, root=name)
+    # Shared by the senders and the throttler: the gate, connection slots, suppression.
+    guards = guards if guards is not None else SendGuards()
+    guards.gate.static = throttled
+    throttle_options = {
+        "adaptive": adaptive,
+        "min_rate": min_rate,
+        "recover_per_s": recover_per_s,
+        "gate": guards.gate,
+    }
     return SupervisorSpec(
         name,
         [
             ChildSpec("publisher", Publisher, args=(bus,), shutdown=10.0),
-            ChildSpec("throttler", Throttler, args=(rate, burst, per_domain or {})),
+            ChildSpec(
+                "throttler", Throttler, args=(rate, burst, per_domain or {}), kwargs=throttle_options
+            ),
             ChildSpec("retrier", Retrier, args=(bus,)),
             ChildSpec("recorder", SentRecorder, args=(sentlog,), shutdown=10.0),
             SupervisorSpec(
                 "senders",
                 [
                     ChildSpec(
-                        f"sender-{i}", Sender, args=(provider, renderer, settings, sentlog), shutdown=30.0
+                        f"sender-{i}",
+                        Sender,
+                        args=(provider, renderer, settings, sentlog, guards),
+                        shutdown=30.0,
                     )
                     for i in range(concurrency)
                 ],

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
+from ssl import SSLContext
 from typing import Any, ClassVar
 
 from grpclib import GRPCError
@@ -19,12 +20,15 @@ from grpclib import Status as GrpcStatus
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 
+from config import LimitsConfig
 from protos import email_grpc, email_pb2
 from runtime import Actor, ActorRef, AskTimeout
 from runtime._aio import AsyncioEdge, current_edge
 
 from .auth import RequestAccepted, RequestEmail
 from .edges import SearchQuery, StoreUnavailable
+from .event_checks import check_document, check_event_id
+from .grpc_security import max_request_bytes, recv_request
 from .integration import IntegrationApi
 from .proto_convert import (
     ConversionError,
@@ -36,6 +40,7 @@ from .proto_convert import (
     status_to_proto,
     struct_to_variables,
 )
+from .templates import TemplateRenderer
 from .validation import InvalidField
 
 log = logging.getLogger("mailactors.grpc")
@@ -49,23 +54,43 @@ async def _call(edge: AsyncioEdge, fn: Callable[..., Awaitable[Any]], *args: Any
         return await edge.call_trio(fn, *args)
     except (InvalidField, ConversionError) as exc:
         raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+    except ValueError as exc:  # e.g. a store's "page_token: not a token this store issued"
+        raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
     except (StoreUnavailable, AskTimeout) as exc:
         raise GRPCError(GrpcStatus.UNAVAILABLE, str(exc)) from None
 
 
 class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[misc]
-    def __init__(self, api: IntegrationApi, edge: AsyncioEdge) -> None:
+    """``renderer`` given: SaveEmail checks each document as auth checks a request."""
+
+    def __init__(
+        self,
+        api: IntegrationApi,
+        edge: AsyncioEdge,
+        renderer: TemplateRenderer | None = None,
+        limits: LimitsConfig | None = None,
+    ) -> None:
         self.api = api
         self.edge = edge
+        self.renderer = renderer
+        self.limits = limits or LimitsConfig()
+        self.max_request_bytes = max_request_bytes(self.limits)
 
     async def SaveEmail(self, stream: Any) -> None:
-        request = await stream.recv_message()
+        request = await recv_request(stream, self.max_request_bytes)
         try:
             document = document_from_proto(request.document)
         except ConversionError as exc:
             raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+        except (ValueError, OverflowError) as exc:  # e.g. a Timestamp past year 9999
+            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, f"document: {exc}") from None
         if not document.event_id:
             raise GRPCError(GrpcStatus.INVALID_ARGUMENT, "document.event_id: must not be empty")
+        if self.renderer is not None:
+            try:
+                document = check_document(document, self.limits, self.renderer)
+            except InvalidField as exc:
+                raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
         result = await _call(self.edge, self.api.save, document)
         await stream.send_message(
             email_pb2.SaveEmailResponse(
@@ -76,15 +101,22 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
         )
 
     async def GetEmail(self, stream: Any) -> None:
-        request = await stream.recv_message()
+        request = await recv_request(stream, self.max_request_bytes)
+        try:
+            check_event_id(request.event_id, "event_id")
+        except InvalidField as exc:
+            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
         document = await _call(self.edge, self.api.get, request.event_id)
         if document is None:
             raise GRPCError(GrpcStatus.NOT_FOUND, f"event_id: no email {request.event_id!r}")
         await stream.send_message(email_pb2.GetEmailResponse(document=document_to_proto(document)))
 
     async def SearchEmails(self, stream: Any) -> None:
-        request = await stream.recv_message()
-        query = search_query_from_proto(request)
+        request = await recv_request(stream, self.max_request_bytes)
+        try:
+            query = search_query_from_proto(request)
+        except (ValueError, OverflowError) as exc:  # a Timestamp past year 9999
+            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, f"created_from/created_to: {exc}") from None
         page = await _call(self.edge, self.api.search, query)
         await stream.send_message(
             email_pb2.SearchEmailsResponse(
@@ -116,12 +148,18 @@ def search_query_from_proto(request: Any) -> SearchQuery:
 
 
 class AuthService(email_grpc.AuthServiceBase):  # type: ignore[misc]
-    def __init__(self, requests: ActorRef[RequestEmail], edge: AsyncioEdge) -> None:
+    def __init__(
+        self,
+        requests: ActorRef[RequestEmail],
+        edge: AsyncioEdge,
+        limits: LimitsConfig | None = None,
+    ) -> None:
         self.requests = requests
         self.edge = edge
+        self.max_request_bytes = max_request_bytes(limits or LimitsConfig())
 
     async def RequestEmail(self, stream: Any) -> None:
-        request = await stream.recv_message()
+        request = await recv_request(stream, self.max_request_bytes)
         try:
             msg = RequestEmail(
                 recipient=request.recipient,
@@ -173,11 +211,13 @@ class GrpcServer(Actor[Any]):
         host: str,
         port: int,
         token: str | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.build = services
         self.host = host
         self.port = port
         self.token = token
+        self.ssl = ssl  # grpc_security.server_ssl_context(config.grpc): TLS when set
 
     async def started(self) -> None:
         edge = current_edge()
@@ -185,10 +225,15 @@ class GrpcServer(Actor[Any]):
         self.server = Server(self.build(self, edge))
         if self.token:
             require_token(self.server, self.token)
-        await edge.run(self.server.start, self.host, self.port)
+        await edge.run(self.server.start, self.host, self.port, ssl=self.ssl)
         sockets = self.server._server.sockets if self.server._server else []
         self.bound = [s.getsockname() for s in sockets]
-        log.info("gRPC listening on %s", self.bound)
+        log.info(
+            "gRPC listening on %s (%s, %s)",
+            self.bound,
+            "TLS" if self.ssl is not None else "plaintext",
+            "bearer token required" if self.token else "no token: anyone who can connect may call",
+        )
         self.ctx.report(lambda: {"listening": [f"{h}:{p}" for h, p, *_ in self.bound]})
 
     async def stopping(self) -> None:

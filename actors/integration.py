@@ -6,6 +6,7 @@ Tree (one_for_one)::
       writer      batches SaveEmail into store.save_many
       updater     batches status events into store.apply_status_many, then acks them
       status-consumer  takes EmailStatusEvents off the bus, rejects undecodable ones
+      sweeper     re-publishes emails left PENDING (and, embedded, stuck in flight)
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .edges import (
 )
 from .event_checks import screen_status_delivery
 from .schema import EmailDocument, EmailStatusEvent
+from .sweeper import OutboxSweeper, SweeperSettings
 
 log = logging.getLogger("mailactors.integration")
 
@@ -231,13 +233,17 @@ def integration_tree(
     batch_size: int = 500,
     batch_ms: float = 20.0,
     name: str = "integration",
+    sweeper: SweeperSettings | None = None,
 ) -> SupervisorSpec:
+    """``sweeper``: run the outbox sweeper with these settings (None: no sweeper)."""
+    sweeping = [ChildSpec("sweeper", OutboxSweeper, args=(store, bus, sweeper))] if sweeper else []
     return SupervisorSpec(
         name,
         [
             ChildSpec("writer", DocumentWriter, args=(store, batch_size, min(batch_ms, 10.0))),
             ChildSpec("updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0),
             ChildSpec("status-consumer", StatusConsumer, args=(bus,)),
+            *sweeping,
         ],
         intensity=5,
         period=10.0,

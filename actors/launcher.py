@@ -67,7 +67,11 @@ def launcher_tree(
     share = worker_env(config, workers)
     children = [
         process("integration", "integration"),
-        *(process(f"email-server-{i}", "email-server", share) for i in range(workers)),
+        # MAILACTORS_WORKER: the worker's index names its control socket and offsets its ports.
+        *(
+            process(f"email-server-{i}", "email-server", {**share, "MAILACTORS_WORKER": str(i)})
+            for i in range(workers)
+        ),
         process("auth", "auth"),
     ]
     return SupervisorSpec(

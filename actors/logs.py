@@ -12,6 +12,8 @@ import time
 
 import msgspec
 
+from .redact import RedactingFormatter
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -44,7 +46,8 @@ class TextFormatter(logging.Formatter):
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    # Every finished line, traceback included, passes through the secret filter.
+    handler.setFormatter(RedactingFormatter(JsonFormatter() if fmt == "json" else TextFormatter()))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -340,7 +340,7 @@ class SmtpProvider:
                     raise _StaleConnection from exc
             elif stage in ("MAIL", "RCPT"):
                 await self._reset(conn)
-            return self._failure(exc.code, exc.message)
+            return self._failure(exc.code, exc.message, stage=stage)
         except (TimeoutError, OSError, aiosmtplib.SMTPException) as exc:
             # Refused or lost connection, timeout, STARTTLS not offered...: the
             # connection cannot be trusted any more.
@@ -402,7 +402,9 @@ class SmtpProvider:
         if smtp is not None:
             smtp.close()
 
-    def _failure(self, code: int | None, text: str, failure: Failure | None = None) -> SendResult:
+    def _failure(
+        self, code: int | None, text: str, failure: Failure | None = None, stage: str | None = None
+    ) -> SendResult:
         return SendResult(
             provider=self.name,
             ok=False,
@@ -410,6 +412,7 @@ class SmtpProvider:
             reply=text[:MAX_REPLY_CHARS],
             failure=failure if failure is not None else classify_reply(code, text),
             retry_after=parse_retry_after(text),
+            stage=stage,
         )
 
 

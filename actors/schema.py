@@ -100,6 +100,9 @@ class EmailStatusEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     requested_at: datetime | None = None
     occurred_at: datetime = msgspec.field(default_factory=utcnow)
     latency_ms: float | None = None  # request to send, when SENT
+    # RETRYING: when the next attempt is due. The embedded outbox sweeper re-publishes
+    # an email still RETRYING well past it (its in-memory wait died with the process).
+    next_attempt_at: datetime | None = None
 
 
 class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
@@ -124,6 +127,7 @@ class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
     latency_ms: float | None = None
     sent_at: datetime | None = None
     history: list[AttemptRecord] = []
+    next_attempt_at: datetime | None = None  # while RETRYING: when the next attempt is due
 
     def to_send_event(self) -> EmailSendEvent:
         return EmailSendEvent(

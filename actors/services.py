@@ -15,6 +15,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from ssl import SSLContext
 from typing import Any
 
 import trio
@@ -31,10 +32,15 @@ from .auth import auth_tree
 from .edges import Bus, SaveResult, StoreUnavailable
 from .email_server import email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
+from .grpc_security import bearer_metadata, client_ssl_context, server_ssl_context
 from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
+from .metrics import EmailMetrics, instrument
+from .operations import open_operations, worker_index
 from .proto_convert import document_from_proto, document_to_proto
+from .safeguards import open_send_guards, throttle_options
 from .schema import EmailDocument
+from .sweeper import sweeper_settings
 from .templates import TemplateRenderer
 from .wiring import make_provider, make_store, sender_settings
 
@@ -58,11 +64,19 @@ class GrpcIntegrationClient:
     """auth's way to integration over gRPC: deadlines, retries on UNAVAILABLE."""
 
     def __init__(
-        self, host: str, port: int, *, token: str | None, deadline: float, retries: int
+        self,
+        host: str,
+        port: int,
+        *,
+        token: str | None,
+        deadline: float,
+        retries: int,
+        ssl: SSLContext | None = None,
     ) -> None:
         self.host = host
         self.port = port
-        self.metadata = {"authorization": f"Bearer {token}"} if token else None
+        self.ssl = ssl  # grpc_security.client_ssl_context(config.grpc): TLS when set
+        self.metadata = bearer_metadata(token)
         self.deadline = deadline
         self.retries = retries
         self.channel: Channel | None = None
@@ -72,7 +86,7 @@ class GrpcIntegrationClient:
         self.edge = current_edge()
 
         async def make() -> Channel:
-            return Channel(self.host, self.port)
+            return Channel(self.host, self.port, ssl=self.ssl)
 
         self.channel = await self.edge.run(make)
 
@@ -106,7 +120,10 @@ class GrpcIntegrationClient:
             except (OSError, TimeoutError) as exc:
                 if attempt == self.retries:
                     raise StoreUnavailable(f"integration unreachable: {exc}") from exc
-            log.warning("integration unavailable, retry %d in %.2fs", attempt + 1, delay)
+            log.warning(
+                "integration unavailable, retry %d in %.2fs", attempt + 1, delay,
+                extra={"event_id": document.event_id},
+            )
             await trio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(2.0, delay * 2)
         raise AssertionError("unreachable")
@@ -115,8 +132,12 @@ class GrpcIntegrationClient:
 def _grpc_spec(
     config: Config, port: int, services: Callable[[Any, AsyncioEdge], list[Any]]
 ) -> ChildSpec:
+    ssl = server_ssl_context(config.grpc)  # None: plaintext
     return ChildSpec(
-        "api", GrpcServer, args=(services, config.grpc.host, port, config.grpc.token()), shutdown=5.0
+        "api",
+        GrpcServer,
+        args=(services, config.grpc.host, port, config.grpc.token(), ssl),
+        shutdown=5.0,
     )
 
 
@@ -130,10 +151,18 @@ async def _opened(*edges: Any) -> AsyncIterator[None]:
 
 
 async def _serve(
-    service: str, config: Config, trees: list[SupervisorSpec | ChildSpec], ready: Callable[[ActorSystem], object] | None
+    service: str,
+    config: Config,
+    trees: list[SupervisorSpec | ChildSpec],
+    ready: Callable[[ActorSystem], object] | None,
+    *,
+    bus: Any = None,
+    metrics: EmailMetrics | None = None,
 ) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_actor_system(service, shutdown=60.0) as system:
+        async with open_actor_system(service, shutdown=60.0) as system, open_operations(
+            system, config, service, bus=bus, metrics=metrics, worker=worker_index()
+        ):
             for tree in trees:
                 await system.spawn(tree)
             print(f"{READY} {service} pid={os.getpid()}", flush=True)
@@ -150,26 +179,37 @@ async def run_service(
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
     async with open_asyncio_edge():
-        bus = make_bus(config, service)
+        metrics = EmailMetrics()  # served on metrics.port; counted by the wrapped edges
+        bus = instrument(metrics, make_bus(config, service))
         if service == "integration":
-            store = make_store(config)
+            store = instrument(metrics, make_store(config))
             async with _opened(store, bus):
                 watch = TerminalWatch()
                 s = config.store
-                tree = integration_tree(store, bus, watch, batch_size=s.batch_size, batch_ms=s.batch_ms)
+                tree = integration_tree(
+                    store,
+                    bus,
+                    watch,
+                    batch_size=s.batch_size,
+                    batch_ms=s.batch_ms,
+                    sweeper=sweeper_settings(config),  # re-publishes emails left PENDING
+                )
+                # SaveEmail checks documents as auth checks requests: auth is not its only caller.
+                checks = TemplateRenderer(config.templates.dir)
 
                 def integration_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     writer = actor.ctx.lookup("integration/writer")
-                    return [IntegrationService(IntegrationApi(writer, store, watch), edge)]
+                    api = IntegrationApi(writer, store, watch)
+                    return [IntegrationService(api, edge, checks, config.limits)]
 
                 api = _grpc_spec(config, config.grpc.integration_port, integration_api)
-                await _serve(service, config, [tree, api], ready)
+                await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)
         elif service == "email-server":
-            provider = make_provider(config)
+            provider = instrument(metrics, make_provider(config))
             sentlog = SentLog(config.email_server.idempotency_path)
             renderer = TemplateRenderer(config.templates.dir)
             t = config.throttle
-            async with _opened(bus, provider, sentlog):
+            async with _opened(bus, provider, sentlog), open_send_guards(config) as guards:
                 tree = email_server_tree(
                     bus,
                     provider,
@@ -180,22 +220,30 @@ async def run_service(
                     rate=t.rate,
                     burst=t.burst,
                     per_domain=dict(t.per_domain),
+                    limits=config.limits,
+                    guards=guards,  # connection slots and the suppression list
+                    **throttle_options(config),
                 )
-                await _serve(service, config, [tree], ready)
+                await _serve(service, config, [tree], ready, bus=bus, metrics=metrics)
         else:
             g = config.grpc
             client = GrpcIntegrationClient(
-                g.host, g.integration_port, token=g.token(), deadline=g.deadline_s, retries=g.retries
+                g.host,
+                g.integration_port,
+                token=g.token(),
+                deadline=g.deadline_s,
+                retries=g.retries,
+                ssl=client_ssl_context(g),
             )
             renderer = TemplateRenderer(config.templates.dir)
             async with _opened(bus, client):
                 tree = auth_tree(client, bus, renderer, config.limits)
 
                 def auth_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
-                    return [AuthService(actor.ctx.lookup("auth/requests"), edge)]
+                    return [AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits)]
 
                 api = _grpc_spec(config, g.auth_port, auth_api)
-                await _serve(service, config, [tree, api], ready)
+                await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)
 
 
 def main_service(service: str, config: Config) -> None:

@@ -83,6 +83,7 @@ MAPPING: dict[str, Any] = {
         "createdAt": {"type": "date_nanos"},
         "updatedAt": _DATE,
         "sentAt": _DATE,
+        "nextAttemptAt": _DATE,
         "variables": _OPAQUE,
         "attachments": _OPAQUE,
         "history": _OPAQUE,

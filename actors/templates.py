@@ -40,8 +40,9 @@ SUBJECT_FILE = "subject.txt"
 TEXT_FILE = "body.txt"
 HTML_FILE = "body.html"
 
-# A subject is a header value: any of these would end it or corrupt it.
-_HEADER_BREAKERS = re.compile(r"[\r\n\x00]")
+# A subject is a header value: any of these would end it or corrupt it (CR, LF, NUL and
+# the other C0/C1 controls but TAB, which the email package may take for line boundaries).
+_HEADER_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 _MISSING_ATTR = re.compile(r"has no attribute '([^']+)'")
 

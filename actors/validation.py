@@ -45,7 +45,10 @@ MAX_VARIABLE_DEPTH = 32
 HEADER_ALLOWANCE_BYTES = 2048
 
 _INT64 = (-(2**63), 2**63 - 1)
-_HEADER_BREAKERS = re.compile(r"[\r\n\x00]")
+# What may not stand in a header value: CR, LF and NUL, and every other character
+# Python's email package (str.splitlines) takes for a line boundary (VT, FF, FS,
+# GS, RS, NEL, U+2028, U+2029), so all C0/C1 controls but TAB, and DEL.
+_HEADER_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _FILENAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
@@ -75,7 +78,7 @@ def _text(field: str, value: Any, *, header: bool) -> str:
     except UnicodeEncodeError:
         raise InvalidField(field, "is not valid Unicode (lone surrogate)") from None
     if header and _HEADER_BREAKERS.search(value):
-        raise InvalidField(field, "must not contain line breaks (CR, LF) or NUL")
+        raise InvalidField(field, "must not contain line breaks (CR, LF) or control characters")
     return value
 
 
@@ -269,7 +272,8 @@ def validate_request(
             if var in variables and _has_line_break(variables[var]):
                 raise InvalidField(
                     "variables",
-                    f"{var!r} is used in the subject and must not contain line breaks",
+                    f"{var!r} is used in the subject and must not contain line breaks "
+                    "or control characters",
                 )
 
     encoded_attachments = _check_attachments(attachments, limits)

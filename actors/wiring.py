@@ -24,9 +24,14 @@ from .auth import RequestEmail, auth_tree
 from .edges import Bus, Provider, Store
 from .email_server import RetryPolicy, SenderSettings, email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
+from .grpc_security import server_ssl_context
 from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
+from .metrics import EmailMetrics, instrument
+from .operations import open_operations
+from .safeguards import open_send_guards, throttle_options
 from .schema import EmailDocument, Status
+from .sweeper import sweeper_settings
 from .templates import TemplateRenderer
 
 log = logging.getLogger("mailactors")
@@ -53,24 +58,10 @@ def make_bus(config: Config) -> Bus:
 
 
 def make_provider(config: Config) -> Provider:
-    p = config.provider
-    if p.kind == "maildir":
-        from .provider_maildir import MaildirProvider
+    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers."""
+    from .providers import make_provider as build
 
-        return MaildirProvider(p.maildir_path)
-    from .provider_smtp import SmtpProvider
-
-    s = p.smtp
-    return SmtpProvider(
-        s.host,
-        s.port,
-        username=s.username or None,
-        password=s.password(),
-        starttls=s.starttls,
-        use_tls=s.use_tls,
-        timeout=s.timeout_s,
-        pool_size=s.pool_size,
-    )
+    return build(config.provider)
 
 
 def sender_settings(config: Config) -> SenderSettings:
@@ -82,6 +73,7 @@ def sender_settings(config: Config) -> SenderSettings:
         sender=p.sender,
         message_id_domain=domain,
         retry=RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.max_age_s, r.jitter),
+        report_sending=config.email_server.report_sending,
     )
 
 
@@ -119,16 +111,32 @@ async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider
 
 @asynccontextmanager
 async def open_embedded(
-    config: Config, *, grpc: bool = True, shutdown: float = 30.0
+    config: Config,
+    *,
+    grpc: bool = True,
+    shutdown: float = 30.0,
+    metrics: EmailMetrics | None = None,
 ) -> AsyncIterator[Embedded]:
-    """Run the embedded profile for the duration of the block."""
+    """Run the embedded profile for the duration of the block (``metrics``: count into it)."""
     renderer = TemplateRenderer(config.templates.dir)
-    async with open_asyncio_edge() as edge, open_edges(config) as (store, bus, provider, sentlog):
+    async with (
+        open_asyncio_edge() as edge,
+        open_edges(config) as (store, bus, provider, sentlog),
+        open_send_guards(config) as guards,
+    ):
+        store, bus, provider = (instrument(metrics, e) for e in (store, bus, provider))
         async with open_actor_system("mailactors", shutdown=shutdown) as system:
             s = config.store
             watch = TerminalWatch()
             await system.spawn(
-                integration_tree(store, bus, watch, batch_size=s.batch_size, batch_ms=s.batch_ms)
+                integration_tree(
+                    store,
+                    bus,
+                    watch,
+                    batch_size=s.batch_size,
+                    batch_ms=s.batch_ms,
+                    sweeper=sweeper_settings(config),
+                )
             )
             api = IntegrationApi(system.lookup("integration/writer"), store, watch)
             t = config.throttle
@@ -143,25 +151,35 @@ async def open_embedded(
                     rate=t.rate,
                     burst=t.burst,
                     per_domain=dict(t.per_domain),
+                    limits=config.limits,
+                    guards=guards,  # connection slots and the suppression list
+                    **throttle_options(config),
                 )
             )
             await system.spawn(auth_tree(api, bus, renderer, config.limits))
             if grpc:
-                await system.spawn(api_server_spec(config, api, token=config.grpc.token()))
+                await system.spawn(
+                    api_server_spec(config, api, token=config.grpc.token(), renderer=renderer)
+                )
             yield Embedded(system, config, store, bus, provider, api, edge)
 
 
-def api_server_spec(config: Config, api: IntegrationApi, token: str | None) -> ChildSpec:
+def api_server_spec(
+    config: Config, api: IntegrationApi, token: str | None, renderer: TemplateRenderer | None = None
+) -> ChildSpec:
+    """The gRPC server; with ``renderer``, SaveEmail checks documents as auth checks requests."""
+
     def services(actor: Any, edge: AsyncioEdge) -> list[Any]:
         return [
-            IntegrationService(api, edge),
-            AuthService(actor.ctx.lookup("auth/requests"), edge),
+            IntegrationService(api, edge, renderer, config.limits),
+            AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits),
         ]
 
+    ssl = server_ssl_context(config.grpc)  # None: plaintext
     return ChildSpec(
         "api",
         GrpcServer,
-        args=(services, config.grpc.host, config.grpc.auth_port, token),
+        args=(services, config.grpc.host, config.grpc.auth_port, token, ssl),
         shutdown=5.0,
     )
 
@@ -171,12 +189,17 @@ async def run_embedded(
 ) -> None:
     """Run the embedded profile until SIGINT/SIGTERM (or until ``ready`` returns, if given)."""
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_embedded(config) as embedded:
+        metrics = EmailMetrics() if ready is None else None
+        async with open_embedded(config, metrics=metrics) as embedded:
             log.info("mailactors embedded: running (profile %s)", config.profile)
             if ready is not None:
                 await ready(embedded)
                 return
-            await serve_until_stopped(embedded.system, signals)
+            # The control socket (supervisor.py console) and metrics.port, while it runs.
+            async with open_operations(
+                embedded.system, config, "embedded", bus=embedded.bus, metrics=metrics
+            ):
+                await serve_until_stopped(embedded.system, signals)
 
 
 __all__ = ["Embedded", "Status", "open_embedded", "open_edges", "run_embedded"]

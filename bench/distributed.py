@@ -212,21 +212,24 @@ def cluster_env(work: Path, es_url: str, smtp_port: int, **extra: str) -> dict[s
 
 
 async def _delete_topology(env: dict[str, str]) -> None:
+    """Delete this run's queues and exchanges: quorum queues left behind hold broker file handles."""
     import aio_pika
 
-    connection = await aio_pika.connect("amqp://guest:guest@127.0.0.1:5672/")
+    from actors.bus_rabbitmq import RabbitBus
+    from config import load_config
+
+    bus = load_config("distributed", env=env).bus
+    queues = RabbitBus(bus, url=bus.url, role="tool").queue_names()
+    connection = await aio_pika.connect(bus.url)
     async with connection:
-        for key in ("SEND_QUEUE", "STATUS_QUEUE", "DEAD_LETTER_QUEUE"):
-            channel = await connection.channel()
-            name = env[f"MAILACTORS__BUS__{key}"]
-            for queue in [name] + [f"{name}.delay.{t}" for t in ("1s", "5s", "30s", "2m", "10m", "1h")]:
-                with contextlib.suppress(Exception):
-                    channel = await connection.channel()
-                    await channel.queue_delete(queue)
-        for key in ("SEND_EXCHANGE", "STATUS_EXCHANGE", "DEAD_LETTER_EXCHANGE"):
+        for name in queues:
             with contextlib.suppress(Exception):
                 channel = await connection.channel()
-                await channel.exchange_delete(env[f"MAILACTORS__BUS__{key}"])
+                await channel.queue_delete(name)
+        for name in (bus.send_exchange, bus.status_exchange, bus.dead_letter_exchange):
+            with contextlib.suppress(Exception):
+                channel = await connection.channel()
+                await channel.exchange_delete(name)
 
 
 def _request(i: int) -> Any:

@@ -12,6 +12,7 @@ import difflib
 import os
 import re
 import tomllib
+import types
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -194,6 +195,17 @@ def _check(value: Any, tp: Any, key: Key, sources: dict[Key, str], file: str) ->
             _check_leaf(k, key_tp, (*key, str(k)), sources, file, what="key ")
             _check(sub, value_tp, (*key, str(k)), sources, file)
         return
+    args = typing.get_args(bare)
+    if isinstance(bare, types.UnionType) and value is not None:  # `Section | None`
+        sections = [a for a in args if _is_struct(a)]
+        if len(sections) == 1 and type(None) in args:
+            _check(value, sections[0], key, sources, file)
+            return
+    if typing.get_origin(bare) in (list, tuple) and isinstance(value, list):
+        if args and _is_struct(args[0]) and args[1:] in ((), (...,)):  # a list of tables
+            for i, sub in enumerate(value):
+                _check(sub, args[0], (*key, str(i)), sources, file)
+            return
     _check_leaf(value, tp, key, sources, file)
 
 
@@ -313,6 +325,10 @@ def _resolve_paths(config: Config) -> Config:
                 new = fix(value)
                 if new is not value:
                     changes[field.name] = new
+            elif isinstance(value, tuple) and any(isinstance(v, msgspec.Struct) for v in value):
+                items = tuple(fix(v) if isinstance(v, msgspec.Struct) else v for v in value)
+                if any(a is not b for a, b in zip(items, value, strict=True)):
+                    changes[field.name] = items
             elif _is_path(field.type) and isinstance(value, str) and value:
                 resolved = os.path.normpath(root / Path(value).expanduser())
                 if resolved != value:

@@ -20,6 +20,7 @@ import msgspec
 from msgspec import Meta
 
 from ._errors import ConfigError
+from ._exposure import exposure_problem
 from ._secrets import redact_url, resolve_secret
 
 # Marks a string field as a filesystem path: the loader resolves a relative
@@ -83,6 +84,8 @@ class GrpcConfig(_Section, frozen=True):
     token_file: PathStr = ""  # or a file holding it
     tls_cert_file: PathStr = ""
     tls_key_file: PathStr = ""
+    tls_ca_file: PathStr = ""  # clients: CA bundle that signs the servers' certificate
+    allow_insecure: bool = False  # allow a non-loopback host without token and TLS
     deadline_s: PosFloat = 5.0
     retries: NonNegInt = 3
 
@@ -91,6 +94,14 @@ class GrpcConfig(_Section, frozen=True):
             raise ValueError("tls_cert_file and tls_key_file must be set together")
         if self.auth_port and self.auth_port == self.integration_port:
             raise ValueError("auth_port and integration_port must differ")
+        problem = exposure_problem(
+            self.host,
+            token=bool(self.token_env or self.token_file),
+            tls=self.tls,
+            allow_insecure=self.allow_insecure,
+        )
+        if problem:
+            raise ValueError(problem)
 
     @property
     def tls(self) -> bool:
@@ -197,18 +208,74 @@ class SmtpConfig(_Section, frozen=True):
         )
 
 
+class SesConfig(_Section, frozen=True):
+    """Amazon SES (API v2). Credentials come from the AWS environment, never from here."""
+
+    region: str = ""  # "" = AWS_REGION, AWS_DEFAULT_REGION or the profile's region
+    profile: str = ""  # AWS profile name (~/.aws/config); "" = AWS_PROFILE or the default
+    endpoint_url: str = ""  # "" = the region's SES endpoint; else e.g. a moto server
+    configuration_set: str = ""  # SES configuration set for every email; "" = none
+    timeout_s: PosFloat = 30.0
+    pool_size: PosInt = 10
+
+    def __post_init__(self) -> None:
+        if self.endpoint_url and urlsplit(self.endpoint_url).scheme not in ("http", "https"):
+            raise ValueError(
+                f"endpoint_url must start with http:// or https://, got {redact_url(self.endpoint_url)!r}"
+            )
+
+
+class BreakerConfig(_Section, frozen=True):
+    """The circuit breaker of every provider in a chain."""
+
+    failures: PosInt = 5  # consecutive transient failures that open it
+    cool_down_s: NonNegFloat = 30.0  # seconds it stays open before one probe email
+
+
+ProviderName = Annotated[str, Meta(pattern=r"^([A-Za-z0-9][A-Za-z0-9_.-]{0,63})?$")]
+
+
+class ChainEntryConfig(_Section, frozen=True):
+    """One provider of a chain; its settings default to the [provider.<kind>] section."""
+
+    kind: Literal["maildir", "smtp", "ses"]
+    name: ProviderName = ""  # recorded as the provider of what it sends; "" = kind
+    smtp: SmtpConfig | None = None  # own SMTP settings; unset = [provider.smtp]
+    ses: SesConfig | None = None  # own SES settings; unset = [provider.ses]
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
 class ProviderConfig(_Section, frozen=True):
-    kind: Literal["maildir", "smtp"] = "maildir"
+    kind: Literal["maildir", "smtp", "ses", "chain"] = "maildir"
     sender: NonEmptyStr = "mailactors@localhost"  # From: address, for every provider
     message_id_domain: str = ""  # right side of Message-ID; "" = the sender's domain
     maildir_path: PathStr = "var/maildir"
     smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
+    ses: SesConfig = msgspec.field(default_factory=SesConfig)
+    chain: tuple[ChainEntryConfig, ...] = ()  # kind = "chain": the providers, in order
+    breaker: BreakerConfig = msgspec.field(default_factory=BreakerConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind == "chain" and not self.chain:
+            raise ValueError(
+                "kind 'chain' needs at least one [[provider.chain]] table; provider.chain is empty"
+            )
+        labels = [entry.label for entry in self.chain]
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(
+                f"provider.chain names must be unique (set name = ...); repeated: {', '.join(repeated)}"
+            )
 
 
 class EmailServerConfig(_Section, frozen=True):
     workers: PosInt = 1
     concurrency: PosInt = 16
     idempotency_path: PathStr = "var/sent.sqlite3"
+    report_sending: bool = True  # publish SENDING when a sender hands an email to the provider
 
 
 class RetryConfig(_Section, frozen=True):
@@ -231,12 +298,17 @@ class ThrottleConfig(_Section, frozen=True):
     burst: PosInt = 20
     max_connections: NonNegInt = 0  # concurrent sends; 0 = provider.smtp.pool_size
     per_domain: dict[DomainName, PosFloat] = {}  # emails/s per recipient domain
+    adaptive: bool = True  # a "slow down" reply halves the provider rate; it recovers slowly
+    min_rate: PosFloat = 1.0  # the adaptive rate never goes below this (emails/s)
+    recover_per_s: PosFloat = 1.0  # emails/s given back per second without a "slow down"
 
 
 class SweeperConfig(_Section, frozen=True):
     pending_age_s: PosFloat = 300.0
     rate: PosFloat = 50.0
     interval_s: PosFloat = 30.0
+    enabled: bool = True
+    stuck_grace_s: PosFloat = 60.0  # embedded: RETRYING past its next attempt / SENDING silent this long
 
 
 MIB = 1024 * 1024
@@ -275,6 +347,25 @@ class MetricsConfig(_Section, frozen=True):
     port: Port = 0  # 0 = no metrics endpoint
 
 
+class ControlConfig(_Section, frozen=True):
+    """The control endpoint of each service process (``supervisor.py console``)."""
+
+    socket: bool = True  # a Unix socket (mode 0600) <service.run_dir>/<service>.sock
+    host: NonEmptyStr = "127.0.0.1"  # TCP address, when port is set
+    port: Port = 0  # TCP port (a token is then required); 0 = no TCP endpoint
+    token_env: EnvName = ""  # env var holding the TCP endpoint's token
+    token_file: PathStr = ""  # or a file holding it
+
+    def __post_init__(self) -> None:
+        if self.port and not (self.token_env or self.token_file):
+            raise ValueError("a TCP control port needs a token: set token_env or token_file")
+
+    def token(self, env: Mapping[str, str] | None = None) -> str | None:
+        return resolve_secret(
+            env_var=self.token_env, file=self.token_file, env=env, key="control.token"
+        )
+
+
 class Config(_Section, frozen=True):
     """A whole configuration. Build it with ``load_config``; it is immutable."""
 
@@ -290,6 +381,7 @@ class Config(_Section, frozen=True):
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
     templates: TemplatesConfig = msgspec.field(default_factory=TemplatesConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
+    control: ControlConfig = msgspec.field(default_factory=ControlConfig)
     # Set by the loader (the profile file it read); not accepted from TOML or env.
     profile: str = ""
 

@@ -13,6 +13,14 @@ from ._aio import (
     open_asyncio_edge,
     run_with_asyncio_host,
 )
+from ._control import (
+    ControlClient,
+    ControlEndpoint,
+    ControlError,
+    ControlRefused,
+    serve_control_tcp,
+    serve_control_unix,
+)
 from ._errors import (
     ActorError,
     ActorNotFound,
@@ -22,6 +30,7 @@ from ._errors import (
     MessageTypeError,
     SupervisorEscalation,
 )
+from ._gate import GateStatistics, IntakeGate
 from ._process import ProcessActor, ProcessExited
 from ._ref import ActorRef
 from ._snapshot import ActorInfo, ActorState, DeadLetterInfo, ErrorInfo, TreeSnapshot
@@ -56,11 +65,17 @@ __all__ = [
     "AsyncioEdge",
     "Backoff",
     "ChildSpec",
+    "ControlClient",
+    "ControlEndpoint",
+    "ControlError",
+    "ControlRefused",
     "DeadLetterInfo",
     "EdgeCancelledError",
     "EdgeStatistics",
     "ErrorInfo",
+    "GateStatistics",
     "InjectedCrash",
+    "IntakeGate",
     "MailboxFull",
     "MessageTypeError",
     "ProcessActor",
@@ -76,5 +91,7 @@ __all__ = [
     "open_actor_system",
     "run_actor_system",
     "run_with_asyncio_host",
+    "serve_control_tcp",
+    "serve_control_unix",
     "serve_until_stopped",
 ]

@@ -18,6 +18,7 @@ import trio
 
 from ._deadletters import DeadLetters
 from ._errors import ActorNotFound
+from ._gate import IntakeGate
 from ._ref import ActorRef, Cell
 from ._snapshot import TreeSnapshot
 from ._supervisor import (
@@ -49,6 +50,8 @@ class ActorSystem:
     ) -> None:
         self.name = name
         self.dead_letters = DeadLetters()
+        # Closed by an operator to stop actors taking new work from outside (see _gate).
+        self.intake = IntakeGate()
         self._nodes: dict[str, _Node] = {}
         guardian_spec = SupervisorSpec(
             name="", children=(), intensity=intensity, period=period, backoff=backoff or Backoff()

@@ -7,6 +7,7 @@ import pytest
 
 from runtime.testing import actor_system  # noqa: F401  (fixture)
 from tests.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
+from tests.ses_servers import _moto_server, aws_env, moto_ses  # noqa: F401  (fixtures)
 
 # -- real services (tests/services.py finds or starts them) -----------------------
 

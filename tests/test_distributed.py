@@ -97,6 +97,47 @@ class Cluster:
             if proc.returncode is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+            # Quorum queues left behind hold file handles in the broker until it runs out.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(delete_topology, self.env["MAILACTORS__BUS__URL"], self.env)
+
+
+def delete_topology(amqp_url: str, env: dict[str, str]) -> None:
+    """Delete the queues and exchanges of this test's cluster.
+
+    Every test declares its own (quorum) queues; left behind they pile up in the
+    broker, and each holds file handles of its own there.
+    """
+    import asyncio
+
+    import aio_pika
+
+    from actors.bus_rabbitmq import RabbitBus
+    from config import load_config
+
+    bus = load_config("distributed", env=env).bus
+    queues = RabbitBus(bus, url=amqp_url, role="tool").queue_names()
+    exchanges = [bus.send_exchange, bus.status_exchange, bus.dead_letter_exchange]
+
+    async def go() -> None:
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        try:
+            for name in queues + exchanges:
+                channel = await connection.channel()
+                try:
+                    if name in queues:
+                        await channel.queue_delete(name)
+                    else:
+                        await channel.exchange_delete(name)
+                except aio_pika.exceptions.ChannelClosed:
+                    pass  # never declared
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+        finally:
+            await connection.close()
+
+    asyncio.run(go())
 
 
 class Client:
