@@ -6,7 +6,7 @@ work, and stops first, so intake ends before the senders drain)::
 
     email-server/
       publisher   publishes EmailStatusEvents, then acks the delivery they settle
-      throttler   token buckets per provider and per recipient domain
+      throttler   provider token bucket, strict per-domain limits, adaptive slow-down
       retrier     holds transient failures until their backoff is over
       recorder    writes outcomes to the durable idempotency record, in batches
       senders/    one_for_one pool: sender-0 .. sender-N-1
@@ -180,23 +180,25 @@ class Sender(Actor[SendJob]):
         )
 
     async def receive(self, msg: SendJob) -> None:
-        with self.guards.claim(msg.event.event_id) as mine:
-            if not mine:
-                # Another sender of this process has this email in hand right now: it
-                # reports the outcome; this copy is settled and dropped.
-                log.info("already in flight, dropped a copy", extra={"event_id": msg.event.event_id})
-                if msg.delivery is not None:
-                    await msg.delivery.ack()
-                return
+        event_id = msg.event.event_id
+        if not await self.guards.wait_turn(event_id):
+            # Another sender of this process had this copy's email in hand and left it
+            # RETRYING, its retry scheduled: this copy is redundant, settled and dropped.
+            log.info("a copy of an email being retried, dropped", extra={"event_id": event_id})
+            if msg.delivery is not None:
+                await msg.delivery.ack()
+            return
+        with self.guards.hold(event_id) as flight:
             handed = [False]
             try:
-                await self._handle(msg, handed)
+                status = await self._handle(msg, handed)
             except Exception as exc:
                 if not handed[0]:
                     await _give_back(msg.delivery, exc)
                 raise
+            flight.retrying = status is Status.RETRYING
 
-    async def _handle(self, msg: SendJob, handed: list[bool]) -> None:
+    async def _handle(self, msg: SendJob, handed: list[bool]) -> Status:
         event = msg.event
         recorded = self.sentlog.lookup(event.event_id) if self.sentlog is not None else None
         if recorded is not None:
@@ -205,12 +207,13 @@ class Sender(Actor[SendJob]):
             log.info("already sent, not sending again", extra={"event_id": event.event_id})
             handed[0] = True
             await self.publisher.send(PublishStatus(recorded, msg.delivery))
-            return
+            return recorded.status
         status = await self._send(event)
         if self.sentlog is not None and status.status.terminal:
             await self.recorder.ask(Record(status), timeout=60)
         handed[0] = True
         await self.publisher.send(PublishStatus(status, msg.delivery))
+        return status.status
 
     async def _send(self, event: EmailSendEvent) -> EmailStatusEvent:
         try:

@@ -35,6 +35,8 @@ def worker_env(config: Config, workers: int) -> dict[str, str]:
         env["MAILACTORS__THROTTLE__PER_DOMAIN"] = json.dumps(
             {d: r / workers for d, r in t.per_domain.items()}
         )
+    if t.max_connections:  # concurrent sends to the provider, shared out like the rates
+        env["MAILACTORS__THROTTLE__MAX_CONNECTIONS"] = str(max(1, t.max_connections // workers))
     return env
 
 

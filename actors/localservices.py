@@ -279,11 +279,9 @@ def _start_rabbitmq_server(server: str, timeout: float) -> Service:
             check=False,
         )
 
-    def stop() -> None:  # we started it, so we stop it
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run([ctl, "shutdown"], capture_output=True, timeout=60, check=False)
-
-    return Service(DEFAULT_RABBITMQ_URL, "rabbitmq-server", stop)
+    # Left running on purpose: on these machines the broker is a shared service that
+    # other runs (and restart tests, which briefly close its port) rely on.
+    return Service(DEFAULT_RABBITMQ_URL, "rabbitmq-server")
 
 
 def _rabbitmq_container(timeout: float) -> Service:

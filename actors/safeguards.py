@@ -7,8 +7,9 @@
 * the suppression list (``actors.suppression``);
 * the eventIds in flight in this process: a second copy of an email that is
   being sent right now (a sweeper republish, a redelivery racing its first
-  delivery) is acked and dropped instead of being sent alongside the first.
-  The durable record (``actors.idempotency``) covers copies that come later.
+  delivery) waits for the first to finish instead of being sent alongside it;
+  then the durable record (``actors.idempotency``) answers it, or, when the
+  first ended RETRYING (its retry already scheduled), it is acked and dropped.
 
 One object per email-server tree, used from its one Trio thread: no locks.
 """
@@ -27,6 +28,14 @@ from .throttle import ThrottleGate
 __all__ = ["SendGuards", "open_send_guards", "throttle_options"]
 
 
+class _Flight:
+    __slots__ = ("done", "retrying")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.retrying = False  # ended RETRYING: its retry is scheduled
+
+
 class SendGuards:
     def __init__(
         self,
@@ -39,22 +48,33 @@ class SendGuards:
         self.connections = trio.Semaphore(max_connections) if max_connections > 0 else None
         self.max_connections = max_connections
         self.suppression = suppression
-        self.in_flight: set[str] = set()
+        self.in_flight: dict[str, _Flight] = {}
         self.concurrent_repeats = 0
         self.suppressed = 0
 
-    @contextlib.contextmanager
-    def claim(self, event_id: str) -> Iterator[bool]:
-        """True (and held for the block) unless another sender has ``event_id`` in hand."""
-        if event_id in self.in_flight:
+    async def wait_turn(self, event_id: str) -> bool:
+        """Wait while another sender of this process has ``event_id`` in hand.
+
+        False when that one ended with a retry scheduled: this copy is redundant
+        (drop it). True otherwise: go on, and :meth:`hold` it; the durable record
+        answers a copy of an email that was sent meanwhile.
+        """
+        while (other := self.in_flight.get(event_id)) is not None:
             self.concurrent_repeats += 1
-            yield False
-            return
-        self.in_flight.add(event_id)
+            await other.done.wait()
+            if other.retrying:
+                return False
+        return True
+
+    @contextlib.contextmanager
+    def hold(self, event_id: str) -> Iterator[_Flight]:
+        """Mark ``event_id`` in hand for the block (call right after :meth:`wait_turn`)."""
+        flight = self.in_flight[event_id] = _Flight()
         try:
-            yield True
+            yield flight
         finally:
-            self.in_flight.discard(event_id)
+            del self.in_flight[event_id]
+            flight.done.set()
 
     def slot(self) -> trio.Semaphore | contextlib.nullcontext[None]:
         """``async with guards.slot():`` around each call to the provider."""

@@ -275,7 +275,7 @@ class EmailServerConfig(_Section, frozen=True):
     workers: PosInt = 1
     concurrency: PosInt = 16
     idempotency_path: PathStr = "var/sent.sqlite3"
-    report_sending: bool = True  # publish SENDING when a sender hands an email to the provider
+    report_sending: bool = False  # publish SENDING when a sender hands an email to the provider
 
 
 class RetryConfig(_Section, frozen=True):

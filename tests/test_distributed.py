@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import uuid
+import warnings
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
@@ -99,7 +100,17 @@ class Cluster:
                 await proc.wait()
             # Quorum queues left behind hold file handles in the broker until it runs out.
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(delete_topology, self.env["MAILACTORS__BUS__URL"], self.env)
+                await trio.to_thread.run_sync(self._delete_topology)
+
+    def _delete_topology(self) -> None:
+        from config import load_config
+
+        # The URL the services used: its password may come from password_env.
+        url = load_config("distributed", env=self.env).bus.resolved_url(self.env)
+        try:
+            delete_topology(url, self.env)
+        except Exception as exc:  # cleanup must not hide the test's own outcome
+            warnings.warn(f"could not delete the test's queues: {exc!r}", stacklevel=1)
 
 
 def delete_topology(amqp_url: str, env: dict[str, str]) -> None:
