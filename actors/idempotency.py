@@ -15,9 +15,7 @@ thread hop); writes are batched and run in a worker thread.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
-from pathlib import Path
 from typing import ClassVar
 
 import msgspec
@@ -25,41 +23,14 @@ import trio
 
 from .batching import BatchingActor, Flush
 from .schema import EmailStatusEvent
+from .sqlite_file import SqliteFile
 
 _decoder = msgspec.json.Decoder(EmailStatusEvent)
 _encoder = msgspec.json.Encoder()
 
 
-class SentLog:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._read: sqlite3.Connection | None = None
-        self._write: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
-
-    async def open(self) -> None:
-        def setup() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write = self._connect()
-            self._write.execute(
-                "CREATE TABLE IF NOT EXISTS sent (event_id TEXT PRIMARY KEY, status BLOB NOT NULL)"
-            )
-            self._read = self._connect()
-
-        await trio.to_thread.run_sync(setup)
-
-    async def close(self) -> None:
-        async with self._lock:
-            for db in (self._read, self._write):
-                if db is not None:
-                    await trio.to_thread.run_sync(db.close)
-            self._read = self._write = None
+class SentLog(SqliteFile):
+    schema = "CREATE TABLE IF NOT EXISTS sent (event_id TEXT PRIMARY KEY, status BLOB NOT NULL)"
 
     def lookup(self, event_id: str) -> EmailStatusEvent | None:
         """The recorded outcome for ``event_id``, if it was handed to a provider."""
@@ -79,13 +50,6 @@ class SentLog:
 
         async with self._lock:
             await trio.to_thread.run_sync(write)
-
-    async def __aenter__(self) -> SentLog:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
 
 class Record(msgspec.Struct, frozen=True):

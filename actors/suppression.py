@@ -18,14 +18,13 @@ services run: a lookup always reads the file, there is no cache to go stale.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 import msgspec
 import trio
 
 from .edges import Failure, SendResult
+from .sqlite_file import SqliteFile
 
 __all__ = ["SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
 
@@ -62,41 +61,8 @@ def is_recipient_refusal(result: SendResult) -> bool:
     )
 
 
-class SuppressionList:
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._read: sqlite3.Connection | None = None
-        self._write: sqlite3.Connection | None = None
-        self._lock = trio.Lock()
-
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=5.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        return db
-
-    async def open(self) -> None:
-        def setup() -> None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._write = self._connect()
-            self._write.execute(_SCHEMA)
-            self._read = self._connect()
-
-        await trio.to_thread.run_sync(setup)
-
-    async def close(self) -> None:
-        async with self._lock:
-            for db in (self._read, self._write):
-                if db is not None:
-                    await trio.to_thread.run_sync(db.close)
-            self._read = self._write = None
-
-    async def __aenter__(self) -> SuppressionList:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
+class SuppressionList(SqliteFile):
+    schema = _SCHEMA
 
     def lookup(self, address: str) -> Suppressed | None:
         """The entry for ``address``, if it is suppressed (a primary-key read)."""
