@@ -22,6 +22,42 @@ class Flush(msgspec.Struct, frozen=True):
     generation: int
 
 
+class _Gather:
+    """The results of one ``add_many``, collected across batches."""
+
+    __slots__ = ("reply", "results", "left", "done")
+
+    def __init__(self, reply: Reply, n: int) -> None:
+        self.reply = reply
+        self.results: list[Any] = [None] * n
+        self.left = n
+        self.done = False
+
+
+class _Part:
+    """Stands for a Reply for one item of an ``add_many``."""
+
+    __slots__ = ("gather", "index")
+
+    def __init__(self, gather: _Gather, index: int) -> None:
+        self.gather = gather
+        self.index = index
+
+    def set(self, result: Any) -> None:
+        g = self.gather
+        g.results[self.index] = result
+        g.left -= 1
+        if g.left == 0 and not g.done:
+            g.done = True
+            g.reply.set(g.results)
+
+    def fail(self, exc: BaseException) -> None:
+        g = self.gather
+        if not g.done:
+            g.done = True
+            g.reply.fail(exc)
+
+
 class BatchingActor(Actor[Any], Generic[T]):
     """Collects items (and the replies owed for them) and calls :meth:`flush`.
 
@@ -38,10 +74,19 @@ class BatchingActor(Actor[Any], Generic[T]):
         self.items: list[T] = []
         self.replies: list[Reply | None] = []
         self.generation = 0
+        self.flushes = 0  # batches written; flushed / flushes is the mean batch size
+        self.flushed = 0
 
     async def add(self, item: T, reply: Reply | None) -> None:
+        first = not self.items
         self.items.append(item)
         self.replies.append(reply)
+        await self._after_add(first)
+
+    async def _after_add(self, first: bool) -> None:
+        """``first``: the batch was empty before these items (its timer is not running)."""
+        if not self.items:
+            return
         # Group commit: flush as soon as nothing more is queued. Under light load
         # that is at once; under load the mailbox fills while the last batch is
         # written, and the next batch takes all of it. batch_ms bounds the wait
@@ -52,8 +97,27 @@ class BatchingActor(Actor[Any], Generic[T]):
             or self.ctx.mailbox_depth() == 0
         ):
             await self._flush()
-        elif len(self.items) == 1:
+        elif first:
             self.ctx.start_soon(self._timer, self.generation)
+
+    async def add_many(self, items: list[T], reply: Reply) -> None:
+        """Add several items owed one reply: the list of their results, in order.
+
+        The items may land in different batches; the reply is set when the last
+        of them is flushed, or failed by the first batch that fails.
+        """
+        if not items:
+            reply.set([])
+            return
+        gather = _Gather(reply, len(items))
+        first = not self.items
+        for i, item in enumerate(items):
+            self.items.append(item)
+            self.replies.append(_Part(gather, i))  # type: ignore[arg-type]
+            if len(self.items) >= self.batch_size:
+                await self._flush()
+                first = True
+        await self._after_add(first)
 
     async def _timer(self, generation: int) -> None:
         await trio.sleep(self.batch_ms / 1000)
@@ -68,6 +132,8 @@ class BatchingActor(Actor[Any], Generic[T]):
         items, replies = self.items, self.replies
         self.items, self.replies = [], []
         self.generation += 1
+        self.flushes += 1
+        self.flushed += len(items)
         try:
             results = await self.flush(items)
         except Exception as exc:

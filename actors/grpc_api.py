@@ -40,12 +40,14 @@ from .proto_convert import (
     status_to_proto,
     struct_to_variables,
 )
+from .schema import EmailDocument
 from .templates import TemplateRenderer
 from .validation import InvalidField
 
 log = logging.getLogger("mailactors.grpc")
 
 MAX_PAGE_SIZE = 500
+MAX_SAVE_BATCH = 1000  # documents in one SaveEmails call
 
 
 async def _call(edge: AsyncioEdge, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -76,21 +78,26 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
         self.limits = limits or LimitsConfig()
         self.max_request_bytes = max_request_bytes(self.limits)
 
+    def _document(self, message: Any) -> EmailDocument:
+        """A document as it may be stored, or InvalidField/ConversionError saying why not."""
+        try:
+            document = document_from_proto(message)
+        except (ValueError, OverflowError) as exc:  # e.g. a Timestamp past year 9999
+            if isinstance(exc, ConversionError):
+                raise
+            raise InvalidField("document", str(exc)) from None
+        if not document.event_id:
+            raise InvalidField("document.event_id", "must not be empty")
+        if self.renderer is not None:
+            document = check_document(document, self.limits, self.renderer)
+        return document
+
     async def SaveEmail(self, stream: Any) -> None:
         request = await recv_request(stream, self.max_request_bytes)
         try:
-            document = document_from_proto(request.document)
-        except ConversionError as exc:
+            document = self._document(request.document)
+        except (InvalidField, ConversionError) as exc:
             raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
-        except (ValueError, OverflowError) as exc:  # e.g. a Timestamp past year 9999
-            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, f"document: {exc}") from None
-        if not document.event_id:
-            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, "document.event_id: must not be empty")
-        if self.renderer is not None:
-            try:
-                document = check_document(document, self.limits, self.renderer)
-            except InvalidField as exc:
-                raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
         result = await _call(self.edge, self.api.save, document)
         await stream.send_message(
             email_pb2.SaveEmailResponse(
@@ -99,6 +106,32 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
                 document=document_to_proto(result.document),
             )
         )
+
+    async def SaveEmails(self, stream: Any) -> None:
+        """SaveEmail for many documents: each is checked and saved on its own."""
+        request = await recv_request(stream, self.max_request_bytes)
+        if len(request.documents) > MAX_SAVE_BATCH:
+            raise GRPCError(
+                GrpcStatus.INVALID_ARGUMENT,
+                f"documents: {len(request.documents)} documents, more than {MAX_SAVE_BATCH}",
+            )
+        results: list[Any] = [None] * len(request.documents)
+        valid: list[EmailDocument] = []
+        where: list[int] = []
+        for i, message in enumerate(request.documents):
+            try:
+                valid.append(self._document(message))
+                where.append(i)
+            except (InvalidField, ConversionError) as exc:
+                results[i] = email_pb2.SaveEmailResult(error=str(exc))
+        saved = await _call(self.edge, self.api.save_many, valid) if valid else []
+        for i, result in zip(where, saved, strict=True):
+            results[i] = email_pb2.SaveEmailResult(
+                event_id=result.document.event_id,
+                created=result.created,
+                document=document_to_proto(result.document),
+            )
+        await stream.send_message(email_pb2.SaveEmailsResponse(results=results))
 
     async def GetEmail(self, stream: Any) -> None:
         request = await recv_request(stream, self.max_request_bytes)

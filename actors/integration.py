@@ -43,6 +43,12 @@ class SaveEmail(msgspec.Struct, frozen=True):
     document: EmailDocument
 
 
+class SaveEmails(msgspec.Struct, frozen=True):
+    """Several documents, answered with their SaveResults in order (one reply)."""
+
+    documents: list[EmailDocument]
+
+
 class StatusUpdate(msgspec.Struct, frozen=True):
     event: EmailStatusEvent
     delivery: Any  # edges.Delivery, acked once the store has the update
@@ -79,15 +85,20 @@ class TerminalWatch:
 class DocumentWriter(BatchingActor[EmailDocument]):
     """Saves documents in batches; answers each SaveEmail with its SaveResult."""
 
-    accepts: ClassVar[tuple[type, ...]] = (SaveEmail, Flush)
+    accepts: ClassVar[tuple[type, ...]] = (SaveEmail, SaveEmails, Flush)
 
     def __init__(self, store: Store, batch_size: int = 500, batch_ms: float = 10.0) -> None:
         super().__init__(batch_size, batch_ms)
         self.store = store
 
-    async def receive(self, msg: SaveEmail | Flush) -> None:
+    async def started(self) -> None:
+        self.ctx.report(lambda: {"batches": self.flushes, "documents": self.flushed})
+
+    async def receive(self, msg: SaveEmail | SaveEmails | Flush) -> None:
         if type(msg) is SaveEmail:
             await self.add(msg.document, self.ctx.reply_later())
+        elif type(msg) is SaveEmails:
+            await self.add_many(msg.documents, self.ctx.reply_later())
         else:
             await self.on_flush_message(msg)  # type: ignore[arg-type]
 
@@ -125,7 +136,14 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
         self.store_retries = 0
 
     async def started(self) -> None:
-        self.ctx.report(lambda: {"outcomes": dict(self.outcomes), "store_retries": self.store_retries})
+        self.ctx.report(
+            lambda: {
+                "outcomes": dict(self.outcomes),
+                "store_retries": self.store_retries,
+                "batches": self.flushes,
+                "updates": self.flushed,
+            }
+        )
 
     async def receive(self, msg: StatusUpdate | Flush) -> None:
         if type(msg) is StatusUpdate:
@@ -192,7 +210,11 @@ class IntegrationApi:
     """What callers of integration can do: the gRPC handlers and, embedded, auth."""
 
     def __init__(
-        self, writer: ActorRef[SaveEmail], store: Store, watch: TerminalWatch, timeout: float = 30.0
+        self,
+        writer: ActorRef[SaveEmail | SaveEmails],
+        store: Store,
+        watch: TerminalWatch,
+        timeout: float = 30.0,
     ) -> None:
         self.writer = writer
         self.store = store
@@ -202,6 +224,11 @@ class IntegrationApi:
     async def save(self, document: EmailDocument) -> SaveResult:
         result: SaveResult = await self.writer.ask(SaveEmail(document), timeout=self.timeout)
         return result
+
+    async def save_many(self, documents: list[EmailDocument]) -> list[SaveResult]:
+        """Save several documents (one message to the writer); results in order."""
+        results: list[SaveResult] = await self.writer.ask(SaveEmails(documents), timeout=self.timeout)
+        return results
 
     async def get(self, event_id: str) -> EmailDocument | None:
         return await self.store.get(event_id)
@@ -254,6 +281,7 @@ __all__ = [
     "DocumentWriter",
     "IntegrationApi",
     "SaveEmail",
+    "SaveEmails",
     "StatusConsumer",
     "StatusUpdate",
     "StatusUpdater",

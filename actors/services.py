@@ -10,36 +10,29 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import signal
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from ssl import SSLContext
 from typing import Any
 
 import trio
-from grpclib import GRPCError
-from grpclib import Status as GrpcStatus
-from grpclib.client import Channel
 
 from config import Config
-from protos import email_grpc, email_pb2
 from runtime import ActorSystem, ChildSpec, SupervisorSpec, open_actor_system, serve_until_stopped
-from runtime._aio import AsyncioEdge, current_edge, open_asyncio_edge
+from runtime._aio import AsyncioEdge, open_asyncio_edge
 
 from .auth import auth_tree
-from .edges import Bus, SaveResult, StoreUnavailable
+from .edges import Bus
 from .email_server import email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
-from .grpc_security import bearer_metadata, client_ssl_context, server_ssl_context
+from .grpc_security import client_ssl_context, max_request_bytes, server_ssl_context
 from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
+from .integration_client import GrpcIntegrationClient
 from .metrics import EmailMetrics, instrument
 from .operations import open_operations, worker_index
-from .proto_convert import document_from_proto, document_to_proto
 from .safeguards import open_send_guards, throttle_options
-from .schema import EmailDocument
 from .sweeper import sweeper_settings
 from .templates import TemplateRenderer
 from .wiring import make_provider, make_store, sender_settings
@@ -58,75 +51,6 @@ def make_bus(config: Config, role: str) -> Bus:
     from .bus_rabbitmq import RabbitBus
 
     return RabbitBus(config.bus, role=role, connection_name=f"mailactors-{role}")  # type: ignore[arg-type]
-
-
-class GrpcIntegrationClient:
-    """auth's way to integration over gRPC: deadlines, retries on UNAVAILABLE."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        *,
-        token: str | None,
-        deadline: float,
-        retries: int,
-        ssl: SSLContext | None = None,
-    ) -> None:
-        self.host = host
-        self.port = port
-        self.ssl = ssl  # grpc_security.client_ssl_context(config.grpc): TLS when set
-        self.metadata = bearer_metadata(token)
-        self.deadline = deadline
-        self.retries = retries
-        self.channel: Channel | None = None
-        self.edge: AsyncioEdge | None = None
-
-    async def open(self) -> None:
-        self.edge = current_edge()
-
-        async def make() -> Channel:
-            return Channel(self.host, self.port, ssl=self.ssl)
-
-        self.channel = await self.edge.run(make)
-
-    async def close(self) -> None:
-        if self.channel is not None and self.edge is not None:
-            channel = self.channel
-
-            async def close() -> None:
-                channel.close()
-
-            await self.edge.run(close)
-
-    async def _save_once(self, request: Any) -> Any:
-        assert self.channel is not None
-        stub = email_grpc.IntegrationServiceStub(self.channel)
-        return await stub.SaveEmail(request, timeout=self.deadline, metadata=self.metadata)
-
-    async def save(self, document: EmailDocument) -> SaveResult:
-        assert self.edge is not None
-        request = email_pb2.SaveEmailRequest(document=document_to_proto(document))
-        delay = 0.1
-        for attempt in range(self.retries + 1):
-            try:
-                reply = await self.edge.run(self._save_once, request)
-                return SaveResult(document_from_proto(reply.document), reply.created)
-            except GRPCError as exc:
-                if exc.status is not GrpcStatus.UNAVAILABLE or attempt == self.retries:
-                    if exc.status is GrpcStatus.UNAVAILABLE:
-                        raise StoreUnavailable(f"integration: {exc.message}") from exc
-                    raise
-            except (OSError, TimeoutError) as exc:
-                if attempt == self.retries:
-                    raise StoreUnavailable(f"integration unreachable: {exc}") from exc
-            log.warning(
-                "integration unavailable, retry %d in %.2fs", attempt + 1, delay,
-                extra={"event_id": document.event_id},
-            )
-            await trio.sleep(delay * random.uniform(0.8, 1.2))
-            delay = min(2.0, delay * 2)
-        raise AssertionError("unreachable")
 
 
 def _grpc_spec(
@@ -234,6 +158,7 @@ async def run_service(
                 deadline=g.deadline_s,
                 retries=g.retries,
                 ssl=client_ssl_context(g),
+                max_batch_bytes=max_request_bytes(config.limits),
             )
             renderer = TemplateRenderer(config.templates.dir)
             async with _opened(bus, client):

@@ -21,6 +21,10 @@ class IntegrationServiceBase(abc.ABC):
         pass
 
     @abc.abstractmethod
+    async def SaveEmails(self, stream: 'grpclib.server.Stream[email_pb2.SaveEmailsRequest, email_pb2.SaveEmailsResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
     async def GetEmail(self, stream: 'grpclib.server.Stream[email_pb2.GetEmailRequest, email_pb2.GetEmailResponse]') -> None:
         pass
 
@@ -35,6 +39,12 @@ class IntegrationServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 email_pb2.SaveEmailRequest,
                 email_pb2.SaveEmailResponse,
+            ),
+            '/mailactors.v1.IntegrationService/SaveEmails': grpclib.const.Handler(
+                self.SaveEmails,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                email_pb2.SaveEmailsRequest,
+                email_pb2.SaveEmailsResponse,
             ),
             '/mailactors.v1.IntegrationService/GetEmail': grpclib.const.Handler(
                 self.GetEmail,
@@ -59,6 +69,12 @@ class IntegrationServiceStub:
             '/mailactors.v1.IntegrationService/SaveEmail',
             email_pb2.SaveEmailRequest,
             email_pb2.SaveEmailResponse,
+        )
+        self.SaveEmails = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/mailactors.v1.IntegrationService/SaveEmails',
+            email_pb2.SaveEmailsRequest,
+            email_pb2.SaveEmailsResponse,
         )
         self.GetEmail = grpclib.client.UnaryUnaryMethod(
             channel,

@@ -112,6 +112,30 @@ class SaveEmailResponse(_message.Message):
     document: EmailDocument
     def __init__(self, event_id: _Optional[str] = ..., created: _Optional[bool] = ..., document: _Optional[_Union[EmailDocument, _Mapping]] = ...) -> None: ...
 
+class SaveEmailsRequest(_message.Message):
+    __slots__ = ("documents",)
+    DOCUMENTS_FIELD_NUMBER: _ClassVar[int]
+    documents: _containers.RepeatedCompositeFieldContainer[EmailDocument]
+    def __init__(self, documents: _Optional[_Iterable[_Union[EmailDocument, _Mapping]]] = ...) -> None: ...
+
+class SaveEmailsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SaveEmailResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[SaveEmailResult, _Mapping]]] = ...) -> None: ...
+
+class SaveEmailResult(_message.Message):
+    __slots__ = ("event_id", "created", "document", "error")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DOCUMENT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    created: bool
+    document: EmailDocument
+    error: str
+    def __init__(self, event_id: _Optional[str] = ..., created: _Optional[bool] = ..., document: _Optional[_Union[EmailDocument, _Mapping]] = ..., error: _Optional[str] = ...) -> None: ...
+
 class GetEmailRequest(_message.Message):
     __slots__ = ("event_id",)
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]

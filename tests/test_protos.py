@@ -260,6 +260,7 @@ def test_generated_stubs_expose_services() -> None:
         assert hasattr(email_grpc, name), name
     assert email_grpc.IntegrationServiceBase.__abstractmethods__ == {
         "SaveEmail",
+        "SaveEmails",
         "GetEmail",
         "SearchEmails",
     }
@@ -308,6 +309,11 @@ class _Integration(email_grpc.IntegrationServiceBase):
                 event_id=stored.event_id, created=created, document=pc.document_to_proto(stored)
             )
         )
+
+    async def SaveEmails(
+        self, stream: Stream[email_pb2.SaveEmailsRequest, email_pb2.SaveEmailsResponse]
+    ) -> None:
+        raise GRPCError(GrpcStatus.UNIMPLEMENTED)
 
     async def GetEmail(
         self, stream: Stream[email_pb2.GetEmailRequest, email_pb2.GetEmailResponse]

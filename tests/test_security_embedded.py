@@ -394,6 +394,7 @@ async def test_oversized_grpc_requests_and_bus_messages(tmp_path):
 METHODS = {
     "RequestEmail": lambda: grpc_request(),
     "SaveEmail": lambda: save_request(),
+    "SaveEmails": lambda: email_pb2.SaveEmailsRequest(documents=[save_request().document]),
     "GetEmail": lambda: email_pb2.GetEmailRequest(event_id=fresh_id()),
     "SearchEmails": lambda: email_pb2.SearchEmailsRequest(),
 }
@@ -417,10 +418,12 @@ async def test_missing_and_wrong_tokens_are_unauthenticated_on_every_method_and_
         # with the token every method works
         accepted = await client.call("RequestEmail", grpc_request())
         await client.call("SaveEmail", save_request())
+        batch = await client.call("SaveEmails", METHODS["SaveEmails"]())
+        assert [r.created for r in batch.results] == [True]
         got = await client.call("GetEmail", email_pb2.GetEmailRequest(event_id=accepted.event_id))
         assert got.document.event_id == accepted.event_id
         found = await client.call("SearchEmails", email_pb2.SearchEmailsRequest())
-        assert found.total == 2
+        assert found.total == 3
         assert (await app.wait_terminal(accepted.event_id)).status is Status.SENT
     assert len(maildir_messages(tmp_path / "maildir")) == 1
 
