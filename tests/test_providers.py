@@ -190,6 +190,12 @@ def test_message_id_for() -> None:
         ({"recipient": "ana@example.org\nBcc: x@y"}, "To"),
         ({"subject": "Hi\r\nX-Injected: 1"}, "Subject"),
         ({"subject": "Hi\x00"}, "Subject"),
+        # what str.splitlines (and so the email package) also ends a line at
+        ({"subject": "Hi\x0bX-Injected: 1"}, "Subject"),
+        ({"subject": "Hi\x0cX-Injected: 1"}, "Subject"),
+        ({"subject": "Hi\x1eX-Injected: 1"}, "Subject"),
+        ({"subject": "Hi\x85X-Injected: 1"}, "Subject"),
+        ({"headers": {"Reply-To": "a@b\u2028X: y"}}, "Reply-To"),
         ({"message_id": "<a@b>\r\nX: y"}, "Message-ID"),
         ({"event_id": "ev\n1"}, EVENT_ID_HEADER),
         ({"headers": {"Reply-To": "a@b\r\nX: y"}}, "Reply-To"),
