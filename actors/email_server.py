@@ -35,7 +35,7 @@ from .provider_chain import provider_report
 from .safeguards import SendGuards
 from .schema import EmailSendEvent, EmailStatusEvent, Status
 from .suppression import is_recipient_refusal
-from .templates import TemplateError, TemplateRenderer
+from .templates import RenderedEmail, TemplateError, TemplateRenderer
 from .throttle import Acquire, Done, SlowDown, ThrottleGate, Throttler, domain_of
 
 log = logging.getLogger("mailactors.email_server")
@@ -44,6 +44,9 @@ log = logging.getLogger("mailactors.email_server")
 class SendJob(msgspec.Struct, frozen=True):
     event: EmailSendEvent
     delivery: Any  # edges.Delivery, settled by the publisher after the status is out
+    # The consumer's render of this very event, done to check it: the sender sends
+    # it instead of rendering again. None when the consumer could not render.
+    rendered: RenderedEmail | None = None
 
 
 class PublishStatus(msgspec.Struct, frozen=True):
@@ -146,8 +149,9 @@ class SenderSettings(msgspec.Struct, frozen=True):
 class Sender(Actor[SendJob]):
     """Renders, waits for the throttler, sends through the provider, reports.
 
-    A render failure is permanent (the same input fails again); provider
-    failures are classified by the provider.
+    The job usually carries the consumer's render, done to check the event; the
+    sender renders itself only when it does not. A render failure is permanent
+    (the same input fails again); provider failures are classified by the provider.
     """
 
     accepts: ClassVar[tuple[type, ...]] = (SendJob,)
@@ -208,19 +212,22 @@ class Sender(Actor[SendJob]):
             handed[0] = True
             await self.publisher.send(PublishStatus(recorded, msg.delivery))
             return recorded.status
-        status = await self._send(event)
+        status = await self._send(event, msg.rendered)
         if self.sentlog is not None and status.status.terminal:
             await self.recorder.ask(Record(status), timeout=60)
         handed[0] = True
         await self.publisher.send(PublishStatus(status, msg.delivery))
         return status.status
 
-    async def _send(self, event: EmailSendEvent) -> EmailStatusEvent:
-        try:
-            rendered = self.renderer.render(event.template, dict(event.variables), event.subject)
-        except TemplateError as exc:
-            log.warning("failed: render: %s", exc, extra={"event_id": event.event_id})
-            return _status(event, Status.FAILED, error=f"render: {exc}")
+    async def _send(
+        self, event: EmailSendEvent, rendered: RenderedEmail | None = None
+    ) -> EmailStatusEvent:
+        if rendered is None:
+            try:
+                rendered = self.renderer.render(event.template, dict(event.variables), event.subject)
+            except TemplateError as exc:
+                log.warning("failed: render: %s", exc, extra={"event_id": event.event_id})
+                return _status(event, Status.FAILED, error=f"render: {exc}")
         guards = self.guards
         if guards.suppression is not None:
             entry = guards.suppression.lookup(event.recipient)
@@ -368,15 +375,17 @@ class Consumer(Actor[Any]):
         turn = 0
         while True:
             delivery: Delivery = await self.ctx.system.intake.take(self.bus.next_send)
+            rendered: RenderedEmail | None = None  # without a renderer, the sender renders
             if self.renderer is None:
                 event = await _decode_only(delivery, self.limits)
             else:
-                event = await screen_send_delivery(delivery, self.bus, self.limits, self.renderer)
+                screened = await screen_send_delivery(delivery, self.bus, self.limits, self.renderer)
+                event, rendered = (None, None) if screened is None else screened
             if event is None:  # undecodable or invalid: refused with the reason, settled
                 self.rejected += 1
                 continue
             self.taken += 1
-            job = SendJob(event, delivery)
+            job = SendJob(event, delivery, rendered)
             # Round robin, skipping full mailboxes; wait on one only if all are full.
             for _ in range(self.n):
                 turn = (turn + 1) % self.n

@@ -34,13 +34,13 @@ from .schema import (
     send_event_decoder,
     status_event_decoder,
 )
-from .validation import InvalidField, validate_event, validate_request
+from .validation import InvalidField, validate_event, validate_event_rendered, validate_request
 
 if TYPE_CHECKING:
     from config import LimitsConfig
 
     from .edges import Bus, Delivery
-    from .templates import TemplateRenderer
+    from .templates import RenderedEmail, TemplateRenderer
 
 log = logging.getLogger("mailactors.checks")
 
@@ -51,6 +51,7 @@ __all__ = [
     "check_event_id",
     "check_idempotency_key",
     "check_send_content",
+    "check_send_content_rendered",
     "check_send_envelope",
     "check_status_event",
     "decode_send_event",
@@ -146,6 +147,13 @@ def check_send_content(event: EmailSendEvent, limits: LimitsConfig, renderer: Te
     return validate_event(event, limits, renderer)
 
 
+def check_send_content_rendered(
+    event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer
+) -> RenderedEmail:
+    """``check_send_content``, returning the email it rendered to check the event."""
+    return validate_event_rendered(event, limits, renderer)[1]
+
+
 def decode_send_event(body: bytes, limits: LimitsConfig) -> EmailSendEvent:
     """Bytes from the bus to an event whose envelope is sound, or BadMessage with the reason."""
     size = len(body)
@@ -206,8 +214,11 @@ def decode_status_event(body: bytes) -> EmailStatusEvent:
 
 async def screen_send_delivery(
     delivery: Delivery, bus: Bus, limits: LimitsConfig, renderer: TemplateRenderer
-) -> EmailSendEvent | None:
-    """The event to send, or None when the delivery was refused (and settled here).
+) -> tuple[EmailSendEvent, RenderedEmail] | None:
+    """The event to send and its rendering, or None when refused (and settled here).
+
+    The rendering is the one done to check the event, ``renderer.render(event.template,
+    event.variables, event.subject)``: the sender uses it rather than render again.
 
     Undecodable, or a bad eventId / attempt / requestedAt: dead-lettered with the
     reason (there is no trustworthy eventId to report on). Decodable but refused
@@ -224,7 +235,7 @@ async def screen_send_delivery(
         await delivery.reject(str(exc))
         return None
     try:
-        check_send_content(event, limits, renderer)
+        rendered = check_send_content_rendered(event, limits, renderer)
     except Exception as exc:  # validate_request raises InvalidField only; be sure of it
         if isinstance(exc, InvalidField):
             why = str(exc)
@@ -243,7 +254,7 @@ async def screen_send_delivery(
         )
         await delivery.reject(f"invalid EmailSendEvent: {why}")
         return None
-    return event
+    return event, rendered
 
 
 async def screen_status_delivery(delivery: Delivery) -> EmailStatusEvent | None:

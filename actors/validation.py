@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from email_validator import EmailNotValidError, validate_email
 
-from .templates import RenderError, TemplateNotFound, TemplateRenderer, check_template_name
+from .templates import (
+    RenderedEmail,
+    RenderError,
+    TemplateNotFound,
+    TemplateRenderer,
+    check_template_name,
+)
 
 if TYPE_CHECKING:
     from config import LimitsConfig
@@ -29,7 +35,9 @@ __all__ = [
     "InvalidField",
     "normalize_recipient",
     "validate_event",
+    "validate_event_rendered",
     "validate_request",
+    "validate_request_rendered",
 ]
 
 CATEGORY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -227,6 +235,26 @@ def validate_request(
     template is rendered once with the variables, so that a missing variable is
     reported now, to the caller, rather than later as a FAILED email.
     """
+    return validate_request_rendered(
+        recipient, template, variables, category, subject, attachments, limits, renderer
+    )[0]
+
+
+def validate_request_rendered(
+    recipient: Any,
+    template: Any,
+    variables: Any,
+    category: Any,
+    subject: Any,
+    attachments: Any,
+    limits: LimitsConfig,
+    renderer: TemplateRenderer,
+) -> tuple[str, RenderedEmail]:
+    """``validate_request``, also returning the email it rendered to check the request.
+
+    The rendering is ``renderer.render(template, variables, subject)`` of an
+    accepted request, so whoever sends it can use it instead of rendering again.
+    """
     address = normalize_recipient(recipient)
 
     try:
@@ -304,12 +332,19 @@ def validate_request(
             f"the message would be about {total} bytes, more than the limit of "
             f"{limits.max_message_bytes}",
         )
-    return address
+    return address, rendered
 
 
 def validate_event(event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer) -> str:
     """``validate_request`` on the fields of a send event; returns the normalized recipient."""
-    return validate_request(
+    return validate_event_rendered(event, limits, renderer)[0]
+
+
+def validate_event_rendered(
+    event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer
+) -> tuple[str, RenderedEmail]:
+    """``validate_event``, also returning the email rendered from the event's fields."""
+    return validate_request_rendered(
         event.recipient,
         event.template,
         event.variables,
