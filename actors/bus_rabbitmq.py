@@ -140,6 +140,7 @@ class RabbitBusStatistics:
       published: publishes confirmed by the broker (dead-lettering ones included).
       consumed: deliveries handed to callers.
       acked / requeued / rejected: settlements sent to the broker.
+      multi_acks: acks sent as one frame for a run of deliveries (multiple=True).
       stale: settlements skipped because their channel is gone (redelivered instead).
       crossings: asyncio edge crossings made by this bus (publish and settle batches,
         consumer waits, control calls).
@@ -154,6 +155,7 @@ class RabbitBusStatistics:
     requeued: int
     rejected: int
     stale: int
+    multi_acks: int
     crossings: int
     buffered: Mapping[str, int]
 
@@ -446,6 +448,9 @@ class RabbitBus:
         self._pub: AbstractChannel | None = None
         self._sub: AbstractChannel | None = None
         self._raw_sub: aiormq.abc.AbstractChannel | None = None
+        # Delivery tags of _raw_sub not yet settled: an ack with multiple=True may
+        # cover a run of them only if every lower one is being acked too.
+        self._unsettled: set[int] = set()
         self._exchanges: dict[str, AbstractExchange] = {}
         self._ready: asyncio.Event | None = None
         self._lost: asyncio.Future[BaseException | None] | None = None
@@ -465,6 +470,7 @@ class RabbitBus:
         self._requeued = 0
         self._rejected = 0
         self._stale = 0
+        self._multi_acks = 0
         self._crossings = 0
 
     # -- names -------------------------------------------------------------------
@@ -492,6 +498,7 @@ class RabbitBus:
             requeued=self._requeued,
             rejected=self._rejected,
             stale=self._stale,
+            multi_acks=self._multi_acks,
             crossings=self._crossings,
             buffered={name: len(inbox.items) for name, inbox in self._inboxes.items()},
         )
@@ -728,6 +735,7 @@ class RabbitBus:
                 exchanges[name] = await pub.get_exchange(name, ensure=False)
             # Current before consuming: the callback drops deliveries of other channels.
             self._raw_sub = raw_sub
+            self._unsettled = set()  # tags are per channel
             for inbox in self._inboxes.values():
                 if inbox.wanted:
                     await self._aio_consume(raw_sub, inbox)
@@ -835,7 +843,9 @@ class RabbitBus:
     ) -> None:
         if raw is not self._raw_sub:
             return  # a late delivery on a channel being replaced: it will come again
-        inbox.items.append(RabbitDelivery(self, inbox.queue, raw, message))
+        delivery = RabbitDelivery(self, inbox.queue, raw, message)
+        self._unsettled.add(delivery._tag)
+        inbox.items.append(delivery)
         if inbox.arrived is not None:
             inbox.arrived.set()
 
@@ -1011,6 +1021,7 @@ class RabbitBus:
             await asyncio.sleep(0.05)
 
     async def _aio_settle_batch(self, ops: list[_SettleOp]) -> None:
+        acks: list[_SettleOp] = []
         for op in ops:
             delivery = op.delivery
             channel = delivery._channel
@@ -1018,11 +1029,12 @@ class RabbitBus:
                 self._stale += 1
                 op.finish()
                 continue
+            if op.kind == _ACK:
+                acks.append(op)
+                continue
+            self._unsettled.discard(delivery._tag)
             try:
-                if op.kind == _ACK:
-                    await channel.basic_ack(delivery._tag, wait=False)
-                    self._acked += 1
-                elif op.kind == _REQUEUE:
+                if op.kind == _REQUEUE:
                     await channel.basic_nack(delivery._tag, requeue=True, wait=False)
                     self._requeued += 1
                 else:
@@ -1034,6 +1046,42 @@ class RabbitBus:
                 # The channel went away under us: the broker redelivers the message.
                 log.debug("settling %r failed (%r): it will be redelivered", delivery, exc)
                 self._stale += 1
+            op.finish()
+        if acks:
+            await self._aio_ack(acks)
+
+    async def _aio_ack(self, acks: list[_SettleOp]) -> None:
+        """Ack these deliveries (all of the current channel) in as few frames as possible.
+
+        One ``basic_ack(multiple=True)`` covers the longest run of the lowest
+        unsettled tags that are all being acked here (the status updater acks
+        whole batches in delivery order); the rest go one frame each. Fewer
+        frames: fewer writes here and less work for the broker.
+        """
+        channel = acks[0].delivery._channel
+        tags = {op.delivery._tag for op in acks}
+        upto = 0
+        if len(tags) > 1:
+            for tag in sorted(self._unsettled):
+                if tag not in tags:
+                    break
+                upto = tag
+        try:
+            if upto:
+                await channel.basic_ack(upto, multiple=True, wait=False)
+            for tag in tags:
+                if tag > upto:
+                    await channel.basic_ack(tag, wait=False)
+            self._acked += len(acks)
+            self._multi_acks += upto > 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The channel went away under us: the broker redelivers the messages.
+            log.debug("acking %d deliveries failed (%r): they will be redelivered", len(acks), exc)
+            self._stale += len(acks)
+        self._unsettled -= tags
+        for op in acks:
             op.finish()
 
     # -- tools (asyncio side) --------------------------------------------------

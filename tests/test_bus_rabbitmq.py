@@ -397,6 +397,57 @@ async def wait_until(predicate: Callable[[], bool], interval: float = 0.01) -> N
         await trio.sleep(interval)
 
 
+async def test_concurrent_acks_go_as_one_frame_but_never_cover_an_unsettled_delivery(
+    config: BusConfig,
+) -> None:
+    """Acks of a run of deliveries share one multiple=True frame; one held back is
+    not swept up by it: it is redelivered when its channel goes."""
+    async with opened(config, "email-server") as server:
+        events = [send_event(i) for i in range(12)]
+        for event in events:
+            await server.publish_send(event)
+        with trio.fail_after(5):
+            taken = [await server.next_send() for _ in events]
+        held, run, later = taken[0], taken[1:6], taken[6:]
+        # Acks from many tasks at once, as the status updater makes them.
+        async with trio.open_nursery() as nursery:
+            for delivery in later:
+                nursery.start_soon(delivery.ack)
+        async with trio.open_nursery() as nursery:
+            for delivery in run:
+                nursery.start_soon(delivery.ack)
+        stats = server.statistics()
+        assert stats.acked == 11
+        assert stats.multi_acks == 0, "held (the lowest tag) is unsettled: no run may start below it"
+        await held.ack()  # now held, and with it everything, can be covered
+        more = [send_event(100 + i) for i in range(6)]
+        for event in more:
+            await server.publish_send(event)
+        with trio.fail_after(5):
+            batch = [await server.next_send() for _ in more]
+        async with trio.open_nursery() as nursery:
+            for delivery in batch:
+                nursery.start_soon(delivery.ack)
+        assert server.statistics().multi_acks >= 1
+        # Hold one back again, ack those above it, and drop the connection.
+        last = [send_event(200 + i) for i in range(4)]
+        for event in last:
+            await server.publish_send(event)
+        with trio.fail_after(5):
+            kept, *acked = [await server.next_send() for _ in last]
+        async with trio.open_nursery() as nursery:
+            for delivery in acked:
+                nursery.start_soon(delivery.ack)
+        assert await close_connections_named(server.connection_name) == 1
+        with trio.fail_after(15):
+            again = await server.next_send()
+        assert again.message_id == kept.message_id and again.redelivered
+        await again.ack()
+        await nothing_arrives(server.next_send, 0.5)
+        depths = await server.queue_depths()
+        assert depths[config.send_queue] == 0
+
+
 async def test_consumer_and_publisher_survive_a_connection_drop(config: BusConfig) -> None:
     """Drop the consumer's connection, then the publisher's, while messages flow.
 
