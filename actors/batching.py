@@ -6,6 +6,7 @@ index about 10x single index), so writers collect work and flush it together.
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
@@ -75,6 +76,7 @@ class BatchingActor(Actor[Any], Generic[T]):
         self.replies: list[Reply | None] = []
         self.generation = 0
         self.flushes = 0  # batches written; flushed / flushes is the mean batch size
+        self._last_flush = -math.inf
         self.flushed = 0
 
     async def add(self, item: T, reply: Reply | None) -> None:
@@ -94,7 +96,7 @@ class BatchingActor(Actor[Any], Generic[T]):
         if (
             len(self.items) >= self.batch_size
             or self.batch_ms <= 0
-            or self.ctx.mailbox_depth() == 0
+            or (self.ctx.mailbox_depth() == 0 and not self._busy())
         ):
             await self._flush()
         elif first:
@@ -119,6 +121,15 @@ class BatchingActor(Actor[Any], Generic[T]):
                 first = True
         await self._after_add(first)
 
+    # Off by default: a writer whose latency matters flushes whenever its mailbox is empty.
+    linger: ClassVar[bool] = False
+
+    def _busy(self) -> bool:
+        """With ``linger``: the last batch was written less than ``batch_ms`` ago, so
+        items keep coming; let this batch fill for up to ``batch_ms`` (fewer, larger
+        writes). Under light load the last flush is long past and nothing waits."""
+        return self.linger and trio.current_time() - self._last_flush < self.batch_ms / 1000
+
     async def _timer(self, generation: int) -> None:
         await trio.sleep(self.batch_ms / 1000)
         if generation == self.generation:
@@ -134,6 +145,7 @@ class BatchingActor(Actor[Any], Generic[T]):
         self.generation += 1
         self.flushes += 1
         self.flushed += len(items)
+        self._last_flush = trio.current_time()
         try:
             results = await self.flush(items)
         except Exception as exc:

@@ -119,6 +119,7 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
     """
 
     accepts: ClassVar[tuple[type, ...]] = (StatusUpdate, Flush)
+    linger = True  # nobody waits on a status update but the broker: fewer, larger writes
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 
 import msgspec
 import pytest
+import trio
 
 from actors.batching import BatchingActor, Flush
 from runtime import ChildSpec, SupervisorSpec
@@ -69,3 +70,31 @@ async def test_a_failed_batch_fails_the_whole_add_many(actor_system):
     ref = await _spawn(actor_system, batches)
     with pytest.raises(Fail):
         await ref.ask(Put([1, -1, 2]))
+
+
+class Lingering(Doubler):
+    linger = True
+
+
+async def test_linger_flushes_at_once_when_idle_and_fills_batches_under_load(
+    actor_system, autojump_clock
+):
+    batches: list[list[int]] = []
+    await actor_system.spawn(
+        SupervisorSpec("l", [ChildSpec("doubler", Lingering, args=(batches, 100))])
+    )
+    ref = actor_system.lookup("l/doubler")
+    t0 = trio.current_time()
+    assert await ref.ask(1) == 2  # idle: no wait at all
+    assert trio.current_time() == t0
+    # Right after a flush more items come, one by one: they wait for batch_ms together.
+    async with trio.open_nursery() as nursery:
+        for i in (2, 3, 4):
+            nursery.start_soon(ref.ask, i)
+            await trio.sleep(0.001)
+    assert batches == [[1], [2, 3, 4]]
+    assert trio.current_time() - t0 == pytest.approx(0.005, abs=1e-6)  # batch_ms after the first
+    await trio.sleep(1)  # long idle again: the next one goes at once
+    t1 = trio.current_time()
+    assert await ref.ask(5) == 10
+    assert trio.current_time() == t1 and batches[-1] == [5]
