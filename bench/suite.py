@@ -72,17 +72,68 @@ def _headline(name: str, r: dict[str, Any]) -> str:
 
 
 def run(quick: bool, only: set[str] | None, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
-    from . import bridge, embedded, runtime
-
     want = set(NAMES) if not only else only
     unknown = want - set(NAMES)
     if unknown:
         raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}")
     results: dict[str, Any] = {}
+    broker = None
+    if want & (DISTRIBUTED | {"bridge"}):
+        broker = _broker(results, want & (DISTRIBUTED | {"bridge"}))
+        if broker is None:
+            want = want - DISTRIBUTED - {"bridge"}
+    try:
+        return _run(quick, want, results, broker.url if broker else "", progress)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _broker(results: dict[str, Any], names: set[str]) -> Any:
+    """RabbitMQ for the bridge and distributed benchmarks: the running one, else started.
+
+    A broker started here (``rabbitmq-server -detached`` or a container) is stopped
+    again at the end; one that was already running is left alone. The cluster's
+    processes get its URL through MAILACTORS__BUS__URL.
+    """
+    from actors.localservices import ServiceMissing, rabbitmq_service
+
+    try:
+        service = rabbitmq_service()
+    except ServiceMissing as exc:
+        for name in names:
+            results[name] = {"error": str(exc)}
+        return None
+    if service.how == "rabbitmq-server":
+        service.stop = _stop_rabbitmq_server
+    os.environ["MAILACTORS__BUS__URL"] = service.url
+    return service
+
+
+def _stop_rabbitmq_server() -> None:
+    import shutil
+    import subprocess
+
+    ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+    subprocess.run([ctl, "stop"], capture_output=True, timeout=120, check=False)
+
+
+def _run(
+    quick: bool,
+    want: set[str],
+    results: dict[str, Any],
+    broker_url: str,
+    progress: Callable[[str, int], Callable[[int], None]],
+) -> dict[str, Any]:
+    from . import bridge, embedded, runtime
+
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("actor_hop", lambda: runtime.actor_hop(quick)),
         ("snapshot", lambda: runtime.snapshot(quick)),
-        ("bridge", lambda: bridge.measure(n=1500 if quick else 3000, rounds=1 if quick else 3)),
+        (
+            "bridge",
+            lambda: bridge.measure(n=1500 if quick else 3000, url=broker_url, rounds=1 if quick else 3),
+        ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
     ]
     for name, job in jobs:
