@@ -9,6 +9,7 @@ else, whatever it is given.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -97,6 +98,26 @@ def normalize_recipient(recipient: Any) -> str:
     RFC 5321 limits are enforced on what would be sent: the local part in UTF-8
     octets and the domain in its ASCII (IDNA) form.
     """
+    if type(recipient) is str:
+        ok, value = _checked_address(recipient)
+        if ok:
+            return value
+        raise InvalidField("recipient", value)
+    return _normalize_recipient(recipient)
+
+
+@functools.lru_cache(maxsize=16384)
+def _checked_address(recipient: str) -> tuple[bool, str]:
+    """``(True, normalized)`` or ``(False, reason)``: a pure function of the string,
+    cached, since one address is checked by auth and again by the email server
+    (the same process when embedded), and again on every retry."""
+    try:
+        return True, _normalize_recipient(recipient)
+    except InvalidField as exc:
+        return False, exc.reason
+
+
+def _normalize_recipient(recipient: Any) -> str:
     address = _text("recipient", recipient, header=True)
     if not address:
         raise InvalidField("recipient", "is required")
