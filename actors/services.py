@@ -35,7 +35,7 @@ from .operations import open_operations, worker_index
 from .safeguards import open_send_guards, throttle_options
 from .sweeper import sweeper_settings
 from .templates import TemplateRenderer
-from .wiring import make_provider, make_store, sender_settings
+from .wiring import make_provider, make_store, sender_settings, settle_heap
 
 log = logging.getLogger("mailactors.services")
 
@@ -89,6 +89,7 @@ async def _serve(
         ):
             for tree in trees:
                 await system.spawn(tree)
+            settle_heap()
             print(f"{READY} {service} pid={os.getpid()}", flush=True)
             log.info("%s ready", service)
             if ready is not None:

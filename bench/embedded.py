@@ -10,7 +10,7 @@ import trio
 
 from actors.auth import RequestEmail
 from actors.schema import Status
-from actors.wiring import Embedded, open_embedded
+from actors.wiring import Embedded, open_embedded, settle_heap
 from config import load_config
 from runtime._aio import run_with_asyncio_host
 
@@ -26,6 +26,7 @@ async def _run(n: int, directory: str, concurrency: int) -> dict[str, Any]:
         },
     )
     async with open_embedded(config, grpc=False) as app:
+        settle_heap()  # as run_embedded does once started
         await _drive(app, 200, concurrency)  # warm up: imports, caches, first batches
         t0 = time.perf_counter()
         ids = await _drive(app, n, concurrency)
