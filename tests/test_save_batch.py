@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from grpclib import GRPCError
 from grpclib import Status as GrpcStatus
 from grpclib.server import Server
