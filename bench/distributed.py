@@ -417,7 +417,7 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                         f"DATA replies, pool {POOL}, ideal = pool / (4 x 50 ms) as the issue defines it",
                     }
             if want("memory"):
-                results["memory"] = await _memory(work, es_url, http, 10_000 if quick else 100_000, progress)
+                results["memory"] = await _memory(work, es_url, http, 5_000 if quick else 100_000, progress)
     return results
 
 
