@@ -61,7 +61,10 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     if name == "embedded_e2e":
         return f"{r['emails_per_s']:,} emails/s, p50 {r['p50_ms']} ms"
     if name == "distributed_e2e":
-        return f"{r['emails_per_s']:,}/s vs raw aiosmtplib {r['raw_aiosmtplib_per_s']:,}/s = {r['ratio']}x"
+        return (
+            f"{r['emails_per_s']:,}/s vs raw aiosmtplib {r['raw_aiosmtplib_per_s']:,}/s = {r['ratio']}x "
+            f"(SMTP transport alone {r['raw_transport_per_s']:,}/s; CPU {r['cpu_ms_per_email_total']} ms/email)"
+        )
     if name == "latency":
         return f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms at {r['rate_per_s']}/s"
     if name == "slow_provider":
