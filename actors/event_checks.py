@@ -34,7 +34,7 @@ from .schema import (
     send_event_decoder,
     status_event_decoder,
 )
-from .validation import InvalidField, validate_event, validate_event_rendered, validate_request
+from .validation import InvalidField, validate_event_rendered, validate_request
 
 if TYPE_CHECKING:
     from config import LimitsConfig
@@ -50,8 +50,6 @@ __all__ = [
     "check_document",
     "check_event_id",
     "check_idempotency_key",
-    "check_send_content",
-    "check_send_content_rendered",
     "check_send_envelope",
     "check_status_event",
     "decode_send_event",
@@ -142,18 +140,6 @@ def check_send_envelope(event: EmailSendEvent) -> None:
     _check_aware(event.requested_at, "requestedAt")
 
 
-def check_send_content(event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer) -> str:
-    """The request's own fields, exactly as auth checks them; the normalized recipient."""
-    return validate_event(event, limits, renderer)
-
-
-def check_send_content_rendered(
-    event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer
-) -> RenderedEmail:
-    """``check_send_content``, returning the email it rendered to check the event."""
-    return validate_event_rendered(event, limits, renderer)[1]
-
-
 def decode_send_event(body: bytes, limits: LimitsConfig) -> EmailSendEvent:
     """Bytes from the bus to an event whose envelope is sound, or BadMessage with the reason."""
     size = len(body)
@@ -235,7 +221,7 @@ async def screen_send_delivery(
         await delivery.reject(str(exc))
         return None
     try:
-        rendered = check_send_content_rendered(event, limits, renderer)
+        _, rendered = validate_event_rendered(event, limits, renderer)
     except Exception as exc:  # validate_request raises InvalidField only; be sure of it
         if isinstance(exc, InvalidField):
             why = str(exc)
