@@ -68,3 +68,44 @@ class GrpcioClient:
 def status_of(reply: Any) -> tuple[grpc.StatusCode, str]:
     assert isinstance(reply, grpc.RpcError), f"expected an error, got {reply!r}"
     return reply.code(), reply.details() or ""  # type: ignore[attr-defined]
+
+
+def send_from_another_process(port: int, token: str, requests: list[bytes], times: int) -> dict[str, int]:
+    """Send each serialized RequestEmail ``times`` times over from this process: what
+    ``python -m tests.grpcio_support`` runs, so that grpcio's own memory is not the server's."""
+    client = GrpcioClient(port, token)
+    codes: dict[str, int] = {}
+    try:
+        for _ in range(times):
+            for request in requests:
+                reply = client.call_sync("RequestEmail", request, timeout=5)
+                name = reply.code().name if isinstance(reply, grpc.RpcError) else "OK"  # type: ignore[attr-defined]
+                codes[name] = codes.get(name, 0) + 1
+    finally:
+        client.close()
+    return codes
+
+
+async def run_sender(port: int, token: str, requests: list[bytes], times: int) -> dict[str, int]:
+    """``send_from_another_process`` in a child process; returns its status counts."""
+    import sys
+
+    import msgspec
+
+    result = await trio.run_process(
+        [sys.executable, "-m", "tests.grpcio_support", str(port), token, str(times)],
+        stdin=msgspec.msgpack.encode(requests),
+        capture_stdout=True,
+    )
+    counts: dict[str, int] = msgspec.json.decode(result.stdout)
+    return counts
+
+
+if __name__ == "__main__":
+    import sys
+
+    import msgspec
+
+    port, token, times = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    requests = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=list[bytes])
+    sys.stdout.buffer.write(msgspec.json.encode(send_from_another_process(port, token, requests, times)))
