@@ -93,7 +93,7 @@ def request_limits(limits: LimitsConfig) -> RequestLimits:
 # -- step 2: compressed messages --------------------------------------------------------
 
 
-class IntakeServer(Server):  # type: ignore[misc]
+class IntakeServer(Server):
     """A grpclib ``Server`` whose handlers can see the request headers.
 
     grpclib passes the headers of a request to its own dispatch only (and drops
@@ -110,7 +110,7 @@ class IntakeServer(Server):  # type: ignore[misc]
             stream.request_headers = headers
             accept(stream, headers, release_stream)
 
-        handler.accept = accept_with_headers
+        handler.accept = accept_with_headers  # type: ignore[method-assign]
         return protocol
 
 
