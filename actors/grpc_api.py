@@ -28,7 +28,7 @@ from runtime._aio import AsyncioEdge, current_edge
 from .auth import RequestAccepted, RequestEmail
 from .edges import SearchQuery, StoreUnavailable
 from .event_checks import check_document, check_event_id
-from .grpc_security import max_request_bytes, recv_request
+from .grpc_intake import MAX_SAVE_BATCH, IntakeServer, recv_request, request_limits
 from .integration import IntegrationApi
 from .proto_convert import (
     ConversionError,
@@ -47,7 +47,6 @@ from .validation import InvalidField
 log = logging.getLogger("mailactors.grpc")
 
 MAX_PAGE_SIZE = 500
-MAX_SAVE_BATCH = 1000  # documents in one SaveEmails call
 
 
 async def _call(edge: AsyncioEdge, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -76,7 +75,7 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
         self.edge = edge
         self.renderer = renderer
         self.limits = limits or LimitsConfig()
-        self.max_request_bytes = max_request_bytes(self.limits)
+        self.intake = request_limits(self.limits)
 
     def _document(self, message: Any) -> EmailDocument:
         """A document as it may be stored, or InvalidField/ConversionError saying why not."""
@@ -93,7 +92,7 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
         return document
 
     async def SaveEmail(self, stream: Any) -> None:
-        request = await recv_request(stream, self.max_request_bytes)
+        request = await recv_request(stream, self.intake)
         try:
             document = self._document(request.document)
         except (InvalidField, ConversionError) as exc:
@@ -109,7 +108,7 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
 
     async def SaveEmails(self, stream: Any) -> None:
         """SaveEmail for many documents: each is checked and saved on its own."""
-        request = await recv_request(stream, self.max_request_bytes)
+        request = await recv_request(stream, self.intake)
         if len(request.documents) > MAX_SAVE_BATCH:
             raise GRPCError(
                 GrpcStatus.INVALID_ARGUMENT,
@@ -134,7 +133,7 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
         await stream.send_message(email_pb2.SaveEmailsResponse(results=results))
 
     async def GetEmail(self, stream: Any) -> None:
-        request = await recv_request(stream, self.max_request_bytes)
+        request = await recv_request(stream, self.intake)
         try:
             check_event_id(request.event_id, "event_id")
         except InvalidField as exc:
@@ -145,7 +144,7 @@ class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[mis
         await stream.send_message(email_pb2.GetEmailResponse(document=document_to_proto(document)))
 
     async def SearchEmails(self, stream: Any) -> None:
-        request = await recv_request(stream, self.max_request_bytes)
+        request = await recv_request(stream, self.intake)
         try:
             query = search_query_from_proto(request)
         except (ValueError, OverflowError) as exc:  # a Timestamp past year 9999
@@ -189,10 +188,10 @@ class AuthService(email_grpc.AuthServiceBase):  # type: ignore[misc]
     ) -> None:
         self.requests = requests
         self.edge = edge
-        self.max_request_bytes = max_request_bytes(limits or LimitsConfig())
+        self.intake = request_limits(limits or LimitsConfig())
 
     async def RequestEmail(self, stream: Any) -> None:
-        request = await recv_request(stream, self.max_request_bytes)
+        request = await recv_request(stream, self.intake)
         try:
             msg = RequestEmail(
                 recipient=request.recipient,
@@ -255,7 +254,7 @@ class GrpcServer(Actor[Any]):
     async def started(self) -> None:
         edge = current_edge()
         self.edge = edge
-        self.server = Server(self.build(self, edge))
+        self.server = IntakeServer(self.build(self, edge))
         if self.token:
             require_token(self.server, self.token)
         await edge.run(self.server.start, self.host, self.port, ssl=self.ssl)

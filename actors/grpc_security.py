@@ -10,21 +10,20 @@
   ``grpc_api.require_token`` before any handler runs; clients send it with
   :func:`bearer_metadata`.
 - grpclib reads a whole request into memory, however large its length prefix
-  says it is; :func:`recv_request` refuses one larger than the configured
-  limits allow (RESOURCE_EXHAUSTED) before reading its body, and answers a body
-  that does not decode with INVALID_ARGUMENT.
+  says it is; :func:`recv_request` (from ``grpc_intake``, which says how a
+  request is taken in) refuses one larger than the configured limits allow
+  (RESOURCE_EXHAUSTED) before reading its body, bounds counts and sizes before
+  parsing, and answers a body that does not decode with INVALID_ARGUMENT.
 """
 
 from __future__ import annotations
 
 import ssl
-import struct
-from typing import TYPE_CHECKING, Any
-
-from grpclib import GRPCError
-from grpclib import Status as GrpcStatus
+from typing import TYPE_CHECKING
 
 from config import ConfigError
+
+from .grpc_intake import recv_request
 
 if TYPE_CHECKING:
     from config import GrpcConfig, LimitsConfig
@@ -83,44 +82,3 @@ def client_ssl_context(grpc: GrpcConfig) -> ssl.SSLContext | None:
 def bearer_metadata(token: str | None) -> dict[str, str] | None:
     """The call metadata that carries ``token``; None when there is none to send."""
     return {"authorization": f"Bearer {token}"} if token else None
-
-
-async def recv_request(stream: Any, max_bytes: int) -> Any:
-    """``stream.recv_message()`` for a unary request, refusing one over ``max_bytes`` unread.
-
-    It reads the 5-byte gRPC message prefix itself (grpclib has no size limit
-    and would buffer whatever length the prefix announces); HTTP/2 flow control
-    then keeps what the client pushed at most one window (4 MiB) in memory.
-    """
-    raw = getattr(stream, "_stream", None)
-    codec = getattr(stream, "_codec", None)
-    recv_type = getattr(stream, "_recv_type", None)
-    dispatch = getattr(stream, "_dispatch", None)
-    if raw is None or codec is None or recv_type is None or dispatch is None:
-        message = await stream.recv_message()  # another grpclib: check after the fact
-        if message is not None and message.ByteSize() > max_bytes:
-            raise GRPCError(GrpcStatus.RESOURCE_EXHAUSTED, _too_big(message.ByteSize(), max_bytes))
-        return message
-    prefix = await raw.recv_data(5)
-    if len(prefix) < 5:
-        raise GRPCError(GrpcStatus.INVALID_ARGUMENT, "request: no message")
-    compressed, length = struct.unpack(">?I", prefix)
-    if compressed:
-        raise GRPCError(GrpcStatus.UNIMPLEMENTED, "request: compressed messages are not supported")
-    if length > max_bytes:
-        raise GRPCError(GrpcStatus.RESOURCE_EXHAUSTED, _too_big(length, max_bytes))
-    data = await raw.recv_data(length)
-    if len(data) != length:
-        raise GRPCError(GrpcStatus.INVALID_ARGUMENT, "request: message cut short")
-    try:
-        message = codec.decode(data, recv_type)
-    except Exception:  # protobuf's DecodeError, or nesting past its recursion limit
-        raise GRPCError(
-            GrpcStatus.INVALID_ARGUMENT, f"request: not a valid {recv_type.__name__}"
-        ) from None
-    (message,) = await dispatch.recv_message(message)
-    return message
-
-
-def _too_big(size: int, limit: int) -> str:
-    return f"request: {size} bytes, more than the limit of {limit}"

@@ -54,6 +54,7 @@ from .edges import (
     apply_status,
 )
 from .schema import EmailDocument, EmailStatusEvent, Status
+from .validation import search_recipient
 
 __all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError"]
 
@@ -380,7 +381,8 @@ class ElasticsearchStore:
             raise ValueError(f"page_size: must be 1..{_MAX_PAGE - 1}, got {query.page_size}")
         filters: list[dict[str, Any]] = []
         for field, value in (
-            ("recipient", query.recipient),
+            # stored normalized by auth; found however the caller writes it
+            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
             ("status", query.status.value if query.status is not None else None),
             ("category", query.category),
         ):

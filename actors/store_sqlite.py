@@ -44,6 +44,7 @@ from .edges import (
     apply_status,
 )
 from .schema import EmailDocument, EmailStatusEvent, Status, document_decoder
+from .validation import search_recipient
 
 __all__ = ["SqliteStore"]
 
@@ -287,7 +288,8 @@ class SqliteStore:
         where: list[str] = []
         params: list[Any] = []
         for column, value in (
-            ("recipient", query.recipient),
+            # stored normalized by auth; found however the caller writes it
+            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
             ("status", query.status.value if query.status is not None else None),
             ("category", query.category),
         ):

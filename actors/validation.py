@@ -35,6 +35,7 @@ __all__ = [
     "CATEGORY_PATTERN",
     "InvalidField",
     "normalize_recipient",
+    "search_recipient",
     "validate_event",
     "validate_event_rendered",
     "validate_request",
@@ -104,6 +105,18 @@ def normalize_recipient(recipient: Any) -> str:
             return value
         raise InvalidField("recipient", value)
     return _normalize_recipient(recipient)
+
+
+def search_recipient(recipient: str) -> str:
+    """The form a search must look for: what ``normalize_recipient`` stores for it.
+
+    A caller searches for the address as they wrote it (``Case.X@Example.COM``)
+    while it is stored normalized (``Case.X@example.com``). A string that is not
+    a valid address is looked for as written: no checked request is stored under
+    it, and a search is no place to refuse input.
+    """
+    ok, value = _checked_address(recipient)
+    return value if ok else recipient
 
 
 @functools.lru_cache(maxsize=16384)
