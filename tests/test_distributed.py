@@ -31,7 +31,7 @@ from actors.schema import EmailDocument, Status
 from protos import email_grpc, email_pb2
 from runtime._aio import AsyncioEdge, open_asyncio_edge
 
-from .services import free_port, start_noida_elasticsearch
+from .services import free_port, local_broker_ctl, start_noida_elasticsearch
 from .smtp_servers import CapturingServer, FaultServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -308,16 +308,15 @@ async def test_a_killed_worker_is_restarted_and_its_messages_redelivered(
 async def test_broker_restart_mid_stream_loses_nothing_and_sends_nothing_twice(
     tmp_path, elasticsearch_url, rabbitmq_url, edge
 ):
-    if not rabbitmq_url.startswith("amqp://guest:guest@127.0.0.1"):
-        pytest.skip("restarts only the local broker")
+    ctl = local_broker_ctl(rabbitmq_url, "a broker restart")
     with CapturingServer() as smtp:
         env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
         async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
             client = Client(edge, cluster)
             ids = [await client.request(f"user{i}@example.com") for i in range(30)]
-            await trio.run_process(["rabbitmqctl", "-q", "stop_app"])
-            await trio.run_process(["rabbitmqctl", "-q", "start_app"])
-            await trio.run_process(["rabbitmqctl", "-q", "await_startup"])
+            await trio.run_process([ctl, "-q", "stop_app"])
+            await trio.run_process([ctl, "-q", "start_app"])
+            await trio.run_process([ctl, "-q", "await_startup"])
             ids += [await client.request(f"after{i}@example.com") for i in range(30)]
             docs = await client.wait_all_terminal(ids, timeout=120)
         received = event_ids_received(smtp)

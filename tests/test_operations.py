@@ -28,6 +28,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from .services import local_broker_ctl
 from .smtp_servers import CapturingServer
 from .test_distributed import ROOT, Cluster, cluster_env, delete_topology, event_ids_received
 
@@ -370,16 +371,15 @@ def connect_as_nobody(path: Path) -> str:
 @pytest.fixture
 def broker_user(rabbitmq_url: str) -> Iterator[tuple[str, str]]:
     """A RabbitMQ user with a password of its own, so that the test can look for it in logs."""
-    if not rabbitmq_url.startswith("amqp://guest:guest@127.0.0.1") or not shutil.which("rabbitmqctl"):
-        pytest.skip("needs the local broker and rabbitmqctl")
+    ctl = local_broker_ctl(rabbitmq_url, "a broker user of the test's own")
     user, password = f"ma-test-{uuid.uuid4().hex[:8]}", f"brokerpw-{uuid.uuid4().hex}"
-    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True, capture_output=True)
+    subprocess.run([ctl, "-q", "add_user", user, password], check=True, capture_output=True)
     try:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", "/", user, ".*", ".*", ".*"],
+        subprocess.run([ctl, "-q", "set_permissions", "-p", "/", user, ".*", ".*", ".*"],
                        check=True, capture_output=True)
         yield user, password
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
+        subprocess.run([ctl, "-q", "delete_user", user], capture_output=True)
 
 
 def accept_login(user: str, password: str) -> Any:
