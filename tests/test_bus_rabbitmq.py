@@ -46,6 +46,8 @@ from actors.schema import (
 )
 from config._model import BusConfig
 from runtime._aio import AsyncioEdge, open_asyncio_edge
+from tests.protocols import assert_implements
+from tests.services import local_broker_ctl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIERS = (1.0, 5.0)
@@ -172,10 +174,9 @@ async def test_round_trip_of_both_event_types(config: BusConfig) -> None:
         assert depths[server.delay_queue_name(1.0)] == 0
         stats = server.statistics()
         assert stats.connected and stats.acked == 1 and stats.published == 1
-        # Both implement the edges' protocols (checked by mypy).
-        as_bus: Bus = server
-        as_delivery: Delivery = got
-        assert as_bus is server and as_delivery is got
+        # Both implement the edges' protocols (members, parameters, async-ness).
+        assert_implements(server, Bus)
+        assert_implements(got, Delivery)
 
     # Acked means gone: a fresh consumer gets nothing.
     async with opened(config, "email-server") as server, opened(config, "integration") as integ:
@@ -183,13 +184,23 @@ async def test_round_trip_of_both_event_types(config: BusConfig) -> None:
         await nothing_arrives(integ.next_status, 0.2)
 
 
-async def test_queues_are_quorum_with_a_delivery_limit(config: BusConfig) -> None:
-    async with opened(config, "email-server") as server:
-        args = server._work_queue_arguments(config.send_queue)
-    assert args["x-queue-type"] == "quorum"
-    assert args["x-delivery-limit"] == config.max_deliveries - 1
-    assert args["x-dead-letter-exchange"] == config.dead_letter_exchange
-    assert args["x-dead-letter-routing-key"] == config.send_queue
+async def test_queues_are_quorum_with_a_delivery_limit(config: BusConfig, rabbitmq_url: str) -> None:
+    # Ask the broker what was declared, not the code that builds the arguments.
+    local_broker_ctl(rabbitmq_url, "rabbitmqctl list_queues")
+    async with opened(config, "email-server"), opened(config, "integration"):
+        listed = await rabbitmqctl(
+            "list_queues", "name", "type", "durable", "arguments", "--formatter", "json"
+        )
+    queues = {q["name"]: q for q in json.loads(listed)}
+    for work_queue in (config.send_queue, config.status_queue):
+        q = queues[work_queue]
+        assert q["type"] == "quorum" and q["durable"] is True, q
+        args = {key: value for key, _amqp_type, value in q["arguments"]}  # [key, type, value]
+        assert args["x-queue-type"] == "quorum"
+        assert args["x-delivery-limit"] == config.max_deliveries - 1
+        assert args["x-dead-letter-exchange"] == config.dead_letter_exchange
+        assert args["x-dead-letter-routing-key"] == work_queue
+    assert queues[config.dead_letter_queue]["durable"] is True
 
 
 async def test_unroutable_publish_raises(config: BusConfig) -> None:

@@ -282,10 +282,18 @@ async def test_console_and_metrics_against_a_running_distributed_system(
                 assert name in screen, name
 
             # -- the metrics endpoints count what was sent
-            await trio.sleep(1.5)  # the last status updates reach the store
             ports = {"integration": metrics_base, "auth": metrics_base + 1,
                      "email-server-0": metrics_base + 2, "email-server-1": metrics_base + 3}
-            scraped = {name: await trio.to_thread.run_sync(scrape, port) for name, port in ports.items()}
+            scraped: dict[str, Any] = {}
+
+            async def counted_everything() -> bool:
+                # the last status updates reach the store a moment after the last send
+                for name, port in ports.items():
+                    scraped[name] = await trio.to_thread.run_sync(scrape, port)
+                return total(scraped["integration"], "mailactors_emails_total",
+                             service="integration", status="SENT") >= len(ids)
+
+            await wait_until(counted_everything, 30, "integration to count every email SENT")
         received = event_ids_received(smtp)
 
     n = len(ids)
