@@ -597,6 +597,7 @@ async def _open_iterator(queue: Any) -> Any:
     return queue.iterator()
 
 
+@pytest.mark.services
 async def test_rabbitmq_round_trip_through_trio_asyncio_edge(rabbitmq_url: str) -> None:
     with trio.fail_after(30):
         async with open_asyncio_edge() as edge:
@@ -604,6 +605,7 @@ async def test_rabbitmq_round_trip_through_trio_asyncio_edge(rabbitmq_url: str) 
             await _rabbitmq_round_trip(rabbitmq_url, edge)
 
 
+@pytest.mark.services
 def test_rabbitmq_round_trip_through_guest_edge(rabbitmq_url: str) -> None:
     async def main() -> None:
         with trio.fail_after(30):

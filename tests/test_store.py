@@ -70,7 +70,7 @@ async def settle(store: AnyStore) -> None:
         await store.refresh()
 
 
-@pytest.fixture(params=["sqlite", "elasticsearch"])
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], AnyStore]:
     if request.param == "sqlite":
         path = tmp_path / "nested" / "dir" / "emails.sqlite3"
@@ -465,6 +465,7 @@ async def test_es_outage_after_open_is_unavailable(mode: str) -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.services
 async def test_es_version_conflict_is_read_again_and_reapplied(
     elasticsearch_url: str, elasticsearch_index: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
