@@ -33,6 +33,7 @@ from actors.localservices import (
 __all__ = [
     "Service",
     "ServiceMissing",
+    "close_connections_of",
     "docker_available",
     "elasticsearch_service",
     "free_port",
@@ -83,3 +84,22 @@ def rabbitmqctl(ctl: str, *args: str, timeout: float = 60.0) -> str:
     if done.returncode != 0:
         raise AssertionError(f"rabbitmqctl {' '.join(args)}: {done.returncode} {done.stderr}")
     return done.stdout
+
+
+def close_connections_of(ctl: str, pid: int) -> int:
+    """Close, from the broker side, every AMQP connection that process ``pid`` opened.
+
+    Others may be using the broker (and the services all name their connections
+    ``mailactors-<role>``), so a connection is matched by its client port, one of
+    the ports ``pid`` holds now. Returns how many were closed.
+    """
+    from tests.processes import tcp_local_ports
+
+    ports = tcp_local_ports(pid)
+    closed = 0
+    for line in rabbitmqctl(ctl, "-s", "list_connections", "pid", "peer_port").splitlines():
+        erlang_pid, _, peer_port = line.partition("\t")
+        if peer_port.strip().isdigit() and int(peer_port) in ports:
+            rabbitmqctl(ctl, "close_connection", erlang_pid, "test: connection dropped during DATA")
+            closed += 1
+    return closed
