@@ -213,6 +213,7 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             worker0 = services["email-server-0"]
             assert worker0["intake"]["paused"] is False
             queues = worker0["info"]["queues"]
+            assert queues is not None, worker0["info"].get("queues_error")
             assert env["MAILACTORS__BUS__SEND_QUEUE"] in queues
             assert env["MAILACTORS__BUS__DEAD_LETTER_QUEUE"] in queues
             buckets_reported = [a for a in worker0["snapshot"]["actors"]
