@@ -10,7 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
@@ -63,6 +63,7 @@ class StoreUnavailable(Exception):
     """The store cannot be reached now; the caller keeps the work and retries."""
 
 
+@runtime_checkable
 class Store(Protocol):
     """Where email documents live. Integration is its only writer."""
 
@@ -182,6 +183,7 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     stage: str | None = None
 
 
+@runtime_checkable
 class Provider(Protocol):
     name: str
 
@@ -198,6 +200,7 @@ class Provider(Protocol):
 # -- bus -----------------------------------------------------------------------
 
 
+@runtime_checkable
 class Delivery(Protocol):
     """One message taken from the bus; settle it exactly once."""
 
@@ -223,6 +226,7 @@ class BusUnavailable(BusError):
     """The broker cannot be reached now; the caller keeps the work and retries."""
 
 
+@runtime_checkable
 class Bus(Protocol):
     """Carries EmailSendEvents and EmailStatusEvents between the services."""
 

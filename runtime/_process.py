@@ -6,7 +6,9 @@ only when the child prints a ready marker. If the child exits on its own the
 actor fails, and its supervisor restarts it with backoff within its intensity.
 A graceful stop sends SIGTERM and waits for the child; if the supervisor's
 shutdown timeout runs out first the actor is cancelled and the child killed,
-so no child outlives its supervisor.
+so no child outlives its supervisor. The child runs in a session of its own, and
+its whole process group is killed once it is gone or cancelled, so nothing it
+started is orphaned either.
 """
 
 from __future__ import annotations
@@ -102,8 +104,11 @@ class ProcessActor(Actor[Any]):
             if proc.returncode is None:
                 # Cancelled (hard stop or our own failure): never leave the child behind.
                 with trio.CancelScope(shield=True):
+                    _kill_group(proc.pid)
                     proc.kill()
                     await proc.wait()
+            # Whatever the child started and left in its session would be orphaned now.
+            _kill_group(proc.pid)
         if not self.stopping_now:
             raise ProcessExited(
                 f"{self.ctx.path}: process {proc.pid} exited with {code}; last output:\n"
@@ -118,6 +123,14 @@ class ProcessActor(Actor[Any]):
         self.stopping_now = True
         proc.send_signal(signal.SIGTERM)
         await proc.wait()
+
+
+def _kill_group(pgid: int) -> None:
+    """SIGKILL the child's process group (its own session: pgid == its pid)."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is already empty
 
 
 def python_argv(*args: str) -> list[str]:

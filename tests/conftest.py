@@ -9,6 +9,10 @@ from runtime.testing import actor_system  # noqa: F401  (fixture)
 from tests.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
 from tests.ses_servers import _moto_server, aws_env, moto_ses  # noqa: F401  (fixtures)
 
+# REQUIRE_SERVICES=1 fails a run that skips anything (tests/require_services.py).
+pytest_plugins = ["tests.require_services"]
+
+
 # -- real services (tests/services.py finds or starts them) -----------------------
 
 

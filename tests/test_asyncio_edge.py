@@ -483,15 +483,26 @@ def test_run_with_asyncio_host_passes_the_clock() -> None:
     assert run_with_asyncio_host(main, clock=trio.testing.MockClock(autojump_threshold=0)) >= 3600
 
 
+@pytest.mark.timeout(30)
 def test_wait_all_tasks_blocked_works_under_guest() -> None:
     # The fast driver skips I/O polls it does not need; not this zero-timeout one.
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(trio.sleep_forever)
-            await trio.testing.wait_all_tasks_blocked()
-            nursery.cancel_scope.cancel()
+    async def main() -> list[str]:
+        steps: list[str] = []
 
-    run_with_asyncio_host(main)
+        async def worker() -> None:
+            steps.append("worker ran")
+            await trio.sleep_forever()
+
+        with trio.fail_after(10):  # a missed poll hangs here instead of returning
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker)
+                await trio.testing.wait_all_tasks_blocked()
+                steps.append("all blocked")
+                nursery.cancel_scope.cancel()
+        return steps
+
+    # It returned only once the worker had run and blocked, never before.
+    assert run_with_asyncio_host(main) == ["worker ran", "all blocked"]
 
 
 def test_trio_run_inside_a_running_loop_gets_a_clear_error() -> None:
@@ -586,6 +597,7 @@ async def _open_iterator(queue: Any) -> Any:
     return queue.iterator()
 
 
+@pytest.mark.services
 async def test_rabbitmq_round_trip_through_trio_asyncio_edge(rabbitmq_url: str) -> None:
     with trio.fail_after(30):
         async with open_asyncio_edge() as edge:
@@ -593,6 +605,7 @@ async def test_rabbitmq_round_trip_through_trio_asyncio_edge(rabbitmq_url: str) 
             await _rabbitmq_round_trip(rabbitmq_url, edge)
 
 
+@pytest.mark.services
 def test_rabbitmq_round_trip_through_guest_edge(rabbitmq_url: str) -> None:
     async def main() -> None:
         with trio.fail_after(30):

@@ -46,6 +46,8 @@ from actors.schema import (
 )
 from config._model import BusConfig
 from runtime._aio import AsyncioEdge, open_asyncio_edge
+from tests.protocols import assert_implements
+from tests.services import local_broker_ctl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIERS = (1.0, 5.0)
@@ -139,6 +141,7 @@ async def nothing_arrives(take: Callable[[], Awaitable[RabbitDelivery]], seconds
 # -- behaviour -------------------------------------------------------------------
 
 
+@pytest.mark.services
 async def test_round_trip_of_both_event_types(config: BusConfig) -> None:
     async with (
         opened(config, "email-server") as server,
@@ -172,10 +175,9 @@ async def test_round_trip_of_both_event_types(config: BusConfig) -> None:
         assert depths[server.delay_queue_name(1.0)] == 0
         stats = server.statistics()
         assert stats.connected and stats.acked == 1 and stats.published == 1
-        # Both implement the edges' protocols (checked by mypy).
-        as_bus: Bus = server
-        as_delivery: Delivery = got
-        assert as_bus is server and as_delivery is got
+        # Both implement the edges' protocols (members, parameters, async-ness).
+        assert_implements(server, Bus)
+        assert_implements(got, Delivery)
 
     # Acked means gone: a fresh consumer gets nothing.
     async with opened(config, "email-server") as server, opened(config, "integration") as integ:
@@ -183,15 +185,27 @@ async def test_round_trip_of_both_event_types(config: BusConfig) -> None:
         await nothing_arrives(integ.next_status, 0.2)
 
 
-async def test_queues_are_quorum_with_a_delivery_limit(config: BusConfig) -> None:
-    async with opened(config, "email-server") as server:
-        args = server._work_queue_arguments(config.send_queue)
-    assert args["x-queue-type"] == "quorum"
-    assert args["x-delivery-limit"] == config.max_deliveries - 1
-    assert args["x-dead-letter-exchange"] == config.dead_letter_exchange
-    assert args["x-dead-letter-routing-key"] == config.send_queue
+@pytest.mark.services
+async def test_queues_are_quorum_with_a_delivery_limit(config: BusConfig, rabbitmq_url: str) -> None:
+    # Ask the broker what was declared, not the code that builds the arguments.
+    local_broker_ctl(rabbitmq_url, "rabbitmqctl list_queues")
+    async with opened(config, "email-server"), opened(config, "integration"):
+        listed = await rabbitmqctl(
+            "list_queues", "name", "type", "durable", "arguments", "--formatter", "json"
+        )
+    queues = {q["name"]: q for q in json.loads(listed)}
+    for work_queue in (config.send_queue, config.status_queue):
+        q = queues[work_queue]
+        assert q["type"] == "quorum" and q["durable"] is True, q
+        args = {key: value for key, _amqp_type, value in q["arguments"]}  # [key, type, value]
+        assert args["x-queue-type"] == "quorum"
+        assert args["x-delivery-limit"] == config.max_deliveries - 1
+        assert args["x-dead-letter-exchange"] == config.dead_letter_exchange
+        assert args["x-dead-letter-routing-key"] == work_queue
+    assert queues[config.dead_letter_queue]["durable"] is True
 
 
+@pytest.mark.services
 async def test_unroutable_publish_raises(config: BusConfig) -> None:
     # auth declares the exchange only; nobody has bound a queue to it yet.
     async with opened(config, "auth") as auth:
@@ -214,6 +228,7 @@ async def test_unroutable_publish_raises(config: BusConfig) -> None:
             await delivery.ack()
 
 
+@pytest.mark.services
 async def test_concurrent_publishes_share_crossings(config: BusConfig) -> None:
     async with opened(config, "email-server") as server:
         events = [send_event(i) for i in range(200)]
@@ -232,6 +247,7 @@ async def test_concurrent_publishes_share_crossings(config: BusConfig) -> None:
         assert sorted(seen) == sorted(e.event_id for e in events)
 
 
+@pytest.mark.services
 async def test_cancelled_callers_never_wedge_the_bus(config: BusConfig) -> None:
     """Publishers and consumers cancelled at random points: the rest carry on, nothing is lost."""
     rng = random.Random(7)
@@ -269,6 +285,7 @@ async def test_cancelled_callers_never_wedge_the_bus(config: BusConfig) -> None:
             await server.publish_send(send_event())
 
 
+@pytest.mark.services
 async def test_reject_goes_to_the_dead_letter_queue_with_the_reason(config: BusConfig) -> None:
     async with opened(config, "email-server") as server:
         await server.publish_raw(config.send_queue, b"not json")
@@ -294,6 +311,7 @@ async def test_reject_goes_to_the_dead_letter_queue_with_the_reason(config: BusC
         assert await server.dead_letters(10) == []
 
 
+@pytest.mark.services
 async def test_requeue_redelivers(config: BusConfig) -> None:
     async with opened(config, "email-server") as server:
         event = send_event()
@@ -310,6 +328,7 @@ async def test_requeue_redelivers(config: BusConfig) -> None:
         await nothing_arrives(server.next_send, 0.3)
 
 
+@pytest.mark.services
 async def test_delivery_limit_dead_letters_after_max_deliveries(config: BusConfig) -> None:
     assert config.max_deliveries == 3
     async with opened(config, "email-server") as server:
@@ -332,6 +351,7 @@ async def test_delivery_limit_dead_letters_after_max_deliveries(config: BusConfi
         assert "delivery limit" in letter.reason
 
 
+@pytest.mark.services
 async def test_delayed_publish_arrives_after_the_delay(config: BusConfig) -> None:
     assert delay_tier(0.2, TIERS) == 1.0
     assert delay_tier(7, TIERS) == 5.0
@@ -360,6 +380,7 @@ async def test_open_gives_up_when_the_broker_is_unreachable() -> None:
         assert trio.current_time() - started < 3
 
 
+@pytest.mark.services
 async def test_bus_refuses_work_after_close(config: BusConfig) -> None:
     async with opened(config, "email-server") as server:
         pass
@@ -397,6 +418,7 @@ async def wait_until(predicate: Callable[[], bool], interval: float = 0.01) -> N
         await trio.sleep(interval)
 
 
+@pytest.mark.services
 async def test_concurrent_acks_go_as_one_frame_but_never_cover_an_unsettled_delivery(
     config: BusConfig,
 ) -> None:
@@ -448,6 +470,7 @@ async def test_concurrent_acks_go_as_one_frame_but_never_cover_an_unsettled_deli
         assert depths[config.send_queue] == 0
 
 
+@pytest.mark.services
 async def test_consumer_and_publisher_survive_a_connection_drop(config: BusConfig) -> None:
     """Drop the consumer's connection, then the publisher's, while messages flow.
 
@@ -507,6 +530,7 @@ async def test_consumer_and_publisher_survive_a_connection_drop(config: BusConfi
         assert depths[config.dead_letter_queue] == 0
 
 
+@pytest.mark.services
 async def test_stale_settlements_are_no_ops(config: BusConfig) -> None:
     async with opened(config, "email-server") as server:
         await server.publish_send(send_event())
@@ -522,6 +546,7 @@ async def test_stale_settlements_are_no_ops(config: BusConfig) -> None:
         await nothing_arrives(server.next_send, 0.5)
 
 
+@pytest.mark.services
 async def test_publish_during_an_outage_waits_then_raises_bus_unavailable(
     config: BusConfig,
 ) -> None:
@@ -550,6 +575,7 @@ async def test_publish_during_an_outage_waits_then_raises_bus_unavailable(
 
 
 @pytest.mark.slow
+@pytest.mark.services
 async def test_survives_a_broker_restart(config: BusConfig) -> None:
     """stop_app/start_app: durable quorum queues keep the messages; every bus reconnects.
 
@@ -632,6 +658,7 @@ async def measure(url: str, n: int, concurrency: int = 1, quorum: bool = True) -
     }
 
 
+@pytest.mark.services
 async def test_throughput_under_trio_asyncio(rabbitmq_url: str, edge: AsyncioEdge) -> None:
     n = 3000
     sequential = await measure(rabbitmq_url, n)
@@ -647,6 +674,7 @@ async def test_throughput_under_trio_asyncio(rabbitmq_url: str, edge: AsyncioEdg
 
 
 @pytest.mark.slow
+@pytest.mark.services
 def test_throughput_under_the_guest_edge(rabbitmq_url: str) -> None:
     result = run_child("guest", 3000, rabbitmq_url)
     print(f"\nRabbitBus via guest edge: {result}")
@@ -654,6 +682,7 @@ def test_throughput_under_the_guest_edge(rabbitmq_url: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.services
 def test_behaviour_under_the_guest_edge(rabbitmq_url: str) -> None:
     """The behaviour tests above, again, in a child process under run_with_asyncio_host."""
     result = run_child("guest", 0, rabbitmq_url, "--behaviour")

@@ -28,6 +28,7 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from .services import local_broker_ctl
 from .smtp_servers import CapturingServer
 from .test_distributed import ROOT, Cluster, cluster_env, delete_topology, event_ids_received
 
@@ -212,6 +213,7 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             worker0 = services["email-server-0"]
             assert worker0["intake"]["paused"] is False
             queues = worker0["info"]["queues"]
+            assert queues is not None, worker0["info"].get("queues_error")
             assert env["MAILACTORS__BUS__SEND_QUEUE"] in queues
             assert env["MAILACTORS__BUS__DEAD_LETTER_QUEUE"] in queues
             buckets_reported = [a for a in worker0["snapshot"]["actors"]
@@ -281,10 +283,18 @@ async def test_console_and_metrics_against_a_running_distributed_system(
                 assert name in screen, name
 
             # -- the metrics endpoints count what was sent
-            await trio.sleep(1.5)  # the last status updates reach the store
             ports = {"integration": metrics_base, "auth": metrics_base + 1,
                      "email-server-0": metrics_base + 2, "email-server-1": metrics_base + 3}
-            scraped = {name: await trio.to_thread.run_sync(scrape, port) for name, port in ports.items()}
+            scraped: dict[str, Any] = {}
+
+            async def counted_everything() -> bool:
+                # the last status updates reach the store a moment after the last send
+                for name, port in ports.items():
+                    scraped[name] = await trio.to_thread.run_sync(scrape, port)
+                return total(scraped["integration"], "mailactors_emails_total",
+                             service="integration", status="SENT") >= len(ids)
+
+            await wait_until(counted_everything, 30, "integration to count every email SENT")
         received = event_ids_received(smtp)
 
     n = len(ids)
@@ -370,16 +380,15 @@ def connect_as_nobody(path: Path) -> str:
 @pytest.fixture
 def broker_user(rabbitmq_url: str) -> Iterator[tuple[str, str]]:
     """A RabbitMQ user with a password of its own, so that the test can look for it in logs."""
-    if not rabbitmq_url.startswith("amqp://guest:guest@127.0.0.1") or not shutil.which("rabbitmqctl"):
-        pytest.skip("needs the local broker and rabbitmqctl")
+    ctl = local_broker_ctl(rabbitmq_url, "a broker user of the test's own")
     user, password = f"ma-test-{uuid.uuid4().hex[:8]}", f"brokerpw-{uuid.uuid4().hex}"
-    subprocess.run(["rabbitmqctl", "-q", "add_user", user, password], check=True, capture_output=True)
+    subprocess.run([ctl, "-q", "add_user", user, password], check=True, capture_output=True)
     try:
-        subprocess.run(["rabbitmqctl", "-q", "set_permissions", "-p", "/", user, ".*", ".*", ".*"],
+        subprocess.run([ctl, "-q", "set_permissions", "-p", "/", user, ".*", ".*", ".*"],
                        check=True, capture_output=True)
         yield user, password
     finally:
-        subprocess.run(["rabbitmqctl", "-q", "delete_user", user], capture_output=True)
+        subprocess.run([ctl, "-q", "delete_user", user], capture_output=True)
 
 
 def accept_login(user: str, password: str) -> Any:

@@ -720,5 +720,6 @@ async def test_bus_decoder_property(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 10,000 examples: minutes on a busy two-core machine
 async def test_bus_decoder_property_ten_thousand_examples(tmp_path):
     await run_bus_fuzz(tmp_path, 10_000)

@@ -38,7 +38,7 @@ from config import load_config
 from protos import email_pb2
 
 from .security_support import GrpcClient, make_certs
-from .services import free_port
+from .services import free_port, local_broker_ctl
 from .smtp_servers import CapturingServer
 from .test_distributed import Cluster, cluster_env, edge  # noqa: F401  (edge: fixture)
 from .test_embedded import embedded_config, request, running
@@ -275,15 +275,14 @@ async def test_a_refused_smtp_password_appears_in_no_log_record_or_document(tmp_
 @asynccontextmanager
 async def broker_user(amqp_url: str) -> AsyncIterator[tuple[str, str]]:
     """A RabbitMQ user of the test's own, with a password nothing else knows."""
-    if not amqp_url.startswith("amqp://guest:guest@127.0.0.1"):
-        pytest.skip("creates a user on the local broker only")
+    ctl = local_broker_ctl(amqp_url, "a broker user of the test's own")
     user, password = f"mailactors-test-{uuid.uuid4().hex[:8]}", secret("broker-pw")
-    await trio.run_process(["rabbitmqctl", "-q", "add_user", user, password])
+    await trio.run_process([ctl, "-q", "add_user", user, password])
     try:
-        await trio.run_process(["rabbitmqctl", "-q", "set_permissions", "-p", "/", user, ".*", ".*", ".*"])
+        await trio.run_process([ctl, "-q", "set_permissions", "-p", "/", user, ".*", ".*", ".*"])
         yield user, password
     finally:
-        await trio.run_process(["rabbitmqctl", "-q", "delete_user", user], check=False)
+        await trio.run_process([ctl, "-q", "delete_user", user], check=False)
 
 
 @pytest.mark.services

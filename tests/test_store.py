@@ -27,6 +27,7 @@ from actors.edges import (
 from actors.schema import Attachment, EmailDocument, EmailStatusEvent, Status
 from actors.store_es import MAPPING, ElasticsearchStore
 from actors.store_sqlite import SqliteStore
+from tests.protocols import assert_implements
 from tests.services import free_port
 
 AnyStore = SqliteStore | ElasticsearchStore
@@ -69,7 +70,7 @@ async def settle(store: AnyStore) -> None:
         await store.refresh()
 
 
-@pytest.fixture(params=["sqlite", "elasticsearch"])
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], AnyStore]:
     if request.param == "sqlite":
         path = tmp_path / "nested" / "dir" / "emails.sqlite3"
@@ -92,8 +93,23 @@ async def store(make_store: Callable[[], AnyStore]) -> AsyncIterator[AnyStore]:
 
 
 def test_both_stores_satisfy_the_protocol(tmp_path: Path) -> None:
-    stores: list[Store] = [SqliteStore(tmp_path / "x.db"), ElasticsearchStore("http://x", "i")]
-    assert len(stores) == 2  # the assignment is the check (mypy)
+    for store in (SqliteStore(tmp_path / "x.db"), ElasticsearchStore("http://x", "i")):
+        assert_implements(store, Store)
+
+
+def test_the_protocol_check_can_fail(tmp_path: Path) -> None:
+    class Partial:
+        async def open(self) -> None: ...
+
+    with pytest.raises(AssertionError, match="lacks a member"):
+        assert_implements(Partial(), Store)
+
+    class WrongSignature(SqliteStore):
+        async def get(self, event_id: str, extra: int = 0) -> EmailDocument | None:  # type: ignore[override]
+            return None
+
+    with pytest.raises(AssertionError, match="get"):
+        assert_implements(WrongSignature(tmp_path / "y.db"), Store)
 
 
 # -- saving ----------------------------------------------------------------------
@@ -449,6 +465,7 @@ async def test_es_outage_after_open_is_unavailable(mode: str) -> None:
         nursery.cancel_scope.cancel()
 
 
+@pytest.mark.services
 async def test_es_version_conflict_is_read_again_and_reapplied(
     elasticsearch_url: str, elasticsearch_index: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -489,24 +506,28 @@ async def test_es_version_conflict_is_read_again_and_reapplied(
             await ours.delete_index()
 
 
-# -- throughput (measured and printed, never asserted) -----------------------------
+# -- throughput: everything lands, at no less than a floor far below the measured rate --
+#
+# The figures belong to the bench; here the batches must all land and the rate must
+# not collapse (floors about 1/20 of what these machines measure).
 
 
-async def test_throughput(store: AnyStore, capsys: pytest.CaptureFixture[str]) -> None:
+async def test_batched_writes_all_land_at_a_sane_rate(store: AnyStore) -> None:
     n, batch = 2000, 200
     docs = [make_doc(i) for i in range(n)]
     started = time.perf_counter()
     for start in range(0, n, batch):
-        await store.save_many(docs[start : start + batch])
+        results = await store.save_many(docs[start : start + batch])
+        assert all(r.created for r in results)
     saved = time.perf_counter() - started
     events = [event(d.event_id, Status.SENT) for d in docs]
     started = time.perf_counter()
     for start in range(0, n, batch):
-        await store.apply_status_many(events[start : start + batch])
+        applied_results = await store.apply_status_many(events[start : start + batch])
+        assert {r.outcome for r in applied_results} == {APPLIED}
     applied = time.perf_counter() - started
-    with capsys.disabled():
-        print(
-            f"\n{type(store).__name__}: save_many {n / saved:,.0f} docs/s,"
-            f" apply_status_many {n / applied:,.0f} events/s"
-            f" ({n} in batches of {batch})"
-        )
+    await settle(store)
+    page = await store.search(SearchQuery(status=Status.SENT, page_size=1))
+    assert page.total == n
+    assert n / saved > 100, f"{type(store).__name__}: save_many {n / saved:.0f} docs/s"
+    assert n / applied > 100, f"{type(store).__name__}: apply_status_many {n / applied:.0f} events/s"

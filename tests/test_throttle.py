@@ -310,6 +310,9 @@ async def test_a_throttled_reply_reaches_the_throttler(
 
 
 def test_workers_share_every_budget_and_never_exceed_it_together() -> None:
+    """The split of each budget between workers, as arithmetic. What two real
+    workers do together is measured at the SMTP server in tests/test_distributed.py
+    (test_two_workers_together_keep_a_domain_within_its_rate)."""
     from actors.launcher import worker_env
     from config import load_config
 
