@@ -240,9 +240,7 @@ def encode_address(value: str, used: int) -> str | None:
 
     The address itself is written as it is (UTF-8 in an SMTPUTF8 message).
     """
-    if "=?" in value:
-        return None  # already encoded by the caller: not ours to re-encode
-    parsed = _address_header(value)
+    parsed = _address_header(value)  # decodes a name given as encoded words
     if parsed is None:
         return None
     name, addr_spec = parsed
@@ -284,12 +282,11 @@ def _address_header(value: str) -> tuple[str, str] | None:
     return address.display_name, addr_spec
 
 
-def _address_value(name: str, value: str) -> str:
-    _check_value(name, value)
-    encoded = encode_address(value, len(name) + 2)
-    if encoded is None:
-        raise ValueError(f"{name}: not one email address: {value!r}")
-    return encoded
+def _set_address(msg: EmailMessage, name: str, value: str, encoded: str | None) -> None:
+    if encoded is not None:
+        msg.set_raw(name, encoded)
+    else:  # not one plain address (a group, a list...): as the email package writes it
+        _set_header(msg, name, value)
 
 
 def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> EmailMessage:
@@ -304,13 +301,15 @@ def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> Emai
     value, a malformed or reserved header name, or a malformed attachment type
     (and ``UnicodeEncodeError``, also a ValueError, for a lone surrogate).
     """
-    sender = _address_value("From", email.sender)
-    recipient = _address_value("To", email.recipient)
+    sender = encode_address(_check_value("From", email.sender), len("From: "))
+    recipient = encode_address(_check_value("To", email.recipient), len("To: "))
     # Display names are encoded words, so only the addresses decide SMTPUTF8.
-    ascii_addresses = sender.isascii() and recipient.isascii()
+    ascii_addresses = (sender or email.sender).isascii() and (
+        recipient or email.recipient
+    ).isascii()
     msg = EmailMessage(policy=_SMTP if ascii_addresses else _SMTPUTF8)
-    msg.set_raw("From", sender)
-    msg.set_raw("To", recipient)
+    _set_address(msg, "From", email.sender, sender)
+    _set_address(msg, "To", email.recipient, recipient)
     msg.set_raw("Subject", encode_text(_check_value("Subject", email.subject), len("Subject: ")))
     msg.set_raw("Date", format_datetime(date) if date is not None else _date_now())
     _set_header(msg, "Message-ID", email.message_id)

@@ -157,3 +157,9 @@ def test_usual_headers_are_written_as_before() -> None:
     assert head.startswith(
         b"From: Mailactors <noreply@example.com>\r\nTo: ana@example.org\r\nSubject: Hello\r\n"
     )
+
+
+def test_a_display_name_given_as_encoded_words_is_decoded_and_encoded_again() -> None:
+    out = outgoing(sender="=?utf-8?q?Zo=C3=AB_M=C3=BCller?= <noreply@example.com>")
+    for _, parsed in sent(out):
+        assert parsed["From"].addresses[0].display_name == "Zoë Müller"
