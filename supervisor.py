@@ -2,7 +2,7 @@
 
     python supervisor.py up [--profile embedded]   run until Ctrl-C
     python supervisor.py demo                       run, send three samples, print, exit
-    python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--key KEY]
+    python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--json-var k=JSON ...] [--key KEY]
     python supervisor.py status EVENT_ID            the document, as JSON
     python supervisor.py search [--recipient ..] [--status ..] [--category ..]
     python supervisor.py send --batch FILE          many requests (JSON lines), progress bar
@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -116,16 +117,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # -- gRPC client commands ---------------------------------------------------------
 
 
-def _parse_vars(pairs: list[str]) -> dict[str, Any]:
+def parse_vars(pairs: Sequence[str], json_pairs: Sequence[str] = ()) -> dict[str, Any]:
+    """``--var KEY=VALUE`` (always a string) and ``--json-var KEY=JSON`` (a JSON value).
+
+    A value is text unless the user asks otherwise: guessing JSON turned
+    ``null`` into None and ``12e3`` into 12000.0 in the email.
+    """
     out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--var expects KEY=VALUE, got {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+    options: tuple[tuple[str, Sequence[str]], ...] = (("--var", pairs), ("--json-var", json_pairs))
+    for option, items in options:
+        for pair in items:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"error: {option} expects KEY=VALUE, got {pair!r}")
+            if key in out:
+                raise SystemExit(f"error: variable {key!r} given twice")
+            if option == "--var":
+                out[key] = value
+                continue
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"error: --json-var {key}: not JSON: {exc.msg} ({value!r})") from None
     return out
 
 
@@ -189,12 +202,14 @@ def cmd_send(args: argparse.Namespace) -> int:
         print("error: send needs --to and --template (or --batch FILE)", file=sys.stderr)
         return 2
 
+    variables = parse_vars(args.var, args.json_var)
+
     async def send(channel: Any) -> None:
         stub = email_grpc.AuthServiceStub(channel)
         request = email_pb2.RequestEmailRequest(
             recipient=args.to,
             template=args.template,
-            variables=variables_to_struct(_parse_vars(args.var)),
+            variables=variables_to_struct(variables),
             category=args.category,
         )
         if args.subject is not None:
@@ -281,7 +296,11 @@ def main(argv: list[str] | None = None) -> int:
     send = sub.add_parser("send", help="request one email (through gRPC)")
     send.add_argument("--to")
     send.add_argument("--template")
-    send.add_argument("--var", action="append", default=[], metavar="KEY=VALUE")
+    send.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
+                      help="a template variable, always a string (repeatable)")
+    send.add_argument("--json-var", action="append", default=[], metavar="KEY=JSON",
+                      help='a template variable given as JSON: a number, list, object... '
+                      "(repeatable; null is refused when the template prints it)")
     send.add_argument("--category", default="transactional")
     send.add_argument("--subject")
     send.add_argument("--key", help="idempotency key: a repeat returns the first eventId")

@@ -52,7 +52,8 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Generic, Literal, NamedTuple, TypeVar
@@ -60,12 +61,18 @@ from typing import Any, Generic, Literal, NamedTuple, TypeVar
 import aio_pika
 import aiormq
 import trio
-from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
     AMQPChannelError,
     AuthenticationError,
     ChannelAccessRefused,
+    ChannelLockedResource,
     ChannelNotFoundEntity,
     ChannelPreconditionFailed,
     DeliveryError,
@@ -472,6 +479,7 @@ class RabbitBus:
         self._stale = 0
         self._multi_acks = 0
         self._crossings = 0
+        self._dlq_lock: asyncio.Lock | None = None  # one dead-letter reader per process
 
     # -- names -------------------------------------------------------------------
 
@@ -1111,45 +1119,114 @@ class RabbitBus:
             await _close_quietly(channel)
         return depths
 
-    async def _aio_dead_letters(self, limit: int) -> list[DeadLetter]:
-        channel = await self._aio_tool_channel()
-        letters: list[DeadLetter] = []
-        try:
+    # How the dead-letter queue is read. A queue has no "peek": a reader takes
+    # messages unacknowledged and hands them back. While one reader holds some,
+    # another does not see them (each saw a different random part), and a
+    # quorum queue (3.10) puts what is handed back at its tail, so handing back
+    # a prefix rotated the queue. So readers take turns: each holds an
+    # exclusive queue named after the DLQ as a lock (the broker refuses a
+    # second holder, and drops the lock of a reader that dies), takes the whole
+    # queue in order with one consumer (up to its message count, plus whatever
+    # arrives meanwhile), keeps or acks what it needs, and hands everything
+    # else back with one nack(multiple, requeue): back in the same order.
+    # Only a message dead-lettered in the one round trip between the end of
+    # the read and the hand-back lands ahead of them. A stream would allow true
+    # browsing, but the DLQ must stay a queue: replay removes what it
+    # republishes, and at-least-once dead-lettering targets a queue.
+
+    @asynccontextmanager
+    async def _aio_holding_dead_letters(
+        self, limit: int, confirms: bool = False
+    ) -> AsyncIterator[tuple[AbstractChannel, list[AbstractIncomingMessage]] | None]:
+        """The first ``limit`` dead letters, in order, as the only reader.
+
+        Yields None if there is no dead-letter queue. The whole queue is held
+        during the block; whatever is not acked in it goes back, in its order,
+        when the block ends.
+        """
+        c = self.config
+        if self._dlq_lock is None:
+            self._dlq_lock = asyncio.Lock()
+        deadline = time.monotonic() + max(c.publish_timeout_s, 5.0)
+        async with self._dlq_lock:
+            lock_channel = await self._aio_take_dead_letter_lock(deadline)
+            channel: AbstractChannel | None = None
+            held: list[AbstractIncomingMessage] = []
             try:
-                queue = await channel.declare_queue(self.config.dead_letter_queue, passive=True)
-            except ChannelNotFoundEntity:
-                return []
-            for _ in range(limit):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
-                headers = dict(message.headers or {})
-                letters.append(
-                    DeadLetter(
-                        _origin_queue(headers, message.routing_key or ""),
-                        message.body,
-                        _reason(headers),
-                    )
+                channel = await self._aio_tool_channel(confirms=confirms)
+                try:
+                    queue = await channel.declare_queue(c.dead_letter_queue, passive=True)
+                except ChannelNotFoundEntity:
+                    yield None
+                    return
+                count = int(queue.declaration_result.message_count or 0)
+                if limit > 0 and count > 0:
+                    await channel.set_qos(prefetch_count=0)  # the whole queue, not a prefix
+                    full = asyncio.Event()
+
+                    async def take(message: AbstractIncomingMessage) -> None:
+                        held.append(message)
+                        if len(held) >= count:
+                            full.set()
+
+                    tag = await queue.consume(take, no_ack=False, exclusive=True)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        # Fewer arrive only if a consumer outside this protocol took some.
+                        await asyncio.wait_for(full.wait(), max(0.1, deadline - time.monotonic()))
+                    await queue.cancel(tag)
+                yield channel, held[:limit]
+            finally:
+                if channel is not None and held and not channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        # One nack for every unacked message up to the last tag (if
+                        # the last was acked, all were: nothing to hand back).
+                        await held[-1].nack(multiple=True, requeue=True)
+                if channel is not None:
+                    await _close_quietly(channel)  # returns anything still held
+                with contextlib.suppress(Exception):
+                    await lock_channel.queue_delete(f"{c.dead_letter_queue}.reader-lock")
+                await _close_quietly(lock_channel)
+
+    async def _aio_take_dead_letter_lock(self, deadline: float) -> AbstractChannel:
+        name = f"{self.config.dead_letter_queue}.reader-lock"
+        backoff = 0.02
+        while True:
+            channel = await self._aio_tool_channel()
+            try:
+                await channel.declare_queue(name, exclusive=True, durable=False)
+                return channel
+            except ChannelLockedResource:
+                await _close_quietly(channel)
+            if time.monotonic() + backoff > deadline:
+                raise BusError(
+                    f"another reader holds the dead-letter queue {self.config.dead_letter_queue!r}"
+                    " (a dlq list/replay or a console); try again"
                 )
-        finally:
-            # Closing the channel returns every message we looked at to the queue.
-            await _close_quietly(channel)
-        return letters
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+
+    async def _aio_dead_letters(self, limit: int) -> list[DeadLetter]:
+        async with self._aio_holding_dead_letters(limit) as holding:
+            if holding is None:
+                return []
+            return [
+                DeadLetter(
+                    _origin_queue(dict(m.headers or {}), m.routing_key or ""),
+                    m.body,
+                    _reason(dict(m.headers or {})),
+                )
+                for m in holding[1]
+            ]
 
     async def _aio_replay_dead_letters(self, n: int) -> int:
         c = self.config
         routes = {c.send_queue: c.send_exchange, c.status_queue: c.status_exchange}
-        channel = await self._aio_tool_channel(confirms=True)
         replayed = 0
-        try:
-            try:
-                queue = await channel.declare_queue(c.dead_letter_queue, passive=True)
-            except ChannelNotFoundEntity:
+        async with self._aio_holding_dead_letters(n, confirms=True) as holding:
+            if holding is None:
                 return 0
-            for _ in range(n):
-                message = await queue.get(no_ack=False, fail=False)
-                if message is None:
-                    break
+            channel, messages = holding
+            for message in messages:
                 headers = dict(message.headers or {})
                 origin = _origin_queue(headers, message.routing_key or "")
                 if origin in routes:
@@ -1175,16 +1252,12 @@ class RabbitBus:
                         republished, routing_key, mandatory=True, timeout=c.publish_timeout_s
                     )
                 except Exception as exc:
-                    with contextlib.suppress(Exception):
-                        await message.nack(requeue=True)
                     raise BusError(
                         f"could not replay a dead letter from {origin!r} to "
                         f"{exchange_name!r}/{routing_key!r}: {exc!r}"
                     ) from exc
                 await message.ack()
                 replayed += 1
-        finally:
-            await _close_quietly(channel)
         return replayed
 
 

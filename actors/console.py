@@ -39,7 +39,7 @@ from rich.text import Text
 from config import Config
 from runtime import ControlClient, ControlError, ControlRefused
 
-__all__ = ["Target", "add_arguments", "discover", "fetch", "main_console", "render"]
+__all__ = ["Target", "add_arguments", "discover", "fetch", "fetch_dead_letters", "main_console", "render"]
 
 CALL_TIMEOUT = 15.0
 STATE_STYLES = {
@@ -122,6 +122,32 @@ async def fetch(
     async with trio.open_nursery() as nursery:
         for target in targets:
             nursery.start_soon(one, target)
+    return dict(sorted(results.items())), dict(sorted(errors.items()))
+
+
+async def fetch_dead_letters(
+    targets: list[Target], limit: int
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Every target's runtime dead letters, and the bus's dead-letter queue read once.
+
+    The broker's DLQ is one queue shared by every service: asked through all of
+    them it was read by each at once. The first target that answers reads it;
+    the others are asked for their runtime dead letters only.
+    """
+    results: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    rest = list(targets)
+    while rest:
+        first = rest.pop(0)
+        answer, error = await fetch([first], "dead_letters", limit=limit)
+        results.update(answer)
+        errors.update(error)
+        if answer:
+            break
+    if rest:
+        answer, error = await fetch(rest, "dead_letters", limit=limit, external=False)
+        results.update(answer)
+        errors.update(error)
     return dict(sorted(results.items())), dict(sorted(errors.items()))
 
 
@@ -410,7 +436,7 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
             console.print(f"[red]no running service found in {where}[/red]")
         return 0 if results and not errors else 1
     if args.dead_letters:
-        results, errors = await fetch(targets, "dead_letters", limit=args.limit)
+        results, errors = await fetch_dead_letters(targets, args.limit)
         if args.json:
             _print_json({"dead_letters": results, "errors": errors})
         else:

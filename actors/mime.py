@@ -4,6 +4,12 @@ Every provider sends the same bytes, so the message is built in one place, with
 the standard library's ``email`` package (``policy.SMTP``: CRLF line ends, RFC
 2047 encoded words for non-ASCII headers, folded long lines).
 
+Subject, display names and other text headers are encoded here, not by the
+``email`` package: when it folds a long non-ASCII value it puts the fold between
+two encoded words where the text had a space, and RFC 2047 section 6.2 tells
+every decoder to drop whitespace between encoded words, so the space was lost.
+:func:`encode_text` encodes the spaces inside the words instead.
+
 Header values are validated long before they get here, but this is the last
 point before the wire, so it refuses CR, LF and NUL in any header value itself
 (``ValueError`` naming the header) rather than trust that: a line break in a
@@ -12,12 +18,14 @@ header is a header injection, and the ``email`` package would only fold it.
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 import secrets
 import time
+import urllib.parse
 from datetime import UTC, datetime
-from email import headerregistry
+from email import errors, headerregistry
 from email.message import EmailMessage, MIMEPart
 from email.policy import EmailPolicy
 from email.utils import format_datetime
@@ -29,6 +37,8 @@ __all__ = [
     "EVENT_ID_HEADER",
     "RESERVED_HEADERS",
     "build_message",
+    "encode_address",
+    "encode_text",
     "message_id_for",
     "needs_smtputf8",
     "render_bytes",
@@ -111,7 +121,12 @@ def _parse_header(factory: Any, name: str, value: str) -> str:
 
 _Part = TypeVar("_Part", bound=MIMEPart)
 
-_SMTP = _Policy(linesep="\r\n", header_factory=_CachingHeaderRegistry())
+# refold_source="none": a value set raw (already encoded and folded by
+# encode_text / encode_address) is written exactly as it is, never re-folded
+# by the email package, so both renderings write the same bytes.
+_SMTP = _Policy(
+    linesep="\r\n", header_factory=_CachingHeaderRegistry(), refold_source="none"
+)
 # For internationalised addresses (RFC 6531/6532): headers stay UTF-8, which
 # needs a server that offers SMTPUTF8; encoded words are not allowed in addresses.
 _SMTPUTF8 = _SMTP.clone(utf8=True)
@@ -150,6 +165,130 @@ def _set_header(msg: EmailMessage, name: str, value: str) -> None:
         msg[name] = value
 
 
+# Printable ASCII that no decoder changes: no "=?" (it could read as an encoded
+# word), no tab, no space at either end (header parsers strip it).
+_PLAIN_TEXT = re.compile(r"(?!.*=\?)[!-~](?:[ -~]*[!-~])?")
+# A display name written as it is: atext words (RFC 5322) joined by single spaces,
+# without "=" and "?" (no encoded-word look-alike).
+_PLAIN_PHRASE = re.compile(r"[A-Za-z0-9!#$%&'*+\-/^_`{|}~]+(?: [A-Za-z0-9!#$%&'*+\-/^_`{|}~]+)*")
+_EW_MAX = 75  # RFC 2047 section 2: an encoded word is at most 75 characters
+_EW_OVERHEAD = len("=?utf-8?b??=")
+
+
+def encode_text(value: str, used: int) -> str:
+    """``value`` as a header value that every RFC 2047 decoder reads back exactly.
+
+    ``used`` is how much of the first line is taken (``len("Subject: ")``).
+    Plain printable ASCII is kept readable, folded at its spaces (unfolding
+    gives the same text back); anything else is a run of base64 encoded words,
+    one per line, with every space of the text inside them. The fold between
+    two encoded words is then the only whitespace there, and dropping it, as
+    decoders must, gives back exactly the text. Lines stay within 78 characters.
+    """
+    if _PLAIN_TEXT.fullmatch(value):
+        if used + len(value) <= _MAX_RAW:
+            return value
+        folded = _fold_at_spaces(value, used)
+        if folded is not None:
+            return folded
+    return _encoded_words(value, used)
+
+
+def _encoded_words(value: str, used: int) -> str:
+    """Base64 encoded words, one per line, each holding whole characters."""
+    words = []
+    budget = _MAX_RAW - used
+    chunk: list[bytes] = []
+    size = 0
+    for char in value:
+        data = char.encode("utf-8")
+        # base64 of n bytes is 4*ceil(n/3) characters.
+        if chunk and _EW_OVERHEAD + 4 * -(-(size + len(data)) // 3) > budget:
+            words.append(_encoded_word(b"".join(chunk)))
+            chunk, size, budget = [], 0, min(_EW_MAX, _MAX_RAW - 1)
+        chunk.append(data)
+        size += len(data)
+    words.append(_encoded_word(b"".join(chunk)))
+    return "\r\n ".join(words)
+
+
+def _encoded_word(data: bytes) -> str:
+    return "=?utf-8?b?" + base64.b64encode(data).decode("ascii") + "?="
+
+
+def _fold_at_spaces(value: str, used: int) -> str | None:
+    """Fold before spaces so that lines fit in 78 characters; None if a word is too long."""
+    lines: list[str] = []
+    line = ""
+    room = _MAX_RAW - used
+    for i, word in enumerate(value.split(" ")):
+        piece = word if i == 0 else " " + word
+        if len(line) + len(piece) <= room:
+            line += piece
+            continue
+        if i == 0 or not line.strip(" ") or len(piece) > _MAX_RAW:
+            return None  # a word longer than a line, or a fold that would leave a blank line
+        lines.append(line)
+        line, room = piece, _MAX_RAW
+    lines.append(line)
+    return "\r\n".join(lines)
+
+
+def encode_address(value: str, used: int) -> str | None:
+    """A one-address header value (``Name <addr>`` or ``addr``) with its display name
+    encoded as :func:`encode_text` does; None if ``value`` is not one address.
+
+    The address itself is written as it is (UTF-8 in an SMTPUTF8 message).
+    """
+    parsed = _address_header(value)  # decodes a name given as encoded words
+    if parsed is None:
+        return None
+    name, addr_spec = parsed
+    if not name:
+        return addr_spec
+    if _PLAIN_PHRASE.fullmatch(name) and used + len(name) + len(addr_spec) + 3 <= _MAX_RAW:
+        return f"{name} <{addr_spec}>"
+    if _PLAIN_TEXT.fullmatch(name.strip(" ") or "=?"):
+        # Printable ASCII: a quoted string keeps every space and character.
+        phrase = '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    else:
+        # One encoded word, even past RFC 2047's 75 characters: between two
+        # encoded words in a phrase RFC decoders drop the space and Python's
+        # email keeps it, so any split changes the name for one of them.
+        phrase = _encoded_word(name.encode("utf-8"))
+    if used + len(phrase) > _MAX_RAW:
+        phrase = "\r\n " + phrase
+        used = 1
+    if used + len(phrase.lstrip()) + len(addr_spec) + 3 <= _MAX_RAW:
+        return f"{phrase} <{addr_spec}>".lstrip("\r\n ")
+    return f"{phrase}\r\n <{addr_spec}>".lstrip("\r\n ")
+
+
+@functools.lru_cache(maxsize=256)
+def _address_header(value: str) -> tuple[str, str] | None:
+    try:
+        header = _SMTP.header_factory("To", value)
+        addresses = header.addresses
+    except Exception:  # the parser raises various errors on garbage; fall back
+        return None
+    # A non-ASCII local part is a "defect" only without SMTPUTF8, which it gets.
+    defects = [d for d in header.defects if not isinstance(d, errors.NonASCIILocalPartDefect)]
+    if len(addresses) != 1 or defects:
+        return None
+    address = addresses[0]
+    addr_spec: str = address.addr_spec
+    if not address.username or "\r" in addr_spec or "\n" in addr_spec:
+        return None
+    return address.display_name, addr_spec
+
+
+def _set_address(msg: EmailMessage, name: str, value: str, encoded: str | None) -> None:
+    if encoded is not None:
+        msg.set_raw(name, encoded)
+    else:  # not one plain address (a group, a list...): as the email package writes it
+        _set_header(msg, name, value)
+
+
 def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> EmailMessage:
     """Build the MIME message for ``email``.
 
@@ -162,11 +301,16 @@ def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> Emai
     value, a malformed or reserved header name, or a malformed attachment type
     (and ``UnicodeEncodeError``, also a ValueError, for a lone surrogate).
     """
-    ascii_addresses = email.sender.isascii() and email.recipient.isascii()
+    sender = encode_address(_check_value("From", email.sender), len("From: "))
+    recipient = encode_address(_check_value("To", email.recipient), len("To: "))
+    # Display names are encoded words, so only the addresses decide SMTPUTF8.
+    ascii_addresses = (sender or email.sender).isascii() and (
+        recipient or email.recipient
+    ).isascii()
     msg = EmailMessage(policy=_SMTP if ascii_addresses else _SMTPUTF8)
-    _set_header(msg, "From", email.sender)
-    _set_header(msg, "To", email.recipient)
-    _set_header(msg, "Subject", email.subject)
+    _set_address(msg, "From", email.sender, sender)
+    _set_address(msg, "To", email.recipient, recipient)
+    msg.set_raw("Subject", encode_text(_check_value("Subject", email.subject), len("Subject: ")))
     msg.set_raw("Date", format_datetime(date) if date is not None else _date_now())
     _set_header(msg, "Message-ID", email.message_id)
     _set_header(msg, EVENT_ID_HEADER, email.event_id)
@@ -283,7 +427,26 @@ def _attachment_part(filename: str, content_type: str, data: bytes) -> MIMEPart:
         )
     part = MIMEPart(policy=_SMTP)
     part.set_content(data, maintype=maintype, subtype=subtype, filename=filename)
+    if "=?" in filename:
+        # The email package writes it as a quoted string, which decoders read as
+        # an encoded word; RFC 2231's percent-encoding is read back as it is.
+        del part["Content-Disposition"]
+        part.set_raw("Content-Disposition", "attachment;" + _rfc2231("filename", filename))
     return part
+
+
+def _rfc2231(name: str, value: str) -> str:
+    """``name*0*=utf-8''...`` continuations (RFC 2231), one folded line each."""
+    pieces = [urllib.parse.quote(c, safe="!#$&+-.^_`|~") for c in value]
+    segments: list[str] = []
+    current = "utf-8''"
+    for piece in pieces:
+        if len(current) + len(piece) > _MAX_RAW - len(f" {name}*99*=;"):
+            segments.append(current)
+            current = ""
+        current += piece
+    segments.append(current)
+    return ";".join(f"\r\n {name}*{i}*={seg}" for i, seg in enumerate(segments))
 
 
 def needs_smtputf8(msg: EmailMessage) -> bool:
@@ -307,12 +470,14 @@ def render_bytes(msg: EmailMessage, *, eight_bit: bool = True) -> bytes:
 # The generator cost ~50 us a message (a policy clone and a buffer per part, the
 # Content-Type parsed to dispatch). The messages build_message makes without the
 # content manager are written here instead, with the generator's exact bytes:
-# raw short printable-ASCII headers (which the policy writes as they are), text
+# raw printable-ASCII headers, folded or not (the policy writes them as they are), text
 # parts and multipart/alternative or mixed of them. Anything else (a header
-# object, a long or non-ASCII value, an attachment, 8-bit text for a 7-bit
+# object, a raw non-ASCII value, an attachment, 8-bit text for a 7-bit
 # server, a preamble...) makes _render_simple return False, and the generator
 # writes the whole message.
-_SIMPLE_HEADER = re.compile(r"[!-9;-~]+: [\t -~]*")
+# A header line, or one folded by encode_text / encode_address (written as is:
+# the policy never re-folds a raw value).
+_SIMPLE_HEADER = re.compile(r"[!-9;-~]+: [\t -~]*(?:\r\n[\t ][\t -~]*)*")
 _SIMPLE_TEXT = re.compile(r'text/(?:plain|html); charset="utf-8"')
 _SIMPLE_MULTIPART = re.compile(r'multipart/(?:alternative|mixed); boundary="(=_[0-9a-f]{24})"')
 _NEWLINES = re.compile(rb"\r\n|\r|\n")  # the generator's line ends (generator.NLCRE)
@@ -331,7 +496,9 @@ def _render_simple(part: MIMEPart, eight_bit: bool, out: list[bytes], depth: int
         if type(value) is not str:  # a parsed header object folds itself
             return False
         line = f"{name}: {value}"
-        if len(line) > _MAX_RAW or not _SIMPLE_HEADER.fullmatch(line):
+        if not _SIMPLE_HEADER.fullmatch(line) or (
+            len(line) > _MAX_RAW and max(map(len, line.split("\r\n"))) > _MAX_BODY_LINE
+        ):
             return False
         if content_type is None and name.lower() == "content-type":
             content_type = value

@@ -9,7 +9,15 @@ Each non-blank line is one request::
 to auth's gRPC API, ``--concurrency`` at a time; one JSON line per request is
 printed on stdout as its answer comes (``{"line": 3, "eventId": ..., "duplicate":
 false}`` or ``{"line": 4, "error": "INVALID_ARGUMENT: recipient: ..."}``), the
-progress bar and the summary go to stderr. Exit status 1 if any request failed.
+progress bar and the summary go to stderr.
+
+A request whose connection is lost (the server stopped, or was never there) has
+no answer: it may or may not have been accepted. It is reported
+``{"line": 7, "unanswered": "..."}``, no request is started after that, and the
+summary lists the answered, refused and unanswered lines. Exit status: 0 every
+request accepted, 1 every request answered but some refused (or bad lines),
+3 some requests unanswered (resend those lines; with idempotency keys a resend
+never sends twice).
 """
 
 from __future__ import annotations
@@ -22,9 +30,13 @@ from typing import Any, TextIO
 
 from .progress import progress_bar
 
-__all__ = ["parse_line", "read_batch", "send_batch"]
+__all__ = ["EXIT_OK", "EXIT_REFUSED", "EXIT_UNANSWERED", "line_ranges", "parse_line",
+           "read_batch", "send_batch"]
 
 UNAVAILABLE_RETRIES = 3
+EXIT_OK = 0
+EXIT_REFUSED = 1  # every request answered, some refused
+EXIT_UNANSWERED = 3  # some requests got no answer: their outcome is unknown
 
 
 class BatchLineError(ValueError):
@@ -81,6 +93,29 @@ def read_batch(path: str | Path) -> list[tuple[int, dict[str, Any] | BatchLineEr
     return items
 
 
+class _Tally:
+    """What happened to each line: accepted, refused (with a reason) or unanswered."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+        self.duplicates = 0
+        self.refused: list[int] = []
+        self.unanswered: list[int] = []
+        self.lost: str | None = None  # why the connection is gone, once it is
+        self.reached = False  # the server answered at least once
+
+
+def line_ranges(lines: list[int]) -> str:
+    """``[1, 2, 3, 7, 9, 10]`` -> ``"1-3, 7, 9-10"``."""
+    out: list[str] = []
+    for n in sorted(lines):
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ", ".join(out)
+
+
 async def _send_all(
     host: str,
     port: int,
@@ -90,14 +125,14 @@ async def _send_all(
     out: TextIO,
     quiet: bool,
     ssl: Any,
-) -> tuple[int, int, int]:
+) -> _Tally:
     from grpclib.client import Channel
-    from grpclib.exceptions import GRPCError
+    from grpclib.exceptions import GRPCError, ProtocolError, StreamTerminatedError
 
     from actors.proto_convert import variables_to_struct
     from protos import email_grpc, email_pb2
 
-    ok = duplicates = failed = 0
+    tally = _Tally()
     channel = Channel(host, port, ssl=ssl)
     stub = email_grpc.AuthServiceStub(channel)
     slots = asyncio.Semaphore(concurrency)
@@ -110,7 +145,6 @@ async def _send_all(
         with progress_bar("sending", total=len(items), unit="emails", disable=quiet) as bar:
 
             async def one(number: int, item: dict[str, Any] | BatchLineError) -> None:
-                nonlocal ok, duplicates, failed
                 try:
                     if isinstance(item, BatchLineError):
                         raise item
@@ -118,6 +152,10 @@ async def _send_all(
                     fields["variables"] = variables_to_struct(fields["variables"])
                     request = email_pb2.RequestEmailRequest(**fields)
                     async with slots:
+                        if tally.lost is not None:
+                            tally.unanswered.append(number)
+                            emit({"line": number, "unanswered": f"not sent: {tally.lost}"})
+                            return
                         for attempt in range(UNAVAILABLE_RETRIES + 1):
                             try:
                                 reply = await stub.RequestEmail(request, metadata=metadata, timeout=60)
@@ -127,23 +165,37 @@ async def _send_all(
                                     raise
                                 await asyncio.sleep(0.2 * 2**attempt)
                     emit({"line": number, "eventId": reply.event_id, "duplicate": reply.duplicate})
-                    ok += 1
-                    duplicates += bool(reply.duplicate)
+                    tally.reached = True
+                    tally.accepted.append(number)
+                    tally.duplicates += bool(reply.duplicate)
                 except GRPCError as exc:
-                    failed += 1
+                    tally.reached = True
+                    tally.refused.append(number)
                     emit({"line": number, "error": f"{exc.status.name}: {exc.message}"})
                 except (BatchLineError, ValueError, TypeError) as exc:
-                    failed += 1
+                    tally.refused.append(number)
                     emit({"line": number, "error": f"bad request: {exc}"})
+                except (StreamTerminatedError, ProtocolError, OSError) as exc:
+                    # The connection is gone: this request may or may not have been
+                    # taken, and nothing more is started (it would only fail too).
+                    reason = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                    if tally.lost is None:
+                        tally.lost = reason
+                    tally.unanswered.append(number)
+                    emit({"line": number, "unanswered": reason})
+                except TimeoutError:
+                    tally.unanswered.append(number)
+                    emit({"line": number, "unanswered": "no answer within 60 s"})
                 finally:
                     bar.advance()
-                    if failed:
-                        bar.note(f"[red]{failed} failed[/red]")
+                    problems = len(tally.refused) + len(tally.unanswered)
+                    if problems:
+                        bar.note(f"[red]{problems} not accepted[/red]")
 
             await asyncio.gather(*(one(n, item) for n, item in items))
     finally:
         channel.close()
-    return ok, duplicates, failed
+    return tally
 
 
 def send_batch(
@@ -157,7 +209,7 @@ def send_batch(
     quiet: bool = False,
     ssl: Any = None,
 ) -> int:
-    """Send every request of ``path``; return the exit status (0: all accepted).
+    """Send every request of ``path``; return the exit status (see the module docstring).
 
     ``ssl``: the client TLS context (``grpc_security.client_ssl_context``), None for plaintext.
     """
@@ -169,14 +221,27 @@ def send_batch(
     if not items:
         print(f"error: {path} holds no requests", file=sys.stderr)
         return 1
-    try:
-        ok, duplicates, failed = asyncio.run(
-            _send_all(host, port, metadata, items, max(1, concurrency), out or sys.stdout, quiet, ssl)
-        )
-    except OSError as exc:
-        print(f"error: no mailactors service at {host}:{port} ({exc}); "
-              "start one with `python supervisor.py up`", file=sys.stderr)
-        return 1
-    print(f"{ok} accepted ({duplicates} repeats of an idempotency key), {failed} failed",
-          file=sys.stderr)
-    return 1 if failed else 0
+    tally = asyncio.run(
+        _send_all(host, port, metadata, items, max(1, concurrency), out or sys.stdout, quiet, ssl)
+    )
+    if tally.lost is not None:
+        if tally.reached:
+            print(f"error: the connection to {host}:{port} was lost ({tally.lost}); "
+                  "the server stopped during the batch", file=sys.stderr)
+        else:
+            print(f"error: no mailactors service at {host}:{port} ({tally.lost}); "
+                  "start one with `python supervisor.py up`", file=sys.stderr)
+    answered = len(tally.accepted) + len(tally.refused)
+    parts = [f"{len(tally.accepted)} accepted ({tally.duplicates} repeats of an idempotency key)"]
+    if tally.refused:
+        parts.append(f"{len(tally.refused)} refused (lines {line_ranges(tally.refused)})")
+    else:
+        parts.append("0 refused")
+    if tally.unanswered:
+        parts.append(f"{len(tally.unanswered)} unanswered (lines {line_ranges(tally.unanswered)})")
+    print(f"{len(items)} requests, {answered} answered: " + ", ".join(parts), file=sys.stderr)
+    if tally.unanswered:
+        print("unanswered requests may or may not have been accepted: resend those lines "
+              "(with a key, a resend never sends twice)", file=sys.stderr)
+        return EXIT_UNANSWERED
+    return EXIT_REFUSED if tally.refused else EXIT_OK

@@ -47,6 +47,18 @@ _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 _MISSING_ATTR = re.compile(r"has no attribute '([^']+)'")
 
 
+class _NonePrinted(Exception):
+    """A ``{{ ... }}`` evaluated to None (JSON null, or an unset gRPC Value)."""
+
+
+def _refuse_none(value: Any) -> Any:
+    # Printed, None reads "None" in the email. A template can still test it
+    # ({% if name %}) or give a default ({{ name or "there" }}); only printing fails.
+    if value is None:
+        raise _NonePrinted
+    return value
+
+
 def _has_line_break(value: Any, depth: int = 0) -> bool:
     """True if a string anywhere inside ``value`` holds CR, LF or NUL."""
     if isinstance(value, str):
@@ -160,6 +172,7 @@ class TemplateRenderer:
             auto_reload=False,
             cache_size=-1,
             keep_trailing_newline=True,  # bodies keep their final newline; subjects are stripped
+            finalize=_refuse_none,
         )
         self._compiled: dict[str, _Compiled] = {}
         for entry in sorted(self.directory.iterdir()):
@@ -283,6 +296,15 @@ class TemplateRenderer:
         except SecurityError as exc:
             raise RenderError(
                 name, f"unsafe operation in {part} stopped by the sandbox: {exc}", cause=exc
+            ) from None
+        except _NonePrinted as exc:
+            nulls = sorted(k for k, v in context.items() if v is None)
+            if len(nulls) == 1:
+                message = f"variable {nulls[0]!r} is null and is printed in {part}"
+            else:
+                message = f"a null value is printed in {part} (null variables: {', '.join(nulls) or 'none at the top level'})"
+            raise RenderError(
+                name, message, variable=nulls[0] if len(nulls) == 1 else None, cause=exc
             ) from None
         except Exception as exc:  # any other failure of a template is a RenderError too
             raise RenderError(

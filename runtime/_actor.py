@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import trio
 
+from ._errors import ActorStopped
 from ._ref import ActorRef, Cell, _Ask, _Reply
 from ._snapshot import ActorState
 
@@ -68,7 +69,8 @@ class ActorContext:
         if inc.current is None:
             raise RuntimeError(f"actor {self.path!r}: reply_later() outside an ask")
         inc.deferred = True
-        return Reply(inc.current)
+        inc.owed[inc.current] = inc.current_type
+        return Reply(inc.current, inc.owed)
 
     def stop(self) -> None:
         """End this actor normally once the message in hand is done.
@@ -83,18 +85,25 @@ class ActorContext:
 
 
 class Reply:
-    """A deferred answer to one ``ask``; answer it exactly once."""
+    """A deferred answer to one ``ask``; the first answer counts.
 
-    __slots__ = ("_slot",)
+    If the incarnation that took it ends before answering, the asker gets
+    :class:`ActorStopped` at once rather than waiting out its timeout.
+    """
 
-    def __init__(self, slot: _Reply) -> None:
+    __slots__ = ("_slot", "_owed")
+
+    def __init__(self, slot: _Reply, owed: dict[_Reply, type]) -> None:
         self._slot = slot
+        self._owed = owed
 
     def set(self, value: object) -> None:
         self._slot.set(value)
+        self._owed.pop(self._slot, None)
 
     def fail(self, error: BaseException) -> None:
         self._slot.fail(error)
+        self._owed.pop(self._slot, None)
 
 
 class Actor(Generic[M]):
@@ -126,7 +135,17 @@ class Actor(Generic[M]):
 class _Incarnation:
     """Runs one incarnation of an actor: start, message loop, graceful stop."""
 
-    __slots__ = ("cell", "actor", "stop_requested", "busy", "idle_scope", "current", "deferred")
+    __slots__ = (
+        "cell",
+        "actor",
+        "stop_requested",
+        "busy",
+        "idle_scope",
+        "current",
+        "current_type",
+        "deferred",
+        "owed",
+    )
 
     def __init__(self, cell: Cell, actor: Actor[Any]) -> None:
         self.cell = cell
@@ -135,7 +154,11 @@ class _Incarnation:
         self.busy = False
         self.idle_scope = trio.CancelScope()
         self.current: _Reply | None = None
+        self.current_type: type = object
         self.deferred = False
+        # Replies taken with reply_later() and not answered yet, with the
+        # request's type for the error: all fail when the incarnation ends.
+        self.owed: dict[_Reply, type] = {}
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -144,6 +167,16 @@ class _Incarnation:
             self.idle_scope.cancel()
 
     async def run(self, system: ActorSystem, task_status: trio.TaskStatus[None]) -> None:
+        try:
+            await self._run(system, task_status)
+        finally:
+            # Runs after the nursery closed: no task of this incarnation can
+            # answer any more, so whoever still waits is told now.
+            owed, self.owed = self.owed, {}
+            for slot, msg_type in owed.items():
+                slot.fail(ActorStopped(self.cell.path, msg_type, "ended"))
+
+    async def _run(self, system: ActorSystem, task_status: trio.TaskStatus[None]) -> None:
         cell = self.cell
         actor = self.actor
         async with trio.open_nursery() as nursery:
@@ -161,12 +194,21 @@ class _Incarnation:
                     self.busy = True
                     if type(item) is _Ask:
                         self.current = reply = item.reply
+                        self.current_type = type(item.msg)
                         self.deferred = False
                         try:
                             value = await handle(item.msg)
-                        except BaseException as exc:
+                        except Exception as exc:
                             if not self.deferred:
                                 reply.fail(exc)
+                            raise
+                        except BaseException:
+                            # Cancelled belongs to this actor's scopes, never the
+                            # caller's: the caller learns the actor went away.
+                            if not self.deferred:
+                                reply.fail(
+                                    ActorStopped(cell.path, type(item.msg), "was cancelled")
+                                )
                             raise
                         finally:
                             self.current = None

@@ -9,7 +9,8 @@ One request per line, one answer per line, both JSON objects (msgspec)::
 
 Commands: ``ping``, ``snapshot``, ``restart`` (inject a crash at ``path``; its
 supervisor restarts it), ``pause`` and ``resume`` (the system's intake gate),
-``dead_letters`` (``limit``), ``commands``; a service can add its own.
+``dead_letters`` (``limit``; ``external``: false leaves out the dead letters kept
+outside the runtime), ``commands``; a service can add its own.
 
 Who may talk to it is decided by the transport, before any command is read.
 The Unix socket is created mode 0600 (with the umask narrowed while binding,
@@ -182,10 +183,15 @@ class ControlEndpoint:
         limit = request.get("limit", 100)
         if not isinstance(limit, int) or limit < 0:
             raise ControlError("dead_letters: limit must be an integer >= 0")
+        external = request.get("external", True)
+        if not isinstance(external, bool):
+            raise ControlError("dead_letters: external must be true or false")
         letters = self.system.dead_letters
         recent = list(letters.recent)[-limit:] if limit else []
         out: dict[str, object] = {"count": letters.count, "recent": recent}
-        if self._dead_letters is not None:
+        # external=false: a tool reads a shared store (the broker's DLQ) through
+        # one service only, not through every service at once.
+        if self._dead_letters is not None and external:
             out["external"] = await self._dead_letters(limit)
         else:
             await trio.lowlevel.checkpoint()

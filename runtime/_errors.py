@@ -40,12 +40,17 @@ class AskTimeout(ActorError, TimeoutError):
 
 
 class ActorStopped(ActorError):
-    """The actor is stopped for good: an ``ask`` cannot be answered."""
+    """An ``ask`` cannot be answered: the actor is stopped for good, or the
+    incarnation that had the request in hand ended without answering it
+    (crashed, restarted, cancelled, stopped), as OTP's ``gen_server:call``
+    exits when the callee dies."""
 
-    def __init__(self, path: str, msg_type: type) -> None:
-        super().__init__(
-            f"actor {path!r} is stopped; {msg_type.__name__} went to the dead letters"
-        )
+    def __init__(self, path: str, msg_type: type, reason: str | None = None) -> None:
+        if reason is None:
+            text = f"actor {path!r} is stopped; {msg_type.__name__} went to the dead letters"
+        else:
+            text = f"actor {path!r} {reason} before answering {msg_type.__name__}"
+        super().__init__(text)
         self.path = path
 
 

@@ -27,7 +27,11 @@ R = TypeVar("R")
 
 
 class _Reply:
-    """The one-shot slot an ``ask`` waits on."""
+    """The one-shot slot an ``ask`` waits on; the first answer wins.
+
+    First-wins lets the runtime fail every reply still owed when an
+    incarnation ends without overwriting one the actor already gave.
+    """
 
     __slots__ = ("event", "value", "error")
 
@@ -37,12 +41,14 @@ class _Reply:
         self.error: BaseException | None = None
 
     def set(self, value: Any) -> None:
-        self.value = value
-        self.event.set()
+        if not self.event.is_set():
+            self.value = value
+            self.event.set()
 
     def fail(self, error: BaseException) -> None:
-        self.error = error
-        self.event.set()
+        if not self.event.is_set():
+            self.error = error
+            self.event.set()
 
 
 class _Ask:
@@ -210,7 +216,9 @@ class ActorRef(Generic[M]):
 
         An exception raised by ``receive`` is raised here too (the same object).
         Raises :class:`AskTimeout` after ``timeout`` seconds (``math.inf`` waits
-        for ever) and :class:`ActorStopped` if the actor is stopped for good.
+        for ever) and :class:`ActorStopped` if the actor is stopped for good or
+        its incarnation ends (crash, restart, cancellation, stop) before it
+        answers. The callee's cancellation never crosses into the caller.
         """
         cell = self._cell
         if type(msg) not in cell._exact:
@@ -225,8 +233,13 @@ class ActorRef(Generic[M]):
             await reply.event.wait()
         if scope.cancelled_caught:
             raise AskTimeout(cell.path, timeout, type(msg))
-        if reply.error is not None:
-            raise reply.error
+        error = reply.error
+        if error is not None:
+            if not isinstance(error, Exception):
+                # A Cancelled (or KeyboardInterrupt) belongs to the callee's scopes;
+                # raised here it would cancel whatever nursery encloses the caller.
+                raise ActorStopped(cell.path, type(msg), "was cancelled")
+            raise error
         return reply.value
 
     def statistics(self) -> ActorInfo:

@@ -103,6 +103,14 @@ CASES: dict[str, dict[str, Any]] = {
     "non-ASCII html only": {"html": "<p>€ 5</p>"},
     "line of 998 octets": {"text": "x" * 998 + "\n", "html": None},
     "Subject line of 78 characters": {"subject": "s" * (78 - len("Subject: "))},
+    # Subject and display names are encoded and folded by build_message itself
+    # (the email package's folding lost spaces between encoded words), so they
+    # take the fast path too.
+    "non-ASCII subject": {"subject": "Bienvenue, José — ça va ?"},
+    "long subject": {"subject": "word " * 30},
+    "Subject line of 79 characters": {"subject": "s" * (79 - len("Subject: "))},
+    "long plain subject folded at spaces": {"subject": "many words " * 20 + "end"},
+    "non-ASCII display name": {"sender": "Zoë <noreply@example.com>"},
     "custom ASCII headers": {
         "headers": {"Reply-To": "help@example.com", "List-Unsubscribe": "<mailto:u@example.com>"}
     },
@@ -110,10 +118,6 @@ CASES: dict[str, dict[str, Any]] = {
 
 # Messages the fast path must leave to the generator.
 FALLBACK_CASES: dict[str, dict[str, Any]] = {
-    "non-ASCII subject": {"subject": "Bienvenue, José — ça va ?"},
-    "long subject": {"subject": "word " * 30},
-    "Subject line of 79 characters": {"subject": "s" * (79 - len("Subject: "))},
-    "non-ASCII display name": {"sender": "Zoë <noreply@example.com>"},
     "internationalised address": {"recipient": "josé@exämple.org"},
     "long line": {"text": "x" * 2000 + "\n"},
     "long non-ASCII line": {"text": "é" * 600 + "\n", "html": None},
@@ -128,8 +132,7 @@ FALLBACK_CASES: dict[str, dict[str, Any]] = {
 def test_fast_path_matches_the_generator(changes: dict[str, Any]) -> None:
     out = outgoing(**changes)
     result = assert_same(out, fast=True)
-    if "\t" not in out.subject:
-        assert result["headers"]["Subject"] == out.subject
+    assert result["headers"]["Subject"] == out.subject
     assert result["bodies"]["plain"] == as_sent(out.text)
     assert result["bodies"]["html"] == (None if out.html is None else as_sent(out.html))
     assert not result["defects"]
