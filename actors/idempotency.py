@@ -1,76 +1,110 @@
-"""The email server's durable record of what it handed to a provider.
+"""The email server's side of the claims record (``actors.claims``): two batching actors.
 
-Before sending, a sender looks the eventId up; if it is recorded, the
-recorded status is published again and nothing is sent. After the provider
-answered (accepted, or refused for good), the outcome is recorded, and only
-then is the status published and the delivery acked. So a redelivered or
-republished EmailSendEvent never sends twice. The one window left: a crash
-after the provider accepted the message and before the record is written
-(a few milliseconds); the email is then sent again on redelivery.
+* ``claimer`` claims eventIds for the senders, just before each contacts the
+  provider. Concurrent claims go as one batch (one ``BEGIN IMMEDIATE``, or one
+  ``_bulk``); a batch is written as soon as the mailbox is empty, so a lone
+  claim never waits for others.
+* ``recorder`` writes outcomes into the claims (or releases them, after a
+  transient failure), also as soon as its mailbox is empty: an accepted
+  email's outcome is durable one write after the provider's reply, never
+  after a batch fills. Each ``ask`` returns once its write is durable, and only
+  then is the status published and the delivery acked.
 
-One SQLite file (WAL) is shared by the workers on a machine. Lookups are
-primary-key reads on the event loop's thread (microseconds: cheaper than a
-thread hop); writes are batched and run in a worker thread.
+The window that remains (provider acceptance to durable outcome) is measured
+per email in :class:`WindowStats` and shown by the senders' report.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+from collections import deque
 from typing import ClassVar
 
 import msgspec
-import trio
 
 from .batching import BatchingActor, Flush
-from .schema import EmailStatusEvent
-from .sqlite_file import SqliteFile
+from .claims import Claim, ClaimStore, Settle
 
-_decoder = msgspec.json.Decoder(EmailStatusEvent)
-_encoder = msgspec.json.Encoder()
+__all__ = ["ClaimAsk", "Claimer", "OutcomeRecorder", "WindowStats"]
 
-
-class SentLog(SqliteFile):
-    schema = "CREATE TABLE IF NOT EXISTS sent (event_id TEXT PRIMARY KEY, status BLOB NOT NULL)"
-
-    def lookup(self, event_id: str) -> EmailStatusEvent | None:
-        """The recorded outcome for ``event_id``, if it was handed to a provider."""
-        assert self._read is not None, "SentLog.lookup() before open()"
-        row = self._read.execute("SELECT status FROM sent WHERE event_id = ?", (event_id,)).fetchone()
-        return _decoder.decode(row[0]) if row else None
-
-    async def record_many(self, statuses: Sequence[EmailStatusEvent]) -> None:
-        """Record outcomes durably (one transaction); the first record of an eventId wins."""
-        rows = [(s.event_id, _encoder.encode(s)) for s in statuses]
-
-        def write() -> None:
-            assert self._write is not None, "SentLog.record_many() before open()"
-            with self._write:
-                self._write.execute("BEGIN IMMEDIATE")
-                self._write.executemany("INSERT OR IGNORE INTO sent VALUES (?, ?)", rows)
-
-        async with self._lock:
-            await trio.to_thread.run_sync(write)
+log = logging.getLogger("mailactors.claims")
 
 
-class Record(msgspec.Struct, frozen=True):
-    status: EmailStatusEvent
+class ClaimAsk(msgspec.Struct, frozen=True):
+    event_id: str
 
 
-class SentRecorder(BatchingActor[EmailStatusEvent]):
-    """Batches writes to the SentLog; each ``ask(Record)`` returns once durable."""
+class Claimer(BatchingActor[str]):
+    """Batches claims; each ``ask(ClaimAsk)`` is answered with its :class:`Claim`."""
 
-    accepts: ClassVar[tuple[type, ...]] = (Record, Flush)
+    accepts: ClassVar[tuple[type, ...]] = (ClaimAsk, Flush)
 
-    def __init__(self, log: SentLog, batch_size: int = 256, batch_ms: float = 2.0) -> None:
-        super().__init__(batch_size, batch_ms)
-        self.log = log
+    def __init__(self, claims: ClaimStore, lease_s: float, batch_size: int = 256) -> None:
+        super().__init__(batch_size, 2.0)
+        self.claims = claims
+        self.lease_s = lease_s
 
-    async def receive(self, msg: Record | Flush) -> None:
-        if type(msg) is Record:
-            await self.add(msg.status, self.ctx.reply_later())
+    async def started(self) -> None:
+        self.ctx.report(lambda: {"batches": self.flushes, "claims": self.flushed})
+
+    async def receive(self, msg: ClaimAsk | Flush) -> None:
+        if type(msg) is ClaimAsk:
+            await self.add(msg.event_id, self.ctx.reply_later())
         else:
             await self.on_flush_message(msg)  # type: ignore[arg-type]
 
-    async def flush(self, items: list[EmailStatusEvent]) -> list[None]:
-        await self.log.record_many(items)
-        return [None] * len(items)
+    async def flush(self, items: list[str]) -> list[Claim]:
+        return await self.claims.claim_many(items, self.lease_s)
+
+
+class OutcomeRecorder(BatchingActor[Settle]):
+    """Batches outcome writes; each ``ask(Settle)`` answers True, or False if the claim was lost."""
+
+    accepts: ClassVar[tuple[type, ...]] = (Settle, Flush)
+
+    def __init__(self, claims: ClaimStore, batch_size: int = 256) -> None:
+        super().__init__(batch_size, 2.0)
+        self.claims = claims
+        self.lost = 0
+
+    async def started(self) -> None:
+        self.ctx.report(lambda: {"batches": self.flushes, "outcomes": self.flushed, "lost": self.lost})
+
+    async def receive(self, msg: Settle | Flush) -> None:
+        if type(msg) is Settle:
+            await self.add(msg, self.ctx.reply_later())
+        else:
+            await self.on_flush_message(msg)  # type: ignore[arg-type]
+
+    async def flush(self, items: list[Settle]) -> list[bool]:
+        kept = await self.claims.settle_many(items)
+        for settle, ok in zip(items, kept, strict=True):
+            if not ok:
+                self.lost += 1
+                log.warning(
+                    "claim lost before its outcome was recorded (taken over: lease expired)",
+                    extra={"event_id": settle.claim.event_id},
+                )
+        return kept
+
+
+class WindowStats:
+    """Provider acceptance to durable outcome, per email: the window a crash can fall into."""
+
+    def __init__(self, keep: int = 20_000) -> None:
+        self.samples: deque[float] = deque(maxlen=keep)
+        self.count = 0
+
+    def note(self, seconds: float) -> None:
+        self.samples.append(seconds)
+        self.count += 1
+
+    def report(self) -> dict[str, object]:
+        if not self.samples:
+            return {"count": 0}
+        ordered = sorted(self.samples)
+
+        def pct(p: float) -> float:
+            return round(ordered[min(len(ordered) - 1, int(p * len(ordered)))] * 1000, 3)
+
+        return {"count": self.count, "p50_ms": pct(0.50), "p99_ms": pct(0.99), "max_ms": pct(1.0)}

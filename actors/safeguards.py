@@ -8,8 +8,11 @@
 * the eventIds in flight in this process: a second copy of an email that is
   being sent right now (a sweeper republish, a redelivery racing its first
   delivery) waits for the first to finish instead of being sent alongside it;
-  then the durable record (``actors.idempotency``) answers it, or, when the
-  first ended RETRYING (its retry already scheduled), it is acked and dropped.
+  then the shared claims (``actors.claims``) answer it, or, when the
+  first ended RETRYING (its retry already scheduled), it is acked and dropped;
+* what the claims did: copies held off, takeovers of dead owners' claims and
+  what became of them, and the window from provider acceptance to a durable
+  outcome (``actors.idempotency.WindowStats``).
 
 One object per email-server tree, used from its one Trio thread: no locks.
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 import trio
 
+from .idempotency import WindowStats
 from .suppression import SuppressionList
 from .throttle import ThrottleGate
 
@@ -51,6 +55,13 @@ class SendGuards:
         self.in_flight: dict[str, _Flight] = {}
         self.concurrent_repeats = 0
         self.suppressed = 0
+        self.window = WindowStats()
+        self.held = 0  # copies that found a live claim elsewhere and look again later
+        self.claims_lost = 0  # outcomes not recorded: the claim was taken over meanwhile
+        self.takeovers = 0  # claims of dead owners taken over (outcome unknown)
+        self.found_sent = 0  # ... which the provider said it had: not sent again
+        self.unknown_resent = 0  # ... sent again (policy resend): at most this many duplicates
+        self.unknown_failed = 0  # ... ended FAILED (policy fail)
 
     async def wait_turn(self, event_id: str) -> bool:
         """Wait while another sender of this process has ``event_id`` in hand.
@@ -85,6 +96,15 @@ class SendGuards:
             "in_flight": len(self.in_flight),
             "concurrent_repeats": self.concurrent_repeats,
             "suppressed": self.suppressed,
+            "claims": {
+                "held": self.held,
+                "lost": self.claims_lost,
+                "takeovers": self.takeovers,
+                "found_sent": self.found_sent,
+                "unknown_resent": self.unknown_resent,
+                "unknown_failed": self.unknown_failed,
+            },
+            "window": self.window.report(),
         }
         if self.connections is not None:
             out["connections_busy"] = self.max_connections - self.connections.value

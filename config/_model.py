@@ -276,6 +276,11 @@ class EmailServerConfig(_Section, frozen=True):
     concurrency: PosInt = 16
     idempotency_path: PathStr = "var/sent.sqlite3"
     report_sending: bool = False  # publish SENDING when a sender hands an email to the provider
+    claims_index: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,200}$")] = "email-claims"
+    claim_lease_s: PosFloat = 60.0  # a dead owner's claim is taken over after this
+    claim_recheck_s: PosFloat = 1.0  # a copy of an email claimed elsewhere looks again after this
+    unknown_outcome: Literal["resend", "fail"] = "resend"
+    unknown_outcome_by_category: dict[str, Literal["resend", "fail"]] = {}
 
 
 class RetryConfig(_Section, frozen=True):

@@ -6,7 +6,6 @@ Elasticsearch). Leases run on a fake wall clock.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -155,9 +154,10 @@ async def test_racing_claims_have_one_winner_each(open_pair: Any) -> None:
 
 
 async def test_a_dead_owner_on_this_machine_is_taken_over_at_once(open_pair: Any) -> None:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    dead = new_owner().rsplit("/", 2)[0] + f"/{proc.pid}/deadbeef"
+    done = await trio.run_process(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_stdout=True
+    )
+    dead = new_owner().rsplit("/", 2)[0] + f"/{int(done.stdout)}/deadbeef"
     assert owner_dead(dead) and not owner_dead(new_owner())
     wall = FakeWall()
     async with open_pair(wall, (dead, _remote_owner("b"))) as (a, b):
