@@ -70,7 +70,7 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     jitter: float = 0.2
 
     def delay(self, attempt: int, hint: float | None) -> float:
-        base = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        base: float = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         base *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(base, hint or 0.0)
 
@@ -88,6 +88,7 @@ class Publisher(Actor[PublishStatus]):
 
     def __init__(self, bus: Bus, in_flight: int = 128) -> None:
         self.bus = bus
+        self.in_flight = in_flight
         self.slots = trio.Semaphore(in_flight)
 
     async def receive(self, msg: PublishStatus) -> None:
@@ -104,7 +105,7 @@ class Publisher(Actor[PublishStatus]):
 
     async def stopping(self) -> None:
         # Wait for what is in flight: acquiring every slot means all are back.
-        for _ in range(self.slots.max_value):
+        for _ in range(self.in_flight):
             await self.slots.acquire()
 
 

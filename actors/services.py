@@ -162,7 +162,9 @@ async def run_service(
             )
             renderer = TemplateRenderer(config.templates.dir)
             async with _opened(bus, client):
-                tree = auth_tree(client, bus, renderer, config.limits)
+                tree = auth_tree(
+                    client, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s
+                )
 
                 def auth_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     return [AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits)]

@@ -178,7 +178,9 @@ async def open_embedded(
                     **throttle_options(config),
                 )
             )
-            await system.spawn(auth_tree(api, bus, renderer, config.limits))
+            await system.spawn(
+                auth_tree(api, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s)
+            )
             if grpc:
                 await system.spawn(
                     api_server_spec(config, api, token=config.grpc.token(), renderer=renderer)

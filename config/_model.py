@@ -314,6 +314,7 @@ class SweeperConfig(_Section, frozen=True):
     interval_s: PosFloat = 30.0
     enabled: bool = True
     stuck_grace_s: PosFloat = 60.0  # embedded: RETRYING past its next attempt / SENDING silent this long
+    pending_repeat_s: NonNegFloat = 10.0  # auth: a repeated key for an email PENDING this long republishes it
 
 
 MIB = 1024 * 1024
