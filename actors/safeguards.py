@@ -26,7 +26,7 @@ from typing import Any
 import trio
 
 from .idempotency import WindowStats
-from .suppression import SuppressionList
+from .suppression import SuppressionList, Suppressions
 from .throttle import ThrottleGate
 
 __all__ = ["SendGuards", "open_send_guards", "throttle_options"]
@@ -46,7 +46,7 @@ class SendGuards:
         *,
         gate: ThrottleGate | None = None,
         max_connections: int = 0,
-        suppression: SuppressionList | None = None,
+        suppression: Suppressions | None = None,
     ) -> None:
         self.gate = gate if gate is not None else ThrottleGate(False)
         self.connections = trio.Semaphore(max_connections) if max_connections > 0 else None
@@ -111,11 +111,28 @@ class SendGuards:
         return out
 
 
+def open_suppression(config: Any) -> Any:
+    """The suppression list every worker that may send an email shares: the SQLite file of
+    the embedded profile, or an Elasticsearch index beside the claims (``actors.suppression_es``)."""
+    if config.store.kind == "sqlite":
+        return SuppressionList(config.email_server.idempotency_path)
+    from .suppression_es import ElasticsearchSuppression, suppression_index
+
+    return ElasticsearchSuppression(
+        config.store.resolved_url(),
+        suppression_index(config.email_server.claims_index),
+        request_timeout=config.store.request_timeout_s,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_send_guards(config: Any) -> AsyncIterator[SendGuards]:
     """The guards of one email server, from a Config (the suppression list opened)."""
-    async with SuppressionList(config.email_server.idempotency_path) as suppression:
+    async with open_suppression(config) as suppression, trio.open_nursery() as nursery:
+        if hasattr(suppression, "keep_fresh"):
+            await nursery.start(suppression.keep_fresh)
         yield SendGuards(max_connections=config.throttle.max_connections, suppression=suppression)
+        nursery.cancel_scope.cancel()
 
 
 def throttle_options(config: Any) -> dict[str, Any]:

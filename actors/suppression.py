@@ -19,6 +19,7 @@ services run: a lookup always reads the file, there is no cache to go stale.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 import trio
@@ -26,7 +27,7 @@ import trio
 from .edges import Failure, SendResult
 from .sqlite_file import SqliteFile
 
-__all__ = ["SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
+__all__ = ["Suppressions", "SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS suppressed ("
@@ -59,6 +60,16 @@ def is_recipient_refusal(result: SendResult) -> bool:
         and 500 <= result.code < 600
         and getattr(result, "stage", None) in ("RCPT", "DATA")
     )
+
+
+class Suppressions(Protocol):
+    """What senders use: this SQLite list, or ``actors.suppression_es`` (distributed)."""
+
+    def lookup(self, address: str) -> Suppressed | None: ...
+
+    async def add(
+        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+    ) -> bool: ...
 
 
 class SuppressionList(SqliteFile):

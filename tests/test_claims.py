@@ -7,6 +7,7 @@ Elasticsearch). Leases run on a fake wall clock.
 from __future__ import annotations
 
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -164,3 +165,27 @@ async def test_a_dead_owner_on_this_machine_is_taken_over_at_once(open_pair: Any
         await a.claim_many(["ev-d"], 3600.0)
         [taken] = await b.claim_many(["ev-d"], 60.0)
         assert taken.decision is ClaimDecision.TAKEOVER and taken.owner == dead
+
+
+@pytest.mark.services
+async def test_the_suppression_list_in_elasticsearch_is_shared(elasticsearch_url: str) -> None:
+    from actors.suppression_es import ElasticsearchSuppression
+
+    index = f"test-suppressed-{uuid.uuid4().hex[:8]}"
+    async with (
+        ElasticsearchSuppression(elasticsearch_url, index) as one,
+        ElasticsearchSuppression(elasticsearch_url, index) as other,
+    ):
+        try:
+            assert await one.add("Bob@Example.com", "550 5.1.1 no such user", event_id="e1")
+            assert not await other.add("bob@example.com", "again")  # the first entry stays
+            assert one.lookup("BOB@example.com") is not None  # at once where it was added
+            await one._es.indices.refresh(index=index)  # noqa: SLF001  (the index's refresh interval)
+            await other.reload()  # what keep_fresh does every refresh_s
+            entry = other.lookup("bob@EXAMPLE.com")
+            assert entry is not None and entry.reason == "550 5.1.1 no such user" and entry.event_id == "e1"
+            assert [e.address for e in await other.entries()] == ["bob@example.com"]
+            assert await other.remove("bob@example.com") and other.lookup("bob@example.com") is None
+            assert not await other.remove("bob@example.com")
+        finally:
+            await one._es.indices.delete(index=index)  # noqa: SLF001
