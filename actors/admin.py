@@ -13,8 +13,9 @@ replayed twice by one command. The embedded profile's bus is in-process: its
 dead letters live in the memory of the running process only and end with it,
 so there is nothing here to list or replay (the command says so).
 
-The suppression list is the SQLite table beside the idempotency record
-(``email_server.idempotency_path``); see ``actors.suppression``.
+The suppression list is the SQLite table beside the claims
+(``email_server.idempotency_path``) in the embedded profile, an Elasticsearch
+index in the distributed one; see ``actors.suppression`` and ``actors.suppression_es``.
 """
 
 from __future__ import annotations

@@ -101,6 +101,12 @@ class ClaimStore(Protocol):
         """Record outcomes (or release claims); False where the claim was lost (taken over)."""
         ...
 
+    async def write(
+        self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]
+    ) -> tuple[list[Claim], list[bool]]:
+        """:meth:`settle_many` and :meth:`claim_many` in one round trip (what the email server uses)."""
+        ...
+
     async def outcome(self, event_id: str) -> EmailStatusEvent | None:
         """The recorded outcome of ``event_id``, if any (tests and tools)."""
         ...

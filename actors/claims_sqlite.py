@@ -66,24 +66,15 @@ class SqliteClaims(SqliteFile):
             await trio.to_thread.run_sync(migrate)
 
     async def claim_many(self, event_ids: Sequence[str], lease_s: float) -> list[Claim]:
-        owner = self.owner
-
-        def write() -> list[Claim]:
-            db = self._write
-            assert db is not None, "SqliteClaims.claim_many() before open()"
-            now = self.clock()
-            until = now + lease_s
-            out: list[Claim] = []
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                for event_id in event_ids:
-                    out.append(_claim_one(db, event_id, owner, now, until))
-            return out
-
-        async with self._lock:
-            return await trio.to_thread.run_sync(write)
+        return (await self.write(event_ids, lease_s, ()))[0]
 
     async def settle_many(self, settles: Sequence[Settle]) -> list[bool]:
+        return (await self.write((), 0.0, settles))[1]
+
+    async def write(
+        self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]
+    ) -> tuple[list[Claim], list[bool]]:
+        """Outcomes, then claims, in one transaction (one thread hop, one commit)."""
         owner = self.owner
         rows = [
             (
@@ -96,12 +87,14 @@ class SqliteClaims(SqliteFile):
             for s in settles
         ]
 
-        def write() -> list[bool]:
+        def write() -> tuple[list[Claim], list[bool]]:
             db = self._write
-            assert db is not None, "SqliteClaims.settle_many() before open()"
+            assert db is not None, "SqliteClaims.write() before open()"
+            now = self.clock()
+            until = now + lease_s
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                return [
+                kept = [
                     db.execute(
                         "UPDATE claims SET state = ?, outcome = ?, version = version + 1"
                         " WHERE event_id = ? AND version = ? AND owner = ?",
@@ -110,6 +103,8 @@ class SqliteClaims(SqliteFile):
                     == 1
                     for row in rows
                 ]
+                claims = [_claim_one(db, e, owner, now, until) for e in event_ids]
+            return claims, kept
 
         async with self._lock:
             return await trio.to_thread.run_sync(write)

@@ -8,8 +8,8 @@ work, and stops first, so intake ends before the senders drain)::
       publisher   publishes EmailStatusEvents, then acks the delivery they settle
       throttler   provider token bucket, strict per-domain limits, adaptive slow-down
       retrier     holds transient failures until their backoff is over
-      claimer     claims eventIds in the shared record before they are sent, in batches
-      recorder    writes outcomes into the claims (or releases them), in batches
+      claims      claims eventIds in the shared record just before they are sent, and
+                  writes their outcomes (or releases them): both in one batch
       senders/    one_for_one pool: sender-0 .. sender-N-1
       consumer    takes deliveries off the bus and hands each to the least busy sender
 """
@@ -32,7 +32,7 @@ from . import faults
 from .claims import UNKNOWN_OUTCOME_REASON, Claim, ClaimDecision, ClaimStore, Settle
 from .edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
 from .event_checks import BadMessage, decode_send_event, screen_send_delivery
-from .idempotency import ClaimAsk, Claimer, OutcomeRecorder
+from .idempotency import ClaimAsk, ClaimsWriter
 from .mime import message_id_for
 from .provider_chain import provider_report
 from .safeguards import SendGuards
@@ -191,7 +191,7 @@ class Sender(Actor[SendJob]):
         self.provider = provider
         self.renderer = renderer
         self.settings = settings
-        self.claims = claims  # a claimer and a recorder run beside the senders
+        self.claims = claims  # the claims writer runs beside the senders
         self.guards = guards if guards is not None else SendGuards(gate=ThrottleGate(settings.throttled))
         self.repeats = 0
 
@@ -201,8 +201,7 @@ class Sender(Actor[SendJob]):
         self.throttler: ActorRef[Acquire | Done | SlowDown] = self.ctx.lookup(f"{root}/throttler")
         self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
         if self.claims:
-            self.claimer: ActorRef[ClaimAsk] = self.ctx.lookup(f"{root}/claimer")
-            self.recorder: ActorRef[Settle] = self.ctx.lookup(f"{root}/recorder")
+            self.claimer: ActorRef[ClaimAsk | Settle] = self.ctx.lookup(f"{root}/claims")
         # The provider's own counters (a chain: each provider's breaker state).
         self.ctx.report(
             lambda: {"repeats": self.repeats, **provider_report(self.provider), **self.guards.report()}
@@ -254,7 +253,7 @@ class Sender(Actor[SendJob]):
             # Durable before the status is published: a later copy finds the outcome (or,
             # after a transient failure, a released claim that its retry takes).
             outcome = status if status.status.terminal else None
-            kept = await self.recorder.ask(Settle(attempt.claim, outcome), timeout=60)
+            kept = await self.claimer.ask(Settle(attempt.claim, outcome), timeout=60)
             if attempt.accepted_at is not None:
                 self.guards.window.note(trio.current_time() - attempt.accepted_at)
             if not kept:
@@ -545,10 +544,7 @@ def email_server_tree(
             ),
             ChildSpec("retrier", Retrier, args=(bus,)),
             *(
-                [
-                    ChildSpec("claimer", Claimer, args=(claims, settings.claim_lease_s), shutdown=10.0),
-                    ChildSpec("recorder", OutcomeRecorder, args=(claims,), shutdown=10.0),
-                ]
+                [ChildSpec("claims", ClaimsWriter, args=(claims, settings.claim_lease_s), shutdown=10.0)]
                 if claims is not None
                 else []
             ),

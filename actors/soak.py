@@ -36,8 +36,8 @@ When everything was requested and the faults are over it waits (``--deadline``
 seconds at most) for every email to reach a terminal state, stops the
 cluster, and reports: submitted, SENT, FAILED, SUPPRESSED, lost (no terminal
 state by the deadline), duplicates (an eventId the SMTP server accepted more
-than once; those whose first copy was accepted shortly before a SIGKILL of an
-email-server are the documented window, counted apart), FAILED without a
+than once; up to the number of claims of dead senders that were sent again
+under ``resend`` they are the documented window, counted apart), FAILED without a
 reason, SENT but never received, dead letters, the most emails any
 limited domain received in one second, the claims taken over (and how many
 of those were sent again under ``resend``: the most duplicates allowed), and

@@ -6,11 +6,10 @@ the address here before it reports FAILED. Every later email to the address
 ends SUPPRESSED without the provider being contacted: sending to it again
 could only bounce again, and repeated bounces hurt the sender's reputation.
 
-It lives in the same SQLite file as the idempotency record
+In the embedded profile it lives in the same SQLite file as the claims
 (``email_server.idempotency_path``), in its own table, so every worker on the
 machine shares it (WAL: many readers, one writer at a time). Lookups are
-primary-key reads on the event loop's thread (microseconds, like
-:meth:`SentLog.lookup`); writes are rare (one per bounce) and run in a worker
+primary-key reads on the event loop's thread (microseconds); writes are rare (one per bounce) and run in a worker
 thread. Addresses are compared case-insensitively. Operators edit it with
 ``supervisor.py suppression list|add ADDR|remove ADDR``, also while the
 services run: a lookup always reads the file, there is no cache to go stale.

@@ -19,10 +19,10 @@ sweeper also re-publishes
 In the distributed profile the broker holds sends, redeliveries and retry
 waits durably, so only PENDING documents are swept.
 
-Re-publishing is always safe: the email server's durable record of what it
-handed to a provider (``actors.idempotency``) answers a copy of an email that
-was sent with the recorded outcome, without sending it again, and a copy that
-arrives while the first is being sent is dropped (``actors.safeguards``).
+Re-publishing is always safe: the email server's claims (``actors.claims``),
+shared by every worker, answer a copy of an email that was sent with the
+recorded outcome, without sending it again, and hold off a copy that arrives
+while the first is being sent.
 
 It runs every ``interval_s`` (first at start-up), publishes at most ``rate``
 events per second (evenly spaced), and at most ``rate * interval_s`` per sweep
