@@ -150,6 +150,7 @@ class SenderSettings(msgspec.Struct, frozen=True):
     report_sending: bool = False  # publish SENDING just before the provider is contacted
     claim_lease_s: float = 60.0  # how long a claim keeps other workers off an email
     claim_recheck_s: float = 1.0  # a copy of an email claimed elsewhere looks again after this
+    claims_batch_ms: float = 5.0  # under load, claims and outcomes wait this long to share a write
     unknown_outcome: str = "resend"  # "resend" or "fail": a dead owner's claim without outcome
     unknown_outcome_by_category: dict[str, str] = {}
 
@@ -544,7 +545,14 @@ def email_server_tree(
             ),
             ChildSpec("retrier", Retrier, args=(bus,)),
             *(
-                [ChildSpec("claims", ClaimsWriter, args=(claims, settings.claim_lease_s), shutdown=10.0)]
+                [
+                    ChildSpec(
+                        "claims",
+                        ClaimsWriter,
+                        args=(claims, settings.claim_lease_s, settings.claims_batch_ms),
+                        shutdown=10.0,
+                    )
+                ]
                 if claims is not None
                 else []
             ),

@@ -78,6 +78,7 @@ def sender_settings(config: Config) -> SenderSettings:
         report_sending=e.report_sending,
         claim_lease_s=e.claim_lease_s,
         claim_recheck_s=e.claim_recheck_s,
+        claims_batch_ms=e.claims_batch_ms,
         unknown_outcome=e.unknown_outcome,
         unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
     )

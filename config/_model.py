@@ -279,6 +279,7 @@ class EmailServerConfig(_Section, frozen=True):
     claims_index: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,200}$")] = "email-claims"
     claim_lease_s: PosFloat = 60.0  # a dead owner's claim is taken over after this
     claim_recheck_s: PosFloat = 1.0  # a copy of an email claimed elsewhere looks again after this
+    claims_batch_ms: NonNegFloat = 5.0  # under load, claims and outcomes wait this long to share a write
     unknown_outcome: Literal["resend", "fail"] = "resend"
     unknown_outcome_by_category: dict[str, Literal["resend", "fail"]] = {}
 
