@@ -168,10 +168,10 @@ async def test_a_dead_workers_claims_are_taken_over_after_the_lease(
                 async with workers.running(), trio.open_nursery() as nursery:
                     await nursery.start(sink.run)
                     n = 200
+                    published_at = trio.current_time()  # every claim is younger than this
                     for i in range(n):
                         await sink.bus.publish_send(event(i, "lease"))
                     await workers.wait_for(lambda: any(i == 0 for i, _ in workers.exits), 60)
-                    died_at = trio.current_time()
                     ids = {f"lease-{i}" for i in range(n)}
                     await sink.wait_for(lambda: ids <= set(sink.final()), 120)
                     done_at = trio.current_time()
@@ -184,6 +184,8 @@ async def test_a_dead_workers_claims_are_taken_over_after_the_lease(
     assert unknown, "machine-a held claims when it died"
     assert all(s.error == UNKNOWN_OUTCOME_REASON for s in unknown)
     assert all(s.status in (Status.SENT, Status.FAILED) for s in final.values())
-    assert done_at - died_at >= lease * 0.9  # not before the lease ran out
+    # not before the lease ran out (claims wait for an SMTP connection, so a claim can be
+    # older than the death: its lease is counted from the claim)
+    assert done_at - published_at >= lease
     assert max(got.values()) == 1  # policy fail: never a second copy
     assert workers.count("took over") == len(unknown)

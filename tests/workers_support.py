@@ -77,6 +77,7 @@ class Workers:
         self.tmp = tmp_path
         self.per_worker = per_worker or {}
         self.pids: dict[int, int] = {}
+        self.procs: dict[int, trio.Process] = {}
         self.lines: list[str] = []
         self.changed = trio.Event()
         self.stopping = False
@@ -101,6 +102,7 @@ class Workers:
             proc = await trio.lowlevel.open_process(
                 argv, env=self.worker_env(i), stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )
+            self.procs[i] = proc
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, i, proc)
@@ -150,6 +152,21 @@ class Workers:
     def count(self, text: str) -> int:
         return sum(1 for line in self.lines if text in line)
 
+    async def _stop_all(self) -> None:
+        """SIGINT, a bounded wait, then SIGKILL: a worker stuck in its stop (a broker
+        restarted by other work on the machine) must not hang the test."""
+        live = [p for p in self.procs.values() if p.returncode is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGINT)
+        with trio.move_on_after(30):
+            for proc in live:
+                await proc.wait()
+        for proc in live:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Workers]:
         try:
@@ -160,9 +177,8 @@ class Workers:
                     yield self
                 finally:
                     self.stopping = True
-                    for pid in self.pids.values():
-                        with contextlib.suppress(ProcessLookupError):
-                            os.kill(pid, signal.SIGINT)
+                    with trio.CancelScope(shield=True):
+                        await self._stop_all()
         finally:
             with trio.CancelScope(shield=True):
                 url = load_config("distributed", env=self.env).bus.resolved_url(self.env)
