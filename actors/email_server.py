@@ -254,7 +254,7 @@ class Sender(Actor[SendJob]):
             # Durable before the status is published: a later copy finds the outcome (or,
             # after a transient failure, a released claim that its retry takes).
             outcome = status if status.status.terminal else None
-            kept = await self.claimer.ask(Settle(attempt.claim, outcome), timeout=60)
+            kept = await self.claimer.ask(Settle(attempt.claim, outcome), timeout=3600)
             if attempt.accepted_at is not None:
                 self.guards.window.note(trio.current_time() - attempt.accepted_at)
             if not kept:
@@ -312,7 +312,8 @@ class Sender(Actor[SendJob]):
         if self.claims:
             # Claimed last, just before the provider is contacted: a claim without an
             # outcome then means "maybe sent", and the throttle wait is outside the lease.
-            claim: Claim = await self.claimer.ask(ClaimAsk(event.event_id), timeout=60)
+            # A long timeout: while the claims store is down, sending waits for it.
+            claim: Claim = await self.claimer.ask(ClaimAsk(event.event_id), timeout=3600)
             if claim.decision is ClaimDecision.OUTCOME:
                 attempt.repeat = claim.outcome
                 return _status(event, Status.PENDING)  # replaced by the repeat
