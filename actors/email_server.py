@@ -8,8 +8,8 @@ work, and stops first, so intake ends before the senders drain)::
       publisher   publishes EmailStatusEvents, then acks the delivery they settle
       throttler   provider token bucket, strict per-domain limits, adaptive slow-down
       retrier     holds transient failures until their backoff is over
-      claims      claims eventIds in the shared record just before they are sent, and
-                  writes their outcomes (or releases them): both in one batch
+      recorder    the shared claims record: claims eventIds just before they are sent,
+                  writes their outcomes (or releases them), both in one batch
       senders/    one_for_one pool: sender-0 .. sender-N-1
       consumer    takes deliveries off the bus and hands each to the least busy sender
 """
@@ -202,7 +202,7 @@ class Sender(Actor[SendJob]):
         self.throttler: ActorRef[Acquire | Done | SlowDown] = self.ctx.lookup(f"{root}/throttler")
         self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
         if self.claims:
-            self.claimer: ActorRef[ClaimAsk | Settle] = self.ctx.lookup(f"{root}/claims")
+            self.claimer: ActorRef[ClaimAsk | Settle] = self.ctx.lookup(f"{root}/recorder")
         # The provider's own counters (a chain: each provider's breaker state).
         self.ctx.report(
             lambda: {"repeats": self.repeats, **provider_report(self.provider), **self.guards.report()}
@@ -548,7 +548,7 @@ def email_server_tree(
             *(
                 [
                     ChildSpec(
-                        "claims",
+                        "recorder",  # the name the idempotency recorder had: dashboards keep it
                         ClaimsWriter,
                         args=(claims, settings.claim_lease_s, settings.claims_batch_ms),
                         shutdown=10.0,

@@ -505,7 +505,7 @@ async def _workers_report(run_dir: Path) -> dict[str, Any]:
             extra = actor.get("extra") or {}
             if actor.get("path", "").endswith("/senders/sender-0") and "window" in extra:
                 workers.setdefault(name, {}).update(window_ms=extra["window"], claims=extra.get("claims"))
-            elif actor.get("path", "").endswith("/claims"):
+            elif actor.get("path", "").endswith("/recorder"):
                 workers.setdefault(name, {})["writes"] = extra  # batches, claims, outcomes, lost
     windows = [w["window_ms"] for w in workers.values() if (w.get("window_ms") or {}).get("count")]
     if not windows:
