@@ -13,8 +13,9 @@ replayed twice by one command. The embedded profile's bus is in-process: its
 dead letters live in the memory of the running process only and end with it,
 so there is nothing here to list or replay (the command says so).
 
-The suppression list is the SQLite table beside the idempotency record
-(``email_server.idempotency_path``); see ``actors.suppression``.
+The suppression list is the SQLite table beside the claims
+(``email_server.idempotency_path``) in the embedded profile, an Elasticsearch
+index in the distributed one; see ``actors.suppression`` and ``actors.suppression_es``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 import msgspec
 import trio
 
-from .suppression import SuppressionList, normalize
+from .suppression import normalize
 
 __all__ = ["dlq_list", "dlq_replay", "suppression_command"]
 
@@ -128,15 +129,20 @@ def dlq_replay(config: Any, limit: int | None) -> int:
 
 
 def suppression_command(config: Any, action: str, address: str | None, reason: str, limit: int) -> int:
-    path = config.email_server.idempotency_path
+    from .safeguards import open_suppression
+
+    where = (
+        config.email_server.idempotency_path if config.store.kind == "sqlite"
+        else f"the Elasticsearch index {config.email_server.claims_index}-suppressed"
+    )
 
     async def go() -> int:
-        async with SuppressionList(path) as suppression:
+        async with open_suppression(config) as suppression:
             if action == "list":
                 entries = await suppression.entries(limit)
                 for entry in entries:
                     print(msgspec.json.encode(entry).decode())
-                print(f"{len(entries)} suppressed address(es) in {path}")
+                print(f"{len(entries)} suppressed address(es) in {where}")
                 return 0
             assert address is not None
             if "@" not in address:

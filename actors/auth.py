@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import UTC, datetime
 from typing import Any, ClassVar, Protocol
 
 import msgspec
@@ -79,20 +80,36 @@ class RequestHandler(Actor[RequestEmail]):
         renderer: TemplateRenderer,
         limits: LimitsConfig,
         concurrency: int = 256,
+        pending_repeat_s: float = 10.0,
     ) -> None:
         self.integration = integration
         self.bus = bus
         self.renderer = renderer
         self.limits = limits
+        self.concurrency = concurrency
         self.slots = trio.Semaphore(concurrency)
+        self.pending_repeat_s = pending_repeat_s
+        self.republished = 0
         self.accepted = 0
         self.duplicates = 0
         self.invalid = 0
 
     async def started(self) -> None:
         self.ctx.report(
-            lambda: {"accepted": self.accepted, "duplicates": self.duplicates, "invalid": self.invalid}
+            lambda: {
+                "accepted": self.accepted,
+                "duplicates": self.duplicates,
+                "invalid": self.invalid,
+                "republished": self.republished,
+            }
         )
+
+    async def stopping(self) -> None:
+        # A graceful stop finishes the requests in hand: a document saved must have its send
+        # event published, or it sits PENDING until the sweeper's pending_age_s. Acquiring
+        # every slot means every handler is done.
+        for _ in range(self.concurrency):
+            await self.slots.acquire()
 
     async def receive(self, msg: RequestEmail) -> None:
         reply = self.ctx.reply_later()
@@ -141,7 +158,17 @@ class RequestHandler(Actor[RequestEmail]):
         if not result.created:
             self.duplicates += 1
             stored = result.document
-            log.info("repeat request, nothing sent", extra={"event_id": stored.event_id})
+            ids = {"event_id": stored.event_id}
+            age = (datetime.now(UTC) - stored.created_at).total_seconds()
+            if stored.status is Status.PENDING and age >= self.pending_repeat_s:
+                # Saved, but its send event may never have gone out (a stop or a crash between
+                # save and publish): publish it again. The email server's claims make a copy
+                # of an email that is on its way harmless.
+                await self.bus.publish_send(stored.to_send_event())
+                self.republished += 1
+                log.info("repeat request for an email still PENDING after %.0fs: published again", age, extra=ids)
+            else:
+                log.info("repeat request, nothing sent", extra=ids)
             return RequestAccepted(stored.event_id, stored.status, True)
         # Saved: only now may the email be sent. A crash right here leaves it
         # PENDING; the outbox sweeper republishes it.
@@ -159,10 +186,19 @@ def auth_tree(
     limits: LimitsConfig,
     *,
     name: str = "auth",
+    pending_repeat_s: float = 10.0,
 ) -> SupervisorSpec:
     return SupervisorSpec(
         name,
-        [ChildSpec("requests", RequestHandler, args=(integration, bus, renderer, limits), shutdown=15.0)],
+        [
+            ChildSpec(
+                "requests",
+                RequestHandler,
+                args=(integration, bus, renderer, limits),
+                kwargs={"pending_repeat_s": pending_repeat_s},
+                shutdown=15.0,
+            )
+        ],
         intensity=5,
         period=10.0,
     )

@@ -8,7 +8,8 @@ work, and stops first, so intake ends before the senders drain)::
       publisher   publishes EmailStatusEvents, then acks the delivery they settle
       throttler   provider token bucket, strict per-domain limits, adaptive slow-down
       retrier     holds transient failures until their backoff is over
-      recorder    writes outcomes to the durable idempotency record, in batches
+      recorder    the shared claims record: claims eventIds just before they are sent,
+                  writes their outcomes (or releases them), both in one batch
       senders/    one_for_one pool: sender-0 .. sender-N-1
       consumer    takes deliveries off the bus and hands each to the least busy sender
 """
@@ -27,9 +28,11 @@ import trio
 from config import LimitsConfig
 from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
 
+from . import faults
+from .claims import UNKNOWN_OUTCOME_REASON, Claim, ClaimDecision, ClaimStore, Settle
 from .edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
 from .event_checks import BadMessage, decode_send_event, screen_send_delivery
-from .idempotency import Record, SentLog, SentRecorder
+from .idempotency import ClaimAsk, ClaimsWriter
 from .mime import message_id_for
 from .provider_chain import provider_report
 from .safeguards import SendGuards
@@ -67,7 +70,7 @@ class RetryPolicy(msgspec.Struct, frozen=True):
     jitter: float = 0.2
 
     def delay(self, attempt: int, hint: float | None) -> float:
-        base = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        base: float = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
         base *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(base, hint or 0.0)
 
@@ -85,6 +88,7 @@ class Publisher(Actor[PublishStatus]):
 
     def __init__(self, bus: Bus, in_flight: int = 128) -> None:
         self.bus = bus
+        self.in_flight = in_flight
         self.slots = trio.Semaphore(in_flight)
 
     async def receive(self, msg: PublishStatus) -> None:
@@ -101,7 +105,7 @@ class Publisher(Actor[PublishStatus]):
 
     async def stopping(self) -> None:
         # Wait for what is in flight: acquiring every slot means all are back.
-        for _ in range(self.slots.max_value):
+        for _ in range(self.in_flight):
             await self.slots.acquire()
 
 
@@ -144,6 +148,26 @@ class SenderSettings(msgspec.Struct, frozen=True):
     retry: RetryPolicy = RetryPolicy()
     throttled: bool = False
     report_sending: bool = False  # publish SENDING just before the provider is contacted
+    claim_lease_s: float = 60.0  # how long a claim keeps other workers off an email
+    claim_recheck_s: float = 1.0  # a copy of an email claimed elsewhere looks again after this
+    claims_batch_ms: float = 5.0  # under load, claims and outcomes wait this long to share a write
+    unknown_outcome: str = "resend"  # "resend" or "fail": a dead owner's claim without outcome
+    unknown_outcome_by_category: dict[str, str] = {}
+
+    def policy_for(self, category: str) -> str:
+        return self.unknown_outcome_by_category.get(category, self.unknown_outcome)
+
+
+class _Attempt:
+    """What one handling of a job learned besides its status (one sender, one job at a time)."""
+
+    __slots__ = ("claim", "repeat", "held", "accepted_at")
+
+    def __init__(self) -> None:
+        self.claim: Claim | None = None  # held by this sender: settle it
+        self.repeat: EmailStatusEvent | None = None  # recorded before: publish it again
+        self.held: Claim | None = None  # a live owner elsewhere has it: look again later
+        self.accepted_at: float | None = None  # when the provider accepted it
 
 
 class Sender(Actor[SendJob]):
@@ -162,13 +186,13 @@ class Sender(Actor[SendJob]):
         provider: Provider,
         renderer: TemplateRenderer,
         settings: SenderSettings,
-        sentlog: SentLog | None = None,
+        claims: bool = False,
         guards: SendGuards | None = None,
     ) -> None:
         self.provider = provider
         self.renderer = renderer
         self.settings = settings
-        self.sentlog = sentlog
+        self.claims = claims  # the claims writer runs beside the senders
         self.guards = guards if guards is not None else SendGuards(gate=ThrottleGate(settings.throttled))
         self.repeats = 0
 
@@ -177,7 +201,8 @@ class Sender(Actor[SendJob]):
         self.publisher: ActorRef[PublishStatus] = self.ctx.lookup(f"{root}/publisher")
         self.throttler: ActorRef[Acquire | Done | SlowDown] = self.ctx.lookup(f"{root}/throttler")
         self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
-        self.recorder: ActorRef[Record] = self.ctx.lookup(f"{root}/recorder")
+        if self.claims:
+            self.claimer: ActorRef[ClaimAsk | Settle] = self.ctx.lookup(f"{root}/recorder")
         # The provider's own counters (a chain: each provider's breaker state).
         self.ctx.report(
             lambda: {"repeats": self.repeats, **provider_report(self.provider), **self.guards.report()}
@@ -204,23 +229,42 @@ class Sender(Actor[SendJob]):
 
     async def _handle(self, msg: SendJob, handed: list[bool]) -> Status:
         event = msg.event
-        recorded = self.sentlog.lookup(event.event_id) if self.sentlog is not None else None
-        if recorded is not None:
+        ids = {"event_id": event.event_id}
+        attempt = _Attempt()
+        status = await self._send(event, msg.rendered, attempt)
+        if attempt.repeat is not None:
             # Handed to a provider before: say again what happened, send nothing.
             self.repeats += 1
-            log.info("already sent, not sending again", extra={"event_id": event.event_id})
+            log.info("already sent, not sending again", extra=ids)
             handed[0] = True
-            await self.publisher.send(PublishStatus(recorded, msg.delivery))
-            return recorded.status
-        status = await self._send(event, msg.rendered)
-        if self.sentlog is not None and status.status.terminal:
-            await self.recorder.ask(Record(status), timeout=60)
+            await self.publisher.send(PublishStatus(attempt.repeat, msg.delivery))
+            return attempt.repeat.status
+        if attempt.held is not None:
+            # Another worker, alive, is sending it: look again once it had time to record
+            # the outcome (or its lease ran out). The bus holds the wait (durably, on RabbitMQ).
+            self.guards.held += 1
+            delay = min(max(attempt.held.lease_left_s, 0.2), self.settings.claim_recheck_s)
+            log.info("claimed by %s, looking again in %.1fs", attempt.held.owner, delay, extra=ids)
+            await self.retrier.ask(RetryLater(event, delay), timeout=120)
+            handed[0] = True
+            if msg.delivery is not None:
+                await msg.delivery.ack()
+            return Status.RETRYING  # a copy waiting in this process is redundant too
+        if attempt.claim is not None:
+            # Durable before the status is published: a later copy finds the outcome (or,
+            # after a transient failure, a released claim that its retry takes).
+            outcome = status if status.status.terminal else None
+            kept = await self.claimer.ask(Settle(attempt.claim, outcome), timeout=3600)
+            if attempt.accepted_at is not None:
+                self.guards.window.note(trio.current_time() - attempt.accepted_at)
+            if not kept:
+                self.guards.claims_lost += 1
         handed[0] = True
         await self.publisher.send(PublishStatus(status, msg.delivery))
         return status.status
 
     async def _send(
-        self, event: EmailSendEvent, rendered: RenderedEmail | None = None
+        self, event: EmailSendEvent, rendered: RenderedEmail | None, attempt: _Attempt
     ) -> EmailStatusEvent:
         if rendered is None:
             try:
@@ -240,17 +284,21 @@ class Sender(Actor[SendJob]):
         if guards.gate.active:
             grant = await self.throttler.ask(Acquire(domain), timeout=3600)
         try:
-            result = await self._deliver(event, rendered, guards)
+            result = await self._deliver(event, rendered, guards, attempt)
         finally:
             if grant is not None:  # the provider answered: the domain's slot ends its window
                 with contextlib.suppress(MailboxFull):
                     self.throttler.send_nowait(Done(domain, grant))
+        if isinstance(result, EmailStatusEvent):  # decided without the provider
+            return result
         if result.failure is Failure.THROTTLED:
             with contextlib.suppress(MailboxFull):
                 self.throttler.send_nowait(SlowDown(domain))
         return await self._classify(event, result)
 
-    async def _deliver(self, event: EmailSendEvent, rendered: Any, guards: SendGuards) -> SendResult:
+    async def _deliver(
+        self, event: EmailSendEvent, rendered: Any, guards: SendGuards, attempt: _Attempt
+    ) -> SendResult | EmailStatusEvent:
         email = OutgoingEmail(
             event_id=event.event_id,
             sender=self.settings.sender,
@@ -261,11 +309,63 @@ class Sender(Actor[SendJob]):
             message_id=message_id_for(event.event_id, self.settings.message_id_domain),
             attachments=[(a.filename, a.content_type, a.content) for a in event.attachments],
         )
+        if self.claims:
+            # Claimed last, just before the provider is contacted: a claim without an
+            # outcome then means "maybe sent", and the throttle wait is outside the lease.
+            # A long timeout: while the claims store is down, sending waits for it.
+            claim: Claim = await self.claimer.ask(ClaimAsk(event.event_id), timeout=3600)
+            if claim.decision is ClaimDecision.OUTCOME:
+                attempt.repeat = claim.outcome
+                return _status(event, Status.PENDING)  # replaced by the repeat
+            if claim.decision is ClaimDecision.HELD:
+                attempt.held = claim
+                return _status(event, Status.PENDING)  # replaced by a later look
+            attempt.claim = claim
+            if claim.decision is ClaimDecision.TAKEOVER:
+                decided = await self._unknown_outcome(event, email, claim)
+                if decided is not None:
+                    return decided
         if self.settings.report_sending:
             await self.publisher.send(PublishStatus(_status(event, Status.SENDING), None))
         async with guards.slot():
             guards.gate.note_send(trio.current_time())
-            return await self.provider.send(email)
+            result = await self.provider.send(email)
+        if result.ok:
+            attempt.accepted_at = trio.current_time()
+            faults.after_accept()  # the window, created on purpose by tests and the soak
+        return result
+
+    async def _unknown_outcome(
+        self, event: EmailSendEvent, email: OutgoingEmail, claim: Claim
+    ) -> SendResult | EmailStatusEvent | None:
+        """The claim's owner died, maybe after the provider accepted the email.
+
+        A provider that can tell (``was_sent``) is asked; otherwise the category's
+        policy decides: "fail" ends it FAILED (never a second copy), "resend" sends.
+        None: send it.
+        """
+        guards = self.guards
+        guards.takeovers += 1
+        ids = {"event_id": event.event_id}
+        was_sent = getattr(self.provider, "was_sent", None)
+        if was_sent is not None:
+            found: str | None = await was_sent(email)
+            if found is not None:
+                guards.found_sent += 1
+                log.warning("took over %s's claim: the provider has it, not sending again", claim.owner, extra=ids)
+                return SendResult(
+                    provider=self.provider.name, ok=True, message_id=found,
+                    reply="found at the provider after its sender died",
+                )
+            log.warning("took over %s's claim: the provider does not have it, sending", claim.owner, extra=ids)
+            return None
+        if self.settings.policy_for(event.category) == "fail":
+            guards.unknown_failed += 1
+            log.warning("took over %s's claim: %s", claim.owner, UNKNOWN_OUTCOME_REASON, extra=ids)
+            return _status(event, Status.FAILED, error=UNKNOWN_OUTCOME_REASON)
+        guards.unknown_resent += 1
+        log.warning("took over %s's claim: outcome unknown, sending again (resend)", claim.owner, extra=ids)
+        return None
 
     async def _classify(self, event: EmailSendEvent, result: SendResult) -> EmailStatusEvent:
         common: dict[str, Any] = {
@@ -415,7 +515,7 @@ def email_server_tree(
     settings: SenderSettings,
     *,
     concurrency: int = 16,
-    sentlog: SentLog | None = None,
+    claims: ClaimStore | None = None,
     rate: float = 0.0,
     burst: int = 20,
     per_domain: dict[str, float] | None = None,
@@ -445,14 +545,25 @@ def email_server_tree(
                 "throttler", Throttler, args=(rate, burst, per_domain or {}), kwargs=throttle_options
             ),
             ChildSpec("retrier", Retrier, args=(bus,)),
-            ChildSpec("recorder", SentRecorder, args=(sentlog,), shutdown=10.0),
+            *(
+                [
+                    ChildSpec(
+                        "recorder",  # the name the idempotency recorder had: dashboards keep it
+                        ClaimsWriter,
+                        args=(claims, settings.claim_lease_s, settings.claims_batch_ms),
+                        shutdown=10.0,
+                    )
+                ]
+                if claims is not None
+                else []
+            ),
             SupervisorSpec(
                 "senders",
                 [
                     ChildSpec(
                         f"sender-{i}",
                         Sender,
-                        args=(provider, renderer, settings, sentlog, guards),
+                        args=(provider, renderer, settings, claims is not None, guards),
                         shutdown=30.0,
                     )
                     for i in range(concurrency)

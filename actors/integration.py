@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from typing import Any, ClassVar
 
 import msgspec
@@ -134,12 +135,14 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
         self.watch = watch
         self.retry_max_s = retry_max_s
         self.outcomes: dict[str, int] = {o.value: 0 for o in ApplyOutcome}
+        self.orphans: deque[str] = deque(maxlen=20)  # the latest eventIds without a document
         self.store_retries = 0
 
     async def started(self) -> None:
         self.ctx.report(
             lambda: {
                 "outcomes": dict(self.outcomes),
+                "unknown_emails": list(self.orphans),
                 "store_retries": self.store_retries,
                 "batches": self.flushes,
                 "updates": self.flushed,
@@ -166,12 +169,23 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 delay = min(self.retry_max_s, delay * 2)
         for update, result in zip(items, results, strict=True):
             self.outcomes[result.outcome.value] += 1
-            log.debug(
-                "status %s: %s",
-                update.event.status.value,
-                result.outcome.value,
-                extra={"event_id": update.event.event_id},
-            )
+            event = update.event
+            ids = {"event_id": event.event_id}
+            if result.outcome is ApplyOutcome.NOT_FOUND:
+                # Nothing silent: a send event published around auth (no document), or a
+                # document deleted. Acked (retrying cannot create the document), but seen.
+                self.orphans.append(event.event_id)
+                log.warning("status %s not applied: no email with this eventId", event.status.value, extra=ids)
+            elif result.outcome is ApplyOutcome.IGNORED:
+                # Usually harmless (a repeat republished by a claim, a late event); said once each.
+                log.info(
+                    "status %s not applied: not allowed after %s (duplicate or out of order)",
+                    event.status.value,
+                    result.status.value if result.status is not None else "?",
+                    extra=ids,
+                )
+            else:
+                log.debug("status %s: applied", event.status.value, extra=ids)
             if result.status is not None and result.status.terminal:
                 self.watch.notify(result.event_id)
         # Stored: now ack them, all at once (the bus groups concurrent acks).

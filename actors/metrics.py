@@ -33,6 +33,8 @@ from .schema import EmailDocument, EmailSendEvent, EmailStatusEvent, Status
 
 log = logging.getLogger("mailactors.metrics")
 
+NOT_APPLIED_REASONS = {ApplyOutcome.NOT_FOUND: "unknown_email", ApplyOutcome.IGNORED: "not_allowed"}
+
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
 
 
@@ -81,6 +83,15 @@ class EmailMetrics:
             "mailactors_retries", "Emails scheduled for another attempt (RETRYING)", registry=r
         )
         self.suppressed = Counter("mailactors_suppressed", "Emails SUPPRESSED", registry=r)
+        self.not_applied = Counter(
+            "mailactors_status_not_applied",
+            "Status events integration did not apply, by reason (unknown_email: no document "
+            "for the eventId; not_allowed: a duplicate or out-of-order transition)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in NOT_APPLIED_REASONS.values():
+            self.not_applied.labels(reason)
         # Create the label sets people graph, so they read 0 instead of missing.
         for status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
             self.emails.labels("email-server", status.value)
@@ -144,6 +155,8 @@ class MeteredStore(_Wrapper):
         for event, result in zip(events, results, strict=True):
             if result.outcome is ApplyOutcome.APPLIED:
                 emails.labels("integration", event.status.value).inc()
+            else:
+                self._metrics.not_applied.labels(NOT_APPLIED_REASONS[result.outcome]).inc()
         return results
 
 

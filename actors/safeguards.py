@@ -8,8 +8,11 @@
 * the eventIds in flight in this process: a second copy of an email that is
   being sent right now (a sweeper republish, a redelivery racing its first
   delivery) waits for the first to finish instead of being sent alongside it;
-  then the durable record (``actors.idempotency``) answers it, or, when the
-  first ended RETRYING (its retry already scheduled), it is acked and dropped.
+  then the shared claims (``actors.claims``) answer it, or, when the
+  first ended RETRYING (its retry already scheduled), it is acked and dropped;
+* what the claims did: copies held off, takeovers of dead owners' claims and
+  what became of them, and the window from provider acceptance to a durable
+  outcome (``actors.idempotency.WindowStats``).
 
 One object per email-server tree, used from its one Trio thread: no locks.
 """
@@ -22,7 +25,8 @@ from typing import Any
 
 import trio
 
-from .suppression import SuppressionList
+from .idempotency import WindowStats
+from .suppression import SuppressionList, Suppressions
 from .throttle import ThrottleGate
 
 __all__ = ["SendGuards", "open_send_guards", "throttle_options"]
@@ -42,7 +46,7 @@ class SendGuards:
         *,
         gate: ThrottleGate | None = None,
         max_connections: int = 0,
-        suppression: SuppressionList | None = None,
+        suppression: Suppressions | None = None,
     ) -> None:
         self.gate = gate if gate is not None else ThrottleGate(False)
         self.connections = trio.Semaphore(max_connections) if max_connections > 0 else None
@@ -51,6 +55,13 @@ class SendGuards:
         self.in_flight: dict[str, _Flight] = {}
         self.concurrent_repeats = 0
         self.suppressed = 0
+        self.window = WindowStats()
+        self.held = 0  # copies that found a live claim elsewhere and look again later
+        self.claims_lost = 0  # outcomes not recorded: the claim was taken over meanwhile
+        self.takeovers = 0  # claims of dead owners taken over (outcome unknown)
+        self.found_sent = 0  # ... which the provider said it had: not sent again
+        self.unknown_resent = 0  # ... sent again (policy resend): at most this many duplicates
+        self.unknown_failed = 0  # ... ended FAILED (policy fail)
 
     async def wait_turn(self, event_id: str) -> bool:
         """Wait while another sender of this process has ``event_id`` in hand.
@@ -85,17 +96,43 @@ class SendGuards:
             "in_flight": len(self.in_flight),
             "concurrent_repeats": self.concurrent_repeats,
             "suppressed": self.suppressed,
+            "claims": {
+                "held": self.held,
+                "lost": self.claims_lost,
+                "takeovers": self.takeovers,
+                "found_sent": self.found_sent,
+                "unknown_resent": self.unknown_resent,
+                "unknown_failed": self.unknown_failed,
+            },
+            "window": self.window.report(),
         }
         if self.connections is not None:
             out["connections_busy"] = self.max_connections - self.connections.value
         return out
 
 
+def open_suppression(config: Any) -> Any:
+    """The suppression list every worker that may send an email shares: the SQLite file of
+    the embedded profile, or an Elasticsearch index beside the claims (``actors.suppression_es``)."""
+    if config.store.kind == "sqlite":
+        return SuppressionList(config.email_server.idempotency_path)
+    from .suppression_es import ElasticsearchSuppression, suppression_index
+
+    return ElasticsearchSuppression(
+        config.store.resolved_url(),
+        suppression_index(config.email_server.claims_index),
+        request_timeout=config.store.request_timeout_s,
+    )
+
+
 @contextlib.asynccontextmanager
 async def open_send_guards(config: Any) -> AsyncIterator[SendGuards]:
     """The guards of one email server, from a Config (the suppression list opened)."""
-    async with SuppressionList(config.email_server.idempotency_path) as suppression:
+    async with open_suppression(config) as suppression, trio.open_nursery() as nursery:
+        if hasattr(suppression, "keep_fresh"):
+            await nursery.start(suppression.keep_fresh)
         yield SendGuards(max_connections=config.throttle.max_connections, suppression=suppression)
+        nursery.cancel_scope.cancel()
 
 
 def throttle_options(config: Any) -> dict[str, Any]:

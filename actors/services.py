@@ -27,7 +27,6 @@ from .edges import Bus
 from .email_server import email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
 from .grpc_security import client_ssl_context, max_request_bytes, server_ssl_context
-from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
 from .integration_client import GrpcIntegrationClient
 from .metrics import EmailMetrics, instrument
@@ -35,7 +34,7 @@ from .operations import open_operations, worker_index
 from .safeguards import open_send_guards, throttle_options
 from .sweeper import sweeper_settings
 from .templates import TemplateRenderer
-from .wiring import make_provider, make_store, sender_settings, settle_heap
+from .wiring import make_claims, make_provider, make_store, sender_settings, settle_heap
 
 log = logging.getLogger("mailactors.services")
 
@@ -131,17 +130,17 @@ async def run_service(
                 await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)
         elif service == "email-server":
             provider = instrument(metrics, make_provider(config))
-            sentlog = SentLog(config.email_server.idempotency_path)
+            claims = make_claims(config)  # shared with every worker, on every machine
             renderer = TemplateRenderer(config.templates.dir)
             t = config.throttle
-            async with _opened(bus, provider, sentlog), open_send_guards(config) as guards:
+            async with _opened(bus, provider, claims), open_send_guards(config) as guards:
                 tree = email_server_tree(
                     bus,
                     provider,
                     renderer,
                     sender_settings(config),
                     concurrency=config.email_server.concurrency,
-                    sentlog=sentlog,
+                    claims=claims,
                     rate=t.rate,
                     burst=t.burst,
                     per_domain=dict(t.per_domain),
@@ -163,7 +162,9 @@ async def run_service(
             )
             renderer = TemplateRenderer(config.templates.dir)
             async with _opened(bus, client):
-                tree = auth_tree(client, bus, renderer, config.limits)
+                tree = auth_tree(
+                    client, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s
+                )
 
                 def auth_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     return [AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits)]

@@ -6,11 +6,10 @@ the address here before it reports FAILED. Every later email to the address
 ends SUPPRESSED without the provider being contacted: sending to it again
 could only bounce again, and repeated bounces hurt the sender's reputation.
 
-It lives in the same SQLite file as the idempotency record
+In the embedded profile it lives in the same SQLite file as the claims
 (``email_server.idempotency_path``), in its own table, so every worker on the
 machine shares it (WAL: many readers, one writer at a time). Lookups are
-primary-key reads on the event loop's thread (microseconds, like
-:meth:`SentLog.lookup`); writes are rare (one per bounce) and run in a worker
+primary-key reads on the event loop's thread (microseconds); writes are rare (one per bounce) and run in a worker
 thread. Addresses are compared case-insensitively. Operators edit it with
 ``supervisor.py suppression list|add ADDR|remove ADDR``, also while the
 services run: a lookup always reads the file, there is no cache to go stale.
@@ -19,6 +18,7 @@ services run: a lookup always reads the file, there is no cache to go stale.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Protocol
 
 import msgspec
 import trio
@@ -26,7 +26,7 @@ import trio
 from .edges import Failure, SendResult
 from .sqlite_file import SqliteFile
 
-__all__ = ["SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
+__all__ = ["Suppressions", "SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS suppressed ("
@@ -59,6 +59,16 @@ def is_recipient_refusal(result: SendResult) -> bool:
         and 500 <= result.code < 600
         and getattr(result, "stage", None) in ("RCPT", "DATA")
     )
+
+
+class Suppressions(Protocol):
+    """What senders use: this SQLite list, or ``actors.suppression_es`` (distributed)."""
+
+    def lookup(self, address: str) -> Suppressed | None: ...
+
+    async def add(
+        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+    ) -> bool: ...
 
 
 class SuppressionList(SqliteFile):

@@ -22,11 +22,11 @@ from runtime import ActorSystem, ChildSpec, open_actor_system, serve_until_stopp
 from runtime._aio import AsyncioEdge, open_asyncio_edge
 
 from .auth import RequestEmail, auth_tree
+from .claims import ClaimStore
 from .edges import Bus, Provider, Store
 from .email_server import RetryPolicy, SenderSettings, email_server_tree
 from .grpc_api import AuthService, GrpcServer, IntegrationService
 from .grpc_security import server_ssl_context
-from .idempotency import SentLog
 from .integration import IntegrationApi, TerminalWatch, integration_tree
 from .metrics import EmailMetrics, instrument
 from .operations import open_operations
@@ -69,12 +69,34 @@ def sender_settings(config: Config) -> SenderSettings:
     p = config.provider
     domain = p.message_id_domain or p.sender.rpartition("@")[2] or "localhost"
     r = config.retry
+    e = config.email_server
     return SenderSettings(
         root="email-server",
         sender=p.sender,
         message_id_domain=domain,
         retry=RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.max_age_s, r.jitter),
-        report_sending=config.email_server.report_sending,
+        report_sending=e.report_sending,
+        claim_lease_s=e.claim_lease_s,
+        claim_recheck_s=e.claim_recheck_s,
+        claims_batch_ms=e.claims_batch_ms,
+        unknown_outcome=e.unknown_outcome,
+        unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
+    )
+
+
+def make_claims(config: Config) -> ClaimStore:
+    """The shared claims record: the SQLite file with the embedded store, else an Elasticsearch
+    index beside the documents, which every worker on every machine reaches."""
+    if config.store.kind == "sqlite":
+        from .claims_sqlite import SqliteClaims
+
+        return SqliteClaims(config.email_server.idempotency_path)
+    from .claims_es import ElasticsearchClaims
+
+    return ElasticsearchClaims(
+        config.store.resolved_url(),
+        config.email_server.claims_index,
+        request_timeout=config.store.request_timeout_s,
     )
 
 
@@ -99,15 +121,15 @@ class Embedded(msgspec.Struct):
 
 
 @asynccontextmanager
-async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider, SentLog]]:
-    """Open the store, bus, provider and idempotency record; close them in reverse."""
+async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider, ClaimStore]]:
+    """Open the store, bus, provider and claims record; close them in reverse."""
     store, bus, provider = make_store(config), make_bus(config), make_provider(config)
-    sentlog = SentLog(config.email_server.idempotency_path)
+    claims = make_claims(config)
     async with AsyncExitStack() as stack:
-        for edge in (store, bus, provider, sentlog):
+        for edge in (store, bus, provider, claims):
             await edge.open()
             stack.push_async_callback(edge.close)
-        yield store, bus, provider, sentlog
+        yield store, bus, provider, claims
 
 
 @asynccontextmanager
@@ -122,7 +144,7 @@ async def open_embedded(
     renderer = TemplateRenderer(config.templates.dir)
     async with (
         open_asyncio_edge() as edge,
-        open_edges(config) as (store, bus, provider, sentlog),
+        open_edges(config) as (store, bus, provider, claims),
         open_send_guards(config) as guards,
     ):
         store, bus, provider = (instrument(metrics, e) for e in (store, bus, provider))
@@ -148,7 +170,7 @@ async def open_embedded(
                     renderer,
                     sender_settings(config),
                     concurrency=config.email_server.concurrency,
-                    sentlog=sentlog,
+                    claims=claims,
                     rate=t.rate,
                     burst=t.burst,
                     per_domain=dict(t.per_domain),
@@ -157,7 +179,9 @@ async def open_embedded(
                     **throttle_options(config),
                 )
             )
-            await system.spawn(auth_tree(api, bus, renderer, config.limits))
+            await system.spawn(
+                auth_tree(api, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s)
+            )
             if grpc:
                 await system.spawn(
                     api_server_spec(config, api, token=config.grpc.token(), renderer=renderer)

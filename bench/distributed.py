@@ -221,6 +221,7 @@ def cluster_env(work: Path, es_url: str, smtp_port: int, **extra: str) -> dict[s
         {
             "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
             "MAILACTORS__SERVICE__DATA_DIR": str(work),
+            "MAILACTORS__SERVICE__RUN_DIR": str(work / f"run-{p}"),  # control sockets: the window
             "MAILACTORS__STORE__URL": es_url,
             "MAILACTORS__STORE__INDEX": f"bench-{uuid.uuid4().hex[:8]}",
             "MAILACTORS__BUS__SEND_EXCHANGE": f"{p}.send.exchange",
@@ -420,6 +421,8 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                             await wait_sent(cluster, http, n + 200, 300)
                             rate = n / (time.perf_counter() - t0)
                             cpu = cpu_per_email(cpu0, _cpu_seconds(), n, roles)
+                            window = await _window(Path(env["MAILACTORS__SERVICE__RUN_DIR"]))
+                            claims_cpu = await claims_cost(es_url, min(n, 5000))
                             results["distributed_e2e"] = {
                                 "emails_per_s": round(rate),
                                 "raw_aiosmtplib_per_s": round(baseline),
@@ -435,6 +438,11 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                                     sum(v for k, v in cpu.items() if k != "other"), 2
                                 ),
                                 "raw_aiosmtplib_cpu_ms_per_email": baseline_cpu,
+                                # The claims' share of the above (email-server + ES API), measured
+                                # apart: claim + outcome for the same number of emails, 16 a batch.
+                                "claims_cpu_ms_per_email": claims_cpu,
+                                # provider acceptance -> durable outcome, per email, under this load
+                                "window_ms": window,
                                 "target": ">= 500/s and ratio >= 0.8",
                                 "conditions": f"{n} emails of about {size} B, 1 email-server worker x {POOL} SMTP "
                                 f"connections, 64 concurrent gRPC callers, smtp-sink, quorum queues, "
@@ -480,6 +488,61 @@ def _roles(cluster: Cluster, es_url: str, sink: int) -> dict[str, Callable[[int,
     roles["smtp-sink"] = lambda pid, cmd: "smtp-sink" in cmd and f":{sink}" in cmd
     roles["load-generator"] = lambda pid, cmd: pid == os.getpid()
     return roles
+
+
+async def _window(run_dir: Path) -> dict[str, Any] | None:
+    """The worker's acceptance-to-record window, from its control socket (a Trio client)."""
+    import trio
+
+    from actors.soak import _workers_report
+
+    try:
+        report = await asyncio.wait_for(asyncio.to_thread(trio.run, _workers_report, run_dir), 20)
+    except Exception:
+        return None
+    window: dict[str, Any] | None = report.get("window_ms")
+    return window
+
+
+async def claims_cost(es_url: str, n: int, batch: int = 16) -> dict[str, float]:
+    import trio  # the claims store runs on Trio, like the email server
+
+    result: dict[str, float] = await asyncio.to_thread(trio.run, _claims_cost, es_url, n, batch)
+    return result
+
+
+async def _claims_cost(es_url: str, n: int, batch: int) -> dict[str, float]:
+    """CPU per email of the claims alone: one claim and one outcome per email, in batches
+    of concurrent senders, against the same Elasticsearch API as the cluster."""
+    from datetime import UTC, datetime
+
+    from actors.claims import Settle
+    from actors.claims_es import ElasticsearchClaims
+    from actors.schema import EmailStatusEvent, Status
+
+    es_port = es_url.rsplit(":", 1)[-1]
+    roles: dict[str, Callable[[int, str], bool]] = {
+        "email-server (client)": lambda pid, cmd: pid == os.getpid(),
+        "elasticsearch-api": lambda pid, cmd: "noida" in cmd and es_port in cmd,
+    }
+    claims = ElasticsearchClaims(es_url, f"bench-claims-{uuid.uuid4().hex[:8]}")
+    await claims.open()
+    now = datetime.now(UTC)
+    try:
+        cpu0 = _cpu_seconds()
+        for start in range(0, n, batch):
+            ids = [f"claim-{i}" for i in range(start, min(n, start + batch))]
+            won = await claims.claim_many(ids, 60.0)
+            await claims.settle_many(
+                [Settle(c, EmailStatusEvent(event_id=c.event_id, status=Status.SENT, attempt=1, requested_at=now)) for c in won]
+            )
+        cpu = cpu_per_email(cpu0, _cpu_seconds(), n, roles)
+        cpu.pop("other", None)
+        cpu["total"] = round(sum(cpu.values()), 3)
+        return cpu
+    finally:
+        await claims.delete_index()
+        await claims.close()
 
 
 async def _latency(work: Path, rate: float, quick: bool, http: Any) -> dict[str, Any]:

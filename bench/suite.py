@@ -63,7 +63,9 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     if name == "distributed_e2e":
         return (
             f"{r['emails_per_s']:,}/s vs raw aiosmtplib {r['raw_aiosmtplib_per_s']:,}/s = {r['ratio']}x "
-            f"(SMTP transport alone {r['raw_transport_per_s']:,}/s; CPU {r['cpu_ms_per_email_total']} ms/email)"
+            f"(SMTP transport alone {r['raw_transport_per_s']:,}/s; CPU {r['cpu_ms_per_email_total']} ms/email, "
+            f"of which claims {r.get('claims_cpu_ms_per_email', {}).get('total')}; window p50/p99 "
+            f"{(r.get('window_ms') or {}).get('p50')}/{(r.get('window_ms') or {}).get('p99')} ms)"
         )
     if name == "latency":
         return f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms at {r['rate_per_s']}/s"

@@ -276,6 +276,12 @@ class EmailServerConfig(_Section, frozen=True):
     concurrency: PosInt = 16
     idempotency_path: PathStr = "var/sent.sqlite3"
     report_sending: bool = False  # publish SENDING when a sender hands an email to the provider
+    claims_index: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,200}$")] = "email-claims"
+    claim_lease_s: PosFloat = 60.0  # a dead owner's claim is taken over after this
+    claim_recheck_s: PosFloat = 1.0  # a copy of an email claimed elsewhere looks again after this
+    claims_batch_ms: NonNegFloat = 5.0  # under load, claims and outcomes wait this long to share a write
+    unknown_outcome: Literal["resend", "fail"] = "resend"
+    unknown_outcome_by_category: dict[str, Literal["resend", "fail"]] = {}
 
 
 class RetryConfig(_Section, frozen=True):
@@ -309,6 +315,7 @@ class SweeperConfig(_Section, frozen=True):
     interval_s: PosFloat = 30.0
     enabled: bool = True
     stuck_grace_s: PosFloat = 60.0  # embedded: RETRYING past its next attempt / SENDING silent this long
+    pending_repeat_s: NonNegFloat = 10.0  # auth: a repeated key for an email PENDING this long republishes it
 
 
 MIB = 1024 * 1024

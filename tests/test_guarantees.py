@@ -27,9 +27,9 @@ import trio
 import trio.testing
 
 from actors.bus_memory import MemoryBus
+from actors.claims_sqlite import SqliteClaims
 from actors.edges import Failure, SendResult
 from actors.email_server import RetryPolicy, SenderSettings, email_server_tree
-from actors.idempotency import SentLog
 from actors.safeguards import SendGuards
 from actors.schema import EmailSendEvent, EmailStatusEvent, Status, status_event_decoder
 from actors.suppression import SuppressionList, is_recipient_refusal
@@ -201,7 +201,7 @@ async def test_domain_limit_holds_at_the_smtp_server(tmp_path):
 
 async def test_suppression_list_is_durable_and_case_insensitive(tmp_path):
     path = tmp_path / "sent.sqlite3"
-    async with SentLog(path), SuppressionList(path) as sup:  # one file, shared
+    async with SqliteClaims(path), SuppressionList(path) as sup:  # one file, shared
         assert await sup.add("Bob@Example.com", "550 5.1.1 no such user", event_id="e1")
         assert not await sup.add("bob@example.com", "again")  # the first entry stays
     async with SuppressionList(path) as sup:
