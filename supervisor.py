@@ -41,8 +41,8 @@ SAMPLES = [
 
 
 def _setup_logging(level: str, fmt: str, config: Any = None) -> None:
-    from actors.logs import configure
-    from actors.redact import register_config_secrets
+    from actors.telemetry.logs import configure
+    from actors.telemetry.redact import register_config_secrets
 
     if config is not None:
         register_config_secrets(config)  # their values never appear in a log line
@@ -54,14 +54,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     config = load_config(args.profile)
     _setup_logging(config.service.log_level, config.service.log_format, config)
     if config.bus.kind == "memory":
-        from actors.wiring import run_embedded
+        from actors.profiles.embedded import run_embedded
         from runtime._aio import run_with_asyncio_host
 
         run_with_asyncio_host(run_embedded, config)
         return 0
     import trio
 
-    from actors.launcher import launcher_tree
+    from actors.profiles.launcher import launcher_tree
     from runtime import run_actor_system
 
     tree = launcher_tree(config, args.profile, workers=args.workers, drain_s=args.drain)
@@ -71,7 +71,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """One service in the foreground (for systemd, a container, or `up`)."""
-    from actors.services import main_service
+    from actors.profiles.distributed import main_service
 
     config = load_config(args.profile)
     _setup_logging(config.service.log_level, config.service.log_format, config)
@@ -81,8 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Start the embedded system, send the sample emails, print their final statuses."""
-    from actors.auth import RequestEmail
-    from actors.wiring import Embedded, run_embedded
+    from actors.auth.service import RequestEmail
+    from actors.profiles.embedded import Embedded, run_embedded
     from runtime._aio import run_with_asyncio_host
 
     config = load_config(args.profile)
@@ -147,7 +147,7 @@ async def _with_client(config: Any, fn: Any, integration: bool = False) -> Any:
 
     # Embedded: one server on auth_port serves both APIs. Distributed: integration has its own.
     port = config.grpc.integration_port if integration and config.bus.kind != "memory" else config.grpc.auth_port
-    from actors.grpc_security import client_ssl_context
+    from actors.grpc.security import client_ssl_context
 
     channel = Channel(config.grpc.host, port, ssl=client_ssl_context(config.grpc))  # TLS if configured
     try:
@@ -180,19 +180,19 @@ def _run_client(config: Any, fn: Any, integration: bool = False) -> int:
 
 
 def _print_doc(doc: Any) -> None:
-    from actors.proto_convert import document_from_proto
+    from actors.grpc.convert import document_from_proto
 
     print(msgspec.json.encode(document_from_proto(doc)).decode())
 
 
 def cmd_send(args: argparse.Namespace) -> int:
-    from actors.proto_convert import variables_to_struct
+    from actors.grpc.convert import variables_to_struct
     from protos import email_grpc, email_pb2
 
     config = load_config(args.profile)
     if args.batch:
-        from actors.grpc_security import client_ssl_context
-        from actors.send_batch import send_batch
+        from actors.grpc.security import client_ssl_context
+        from actors.ops.send_batch import send_batch
 
         return send_batch(
             config.grpc.host, config.grpc.auth_port, _metadata(config), args.batch,
@@ -238,8 +238,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from actors.proto_convert import status_to_proto
-    from actors.schema import Status
+    from actors.domain.schema import Status
+    from actors.grpc.convert import status_to_proto
     from protos import email_grpc, email_pb2
 
     config = load_config(args.profile)
@@ -270,7 +270,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_console(args: argparse.Namespace) -> int:
     """The actor trees of the running services, live; or one snapshot / command."""
-    from actors.console import main_console
+    from actors.ops.console import main_console
 
     return main_console(load_config(args.profile), args)
 
@@ -320,8 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     search.add_argument("--limit", type=int, default=20)
     search.add_argument("--page-token", default="")
     search.set_defaults(fn=cmd_search)
-    from actors.console import __doc__ as console_doc
-    from actors.console import add_arguments as console_arguments
+    from actors.ops.console import __doc__ as console_doc
+    from actors.ops.console import add_arguments as console_arguments
 
     console = sub.add_parser(
         "console",
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)")
     bench.add_argument("--json", metavar="FILE", help="also write the results to FILE")
     bench.set_defaults(fn=cmd_bench)
-    from actors.admin import add_commands as add_guarantee_commands
+    from actors.ops.admin import add_commands as add_guarantee_commands
 
     add_guarantee_commands(sub)  # dlq list|replay, suppression list|add|remove, soak
     args = parser.parse_args(argv)

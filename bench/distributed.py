@@ -247,7 +247,7 @@ async def _delete_topology(env: dict[str, str]) -> None:
     """Delete this run's queues and exchanges: quorum queues left behind hold broker file handles."""
     import aio_pika
 
-    from actors.bus_rabbitmq import RabbitBus
+    from actors.bus.rabbitmq import RabbitBus
     from config import load_config
 
     bus = load_config("distributed", env=env).bus
@@ -265,7 +265,7 @@ async def _delete_topology(env: dict[str, str]) -> None:
 
 
 def _request(i: int) -> Any:
-    from actors.proto_convert import variables_to_struct
+    from actors.grpc.convert import variables_to_struct
     from protos import email_pb2
 
     return email_pb2.RequestEmailRequest(
@@ -327,7 +327,7 @@ async def raw_aiosmtplib(port: int, n: int, connections: int) -> tuple[float, in
 
     import aiosmtplib
 
-    from actors.templates import TemplateRenderer
+    from actors.domain.templates import TemplateRenderer
 
     renderer = TemplateRenderer(ROOT / "templates")
     counter = iter(range(n))
@@ -358,9 +358,9 @@ async def raw_transport(port: int, n: int, connections: int) -> tuple[float, int
     """The SMTP transport alone: one message rendered once, its bytes sent ``n`` times."""
     import aiosmtplib
 
-    from actors.edges import OutgoingEmail
-    from actors.mime import build_message, render_bytes
-    from actors.templates import TemplateRenderer
+    from actors.domain.edges import OutgoingEmail
+    from actors.domain.mime import build_message, render_bytes
+    from actors.domain.templates import TemplateRenderer
 
     renderer = TemplateRenderer(ROOT / "templates")
     rendered = renderer.render("verification", _variables(1))
@@ -494,7 +494,7 @@ async def _window(run_dir: Path) -> dict[str, Any] | None:
     """The worker's acceptance-to-record window, from its control socket (a Trio client)."""
     import trio
 
-    from actors.soak import _workers_report
+    from actors.ops.soak import _workers_report
 
     try:
         report = await asyncio.wait_for(asyncio.to_thread(trio.run, _workers_report, run_dir), 20)
@@ -516,9 +516,9 @@ async def _claims_cost(es_url: str, n: int, batch: int) -> dict[str, float]:
     of concurrent senders, against the same Elasticsearch API as the cluster."""
     from datetime import UTC, datetime
 
-    from actors.claims import Settle
-    from actors.claims_es import ElasticsearchClaims
-    from actors.schema import EmailStatusEvent, Status
+    from actors.domain.schema import EmailStatusEvent, Status
+    from actors.stores.claims import Settle
+    from actors.stores.claims_elasticsearch import ElasticsearchClaims
 
     es_port = es_url.rsplit(":", 1)[-1]
     roles: dict[str, Callable[[int, str], bool]] = {

@@ -8,9 +8,9 @@ from typing import Any
 
 import trio
 
-from actors.auth import RequestEmail
-from actors.schema import Status
-from actors.wiring import Embedded, open_embedded, settle_heap
+from actors.auth.service import RequestEmail
+from actors.domain.schema import Status
+from actors.profiles.embedded import Embedded, open_embedded, settle_heap
 from config import load_config
 from runtime._aio import run_with_asyncio_host
 

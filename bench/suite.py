@@ -101,7 +101,7 @@ def _broker(results: dict[str, Any], names: set[str]) -> Any:
     again at the end; one that was already running is left alone. The cluster's
     processes get its URL through MAILACTORS__BUS__URL.
     """
-    from actors.localservices import ServiceMissing, rabbitmq_service
+    from actors.testing.localservices import ServiceMissing, rabbitmq_service
 
     try:
         service = rabbitmq_service()

@@ -6,7 +6,7 @@
 # Writes email_pb2.py, email_pb2.pyi (messages) and email_grpc.py (grpclib
 # stubs). Uses $PYTHON if set, else the repo's .venv/bin/python, else python3;
 # that interpreter needs grpcio-tools and grpclib. Never edit the generated
-# files by hand: tests/test_protos.py checks they match this script's output.
+# files by hand: tests/grpc/test_protos.py checks they match this script's output.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)

@@ -6,14 +6,14 @@ from collections.abc import Iterator
 import pytest
 
 from runtime.testing import actor_system  # noqa: F401  (fixture)
-from tests.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
-from tests.ses_servers import _moto_server, aws_env, moto_ses  # noqa: F401  (fixtures)
+from tests.support.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
+from tests.support.ses_servers import _moto_server, aws_env, moto_ses  # noqa: F401  (fixtures)
 
-# REQUIRE_SERVICES=1 fails a run that skips anything (tests/require_services.py).
-pytest_plugins = ["tests.require_services"]
+# REQUIRE_SERVICES=1 fails a run that skips anything (tests/support/require_services.py).
+pytest_plugins = ["tests.support.require_services"]
 
 
-# -- real services (tests/services.py finds or starts them) -----------------------
+# -- real services (tests/support/services.py finds or starts them) -----------------------
 
 
 @pytest.fixture(scope="session")

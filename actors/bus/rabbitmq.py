@@ -1,0 +1,1320 @@
+"""The RabbitMQ bus of the distributed profile: aio-pika behind the asyncio edge.
+
+Topology (declared at :meth:`RabbitBus.open` by the service that owns it):
+
+* ``send_exchange`` (durable, direct) -> ``send_queue``, routing key = the queue name.
+  Owned by email-server, with the retry delay queues ``<send_queue>.delay.<tier>``
+  (``x-message-ttl`` = the tier; on expiry the broker dead-letters them into
+  ``send_exchange`` with the send queue's routing key, so a delayed retry is as
+  durable as any message and survives restarts of everything).
+* ``status_exchange`` -> ``status_queue``, owned by integration.
+* ``dead_letter_exchange`` (direct) -> ``dead_letter_queue``, bound once per work
+  queue with the queue's name as routing key. Work queues dead-letter there
+  (``x-dead-letter-exchange``/``-routing-key``), and :meth:`RabbitDelivery.reject`
+  publishes there itself, with the reason in the ``x-reject-reason`` header.
+* With ``config.quorum`` (and a broker >= 3.8) every queue is a quorum queue with
+  at-least-once dead-lettering. Work queues get ``x-delivery-limit``, so a message
+  that keeps killing its consumer is dead-lettered after ``max_deliveries``
+  deliveries. Classic queues have no delivery limit.
+* Publishers declare the exchanges they publish to (same arguments, idempotent), so
+  start-up order does not matter for exchanges. A publish before the owner has
+  declared and bound the queue is unroutable and raises :class:`BusError`.
+
+Why it is built this way:
+
+* Every aio-pika call runs on the asyncio side of ``runtime``'s edge, and every
+  crossing has a cost (a task creation and a Trio reschedule; much more under
+  trio-asyncio). So the Trio side crosses as little as it can. Publishes and
+  settlements issued concurrently by several Trio tasks are combined: one task leads
+  a batch through one :meth:`AsyncioEdge.run`, the others join the next batch
+  (:class:`_Combiner`). The consumer callback (asyncio) appends deliveries to a plain
+  deque that the Trio side pops without crossing at all; it crosses only to wait when
+  the deque is empty. Everything runs in one thread under both edges, so the deque
+  and the counters need no locks, and nothing on the Trio side calls asyncio code.
+* Reconnection is our own loop, not ``connect_robust``: a robust connection does
+  not replay publishes that failed with the connection (aio-pika's own docs), and a
+  publish on it hangs until the reconnect (aio-pika #636). Here a publish waits for
+  the link at most ``publish_timeout_s`` and then raises :class:`BusUnavailable`; a
+  publish whose confirm was lost with the connection is sent again after the
+  reconnect (so a consumer may see it twice; consumers dedup by eventId).
+* A delivery belongs to the channel it came on. After a reconnect the broker
+  redelivers everything that was unacked, so settling a delivery from an older
+  channel is a silent no-op, and buffered deliveries of an old channel are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Generic, Literal, NamedTuple, TypeVar
+
+import aio_pika
+import aiormq
+import trio
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+)
+from aiormq.abc import DeliveredMessage
+from aiormq.exceptions import (
+    AMQPChannelError,
+    AuthenticationError,
+    ChannelAccessRefused,
+    ChannelLockedResource,
+    ChannelNotFoundEntity,
+    ChannelPreconditionFailed,
+    DeliveryError,
+    PublishError,
+)
+
+from actors.domain.edges import BusError, BusUnavailable
+from actors.domain.schema import EmailSendEvent, EmailStatusEvent, encode
+from config._model import BusConfig
+from runtime._aio import AsyncioEdge, current_edge
+
+__all__ = [
+    "DEFAULT_DELAY_TIERS",
+    "BusError",
+    "BusUnavailable",
+    "DeadLetter",
+    "RabbitBus",
+    "RabbitBusStatistics",
+    "RabbitDelivery",
+    "Role",
+    "delay_tier",
+]
+
+log = logging.getLogger(__name__)
+
+Role = Literal["auth", "email-server", "integration", "tool"]
+ROLES: tuple[Role, ...] = ("auth", "email-server", "integration", "tool")
+
+DEFAULT_DELAY_TIERS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
+
+REASON_HEADER = "x-reject-reason"
+ORIGIN_QUEUE_HEADER = "x-original-queue"
+ORIGIN_EXCHANGE_HEADER = "x-original-exchange"
+ORIGIN_KEY_HEADER = "x-original-routing-key"
+_MAX_REASON_CHARS = 2000
+# Headers the broker or we add on the way to the dead-letter queue; a replayed
+# message starts clean.
+_DEAD_HEADERS = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        "x-delivery-count",
+        REASON_HEADER,
+        ORIGIN_QUEUE_HEADER,
+        ORIGIN_EXCHANGE_HEADER,
+        ORIGIN_KEY_HEADER,
+    }
+)
+_FIRST_BACKOFF_S = 0.1
+_CLOSE_TIMEOUT_S = 5.0
+
+
+class DeadLetter(NamedTuple):
+    queue: str  # the queue the message was dead-lettered from
+    body: bytes
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitBusStatistics:
+    """A snapshot of one bus, for the console and tests.
+
+    Attributes:
+      connected: the link is up now.
+      connects: successful connections since open (1 + reconnects).
+      published: publishes confirmed by the broker (dead-lettering ones included).
+      consumed: deliveries handed to callers.
+      acked / requeued / rejected: settlements sent to the broker.
+      multi_acks: acks sent as one frame for a run of deliveries (multiple=True).
+      stale: settlements skipped because their channel is gone (redelivered instead).
+      crossings: asyncio edge crossings made by this bus (publish and settle batches,
+        consumer waits, control calls).
+      buffered: deliveries received and not yet handed out, per queue.
+    """
+
+    connected: bool
+    connects: int
+    published: int
+    consumed: int
+    acked: int
+    requeued: int
+    rejected: int
+    stale: int
+    multi_acks: int
+    crossings: int
+    buffered: Mapping[str, int]
+
+
+def delay_tier(delay_s: float, tiers: Sequence[float] = DEFAULT_DELAY_TIERS) -> float:
+    """The tier a delayed retry waits in: the largest tier <= delay_s, else the smallest."""
+    fitting = [t for t in tiers if t <= delay_s]
+    return max(fitting) if fitting else min(tiers)
+
+
+def _tier_label(tier: float) -> str:
+    return f"{tier:g}s"
+
+
+# -- deliveries ----------------------------------------------------------------
+
+
+class RabbitDelivery:
+    """One message taken from a queue. Settle it exactly once.
+
+    ``deliveries`` is which delivery of this message this is (1 for the first), from
+    the quorum queue's ``x-delivery-count``; on a classic queue it is 1, or 2 when
+    redelivered (the broker keeps no count there).
+    """
+
+    __slots__ = (
+        "body",
+        "redelivered",
+        "deliveries",
+        "message_id",
+        "queue",
+        "headers",
+        "exchange",
+        "routing_key",
+        "_bus",
+        "_channel",
+        "_tag",
+        "_settled",
+    )
+
+    def __init__(
+        self,
+        bus: RabbitBus,
+        queue: str,
+        channel: aiormq.abc.AbstractChannel,
+        message: DeliveredMessage,
+    ) -> None:
+        props = message.header.properties
+        headers: dict[str, Any] = dict(props.headers or {})
+        redelivered = bool(message.redelivered)
+        count = headers.get("x-delivery-count")
+        self.body: bytes = message.body
+        self.redelivered = redelivered
+        self.deliveries = int(count) + 1 if isinstance(count, int) else (2 if redelivered else 1)
+        self.message_id: str | None = props.message_id
+        self.queue = queue
+        self.headers = headers
+        self.exchange: str = message.exchange or ""
+        self.routing_key: str = message.routing_key or ""
+        self._bus = bus
+        self._channel = channel
+        self._tag: int = message.delivery_tag or 0
+        self._settled = False
+
+    def __repr__(self) -> str:
+        return (
+            f"<RabbitDelivery {self.queue} id={self.message_id} "
+            f"delivery={self.deliveries} settled={self._settled}>"
+        )
+
+    @property
+    def stale(self) -> bool:
+        """True when the channel it came on is gone: settling it does nothing,
+        and the broker delivers the message again."""
+        return self._channel is not self._bus._raw_sub or self._channel.is_closed
+
+    def _settle(self) -> None:
+        if self._settled:
+            raise RuntimeError("delivery settled twice")
+        self._settled = True
+
+    # Settling is shielded from cancellation once it starts (it is short: an ack waits
+    # for no reply; a reject's dead-letter publish is bounded by publish_timeout_s), so
+    # a cancelled caller never leaves a delivery marked settled but still unacked,
+    # holding a prefetch slot until the connection closes.
+
+    async def ack(self) -> None:
+        """The work is done: the broker forgets the message."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._settle()
+        with trio.CancelScope(shield=True):
+            await self._bus._settle(self, _ACK)
+
+    async def requeue(self) -> None:
+        """The work was not done: deliver it again (to this or another consumer).
+
+        On a quorum queue this counts towards the delivery limit.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._settle()
+        with trio.CancelScope(shield=True):
+            await self._bus._settle(self, _REQUEUE)
+
+    async def reject(self, reason: str) -> None:
+        """Give up on it: to the dead-letter queue with *reason* (never requeued).
+
+        The body goes to the dead-letter exchange with the reason in the
+        ``x-reject-reason`` header (confirmed), then the original is acked. If that
+        publish fails, the original is nacked without requeue instead, which
+        dead-letters it through the queue's own arguments, without the reason.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._settle()
+        with trio.CancelScope(shield=True):
+            await self._bus._reject(self, reason)
+
+
+# -- combining concurrent requests into edge crossings -------------------------
+
+_ACK = 0
+_REQUEUE = 1
+_DEAD = 2  # nack without requeue: the queue dead-letters it
+
+
+class _Op:
+    """One request in a :class:`_Combiner` batch; the asyncio side calls finish()."""
+
+    __slots__ = ("done", "error", "event", "taken", "promoted")
+
+    def __init__(self) -> None:
+        self.done = False
+        self.error: BaseException | None = None
+        self.event: trio.Event | None = None
+        self.taken = False
+        self.promoted = False
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if not self.done:
+            self.done = True
+            self.error = error
+
+
+class _PublishOp(_Op):
+    __slots__ = ("exchange", "routing_key", "body", "message_id", "headers", "deadline")
+
+    def __init__(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: dict[str, Any] | None,
+        deadline: float,
+    ) -> None:
+        super().__init__()
+        self.exchange = exchange
+        self.routing_key = routing_key
+        self.body = body
+        self.message_id = message_id
+        self.headers = headers
+        self.deadline = deadline  # time.monotonic()
+
+
+class _SettleOp(_Op):
+    __slots__ = ("delivery", "kind")
+
+    def __init__(self, delivery: RabbitDelivery, kind: int) -> None:
+        super().__init__()
+        self.delivery = delivery
+        self.kind = kind
+
+
+OpT = TypeVar("OpT", bound=_Op)
+T = TypeVar("T")
+
+
+class _Combiner(Generic[OpT]):
+    """Runs requests from concurrent Trio tasks in as few edge crossings as possible.
+
+    Group commit: when no batch is in flight the caller leads, taking everything
+    pending through one ``edge.run(run_batch, batch)``; callers arriving meanwhile
+    queue up and the first of them leads the next batch. A lone caller pays one
+    crossing, N concurrent callers pay about two. ``run_batch`` must finish every op
+    and bound its own duration; the crossing is shielded so that a cancelled leader
+    never aborts the others' requests.
+    """
+
+    def __init__(self, bus: RabbitBus, run_batch: Callable[[list[OpT]], Awaitable[None]]) -> None:
+        self._bus = bus
+        self._run_batch = run_batch
+        self._pending: list[OpT] = []
+        self._busy = False
+
+    async def submit(self, op: OpT) -> None:
+        """Run *op*; on return it is done (``op.error`` says how it went)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._busy:
+            op.event = trio.Event()
+            self._pending.append(op)
+            try:
+                await op.event.wait()
+            except BaseException:
+                if not op.taken:
+                    self._pending.remove(op)
+                    if op.promoted:
+                        self._hand_off()
+                raise
+            if not op.promoted:
+                return
+        else:
+            self._busy = True
+            self._pending.append(op)
+        await self._lead(op)
+
+    async def _lead(self, op: OpT) -> None:
+        batch, self._pending = self._pending, []
+        for o in batch:
+            o.taken = True
+        try:
+            with trio.CancelScope(shield=True):
+                await self._bus._cross(self._run_batch, batch)
+        finally:
+            for o in batch:
+                if not o.done:  # run_batch raised (a bug, or the edge closed under it)
+                    o.finish(BusError("the bus operation was interrupted"))
+                if o is not op and o.event is not None:
+                    o.event.set()
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if self._pending:
+            nxt = self._pending[0]
+            nxt.promoted = True
+            assert nxt.event is not None
+            nxt.event.set()
+        else:
+            self._busy = False
+
+
+class _Inbox:
+    """Deliveries of one queue, appended by the consumer callback, popped by Trio."""
+
+    __slots__ = ("queue", "items", "arrived", "wanted")
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+        self.items: deque[RabbitDelivery] = deque()
+        self.arrived: asyncio.Event | None = None  # created on the asyncio side
+        self.wanted = False  # consume this queue on every (re)connect
+
+
+# -- the bus -------------------------------------------------------------------
+
+
+class RabbitBus:
+    """Implements ``actors.domain.edges.Bus`` on RabbitMQ.
+
+    Open it inside ``runtime.open_asyncio_edge()`` (the edge current at
+    :meth:`open` carries every call until :meth:`close`). *role* says which part of
+    the topology this process declares; see the module docstring. *url* defaults to
+    ``config.resolved_url()``.
+    """
+
+    durable_delay = True
+
+    def __init__(
+        self,
+        config: BusConfig,
+        *,
+        url: str | None = None,
+        role: Role,
+        delay_tiers: Sequence[float] = DEFAULT_DELAY_TIERS,
+        connection_name: str | None = None,
+    ) -> None:
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        if not delay_tiers or any(t <= 0 for t in delay_tiers):
+            raise ValueError("delay_tiers must be positive and not empty")
+        self.config = config
+        self.role: Role = role
+        self.delay_tiers = tuple(sorted(set(delay_tiers)))
+        self.connection_name = connection_name or (
+            f"mailactors-{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        )
+        self._url = url if url is not None else config.resolved_url()
+        self._edge: AsyncioEdge | None = None
+        self._closed = False
+        # asyncio side (touched only in edge.run calls and asyncio callbacks)
+        self._connection: AbstractConnection | None = None
+        self._pub: AbstractChannel | None = None
+        self._sub: AbstractChannel | None = None
+        self._raw_sub: aiormq.abc.AbstractChannel | None = None
+        # Delivery tags of _raw_sub not yet settled: an ack with multiple=True may
+        # cover a run of them only if every lower one is being acked too.
+        self._unsettled: set[int] = set()
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._ready: asyncio.Event | None = None
+        self._lost: asyncio.Future[BaseException | None] | None = None
+        self._manager: asyncio.Task[None] | None = None
+        self._quorum = False
+        # both sides
+        self._inboxes = {
+            config.send_queue: _Inbox(config.send_queue),
+            config.status_queue: _Inbox(config.status_queue),
+        }
+        self._publishes: _Combiner[_PublishOp] = _Combiner(self, self._aio_publish_batch)
+        self._settles: _Combiner[_SettleOp] = _Combiner(self, self._aio_settle_batch)
+        self._connects = 0
+        self._published = 0
+        self._consumed = 0
+        self._acked = 0
+        self._requeued = 0
+        self._rejected = 0
+        self._stale = 0
+        self._multi_acks = 0
+        self._crossings = 0
+        self._dlq_lock: asyncio.Lock | None = None  # one dead-letter reader per process
+
+    # -- names -------------------------------------------------------------------
+
+    def delay_queue_name(self, tier: float) -> str:
+        return f"{self.config.send_queue}.delay.{_tier_label(tier)}"
+
+    def queue_names(self) -> list[str]:
+        """Every queue of this topology (whoever owns it)."""
+        c = self.config
+        return [
+            c.send_queue,
+            c.status_queue,
+            c.dead_letter_queue,
+            *(self.delay_queue_name(t) for t in self.delay_tiers),
+        ]
+
+    def statistics(self) -> RabbitBusStatistics:
+        return RabbitBusStatistics(
+            connected=self._ready is not None and self._ready.is_set() and not self._closed,
+            connects=self._connects,
+            published=self._published,
+            consumed=self._consumed,
+            acked=self._acked,
+            requeued=self._requeued,
+            rejected=self._rejected,
+            stale=self._stale,
+            multi_acks=self._multi_acks,
+            crossings=self._crossings,
+            buffered={name: len(inbox.items) for name, inbox in self._inboxes.items()},
+        )
+
+    # -- lifecycle (Trio side) -----------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, declare this role's topology; wait up to publish_timeout_s for the broker.
+
+        Raises BusUnavailable when the broker cannot be reached in that time, and
+        BusError at once for what retrying cannot fix (bad credentials, a queue that
+        exists with other arguments, no permission).
+        """
+        if self._edge is not None:
+            raise RuntimeError("RabbitBus.open() called twice")
+        self._edge = current_edge()
+        try:
+            await self._cross(self._aio_open)
+        except BaseException:
+            self._edge = None
+            raise
+
+    async def close(self) -> None:
+        """Close the connection. Unsettled deliveries go back to their queues."""
+        if self._edge is None or self._closed:
+            self._closed = True
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            await self._cross(self._aio_close)
+
+    async def _cross(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        edge = self._edge
+        if edge is None:
+            raise RuntimeError("the RabbitBus is not open: call open() first")
+        self._crossings += 1
+        return await edge.run(fn, *args)
+
+    def _check_usable(self) -> None:
+        if self._edge is None:
+            raise RuntimeError("the RabbitBus is not open: call open() first")
+        if self._closed:
+            raise BusError("the RabbitBus is closed")
+
+    # -- publishing (Trio side) ----------------------------------------------------
+
+    async def publish_send(self, event: EmailSendEvent) -> None:
+        """Returns once the broker confirmed the event; raises BusError / BusUnavailable."""
+        c = self.config
+        await self._publish(c.send_exchange, c.send_queue, encode(event), event.event_id)
+
+    async def publish_status(self, event: EmailStatusEvent) -> None:
+        c = self.config
+        await self._publish(c.status_exchange, c.status_queue, encode(event), event.event_id)
+
+    async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
+        """Publish *event* to come back to the send queue after about *delay_s*.
+
+        The wait is a delay queue tier (:func:`delay_tier`), so the delay is rounded
+        down to a tier (or up to the smallest one); it survives broker and service
+        restarts like any durable message.
+        """
+        queue = self.delay_queue_name(delay_tier(delay_s, self.delay_tiers))
+        await self._publish("", queue, encode(event), event.event_id)
+
+    async def publish_raw(self, queue: str, body: bytes) -> None:
+        """Put arbitrary bytes on the send or status queue (tests of bad input)."""
+        c = self.config
+        exchange = {c.send_queue: c.send_exchange, c.status_queue: c.status_exchange}.get(queue)
+        if exchange is None:
+            raise ValueError(f"unknown queue {queue!r}")
+        await self._publish(exchange, queue, body, uuid.uuid4().hex)
+
+    async def _publish(
+        self,
+        exchange: str,
+        routing_key: str,
+        body: bytes,
+        message_id: str,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        self._check_usable()
+        deadline = time.monotonic() + self.config.publish_timeout_s
+        op = _PublishOp(exchange, routing_key, body, message_id, headers, deadline)
+        await self._publishes.submit(op)
+        if op.error is not None:
+            raise op.error
+
+    # -- consuming (Trio side) -----------------------------------------------------
+
+    async def next_send(self) -> RabbitDelivery:
+        """Wait for the next delivery from the send queue (email-server side)."""
+        return await self._next(self._inboxes[self.config.send_queue])
+
+    async def next_status(self) -> RabbitDelivery:
+        """Wait for the next delivery from the status queue (integration side)."""
+        return await self._next(self._inboxes[self.config.status_queue])
+
+    async def _next(self, inbox: _Inbox) -> RabbitDelivery:
+        self._check_usable()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not inbox.wanted:
+            await self._cross(self._aio_start_consuming, inbox)
+        items = inbox.items
+        while True:
+            while items:
+                delivery = items.popleft()
+                if delivery.stale:
+                    self._stale += 1
+                    continue
+                self._consumed += 1
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return delivery
+            await self._cross(self._aio_wait_for_delivery, inbox)
+
+    # -- settling (Trio side) ------------------------------------------------------
+
+    async def _settle(self, delivery: RabbitDelivery, kind: int) -> None:
+        if delivery.stale:
+            self._stale += 1
+            await trio.lowlevel.checkpoint()
+            return
+        await self._settles.submit(_SettleOp(delivery, kind))
+
+    async def _reject(self, delivery: RabbitDelivery, reason: str) -> None:
+        if delivery.stale:
+            self._stale += 1
+            await trio.lowlevel.checkpoint()
+            return
+        headers = {k: v for k, v in delivery.headers.items() if k != "x-delivery-count"}
+        headers[REASON_HEADER] = reason[:_MAX_REASON_CHARS]
+        headers[ORIGIN_QUEUE_HEADER] = delivery.queue
+        headers[ORIGIN_EXCHANGE_HEADER] = delivery.exchange
+        headers[ORIGIN_KEY_HEADER] = delivery.routing_key
+        try:
+            await self._publish(
+                self.config.dead_letter_exchange,
+                delivery.queue,
+                delivery.body,
+                delivery.message_id or uuid.uuid4().hex,
+                headers,
+            )
+        except BusError as exc:
+            log.warning(
+                "could not publish a rejected message to the dead-letter exchange (%s); "
+                "nacking it instead, which dead-letters it without the reason %r",
+                exc,
+                reason,
+            )
+            await self._settle(delivery, _DEAD)
+            return
+        self._rejected += 1
+        await self._settle(delivery, _ACK)
+
+    # -- tools (Trio side) ---------------------------------------------------------
+
+    async def queue_depths(self) -> dict[str, int]:
+        """Ready messages per queue of this topology (missing queues are left out)."""
+        self._check_usable()
+        return await self._cross(self._aio_queue_depths)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Up to *limit* messages from the dead-letter queue, oldest first, left in place."""
+        self._check_usable()
+        return await self._cross(self._aio_dead_letters, limit)
+
+    async def replay_dead_letters(self, n: int) -> int:
+        """Send up to *n* dead letters back to the exchange they came from; return how many.
+
+        Each is published (confirmed) before it is removed from the dead-letter queue;
+        the dead-lettering headers are dropped, so it starts a fresh delivery count.
+        """
+        self._check_usable()
+        return await self._cross(self._aio_replay_dead_letters, n)
+
+    # == asyncio side =============================================================
+
+    async def _aio_open(self) -> None:
+        self._ready = asyncio.Event()
+        for inbox in self._inboxes.values():
+            inbox.arrived = asyncio.Event()
+        deadline = time.monotonic() + self.config.publish_timeout_s
+        backoff = _FIRST_BACKOFF_S
+        while True:
+            try:
+                await self._aio_connect()
+                break
+            except BusError:
+                raise
+            except AuthenticationError as exc:
+                raise BusError(f"RabbitMQ refused the credentials: {exc}") from exc
+            except Exception as exc:
+                if time.monotonic() + backoff > deadline:
+                    raise BusUnavailable(
+                        f"cannot reach RabbitMQ within {self.config.publish_timeout_s:g}s: {exc!r}"
+                    ) from exc
+                log.info("RabbitMQ not reachable yet (%r); retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.reconnect_max_s)
+        self._manager = asyncio.get_running_loop().create_task(self._aio_maintain())
+
+    async def _aio_close(self) -> None:
+        self._closed = True
+        if self._ready is not None:
+            self._ready.set()  # publishers waiting for the link see the bus closed
+        for inbox in self._inboxes.values():
+            inbox.items.clear()
+            if inbox.arrived is not None:
+                inbox.arrived.set()
+        if self._manager is not None:
+            self._manager.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._manager
+        await self._aio_drop_connection()
+
+    async def _aio_connect(self) -> None:
+        """One connection attempt: connect, channels, topology, consumers. All or nothing."""
+        connection = await aio_pika.connect(
+            self._url,
+            timeout=self.config.publish_timeout_s,
+            client_properties={"connection_name": self.connection_name},
+        )
+        try:
+            version = _server_version(connection)
+            self._quorum = self.config.quorum and version >= (3, 8)
+            pub = await connection.channel(publisher_confirms=True, on_return_raises=True)
+            await self._aio_declare(pub)
+            sub = await connection.channel(publisher_confirms=False)
+            await sub.set_qos(prefetch_count=self.config.prefetch)
+            raw_sub = await sub.get_underlay_channel()
+            exchanges = {"": pub.default_exchange}
+            for name in self._exchange_names():
+                exchanges[name] = await pub.get_exchange(name, ensure=False)
+            # Current before consuming: the callback drops deliveries of other channels.
+            self._raw_sub = raw_sub
+            self._unsettled = set()  # tags are per channel
+            for inbox in self._inboxes.values():
+                if inbox.wanted:
+                    await self._aio_consume(raw_sub, inbox)
+        except BaseException:
+            self._raw_sub = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+            raise
+        lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+        def on_close(_sender: object, exc: BaseException | None = None, *_: object) -> None:
+            if not lost.done():
+                lost.set_result(exc)
+
+        connection.close_callbacks.add(on_close)
+        pub.close_callbacks.add(on_close)
+        sub.close_callbacks.add(on_close)
+        self._connection, self._pub, self._sub = connection, pub, sub
+        self._exchanges = exchanges
+        self._lost = lost
+        self._connects += 1
+        assert self._ready is not None
+        self._ready.set()
+        if self._connects > 1:
+            log.warning("reconnected to RabbitMQ (%s)", self.connection_name)
+
+    def _exchange_names(self) -> list[str]:
+        c = self.config
+        return [c.send_exchange, c.status_exchange, c.dead_letter_exchange]
+
+    async def _aio_declare(self, channel: AbstractChannel) -> None:
+        c = self.config
+        role = self.role
+        if role == "tool":
+            return
+        try:
+            direct = aio_pika.ExchangeType.DIRECT
+            exchanges = {
+                "auth": [c.send_exchange],
+                "email-server": [c.send_exchange, c.status_exchange, c.dead_letter_exchange],
+                "integration": [c.status_exchange, c.send_exchange, c.dead_letter_exchange],
+            }[role]
+            declared = {
+                name: await channel.declare_exchange(name, direct, durable=True)
+                for name in exchanges
+            }
+            owned = {"email-server": c.send_queue, "integration": c.status_queue}.get(role)
+            if owned is None:
+                return
+            source = c.send_exchange if owned == c.send_queue else c.status_exchange
+            queue = await channel.declare_queue(
+                owned, durable=True, arguments=self._work_queue_arguments(owned)
+            )
+            await queue.bind(declared[source], routing_key=owned)
+            dlq = await channel.declare_queue(
+                c.dead_letter_queue, durable=True, arguments=self._queue_type_arguments()
+            )
+            await dlq.bind(declared[c.dead_letter_exchange], routing_key=owned)
+            if owned == c.send_queue:
+                for tier in self.delay_tiers:
+                    arguments = {
+                        **self._queue_type_arguments(),
+                        "x-message-ttl": int(tier * 1000),
+                        "x-dead-letter-exchange": c.send_exchange,
+                        "x-dead-letter-routing-key": c.send_queue,
+                    }
+                    await channel.declare_queue(
+                        self.delay_queue_name(tier), durable=True, arguments=arguments
+                    )
+        except ChannelPreconditionFailed as exc:
+            raise BusError(
+                f"RabbitMQ topology differs from the configuration ({exc}); an existing "
+                "queue or exchange was declared with other arguments (quorum, delivery "
+                "limit, dead-letter settings): delete or migrate it"
+            ) from exc
+        except ChannelAccessRefused as exc:
+            raise BusError(f"RabbitMQ refused to declare the topology: {exc}") from exc
+
+    def _queue_type_arguments(self) -> dict[str, Any]:
+        if not self._quorum:
+            return {}
+        return {
+            "x-queue-type": "quorum",
+            # At-least-once dead-lettering (3.10+) needs reject-publish overflow.
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+
+    def _work_queue_arguments(self, queue: str) -> dict[str, Any]:
+        arguments = {
+            **self._queue_type_arguments(),
+            "x-dead-letter-exchange": self.config.dead_letter_exchange,
+            "x-dead-letter-routing-key": queue,
+        }
+        if self._quorum:
+            # The limit counts returns: N - 1 of them means N deliveries in all.
+            arguments["x-delivery-limit"] = max(self.config.max_deliveries - 1, 0)
+        return arguments
+
+    async def _aio_consume(self, raw: aiormq.abc.AbstractChannel, inbox: _Inbox) -> None:
+        await raw.basic_consume(inbox.queue, partial(self._aio_on_message, inbox, raw))
+
+    async def _aio_on_message(
+        self, inbox: _Inbox, raw: aiormq.abc.AbstractChannel, message: DeliveredMessage
+    ) -> None:
+        if raw is not self._raw_sub:
+            return  # a late delivery on a channel being replaced: it will come again
+        delivery = RabbitDelivery(self, inbox.queue, raw, message)
+        self._unsettled.add(delivery._tag)
+        inbox.items.append(delivery)
+        if inbox.arrived is not None:
+            inbox.arrived.set()
+
+    async def _aio_start_consuming(self, inbox: _Inbox) -> None:
+        if inbox.wanted:
+            return
+        if self._connection is not None:
+            # Check on a throwaway channel: a consume on a missing queue would close the
+            # consumer channel, and with it the link, for every other caller.
+            channel = await self._aio_tool_channel()
+            try:
+                await channel.declare_queue(inbox.queue, passive=True)
+            except ChannelNotFoundEntity as exc:
+                raise BusError(
+                    f"cannot consume from {inbox.queue!r}: no such queue (its owner, "
+                    "email-server or integration, declares it when it opens)"
+                ) from exc
+            finally:
+                await _close_quietly(channel)
+        inbox.wanted = True
+        raw = self._raw_sub
+        if raw is not None and not raw.is_closed:
+            try:
+                await self._aio_consume(raw, inbox)
+            except BaseException:
+                inbox.wanted = False
+                raise
+        # Not connected: the reconnect starts it.
+
+    async def _aio_wait_for_delivery(self, inbox: _Inbox) -> None:
+        arrived = inbox.arrived
+        assert arrived is not None
+        while not inbox.items:
+            if self._closed:
+                raise BusError("the RabbitBus is closed")
+            arrived.clear()
+            await arrived.wait()
+
+    async def _aio_maintain(self) -> None:
+        """Reconnect with exponential backoff whenever the link is lost, until close."""
+        while not self._closed:
+            assert self._lost is not None
+            exc = await self._lost
+            if self._closed:
+                return
+            log.warning("lost the RabbitMQ connection (%r); reconnecting", exc)
+            await self._aio_drop_connection()
+            backoff = _FIRST_BACKOFF_S
+            while not self._closed:
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                try:
+                    await self._aio_connect()
+                    break
+                except Exception as connect_exc:
+                    log.warning(
+                        "reconnecting to RabbitMQ failed (%r); next try in %.1fs",
+                        connect_exc,
+                        min(backoff * 2, self.config.reconnect_max_s),
+                    )
+                    backoff = min(backoff * 2, self.config.reconnect_max_s)
+
+    async def _aio_drop_connection(self) -> None:
+        """Forget the current link; deliveries from it become stale (the broker redelivers)."""
+        if self._ready is not None and not self._closed:
+            self._ready.clear()
+        connection = self._connection
+        self._connection = self._pub = self._sub = self._raw_sub = None
+        self._exchanges = {}
+        for inbox in self._inboxes.values():
+            inbox.items.clear()
+        if connection is not None and not connection.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+
+    async def _aio_publish_batch(self, ops: list[_PublishOp]) -> None:
+        # aiormq matches a returned (unroutable) message to its publish by message_id,
+        # so two publishes with one message_id must not be in flight together.
+        rounds: list[list[_PublishOp]] = []
+        seen: dict[str, int] = {}
+        for op in ops:
+            n = seen.get(op.message_id, 0)
+            seen[op.message_id] = n + 1
+            if n == len(rounds):
+                rounds.append([])
+            rounds[n].append(op)
+        try:
+            for round_ops in rounds:
+                if len(round_ops) == 1:
+                    await self._aio_publish_one(round_ops[0])
+                else:
+                    await asyncio.gather(*(self._aio_publish_one(op) for op in round_ops))
+        finally:
+            for op in ops:
+                if not op.done:
+                    op.finish(BusError("publish cancelled"))
+
+    async def _aio_publish_one(self, op: _PublishOp) -> None:
+        timeout = self.config.publish_timeout_s
+        while True:
+            if self._closed:
+                op.finish(BusError("the RabbitBus is closed"))
+                return
+            remaining = op.deadline - time.monotonic()
+            if remaining <= 0:
+                op.finish(
+                    BusUnavailable(
+                        f"RabbitMQ did not take the message within {timeout:g}s "
+                        f"(exchange {op.exchange!r}, routing key {op.routing_key!r})"
+                    )
+                )
+                return
+            pub = self._pub
+            if pub is None:
+                assert self._ready is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._ready.wait(), remaining)
+                continue
+            exchange = self._exchanges.get(op.exchange)
+            if exchange is None:
+                exchange = await pub.get_exchange(op.exchange, ensure=False)
+                self._exchanges[op.exchange] = exchange
+            message = aio_pika.Message(
+                op.body,
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                content_type="application/json",
+                message_id=op.message_id,
+                headers=op.headers,
+            )
+            try:
+                await exchange.publish(message, op.routing_key, mandatory=True, timeout=remaining)
+            except PublishError as exc:
+                op.finish(_unroutable(op, exc))
+                return
+            except DeliveryError as exc:
+                error = BusError(
+                    f"RabbitMQ refused the message (exchange {op.exchange!r}, routing key "
+                    f"{op.routing_key!r}): {exc}"
+                )
+                error.__cause__ = exc
+                op.finish(error)
+                return
+            except TimeoutError:
+                continue  # the deadline check above reports it
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise
+                # aiormq cancels pending confirms when the channel closes under them.
+                await self._aio_wait_after_failure(pub)
+            except AMQPChannelError as exc:
+                error = BusError(
+                    f"RabbitMQ closed the channel on a publish to {op.exchange!r}: {exc}"
+                )
+                error.__cause__ = exc
+                op.finish(error)
+                return
+            except Exception as exc:
+                if pub is self._pub and not pub.is_closed:
+                    error = BusError(f"publish to {op.exchange!r} failed: {exc!r}")
+                    error.__cause__ = exc
+                    op.finish(error)
+                    return
+                log.info("publish interrupted by a lost connection (%r); retrying", exc)
+                await self._aio_wait_after_failure(pub)
+            else:
+                self._published += 1
+                op.finish()
+                return
+
+    async def _aio_wait_after_failure(self, pub: AbstractChannel) -> None:
+        """The link broke under a publish: let the reconnect loop notice before retrying."""
+        if pub is self._pub:
+            await asyncio.sleep(0.05)
+
+    async def _aio_settle_batch(self, ops: list[_SettleOp]) -> None:
+        acks: list[_SettleOp] = []
+        for op in ops:
+            delivery = op.delivery
+            channel = delivery._channel
+            if delivery.stale:
+                self._stale += 1
+                op.finish()
+                continue
+            if op.kind == _ACK:
+                acks.append(op)
+                continue
+            self._unsettled.discard(delivery._tag)
+            try:
+                if op.kind == _REQUEUE:
+                    await channel.basic_nack(delivery._tag, requeue=True, wait=False)
+                    self._requeued += 1
+                else:
+                    await channel.basic_nack(delivery._tag, requeue=False, wait=False)
+                    self._rejected += 1
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The channel went away under us: the broker redelivers the message.
+                log.debug("settling %r failed (%r): it will be redelivered", delivery, exc)
+                self._stale += 1
+            op.finish()
+        if acks:
+            await self._aio_ack(acks)
+
+    async def _aio_ack(self, acks: list[_SettleOp]) -> None:
+        """Ack these deliveries (all of the current channel) in as few frames as possible.
+
+        One ``basic_ack(multiple=True)`` covers the longest run of the lowest
+        unsettled tags that are all being acked here (the status updater acks
+        whole batches in delivery order); the rest go one frame each. Fewer
+        frames: fewer writes here and less work for the broker.
+        """
+        channel = acks[0].delivery._channel
+        tags = {op.delivery._tag for op in acks}
+        upto = 0
+        if len(tags) > 1:
+            for tag in sorted(self._unsettled):
+                if tag not in tags:
+                    break
+                upto = tag
+        try:
+            if upto:
+                await channel.basic_ack(upto, multiple=True, wait=False)
+            for tag in tags:
+                if tag > upto:
+                    await channel.basic_ack(tag, wait=False)
+            self._acked += len(acks)
+            self._multi_acks += upto > 0
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # The channel went away under us: the broker redelivers the messages.
+            log.debug("acking %d deliveries failed (%r): they will be redelivered", len(acks), exc)
+            self._stale += len(acks)
+        self._unsettled -= tags
+        for op in acks:
+            op.finish()
+
+    # -- tools (asyncio side) --------------------------------------------------
+
+    async def _aio_tool_channel(self, confirms: bool = False) -> AbstractChannel:
+        connection = self._connection
+        if connection is None or connection.is_closed:
+            raise BusUnavailable("not connected to RabbitMQ")
+        if confirms:
+            return await connection.channel(publisher_confirms=True, on_return_raises=True)
+        return await connection.channel(publisher_confirms=False)
+
+    async def _aio_queue_depths(self) -> dict[str, int]:
+        depths: dict[str, int] = {}
+        channel = await self._aio_tool_channel()
+        try:
+            for name in self.queue_names():
+                if channel.is_closed:  # a missing queue closes the channel (404)
+                    channel = await self._aio_tool_channel()
+                try:
+                    queue = await channel.declare_queue(name, passive=True)
+                except ChannelNotFoundEntity:
+                    continue
+                count = queue.declaration_result.message_count
+                depths[name] = int(count or 0)
+        finally:
+            await _close_quietly(channel)
+        return depths
+
+    # How the dead-letter queue is read. A queue has no "peek": a reader takes
+    # messages unacknowledged and hands them back. While one reader holds some,
+    # another does not see them (each saw a different random part), and a
+    # quorum queue (3.10) puts what is handed back at its tail, so handing back
+    # a prefix rotated the queue. So readers take turns: each holds an
+    # exclusive queue named after the DLQ as a lock (the broker refuses a
+    # second holder, and drops the lock of a reader that dies), takes the whole
+    # queue in order with one consumer (up to its message count, plus whatever
+    # arrives meanwhile), keeps or acks what it needs, and hands everything
+    # else back with one nack(multiple, requeue): back in the same order.
+    # Only a message dead-lettered in the one round trip between the end of
+    # the read and the hand-back lands ahead of them. A stream would allow true
+    # browsing, but the DLQ must stay a queue: replay removes what it
+    # republishes, and at-least-once dead-lettering targets a queue.
+
+    @asynccontextmanager
+    async def _aio_holding_dead_letters(
+        self, limit: int, confirms: bool = False
+    ) -> AsyncIterator[tuple[AbstractChannel, list[AbstractIncomingMessage]] | None]:
+        """The first ``limit`` dead letters, in order, as the only reader.
+
+        Yields None if there is no dead-letter queue. The whole queue is held
+        during the block; whatever is not acked in it goes back, in its order,
+        when the block ends.
+        """
+        c = self.config
+        if self._dlq_lock is None:
+            self._dlq_lock = asyncio.Lock()
+        deadline = time.monotonic() + max(c.publish_timeout_s, 5.0)
+        async with self._dlq_lock:
+            lock_channel = await self._aio_take_dead_letter_lock(deadline)
+            channel: AbstractChannel | None = None
+            held: list[AbstractIncomingMessage] = []
+            try:
+                channel = await self._aio_tool_channel(confirms=confirms)
+                try:
+                    queue = await channel.declare_queue(c.dead_letter_queue, passive=True)
+                except ChannelNotFoundEntity:
+                    yield None
+                    return
+                count = int(queue.declaration_result.message_count or 0)
+                if limit > 0 and count > 0:
+                    await channel.set_qos(prefetch_count=0)  # the whole queue, not a prefix
+                    full = asyncio.Event()
+
+                    async def take(message: AbstractIncomingMessage) -> None:
+                        held.append(message)
+                        if len(held) >= count:
+                            full.set()
+
+                    tag = await queue.consume(take, no_ack=False, exclusive=True)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        # Fewer arrive only if a consumer outside this protocol took some.
+                        await asyncio.wait_for(full.wait(), max(0.1, deadline - time.monotonic()))
+                    await queue.cancel(tag)
+                yield channel, held[:limit]
+            finally:
+                if channel is not None and held and not channel.is_closed:
+                    with contextlib.suppress(Exception):
+                        # One nack for every unacked message up to the last tag (if
+                        # the last was acked, all were: nothing to hand back).
+                        await held[-1].nack(multiple=True, requeue=True)
+                if channel is not None:
+                    await _close_quietly(channel)  # returns anything still held
+                with contextlib.suppress(Exception):
+                    await lock_channel.queue_delete(f"{c.dead_letter_queue}.reader-lock")
+                await _close_quietly(lock_channel)
+
+    async def _aio_take_dead_letter_lock(self, deadline: float) -> AbstractChannel:
+        name = f"{self.config.dead_letter_queue}.reader-lock"
+        backoff = 0.02
+        while True:
+            channel = await self._aio_tool_channel()
+            try:
+                await channel.declare_queue(name, exclusive=True, durable=False)
+                return channel
+            except ChannelLockedResource:
+                await _close_quietly(channel)
+            if time.monotonic() + backoff > deadline:
+                raise BusError(
+                    f"another reader holds the dead-letter queue {self.config.dead_letter_queue!r}"
+                    " (a dlq list/replay or a console); try again"
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 0.5)
+
+    async def _aio_dead_letters(self, limit: int) -> list[DeadLetter]:
+        async with self._aio_holding_dead_letters(limit) as holding:
+            if holding is None:
+                return []
+            return [
+                DeadLetter(
+                    _origin_queue(dict(m.headers or {}), m.routing_key or ""),
+                    m.body,
+                    _reason(dict(m.headers or {})),
+                )
+                for m in holding[1]
+            ]
+
+    async def _aio_replay_dead_letters(self, n: int) -> int:
+        c = self.config
+        routes = {c.send_queue: c.send_exchange, c.status_queue: c.status_exchange}
+        replayed = 0
+        async with self._aio_holding_dead_letters(n, confirms=True) as holding:
+            if holding is None:
+                return 0
+            channel, messages = holding
+            for message in messages:
+                headers = dict(message.headers or {})
+                origin = _origin_queue(headers, message.routing_key or "")
+                if origin in routes:
+                    exchange_name, routing_key = routes[origin], origin
+                else:
+                    exchange_name = str(headers.get(ORIGIN_EXCHANGE_HEADER) or "")
+                    routing_key = str(headers.get(ORIGIN_KEY_HEADER) or origin)
+                clean = {k: v for k, v in headers.items() if k not in _DEAD_HEADERS}
+                republished = aio_pika.Message(
+                    message.body,
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    content_type=message.content_type or "application/json",
+                    message_id=message.message_id or uuid.uuid4().hex,
+                    headers=clean,
+                )
+                exchange = (
+                    channel.default_exchange
+                    if not exchange_name
+                    else await channel.get_exchange(exchange_name, ensure=False)
+                )
+                try:
+                    await exchange.publish(
+                        republished, routing_key, mandatory=True, timeout=c.publish_timeout_s
+                    )
+                except Exception as exc:
+                    raise BusError(
+                        f"could not replay a dead letter from {origin!r} to "
+                        f"{exchange_name!r}/{routing_key!r}: {exc!r}"
+                    ) from exc
+                await message.ack()
+                replayed += 1
+        return replayed
+
+
+def _server_version(connection: AbstractConnection) -> tuple[int, ...]:
+    try:
+        transport: Any = connection.transport
+        raw = transport.connection.server_properties.get("version", "0")
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
+    except (AttributeError, ValueError):
+        return (0,)
+
+
+def _unroutable(op: _PublishOp, exc: PublishError) -> BusError:
+    where = f"exchange {op.exchange!r}" if op.exchange else "the default exchange"
+    error = BusError(
+        f"unroutable message {op.message_id}: {where} has no queue bound for routing key "
+        f"{op.routing_key!r} (is the consuming service's topology declared?)"
+    )
+    error.__cause__ = exc
+    return error
+
+
+def _text(value: object) -> str:
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+def _deaths(headers: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    deaths = headers.get("x-death")
+    if isinstance(deaths, Iterable) and not isinstance(deaths, str | bytes):
+        return [d for d in deaths if isinstance(d, Mapping)]
+    return []
+
+
+def _origin_queue(headers: Mapping[str, Any], routing_key: str) -> str:
+    if headers.get(ORIGIN_QUEUE_HEADER):
+        return _text(headers[ORIGIN_QUEUE_HEADER])
+    deaths = _deaths(headers)
+    if deaths and deaths[0].get("queue"):
+        return _text(deaths[0]["queue"])
+    return routing_key
+
+
+def _reason(headers: Mapping[str, Any]) -> str:
+    if headers.get(REASON_HEADER):
+        return _text(headers[REASON_HEADER])
+    deaths = _deaths(headers)
+    if deaths:
+        death = deaths[0]  # the most recent
+        why = _text(death.get("reason", "unknown"))
+        queue = _text(death.get("queue", "?"))
+        if why == "delivery_limit":
+            return f"delivery limit reached on {queue} (the broker dead-lettered it)"
+        return f"{why} on {queue} (the broker dead-lettered it)"
+    return "unknown (no reason recorded)"
+
+
+async def _close_quietly(channel: AbstractChannel) -> None:
+    with contextlib.suppress(Exception):
+        if not channel.is_closed:
+            await asyncio.wait_for(channel.close(), _CLOSE_TIMEOUT_S)

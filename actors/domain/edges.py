@@ -1,0 +1,257 @@
+"""The edge interfaces: store, provider, bus. Actors depend on these, never on a client.
+
+Each has two or more implementations chosen by config (``actors.profiles.embedded``).
+Every method that does I/O is async and a Trio checkpoint; implementations
+that wrap an asyncio library go through ``runtime``'s asyncio edge.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from actors.domain.schema import (
+    AttemptRecord,
+    EmailDocument,
+    EmailSendEvent,
+    EmailStatusEvent,
+    Status,
+    transition_allowed,
+)
+
+# -- store ---------------------------------------------------------------------
+
+
+class SaveResult(msgspec.Struct, frozen=True):
+    document: EmailDocument  # the stored document (the first one, on a repeat)
+    created: bool  # False: this eventId existed already, nothing was written
+
+
+class ApplyOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    IGNORED = "ignored"  # duplicate or out of order: the transition is not allowed
+    NOT_FOUND = "not_found"
+
+
+class ApplyResult(msgspec.Struct, frozen=True):
+    event_id: str
+    outcome: ApplyOutcome
+    status: Status | None = None  # the document's status after this event
+
+
+class SearchQuery(msgspec.Struct, frozen=True, kw_only=True):
+    recipient: str | None = None
+    status: Status | None = None
+    category: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    page_size: int = 50
+    page_token: str = ""  # opaque; empty for the first page
+
+
+class SearchPage(msgspec.Struct, frozen=True):
+    documents: list[EmailDocument]
+    next_page_token: str  # empty when there is no next page
+    total: int
+
+
+class StoreUnavailable(Exception):
+    """The store cannot be reached now; the caller keeps the work and retries."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Where email documents live. Integration is its only writer."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def save_many(self, docs: Sequence[EmailDocument]) -> list[SaveResult]:
+        """Insert each document unless its eventId exists (then return the stored one).
+
+        One result per input, in order. Written in one batch.
+        """
+        ...
+
+    async def get(self, event_id: str) -> EmailDocument | None: ...
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """Newest first (created_at, then eventId)."""
+        ...
+
+    async def apply_status_many(self, events: Sequence[EmailStatusEvent]) -> list[ApplyResult]:
+        """Apply status events with :func:`apply_status`, one result per event, in order.
+
+        Several events for one eventId in a batch are applied in order. A
+        failure of one item does not fail the others.
+        """
+        ...
+
+    async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
+        """Documents still PENDING that were created before ``before`` (outbox sweeper)."""
+        ...
+
+
+def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument | None:
+    """The document after ``event``, or None when the transition is not allowed.
+
+    This is the one place that decides the lifecycle; every store calls it, so
+    a terminal state never regresses and duplicates or late events are harmless.
+    """
+    if not event.status.terminal and event.attempt < doc.attempts:
+        return None  # a late event from an earlier attempt
+    if event.status is Status.SENDING and doc.history and doc.history[-1].attempt >= event.attempt:
+        return None  # this attempt already has its outcome: SENDING overtaken on the bus
+    if event.status == doc.status and not event.status.terminal:
+        # A repeated non-terminal status with a newer attempt still records the attempt.
+        if event.attempt <= doc.attempts:
+            return None
+    elif not transition_allowed(doc.status, event.status):
+        return None
+    new = msgspec.structs.replace(
+        doc,
+        status=event.status,
+        updated_at=event.occurred_at,
+        attempts=max(doc.attempts, event.attempt),
+        next_attempt_at=event.next_attempt_at if event.status is Status.RETRYING else None,
+    )
+    if event.status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
+        new.history = [
+            *doc.history,
+            AttemptRecord(
+                attempt=event.attempt,
+                at=event.occurred_at,
+                status=event.status,
+                provider=event.provider,
+                smtp_code=event.smtp_code,
+                reply=event.smtp_reply or event.error,
+            ),
+        ]
+    if event.error is not None:
+        new.error = event.error
+    if event.provider is not None:
+        new.provider = event.provider
+    if event.provider_message_id is not None:
+        new.provider_message_id = event.provider_message_id
+    if event.smtp_reply is not None:
+        new.smtp_reply = event.smtp_reply
+    if event.status is Status.SENT:
+        new.sent_at = event.occurred_at
+        new.error = None
+        new.latency_ms = event.latency_ms
+    return new
+
+
+# -- provider ------------------------------------------------------------------
+
+
+class Failure(enum.StrEnum):
+    TRANSIENT = "transient"  # try again later (4xx, connection errors, timeouts)
+    PERMANENT = "permanent"  # never succeeds (5xx)
+    THROTTLED = "throttled"  # the provider asks us to slow down
+
+
+class OutgoingEmail(msgspec.Struct, frozen=True, kw_only=True):
+    """A rendered email, ready for a provider."""
+
+    event_id: str
+    sender: str
+    recipient: str
+    subject: str
+    text: str
+    html: str | None = None
+    message_id: str  # "<...>", derived from the eventId
+    attachments: list[tuple[str, str, bytes]] = []  # (filename, content type, bytes)
+    headers: dict[str, str] = {}
+
+
+class SendResult(msgspec.Struct, frozen=True, kw_only=True):
+    provider: str
+    ok: bool
+    message_id: str | None = None  # the provider's id for the message
+    code: int | None = None  # SMTP reply code, when there is one
+    reply: str | None = None  # the provider's reply text
+    failure: Failure | None = None
+    retry_after: float | None = None  # seconds, when the provider said
+    # Where an SMTP exchange was refused ("connect", "MAIL", "RCPT", "DATA"): a 5xx at
+    # RCPT or DATA refuses the recipient, and suppresses the address (actors.email_server.suppression).
+    stage: str | None = None
+
+
+@runtime_checkable
+class Provider(Protocol):
+    name: str
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def send(self, email: OutgoingEmail) -> SendResult:
+        """Hand one email to the provider. Never raises for a delivery failure:
+        the failure is classified in the result. Raises only for programming errors."""
+        ...
+
+
+# -- bus -----------------------------------------------------------------------
+
+
+@runtime_checkable
+class Delivery(Protocol):
+    """One message taken from the bus; settle it exactly once."""
+
+    body: bytes
+    redelivered: bool
+
+    async def ack(self) -> None: ...
+
+    async def reject(self, reason: str) -> None:
+        """Give up on it: to the dead-letter queue with the reason (never requeued)."""
+        ...
+
+    async def requeue(self) -> None:
+        """Put it back for another try (the work was not done)."""
+        ...
+
+
+class BusError(Exception):
+    """The bus refused a message (unroutable, nacked): it was not taken."""
+
+
+class BusUnavailable(BusError):
+    """The broker cannot be reached now; the caller keeps the work and retries."""
+
+
+@runtime_checkable
+class Bus(Protocol):
+    """Carries EmailSendEvents and EmailStatusEvents between the services."""
+
+    # True when publish_send_delayed keeps the event durably (broker delay
+    # queues); False when a delay can only be waited out in memory.
+    durable_delay: bool
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish_send(self, event: EmailSendEvent) -> None:
+        """Returns once the bus holds the event (publisher confirm, where there is one)."""
+        ...
+
+    async def publish_status(self, event: EmailStatusEvent) -> None: ...
+
+    async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
+        """Deliver ``event`` again after about ``delay_s`` seconds (retries)."""
+        ...
+
+    async def next_send(self) -> Delivery:
+        """Wait for the next EmailSendEvent delivery (email-server side)."""
+        ...
+
+    async def next_status(self) -> Delivery:
+        """Wait for the next EmailStatusEvent delivery (integration side)."""
+        ...

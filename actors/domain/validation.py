@@ -1,0 +1,389 @@
+"""Checks on an email request before it is accepted: one clear error per bad field.
+
+Everything a caller controls is checked here, at the edge, so that nothing past
+it (the store, the bus, the renderer, the SMTP client) meets a value it cannot
+handle: bad input is refused with ``InvalidField`` naming the field, it never
+crashes an actor or leaves an email stuck. ``validate_request`` raises nothing
+else, whatever it is given.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+from email_validator import EmailNotValidError, validate_email
+
+from actors.domain.templates import (
+    RenderedEmail,
+    RenderError,
+    TemplateNotFound,
+    TemplateRenderer,
+    check_template_name,
+)
+
+if TYPE_CHECKING:
+    from actors.domain.schema import EmailSendEvent
+    from config import LimitsConfig
+
+__all__ = [
+    "CATEGORY_PATTERN",
+    "InvalidField",
+    "normalize_recipient",
+    "search_recipient",
+    "validate_event",
+    "validate_event_rendered",
+    "validate_request",
+    "validate_request_rendered",
+]
+
+CATEGORY_PATTERN = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+
+# RFC 5321 section 4.5.3.1: local part 64 octets, domain 255, path 256 including
+# the angle brackets, hence 254 for the address itself.
+MAX_LOCAL_PART_OCTETS = 64
+MAX_DOMAIN_OCTETS = 253
+MAX_ADDRESS_OCTETS = 254
+MAX_FILENAME_CHARS = 255
+MAX_VARIABLE_DEPTH = 32
+# Room for the headers a provider adds (From, To, Date, Message-ID, MIME parts).
+HEADER_ALLOWANCE_BYTES = 2048
+
+_INT64 = (-(2**63), 2**63 - 1)
+# What may not stand in a header value: CR, LF and NUL, and every other character
+# Python's email package (str.splitlines) takes for a line boundary (VT, FF, FS,
+# GS, RS, NEL, U+2028, U+2029), so all C0/C1 controls but TAB, and DEL.
+_HEADER_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_FILENAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
+
+
+class InvalidField(ValueError):
+    """A request field that cannot be accepted; ``str()`` is ``"<field>: <reason>"``."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(field, reason)
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """A short repr for error messages: a huge value must not make a huge error."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _text(field: str, value: Any, *, header: bool) -> str:
+    if not isinstance(value, str):
+        raise InvalidField(field, f"must be a string, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidField(field, "is not valid Unicode (lone surrogate)") from None
+    if header and _HEADER_BREAKERS.search(value):
+        raise InvalidField(field, "must not contain line breaks (CR, LF) or control characters")
+    return value
+
+
+def normalize_recipient(recipient: Any) -> str:
+    """Check one address (syntax only, no DNS) and return its normalized form.
+
+    Internationalized domains are accepted (``user@bücher.example``) and the
+    RFC 5321 limits are enforced on what would be sent: the local part in UTF-8
+    octets and the domain in its ASCII (IDNA) form.
+    """
+    if type(recipient) is str:
+        ok, value = _checked_address(recipient)
+        if ok:
+            return value
+        raise InvalidField("recipient", value)
+    return _normalize_recipient(recipient)
+
+
+def search_recipient(recipient: str) -> str:
+    """The form a search must look for: what ``normalize_recipient`` stores for it.
+
+    A caller searches for the address as they wrote it (``Case.X@Example.COM``)
+    while it is stored normalized (``Case.X@example.com``). A string that is not
+    a valid address is looked for as written: no checked request is stored under
+    it, and a search is no place to refuse input.
+    """
+    ok, value = _checked_address(recipient)
+    return value if ok else recipient
+
+
+@functools.lru_cache(maxsize=16384)
+def _checked_address(recipient: str) -> tuple[bool, str]:
+    """``(True, normalized)`` or ``(False, reason)``: a pure function of the string,
+    cached, since one address is checked by auth and again by the email server
+    (the same process when embedded), and again on every retry."""
+    try:
+        return True, _normalize_recipient(recipient)
+    except InvalidField as exc:
+        return False, exc.reason
+
+
+def _normalize_recipient(recipient: Any) -> str:
+    address = _text("recipient", recipient, header=True)
+    if not address:
+        raise InvalidField("recipient", "is required")
+    if len(address.encode("utf-8")) > MAX_ADDRESS_OCTETS:
+        raise InvalidField("recipient", f"is longer than {MAX_ADDRESS_OCTETS} octets")
+    try:
+        checked = validate_email(address, check_deliverability=False, strict=True)
+    except EmailNotValidError as exc:
+        raise InvalidField("recipient", str(exc)) from None
+    local = len(checked.local_part.encode("utf-8"))
+    domain = len(checked.ascii_domain.encode("ascii"))
+    if local > MAX_LOCAL_PART_OCTETS:
+        raise InvalidField(
+            "recipient", f"the local part is {local} octets, more than {MAX_LOCAL_PART_OCTETS}"
+        )
+    if domain > MAX_DOMAIN_OCTETS:
+        raise InvalidField(
+            "recipient", f"the domain is {domain} octets, more than {MAX_DOMAIN_OCTETS}"
+        )
+    if local + 1 + domain > MAX_ADDRESS_OCTETS:
+        raise InvalidField("recipient", f"is longer than {MAX_ADDRESS_OCTETS} octets")
+    return checked.normalized
+
+
+def _check_json(value: Any, path: str, depth: int) -> None:
+    """Only JSON types: what crosses the bus must read the same in any language."""
+    if depth > MAX_VARIABLE_DEPTH:
+        raise InvalidField("variables", f"{path} is nested more than {MAX_VARIABLE_DEPTH} deep")
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not _INT64[0] <= value <= _INT64[1]:
+            raise InvalidField("variables", f"{path} is an integer outside the 64-bit range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InvalidField("variables", f"{path} is {value!r}, not a JSON number")
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidField("variables", f"{path} is not valid Unicode") from None
+        return
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}[{i}]", depth + 1)
+        return
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidField("variables", f"{path} has a non-string key {_show(key)}")
+            _check_json(key, f"{path} key", depth + 1)
+            _check_json(item, f"{path}.{key}", depth + 1)
+        return
+    raise InvalidField("variables", f"{path} is a {type(value).__name__}, not a JSON value")
+
+
+def _has_line_break(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return _HEADER_BREAKERS.search(value) is not None
+    if depth > MAX_VARIABLE_DEPTH:
+        return False
+    if isinstance(value, Mapping):
+        return any(_has_line_break(v, depth + 1) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_line_break(v, depth + 1) for v in value)
+    return False
+
+
+def _check_attachments(attachments: Any, limits: LimitsConfig) -> int:
+    """Check each attachment; return their size once base64-encoded, as sent."""
+    if attachments is None:
+        return 0
+    if isinstance(attachments, str | bytes) or not isinstance(attachments, Sequence):
+        raise InvalidField("attachments", "must be a list")
+    if len(attachments) > limits.max_attachments:
+        raise InvalidField(
+            "attachments",
+            f"{len(attachments)} attachments, more than the limit of {limits.max_attachments}",
+        )
+    allowed = {t.lower() for t in limits.allowed_attachment_types}
+    encoded = 0
+    for i, att in enumerate(attachments):
+        field = f"attachments[{i}]"
+        # Duck-typed like schema.Attachment: filename, content_type, content.
+        filename = getattr(att, "filename", None)
+        content_type = getattr(att, "content_type", None)
+        content = getattr(att, "content", None)
+        name = _text(f"{field}.filename", filename, header=True)
+        if not name.strip() or name in (".", ".."):
+            raise InvalidField(f"{field}.filename", "must not be empty")
+        if len(name) > MAX_FILENAME_CHARS:
+            raise InvalidField(
+                f"{field}.filename", f"is longer than {MAX_FILENAME_CHARS} characters"
+            )
+        if _FILENAME_FORBIDDEN.search(name):
+            raise InvalidField(
+                f"{field}.filename",
+                f"{_show(name)} contains a path separator or a control character",
+            )
+        ctype = _text(f"{field}.content_type", content_type, header=True)
+        media = ctype.split(";", 1)[0].strip().lower()
+        if media not in allowed:
+            raise InvalidField(
+                f"{field}.content_type",
+                f"{_show(media)} is not allowed (allowed: {', '.join(sorted(allowed))})",
+            )
+        if not isinstance(content, bytes | bytearray | memoryview):
+            raise InvalidField(f"{field}.content", "must be bytes")
+        size = len(content)
+        if size > limits.max_attachment_bytes:
+            raise InvalidField(
+                f"{field}.content",
+                f"is {size} bytes, more than the limit of {limits.max_attachment_bytes}",
+            )
+        b64 = 4 * math.ceil(size / 3)
+        encoded += b64 + 2 * math.ceil(b64 / 76)  # base64 lines of 76 plus CRLF
+    return encoded
+
+
+def validate_request(
+    recipient: Any,
+    template: Any,
+    variables: Any,
+    category: Any,
+    subject: Any,
+    attachments: Any,
+    limits: LimitsConfig,
+    renderer: TemplateRenderer,
+) -> str:
+    """Check a whole request; return the normalized recipient or raise InvalidField.
+
+    Arguments are typed ``Any`` on purpose: they come from the outside (gRPC,
+    JSON) and a wrong type is one more thing to report, not to crash on. The
+    template is rendered once with the variables, so that a missing variable is
+    reported now, to the caller, rather than later as a FAILED email.
+    """
+    return validate_request_rendered(
+        recipient, template, variables, category, subject, attachments, limits, renderer
+    )[0]
+
+
+def validate_request_rendered(
+    recipient: Any,
+    template: Any,
+    variables: Any,
+    category: Any,
+    subject: Any,
+    attachments: Any,
+    limits: LimitsConfig,
+    renderer: TemplateRenderer,
+) -> tuple[str, RenderedEmail]:
+    """``validate_request``, also returning the email it rendered to check the request.
+
+    The rendering is ``renderer.render(template, variables, subject)`` of an
+    accepted request, so whoever sends it can use it instead of rendering again.
+    """
+    address = normalize_recipient(recipient)
+
+    try:
+        name = check_template_name(template)
+    except TemplateNotFound as exc:
+        raise InvalidField("template", f"{exc.name}: {exc.reason}") from None
+    if name not in renderer:
+        known = ", ".join(renderer.names())
+        raise InvalidField("template", f"no template named {name!r} (known: {known})")
+
+    _text("category", category, header=True)
+    if not CATEGORY_PATTERN.fullmatch(category):
+        raise InvalidField(
+            "category", f"must match ^{CATEGORY_PATTERN.pattern}$, got {_show(category)}"
+        )
+
+    if subject is not None:
+        _text("subject", subject, header=True)
+        if not subject.strip():
+            raise InvalidField("subject", "must not be blank (omit it to use the template's)")
+        if len(subject) > limits.max_subject_chars:
+            raise InvalidField(
+                "subject",
+                f"is {len(subject)} characters, more than the limit of {limits.max_subject_chars}",
+            )
+
+    if variables is None:
+        variables = {}
+    if not isinstance(variables, Mapping):
+        raise InvalidField("variables", f"must be an object, got {type(variables).__name__}")
+    _check_json(variables, "variables", 0)
+    try:
+        size = len(msgspec.json.encode(variables))
+    except (TypeError, ValueError, OverflowError) as exc:  # _check_json should prevent it
+        raise InvalidField("variables", f"cannot be encoded as JSON: {exc}") from None
+    if size > limits.max_variables_bytes:
+        raise InvalidField(
+            "variables",
+            f"are {size} bytes as JSON, more than the limit of {limits.max_variables_bytes}",
+        )
+    if subject is None:
+        for var in sorted(renderer.subject_variables(name)):
+            if var in variables and _has_line_break(variables[var]):
+                raise InvalidField(
+                    "variables",
+                    f"{var!r} is used in the subject and must not contain line breaks "
+                    "or control characters",
+                )
+
+    encoded_attachments = _check_attachments(attachments, limits)
+
+    try:
+        rendered = renderer.render(name, variables, subject)
+    except RenderError as exc:
+        if exc.variable == "subject":
+            field = "subject"
+        elif exc.security or (exc.variable is None and exc.cause is None):
+            field = "template"  # the template's own fault, whatever the variables
+        else:
+            field = "variables"
+        raise InvalidField(field, str(exc)) from None
+    except TemplateNotFound as exc:  # pragma: no cover - checked above
+        raise InvalidField("template", str(exc)) from None
+
+    total = (
+        HEADER_ALLOWANCE_BYTES
+        + len(rendered.subject.encode("utf-8"))
+        + len(rendered.text.encode("utf-8"))
+        + len((rendered.html or "").encode("utf-8"))
+        + encoded_attachments
+    )
+    if total > limits.max_message_bytes:
+        raise InvalidField(
+            "attachments" if encoded_attachments else "variables",
+            f"the message would be about {total} bytes, more than the limit of "
+            f"{limits.max_message_bytes}",
+        )
+    return address, rendered
+
+
+def validate_event(event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer) -> str:
+    """``validate_request`` on the fields of a send event; returns the normalized recipient."""
+    return validate_event_rendered(event, limits, renderer)[0]
+
+
+def validate_event_rendered(
+    event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer
+) -> tuple[str, RenderedEmail]:
+    """``validate_event``, also returning the email rendered from the event's fields."""
+    return validate_request_rendered(
+        event.recipient,
+        event.template,
+        event.variables,
+        event.category,
+        event.subject,
+        event.attachments,
+        limits,
+        renderer,
+    )

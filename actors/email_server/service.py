@@ -1,0 +1,578 @@
+"""The email server: takes EmailSendEvents, sends them, reports what happened.
+
+Tree (rest_for_one, so that everything started after a failed child restarts
+with it: the consumer last, so it starts only once there is somewhere to put
+work, and stops first, so intake ends before the senders drain)::
+
+    email-server/
+      publisher   publishes EmailStatusEvents, then acks the delivery they settle
+      throttler   provider token bucket, strict per-domain limits, adaptive slow-down
+      retrier     holds transient failures until their backoff is over
+      recorder    the shared claims record: claims eventIds just before they are sent,
+                  writes their outcomes (or releases them), both in one batch
+      senders/    one_for_one pool: sender-0 .. sender-N-1
+      consumer    takes deliveries off the bus and hands each to the least busy sender
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import msgspec
+import trio
+
+from actors.auth import faults
+from actors.domain.edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
+from actors.domain.event_checks import BadMessage, decode_send_event, screen_send_delivery
+from actors.domain.mime import message_id_for
+from actors.domain.schema import EmailSendEvent, EmailStatusEvent, Status
+from actors.domain.templates import RenderedEmail, TemplateError, TemplateRenderer
+from actors.email_server.idempotency import ClaimAsk, ClaimsWriter
+from actors.email_server.safeguards import SendGuards
+from actors.email_server.suppression import is_recipient_refusal
+from actors.email_server.throttle import Acquire, Done, SlowDown, ThrottleGate, Throttler, domain_of
+from actors.providers.chain import provider_report
+from actors.stores.claims import UNKNOWN_OUTCOME_REASON, Claim, ClaimDecision, ClaimStore, Settle
+from config import LimitsConfig
+from runtime import Actor, ActorRef, ChildSpec, MailboxFull, Strategy, SupervisorSpec
+
+log = logging.getLogger("mailactors.email_server")
+
+
+class SendJob(msgspec.Struct, frozen=True):
+    event: EmailSendEvent
+    delivery: Any  # edges.Delivery, settled by the publisher after the status is out
+    # The consumer's render of this very event, done to check it: the sender sends
+    # it instead of rendering again. None when the consumer could not render.
+    rendered: RenderedEmail | None = None
+
+
+class PublishStatus(msgspec.Struct, frozen=True):
+    event: EmailStatusEvent
+    delivery: Any  # settled (acked) once the status event is published; may be None
+
+
+class RetryLater(msgspec.Struct, frozen=True):
+    event: EmailSendEvent  # with the next attempt number
+    delay: float
+
+
+class RetryPolicy(msgspec.Struct, frozen=True):
+    max_attempts: int = 5
+    base_delay_s: float = 2.0
+    max_delay_s: float = 300.0
+    max_age_s: float = 86400.0
+    jitter: float = 0.2
+
+    def delay(self, attempt: int, hint: float | None) -> float:
+        base: float = min(self.max_delay_s, self.base_delay_s * 2 ** (attempt - 1))
+        base *= 1 + random.uniform(-self.jitter, self.jitter)
+        return max(base, hint or 0.0)
+
+
+class Publisher(Actor[PublishStatus]):
+    """Publishes status events; the delivery they settle is acked only afterwards.
+
+    Up to ``in_flight`` publishes wait for their broker confirms at once: one at a
+    time, a quorum queue's confirm latency would cap the whole server. One email
+    never has two status events in flight, so per-email order is kept.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (PublishStatus,)
+    mailbox: ClassVar[int] = 1024
+
+    def __init__(self, bus: Bus, in_flight: int = 128) -> None:
+        self.bus = bus
+        self.in_flight = in_flight
+        self.slots = trio.Semaphore(in_flight)
+
+    async def receive(self, msg: PublishStatus) -> None:
+        await self.slots.acquire()
+        self.ctx.start_soon(self._publish, msg)
+
+    async def _publish(self, msg: PublishStatus) -> None:
+        try:
+            await self.bus.publish_status(msg.event)
+            if msg.delivery is not None:
+                await msg.delivery.ack()
+        finally:
+            self.slots.release()
+
+    async def stopping(self) -> None:
+        # Wait for what is in flight: acquiring every slot means all are back.
+        for _ in range(self.in_flight):
+            await self.slots.acquire()
+
+
+class Retrier(Actor[RetryLater]):
+    """Republishes transiently failed emails after their backoff.
+
+    In the embedded profile this wait lives in memory; a crash during it
+    leaves the document RETRYING, which the outbox sweeper picks up.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (RetryLater,)
+    mailbox: ClassVar[int] = 1024
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+        self.waiting = 0
+
+    async def started(self) -> None:
+        self.ctx.report(lambda: {"waiting": self.waiting})
+
+    async def receive(self, msg: RetryLater) -> None:
+        if self.bus.durable_delay:
+            # The broker holds the wait (delay queues): it survives our restarts.
+            await self.bus.publish_send_delayed(msg.event, msg.delay)
+            return
+        self.waiting += 1
+        self.ctx.start_soon(self._later, msg)
+
+    async def _later(self, msg: RetryLater) -> None:
+        try:
+            await self.bus.publish_send_delayed(msg.event, msg.delay)
+        finally:
+            self.waiting -= 1
+
+
+class SenderSettings(msgspec.Struct, frozen=True):
+    root: str  # the service tree's name, where the siblings are found
+    sender: str
+    message_id_domain: str
+    retry: RetryPolicy = RetryPolicy()
+    throttled: bool = False
+    report_sending: bool = False  # publish SENDING just before the provider is contacted
+    claim_lease_s: float = 60.0  # how long a claim keeps other workers off an email
+    claim_recheck_s: float = 1.0  # a copy of an email claimed elsewhere looks again after this
+    claims_batch_ms: float = 5.0  # under load, claims and outcomes wait this long to share a write
+    unknown_outcome: str = "resend"  # "resend" or "fail": a dead owner's claim without outcome
+    unknown_outcome_by_category: dict[str, str] = {}
+
+    def policy_for(self, category: str) -> str:
+        return self.unknown_outcome_by_category.get(category, self.unknown_outcome)
+
+
+class _Attempt:
+    """What one handling of a job learned besides its status (one sender, one job at a time)."""
+
+    __slots__ = ("claim", "repeat", "held", "accepted_at")
+
+    def __init__(self) -> None:
+        self.claim: Claim | None = None  # held by this sender: settle it
+        self.repeat: EmailStatusEvent | None = None  # recorded before: publish it again
+        self.held: Claim | None = None  # a live owner elsewhere has it: look again later
+        self.accepted_at: float | None = None  # when the provider accepted it
+
+
+class Sender(Actor[SendJob]):
+    """Renders, waits for the throttler, sends through the provider, reports.
+
+    The job usually carries the consumer's render, done to check the event; the
+    sender renders itself only when it does not. A render failure is permanent
+    (the same input fails again); provider failures are classified by the provider.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = (SendJob,)
+    mailbox: ClassVar[int] = 4
+
+    def __init__(
+        self,
+        provider: Provider,
+        renderer: TemplateRenderer,
+        settings: SenderSettings,
+        claims: bool = False,
+        guards: SendGuards | None = None,
+    ) -> None:
+        self.provider = provider
+        self.renderer = renderer
+        self.settings = settings
+        self.claims = claims  # the claims writer runs beside the senders
+        self.guards = guards if guards is not None else SendGuards(gate=ThrottleGate(settings.throttled))
+        self.repeats = 0
+
+    async def started(self) -> None:
+        root = self.settings.root
+        self.publisher: ActorRef[PublishStatus] = self.ctx.lookup(f"{root}/publisher")
+        self.throttler: ActorRef[Acquire | Done | SlowDown] = self.ctx.lookup(f"{root}/throttler")
+        self.retrier: ActorRef[RetryLater] = self.ctx.lookup(f"{root}/retrier")
+        if self.claims:
+            self.claimer: ActorRef[ClaimAsk | Settle] = self.ctx.lookup(f"{root}/recorder")
+        # The provider's own counters (a chain: each provider's breaker state).
+        self.ctx.report(
+            lambda: {"repeats": self.repeats, **provider_report(self.provider), **self.guards.report()}
+        )
+
+    async def receive(self, msg: SendJob) -> None:
+        event_id = msg.event.event_id
+        if not await self.guards.wait_turn(event_id):
+            # Another sender of this process had this copy's email in hand and left it
+            # RETRYING, its retry scheduled: this copy is redundant, settled and dropped.
+            log.info("a copy of an email being retried, dropped", extra={"event_id": event_id})
+            if msg.delivery is not None:
+                await msg.delivery.ack()
+            return
+        with self.guards.hold(event_id) as flight:
+            handed = [False]
+            try:
+                status = await self._handle(msg, handed)
+            except Exception as exc:
+                if not handed[0]:
+                    await _give_back(msg.delivery, exc)
+                raise
+            flight.retrying = status is Status.RETRYING
+
+    async def _handle(self, msg: SendJob, handed: list[bool]) -> Status:
+        event = msg.event
+        ids = {"event_id": event.event_id}
+        attempt = _Attempt()
+        status = await self._send(event, msg.rendered, attempt)
+        if attempt.repeat is not None:
+            # Handed to a provider before: say again what happened, send nothing.
+            self.repeats += 1
+            log.info("already sent, not sending again", extra=ids)
+            handed[0] = True
+            await self.publisher.send(PublishStatus(attempt.repeat, msg.delivery))
+            return attempt.repeat.status
+        if attempt.held is not None:
+            # Another worker, alive, is sending it: look again once it had time to record
+            # the outcome (or its lease ran out). The bus holds the wait (durably, on RabbitMQ).
+            self.guards.held += 1
+            delay = min(max(attempt.held.lease_left_s, 0.2), self.settings.claim_recheck_s)
+            log.info("claimed by %s, looking again in %.1fs", attempt.held.owner, delay, extra=ids)
+            await self.retrier.ask(RetryLater(event, delay), timeout=120)
+            handed[0] = True
+            if msg.delivery is not None:
+                await msg.delivery.ack()
+            return Status.RETRYING  # a copy waiting in this process is redundant too
+        if attempt.claim is not None:
+            # Durable before the status is published: a later copy finds the outcome (or,
+            # after a transient failure, a released claim that its retry takes).
+            outcome = status if status.status.terminal else None
+            kept = await self.claimer.ask(Settle(attempt.claim, outcome), timeout=3600)
+            if attempt.accepted_at is not None:
+                self.guards.window.note(trio.current_time() - attempt.accepted_at)
+            if not kept:
+                self.guards.claims_lost += 1
+        handed[0] = True
+        await self.publisher.send(PublishStatus(status, msg.delivery))
+        return status.status
+
+    async def _send(
+        self, event: EmailSendEvent, rendered: RenderedEmail | None, attempt: _Attempt
+    ) -> EmailStatusEvent:
+        if rendered is None:
+            try:
+                rendered = self.renderer.render(event.template, dict(event.variables), event.subject)
+            except TemplateError as exc:
+                log.warning("failed: render: %s", exc, extra={"event_id": event.event_id})
+                return _status(event, Status.FAILED, error=f"render: {exc}")
+        guards = self.guards
+        if guards.suppression is not None:
+            entry = guards.suppression.lookup(event.recipient)
+            if entry is not None:  # refused for good before: the provider is not contacted
+                guards.suppressed += 1
+                log.info("suppressed: %s", entry.reason, extra={"event_id": event.event_id})
+                return _status(event, Status.SUPPRESSED, error=f"suppressed: {entry.reason}")
+        domain = domain_of(event.recipient)
+        grant: int | None = None
+        if guards.gate.active:
+            grant = await self.throttler.ask(Acquire(domain), timeout=3600)
+        try:
+            result = await self._deliver(event, rendered, guards, attempt)
+        finally:
+            if grant is not None:  # the provider answered: the domain's slot ends its window
+                with contextlib.suppress(MailboxFull):
+                    self.throttler.send_nowait(Done(domain, grant))
+        if isinstance(result, EmailStatusEvent):  # decided without the provider
+            return result
+        if result.failure is Failure.THROTTLED:
+            with contextlib.suppress(MailboxFull):
+                self.throttler.send_nowait(SlowDown(domain))
+        return await self._classify(event, result)
+
+    async def _deliver(
+        self, event: EmailSendEvent, rendered: Any, guards: SendGuards, attempt: _Attempt
+    ) -> SendResult | EmailStatusEvent:
+        email = OutgoingEmail(
+            event_id=event.event_id,
+            sender=self.settings.sender,
+            recipient=event.recipient,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            message_id=message_id_for(event.event_id, self.settings.message_id_domain),
+            attachments=[(a.filename, a.content_type, a.content) for a in event.attachments],
+        )
+        if self.claims:
+            # Claimed last, just before the provider is contacted: a claim without an
+            # outcome then means "maybe sent", and the throttle wait is outside the lease.
+            # A long timeout: while the claims store is down, sending waits for it.
+            claim: Claim = await self.claimer.ask(ClaimAsk(event.event_id), timeout=3600)
+            if claim.decision is ClaimDecision.OUTCOME:
+                attempt.repeat = claim.outcome
+                return _status(event, Status.PENDING)  # replaced by the repeat
+            if claim.decision is ClaimDecision.HELD:
+                attempt.held = claim
+                return _status(event, Status.PENDING)  # replaced by a later look
+            attempt.claim = claim
+            if claim.decision is ClaimDecision.TAKEOVER:
+                decided = await self._unknown_outcome(event, email, claim)
+                if decided is not None:
+                    return decided
+        if self.settings.report_sending:
+            await self.publisher.send(PublishStatus(_status(event, Status.SENDING), None))
+        async with guards.slot():
+            guards.gate.note_send(trio.current_time())
+            result = await self.provider.send(email)
+        if result.ok:
+            attempt.accepted_at = trio.current_time()
+            faults.after_accept()  # the window, created on purpose by tests and the soak
+        return result
+
+    async def _unknown_outcome(
+        self, event: EmailSendEvent, email: OutgoingEmail, claim: Claim
+    ) -> SendResult | EmailStatusEvent | None:
+        """The claim's owner died, maybe after the provider accepted the email.
+
+        A provider that can tell (``was_sent``) is asked; otherwise the category's
+        policy decides: "fail" ends it FAILED (never a second copy), "resend" sends.
+        None: send it.
+        """
+        guards = self.guards
+        guards.takeovers += 1
+        ids = {"event_id": event.event_id}
+        was_sent = getattr(self.provider, "was_sent", None)
+        if was_sent is not None:
+            found: str | None = await was_sent(email)
+            if found is not None:
+                guards.found_sent += 1
+                log.warning("took over %s's claim: the provider has it, not sending again", claim.owner, extra=ids)
+                return SendResult(
+                    provider=self.provider.name, ok=True, message_id=found,
+                    reply="found at the provider after its sender died",
+                )
+            log.warning("took over %s's claim: the provider does not have it, sending", claim.owner, extra=ids)
+            return None
+        if self.settings.policy_for(event.category) == "fail":
+            guards.unknown_failed += 1
+            log.warning("took over %s's claim: %s", claim.owner, UNKNOWN_OUTCOME_REASON, extra=ids)
+            return _status(event, Status.FAILED, error=UNKNOWN_OUTCOME_REASON)
+        guards.unknown_resent += 1
+        log.warning("took over %s's claim: outcome unknown, sending again (resend)", claim.owner, extra=ids)
+        return None
+
+    async def _classify(self, event: EmailSendEvent, result: SendResult) -> EmailStatusEvent:
+        common: dict[str, Any] = {
+            "provider": result.provider,
+            "smtp_code": result.code,
+            "smtp_reply": result.reply,
+        }
+        if result.ok:
+            latency = (datetime.now(UTC) - event.requested_at).total_seconds() * 1000
+            log.debug("sent", extra={"event_id": event.event_id})
+            return _status(
+                event, Status.SENT, provider_message_id=result.message_id, latency_ms=latency, **common
+            )
+        reason = f"{result.failure}: {result.code or ''} {result.reply or ''}".strip()
+        policy = self.settings.retry
+        age = (datetime.now(UTC) - event.requested_at).total_seconds()
+        ids = {"event_id": event.event_id}
+        if result.failure is Failure.PERMANENT:
+            log.warning("failed (attempt %d): %s", event.attempt, reason, extra=ids)
+            if self.guards.suppression is not None and is_recipient_refusal(result):
+                # Durable before FAILED is reported: later emails to it end SUPPRESSED.
+                await self.guards.suppression.add(event.recipient, reason, event_id=event.event_id)
+            return _status(event, Status.FAILED, error=reason, **common)
+        if event.attempt >= policy.max_attempts or age >= policy.max_age_s:
+            why = "attempts" if event.attempt >= policy.max_attempts else "age"
+            log.warning("failed, retries exhausted (%s): %s", why, reason, extra=ids)
+            return _status(event, Status.FAILED, error=f"retries exhausted ({why}); last: {reason}", **common)
+        delay = policy.delay(event.attempt, result.retry_after)
+        # ask, not send: the retry must be held (durably, on a broker) before the
+        # publisher acks the delivery this attempt came from.
+        await self.retrier.ask(
+            RetryLater(msgspec.structs.replace(event, attempt=event.attempt + 1), delay),
+            timeout=120,
+        )
+        log.info("retrying in %.1fs (attempt %d): %s", delay, event.attempt, reason, extra=ids)
+        due = datetime.now(UTC) + timedelta(seconds=delay)
+        return _status(event, Status.RETRYING, error=reason, next_attempt_at=due, **common)
+
+
+async def _give_back(delivery: Delivery | None, exc: BaseException) -> None:
+    """A sender crashed on this delivery: hand it back so that it is not stuck unsettled.
+
+    On RabbitMQ it is requeued, which counts towards the queue's delivery limit: a
+    message that keeps crashing senders is dead-lettered after ``bus.max_deliveries``.
+    The in-process bus keeps no count, so there it is dead-lettered at once, with
+    the error as the reason.
+    """
+    if delivery is None:
+        return
+    try:
+        if getattr(delivery, "deliveries", None) is None:
+            await delivery.reject(f"crashed a sender: {exc!r}"[:500])
+        else:
+            await delivery.requeue()
+    except Exception as settle_exc:  # the crash is what matters; the broker redelivers
+        log.warning("could not hand back a delivery after a crash: %r", settle_exc)
+
+
+def _status(event: EmailSendEvent, status: Status, **fields: Any) -> EmailStatusEvent:
+    return EmailStatusEvent(
+        event_id=event.event_id,
+        status=status,
+        attempt=event.attempt,
+        requested_at=event.requested_at,
+        **fields,
+    )
+
+
+class Consumer(Actor[Any]):
+    """Takes send events off the bus and hands each to the least busy sender.
+
+    An event that does not decode is rejected with the reason (to the
+    dead-letter queue, in the distributed profile) and the loop goes on.
+    """
+
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(
+        self,
+        bus: Bus,
+        root: str,
+        senders: int,
+        renderer: TemplateRenderer | None = None,
+        limits: LimitsConfig | None = None,
+    ) -> None:
+        self.bus = bus
+        self.root = root
+        self.n = senders
+        # The same checks as auth's: a publisher on the broker bypasses auth.
+        self.renderer = renderer
+        self.limits = limits or LimitsConfig()
+        self.rejected = 0
+        self.taken = 0
+
+    async def started(self) -> None:
+        self.senders: list[ActorRef[SendJob]] = [
+            self.ctx.lookup(f"{self.root}/senders/sender-{i}") for i in range(self.n)
+        ]
+        intake = self.ctx.system.intake  # paused by an operator: take nothing new
+        self.ctx.report(
+            lambda: {"taken": self.taken, "rejected": self.rejected, "paused": intake.paused}
+        )
+        self.ctx.start_soon(self._consume)
+
+    async def _consume(self) -> None:
+        senders = self.senders
+        turn = 0
+        while True:
+            delivery: Delivery = await self.ctx.system.intake.take(self.bus.next_send)
+            rendered: RenderedEmail | None = None  # without a renderer, the sender renders
+            if self.renderer is None:
+                event = await _decode_only(delivery, self.limits)
+            else:
+                screened = await screen_send_delivery(delivery, self.bus, self.limits, self.renderer)
+                event, rendered = (None, None) if screened is None else screened
+            if event is None:  # undecodable or invalid: refused with the reason, settled
+                self.rejected += 1
+                continue
+            self.taken += 1
+            job = SendJob(event, delivery, rendered)
+            # Round robin, skipping full mailboxes; wait on one only if all are full.
+            for _ in range(self.n):
+                turn = (turn + 1) % self.n
+                try:
+                    senders[turn].send_nowait(job)
+                    break
+                except MailboxFull:
+                    continue
+            else:
+                await senders[turn].send(job)
+
+
+async def _decode_only(delivery: Delivery, limits: LimitsConfig) -> EmailSendEvent | None:
+    """Without a renderer the request fields cannot be checked; the envelope still is."""
+    try:
+        return decode_send_event(delivery.body, limits)
+    except BadMessage as exc:
+        log.warning("rejected a send event: %s", exc)
+        await delivery.reject(str(exc))
+        return None
+
+
+def email_server_tree(
+    bus: Bus,
+    provider: Provider,
+    renderer: TemplateRenderer,
+    settings: SenderSettings,
+    *,
+    concurrency: int = 16,
+    claims: ClaimStore | None = None,
+    rate: float = 0.0,
+    burst: int = 20,
+    per_domain: dict[str, float] | None = None,
+    name: str = "email-server",
+    limits: LimitsConfig | None = None,
+    guards: SendGuards | None = None,
+    adaptive: bool = True,
+    min_rate: float = 1.0,
+    recover_per_s: float = 1.0,
+) -> SupervisorSpec:
+    throttled = rate > 0 or bool(per_domain)
+    settings = msgspec.structs.replace(settings, throttled=throttled, root=name)
+    # Shared by the senders and the throttler: the gate, connection slots, suppression.
+    guards = guards if guards is not None else SendGuards()
+    guards.gate.static = throttled
+    throttle_options = {
+        "adaptive": adaptive,
+        "min_rate": min_rate,
+        "recover_per_s": recover_per_s,
+        "gate": guards.gate,
+    }
+    return SupervisorSpec(
+        name,
+        [
+            ChildSpec("publisher", Publisher, args=(bus,), shutdown=10.0),
+            ChildSpec(
+                "throttler", Throttler, args=(rate, burst, per_domain or {}), kwargs=throttle_options
+            ),
+            ChildSpec("retrier", Retrier, args=(bus,)),
+            *(
+                [
+                    ChildSpec(
+                        "recorder",  # the name the idempotency recorder had: dashboards keep it
+                        ClaimsWriter,
+                        args=(claims, settings.claim_lease_s, settings.claims_batch_ms),
+                        shutdown=10.0,
+                    )
+                ]
+                if claims is not None
+                else []
+            ),
+            SupervisorSpec(
+                "senders",
+                [
+                    ChildSpec(
+                        f"sender-{i}",
+                        Sender,
+                        args=(provider, renderer, settings, claims is not None, guards),
+                        shutdown=30.0,
+                    )
+                    for i in range(concurrency)
+                ],
+                intensity=max(10, concurrency),
+                period=10.0,
+            ),
+            ChildSpec("consumer", Consumer, args=(bus, name, concurrency, renderer, limits)),
+        ],
+        strategy=Strategy.REST_FOR_ONE,
+        intensity=5,
+        period=10.0,
+    )

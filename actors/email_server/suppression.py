@@ -1,0 +1,138 @@
+"""The suppression list: addresses that refused email for good, never contacted again.
+
+When a provider refuses an email permanently *for its recipient* (a 5xx reply
+to RCPT TO, or to the DATA of a one-recipient transaction), the sender adds
+the address here before it reports FAILED. Every later email to the address
+ends SUPPRESSED without the provider being contacted: sending to it again
+could only bounce again, and repeated bounces hurt the sender's reputation.
+
+In the embedded profile it lives in the same SQLite file as the claims
+(``email_server.idempotency_path``), in its own table, so every worker on the
+machine shares it (WAL: many readers, one writer at a time). Lookups are
+primary-key reads on the event loop's thread (microseconds); writes are rare (one per bounce) and run in a worker
+thread. Addresses are compared case-insensitively. Operators edit it with
+``supervisor.py suppression list|add ADDR|remove ADDR``, also while the
+services run: a lookup always reads the file, there is no cache to go stale.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Protocol
+
+import msgspec
+import trio
+
+from actors.domain.edges import Failure, SendResult
+from actors.stores.sqlite_file import SqliteFile
+
+__all__ = ["Suppressions", "SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS suppressed ("
+    " address TEXT PRIMARY KEY, reason TEXT NOT NULL, added_at TEXT NOT NULL,"
+    " event_id TEXT, source TEXT NOT NULL)"
+)
+
+
+class Suppressed(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    address: str
+    reason: str
+    added_at: datetime
+    event_id: str | None = None  # the email whose refusal added it (None: an operator)
+    source: str = "bounce"  # "bounce" or "operator"
+
+
+def normalize(address: str) -> str:
+    return address.strip().lower()
+
+
+def is_recipient_refusal(result: SendResult) -> bool:
+    """A permanent 5xx refusal of the recipient: RCPT TO, or DATA (one recipient per email).
+
+    Failures before RCPT (the sender refused, an unbuildable message, no
+    SMTPUTF8) say nothing about the address and do not count.
+    """
+    return (
+        result.failure is Failure.PERMANENT
+        and result.code is not None
+        and 500 <= result.code < 600
+        and getattr(result, "stage", None) in ("RCPT", "DATA")
+    )
+
+
+class Suppressions(Protocol):
+    """What senders use: this SQLite list, or ``actors.email_server.suppression_elasticsearch`` (distributed)."""
+
+    def lookup(self, address: str) -> Suppressed | None: ...
+
+    async def add(
+        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+    ) -> bool: ...
+
+
+class SuppressionList(SqliteFile):
+    schema = _SCHEMA
+
+    def lookup(self, address: str) -> Suppressed | None:
+        """The entry for ``address``, if it is suppressed (a primary-key read)."""
+        assert self._read is not None, "SuppressionList.lookup() before open()"
+        row = self._read.execute(
+            "SELECT address, reason, added_at, event_id, source FROM suppressed WHERE address = ?",
+            (normalize(address),),
+        ).fetchone()
+        return _entry(row) if row else None
+
+    async def add(
+        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+    ) -> bool:
+        """Suppress ``address`` durably; False if it already was (the first entry stays)."""
+        row = (normalize(address), reason, datetime.now(UTC).isoformat(), event_id, source)
+
+        def write() -> bool:
+            assert self._write is not None, "SuppressionList.add() before open()"
+            cur = self._write.execute(
+                "INSERT OR IGNORE INTO suppressed VALUES (?, ?, ?, ?, ?)", row
+            )
+            return cur.rowcount == 1
+
+        async with self._lock:
+            return await trio.to_thread.run_sync(write)
+
+    async def remove(self, address: str) -> bool:
+        """Let ``address`` receive email again; False if it was not suppressed."""
+
+        def write() -> bool:
+            assert self._write is not None, "SuppressionList.remove() before open()"
+            cur = self._write.execute(
+                "DELETE FROM suppressed WHERE address = ?", (normalize(address),)
+            )
+            return cur.rowcount == 1
+
+        async with self._lock:
+            return await trio.to_thread.run_sync(write)
+
+    async def entries(self, limit: int = 1000) -> list[Suppressed]:
+        """Suppressed addresses, newest first."""
+
+        def read() -> list[Suppressed]:
+            assert self._read is not None, "SuppressionList.entries() before open()"
+            rows = self._read.execute(
+                "SELECT address, reason, added_at, event_id, source FROM suppressed"
+                " ORDER BY added_at DESC, address LIMIT ?",
+                (limit,),
+            ).fetchall()
+            return [_entry(r) for r in rows]
+
+        return await trio.to_thread.run_sync(read)
+
+
+def _entry(row: tuple[str, str, str, str | None, str]) -> Suppressed:
+    address, reason, added_at, event_id, source = row
+    return Suppressed(
+        address=address,
+        reason=reason,
+        added_at=datetime.fromisoformat(added_at),
+        event_id=event_id,
+        source=source,
+    )

@@ -1,0 +1,136 @@
+"""The suppression list in Elasticsearch: shared by every worker, on every machine.
+
+The distributed profile's counterpart of the SQLite table (``actors.email_server.suppression``),
+in an index the email server owns (``<email_server.claims_index>-suppressed``),
+one document per address (``_id`` = the normalized address, created with
+``op_type=create``, so the first entry stays). Senders look addresses up once
+per email, so lookups read an in-memory copy of the list that every worker
+refreshes every ``refresh_s`` (a search; the list is small) and that its own
+additions update at once: an address refused on one machine is refused on the
+others within ``refresh_s`` plus the index's refresh interval (about a second).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import trio
+from elastic_transport import HttpxAsyncHttpNode
+from elasticsearch import ApiError, AsyncElasticsearch
+
+from actors.email_server.suppression import Suppressed, normalize
+from actors.stores.elasticsearch import _unavailable_on_outage
+
+__all__ = ["ElasticsearchSuppression", "suppression_index"]
+
+_MAPPING: dict[str, Any] = {
+    "dynamic": "false",
+    "properties": {
+        "address": {"type": "keyword"},
+        "addedAt": {"type": "date"},
+        "source": {"type": "keyword"},
+    },
+}
+
+
+def suppression_index(claims_index: str) -> str:
+    return f"{claims_index}-suppressed"
+
+
+class ElasticsearchSuppression:
+    """The interface of :class:`actors.email_server.suppression.SuppressionList`, on one index."""
+
+    def __init__(self, url: str, index: str, *, refresh_s: float = 2.0, request_timeout: float = 10.0) -> None:
+        self.url = url
+        self.index = index
+        self.refresh_s = refresh_s
+        self._request_timeout = request_timeout
+        self._client: AsyncElasticsearch | None = None
+        self._known: dict[str, Suppressed] = {}
+
+    async def open(self) -> None:
+        client = AsyncElasticsearch(
+            self.url, node_class=HttpxAsyncHttpNode, request_timeout=self._request_timeout,
+            max_retries=1, retry_on_timeout=False,
+        )
+        try:
+            with _unavailable_on_outage("open suppression"):
+                if not await client.indices.exists(index=self.index):
+                    try:
+                        await client.indices.create(index=self.index, mappings=_MAPPING)
+                    except ApiError as exc:
+                        if exc.error != "resource_already_exists_exception":
+                            raise
+        except BaseException:
+            with trio.move_on_after(5, shield=True):
+                await client.close()
+            raise
+        self._client = client
+        await self.reload()
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with trio.move_on_after(5, shield=True):
+                await client.close()
+
+    async def __aenter__(self) -> ElasticsearchSuppression:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @property
+    def _es(self) -> AsyncElasticsearch:
+        if self._client is None:
+            raise RuntimeError("ElasticsearchSuppression is not open")
+        return self._client
+
+    async def keep_fresh(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Reload the list every ``refresh_s`` (run in a nursery for the service's life)."""
+        task_status.started()
+        while True:
+            await trio.sleep(self.refresh_s)
+            try:
+                await self.reload()
+            except Exception:  # an outage: keep the copy we have, try again next time
+                continue
+
+    async def reload(self) -> None:
+        self._known = {e.address: e for e in await self.entries(10_000)}
+
+    def lookup(self, address: str) -> Suppressed | None:
+        return self._known.get(normalize(address))
+
+    async def add(
+        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+    ) -> bool:
+        entry = Suppressed(
+            address=normalize(address), reason=reason, added_at=datetime.now(UTC),
+            event_id=event_id, source=source,
+        )
+        with _unavailable_on_outage("suppress"):
+            resp = await self._es.options(ignore_status=409).create(
+                index=self.index, id=entry.address, document=msgspec.to_builtins(entry)
+            )
+        created = resp.meta.status == 201
+        self._known.setdefault(entry.address, entry)
+        return created
+
+    async def remove(self, address: str) -> bool:
+        key = normalize(address)
+        with _unavailable_on_outage("unsuppress"):
+            resp = await self._es.options(ignore_status=404).delete(index=self.index, id=key, refresh=True)
+        self._known.pop(key, None)
+        return resp.meta.status == 200
+
+    async def entries(self, limit: int = 1000) -> list[Suppressed]:
+        with _unavailable_on_outage("list suppressed"):
+            resp = await self._es.search(
+                index=self.index, size=limit, sort=[{"addedAt": {"order": "desc"}}],
+                query={"match_all": {}},
+            )
+        return [msgspec.convert(h["_source"], Suppressed) for h in resp.body["hits"]["hits"]]

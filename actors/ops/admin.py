@@ -1,0 +1,208 @@
+"""Operator commands on durable state: ``supervisor.py dlq ...`` and ``suppression ...``.
+
+Each function takes a loaded Config, prints what it did (JSON lines, then a
+summary line a human can read) and returns the process exit status.
+
+Dead letters live on RabbitMQ (the distributed profile's ``bus.dead_letter_queue``):
+``list`` shows them with the reason each was dead-lettered (a consumer's
+reject reason, or the broker's: delivery limit reached, and so on) and leaves
+them in place; ``replay`` publishes them back to the exchange they came from
+(confirmed before each is removed), at most ``--limit`` and never more than
+were there when it started, so a message that dies again at once is not
+replayed twice by one command. The embedded profile's bus is in-process: its
+dead letters live in the memory of the running process only and end with it,
+so there is nothing here to list or replay (the command says so).
+
+The suppression list is the SQLite table beside the claims
+(``email_server.idempotency_path``) in the embedded profile, an Elasticsearch
+index in the distributed one; see ``actors.email_server.suppression`` and ``actors.email_server.suppression_elasticsearch``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import msgspec
+import trio
+
+from actors.email_server.suppression import normalize
+
+__all__ = ["dlq_list", "dlq_replay", "suppression_command"]
+
+_BODY_CHARS = 300
+
+
+def _embedded_note(config: Any) -> bool:
+    if config.bus.kind == "memory":
+        print(
+            "the embedded profile's bus is in-process: its dead letters live only in the "
+            "memory of the running `supervisor.py up` (MemoryBus.dead_letters, shown by "
+            "`supervisor.py console`) and are lost when it stops; nothing to list or replay "
+            "from here. Use --profile distributed for RabbitMQ's dead-letter queue."
+        )
+        return True
+    return False
+
+
+async def _with_bus(config: Any, fn: Any) -> Any:
+    from actors.bus.rabbitmq import RabbitBus
+    from runtime._aio import open_asyncio_edge
+
+    async with open_asyncio_edge():
+        bus = RabbitBus(config.bus, role="tool", connection_name="mailactors-dlq")
+        await bus.open()
+        try:
+            return await fn(bus)
+        finally:
+            await bus.close()
+
+
+class _Unavailable(Exception):
+    pass
+
+
+def _run(fn: Any, *args: Any) -> Any:
+    from actors.domain.edges import BusError
+    from runtime._aio import run_with_asyncio_host
+
+    try:
+        return run_with_asyncio_host(fn, *args)
+    except BusError as exc:
+        raise _Unavailable(str(exc)) from exc
+
+
+def _describe(body: bytes) -> dict[str, Any]:
+    try:
+        decoded = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        decoded = None
+    event_id = decoded.get("eventId") if isinstance(decoded, dict) else None
+    text = body[:_BODY_CHARS].decode(errors="replace")
+    return {"eventId": event_id, "body": text + ("..." if len(body) > _BODY_CHARS else "")}
+
+
+def dlq_list(config: Any, limit: int) -> int:
+    if _embedded_note(config):
+        return 0
+
+    async def go(bus: Any) -> tuple[list[Any], dict[str, int]]:
+        return await bus.dead_letters(limit), await bus.queue_depths()
+
+    try:
+        letters, depths = _run(_with_bus, config, go)
+    except _Unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    reasons: dict[str, int] = {}
+    for letter in letters:
+        print(json.dumps({"queue": letter.queue, "reason": letter.reason, **_describe(letter.body)}))
+        reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
+    total = depths.get(config.bus.dead_letter_queue, len(letters))
+    print(
+        f"{total} dead letter(s) in {config.bus.dead_letter_queue}"
+        + (f", {len(letters)} shown" if len(letters) < total else "")
+        + "".join(f"; {n} x {reason}" for reason, n in sorted(reasons.items(), key=lambda x: -x[1]))
+    )
+    return 0
+
+
+def dlq_replay(config: Any, limit: int | None) -> int:
+    if _embedded_note(config):
+        return 0
+
+    async def go(bus: Any) -> int:
+        depth = (await bus.queue_depths()).get(config.bus.dead_letter_queue, 0)
+        n = depth if limit is None else min(limit, depth)
+        return await bus.replay_dead_letters(n) if n > 0 else 0
+
+    try:
+        replayed = _run(_with_bus, config, go)
+    except _Unavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"replayed": replayed}))
+    return 0
+
+
+def suppression_command(config: Any, action: str, address: str | None, reason: str, limit: int) -> int:
+    from actors.email_server.safeguards import open_suppression
+
+    where = (
+        config.email_server.idempotency_path if config.store.kind == "sqlite"
+        else f"the Elasticsearch index {config.email_server.claims_index}-suppressed"
+    )
+
+    async def go() -> int:
+        async with open_suppression(config) as suppression:
+            if action == "list":
+                entries = await suppression.entries(limit)
+                for entry in entries:
+                    print(msgspec.json.encode(entry).decode())
+                print(f"{len(entries)} suppressed address(es) in {where}")
+                return 0
+            assert address is not None
+            if "@" not in address:
+                print(f"address: not an email address: {address!r}", file=sys.stderr)
+                return 2
+            if action == "add":
+                added = await suppression.add(address, reason, source="operator")
+                print(json.dumps({"address": normalize(address), "added": added}))
+                return 0
+            removed = await suppression.remove(address)
+            print(json.dumps({"address": normalize(address), "removed": removed}))
+            return 0 if removed else 1
+
+    return trio.run(go)
+
+
+# -- the command line (``supervisor.py`` adds these to its subcommands) -----------------
+
+
+def add_commands(sub: Any) -> None:
+    """Add ``dlq``, ``suppression`` and ``soak`` to supervisor.py's subparsers."""
+    import argparse
+
+    from config import load_config
+
+    dlq = sub.add_parser("dlq", help="dead letters: list them with their reasons, or replay them")
+    dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
+    listing = dlq_sub.add_parser("list", help="show dead letters (left in place) with the reasons")
+    listing.add_argument("--limit", type=int, default=100, help="show at most N (default 100)")
+    listing.set_defaults(fn=lambda a: dlq_list(load_config(a.profile), a.limit))
+    replay = dlq_sub.add_parser("replay", help="publish dead letters back where they came from")
+    replay.add_argument("--limit", type=int, default=None, help="replay at most N (default: all)")
+    replay.set_defaults(fn=lambda a: dlq_replay(load_config(a.profile), a.limit))
+
+    sup = sub.add_parser("suppression", help="the suppression list: list | add ADDR | remove ADDR")
+    sup_sub = sup.add_subparsers(dest="suppression_action", required=True)
+    sup_list = sup_sub.add_parser("list", help="suppressed addresses, newest first (JSON lines)")
+    sup_list.add_argument("--limit", type=int, default=1000)
+    sup_list.set_defaults(
+        fn=lambda a: suppression_command(load_config(a.profile), "list", None, "", a.limit)
+    )
+    sup_add = sup_sub.add_parser("add", help="never send to ADDR (its emails end SUPPRESSED)")
+    sup_add.add_argument("address")
+    sup_add.add_argument("--reason", default="added by an operator")
+    sup_add.set_defaults(
+        fn=lambda a: suppression_command(load_config(a.profile), "add", a.address, a.reason, 0)
+    )
+    sup_remove = sup_sub.add_parser("remove", help="let ADDR receive email again")
+    sup_remove.add_argument("address")
+    sup_remove.set_defaults(
+        fn=lambda a: suppression_command(load_config(a.profile), "remove", a.address, "", 0)
+    )
+
+    from actors.ops.soak import __doc__ as soak_doc
+    from actors.ops.soak import add_arguments as soak_arguments
+    from actors.ops.soak import main_soak
+
+    soak = sub.add_parser(
+        "soak",
+        help="run the distributed profile under faults and check every email's fate",
+        description=soak_doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    soak_arguments(soak)
+    soak.set_defaults(fn=main_soak)

@@ -1,0 +1,900 @@
+"""``supervisor.py soak``: the distributed profile under faults, and every email accounted for.
+
+    python supervisor.py soak --emails 2000 [--workers 2] [--faults all] [--rate 50]
+
+It runs ``supervisor.py up --profile distributed`` as a child (its own queue,
+exchange and index names, its own ports and data directory, so it disturbs
+nothing else on the broker), against an aiosmtpd server in this process that
+fails a share of the messages on purpose, and finds or starts RabbitMQ and an
+Elasticsearch API as the tests do (``ELASTICSEARCH_URL``, else noida-db). It
+requests ``--emails`` emails through auth's gRPC API at ``--rate`` per second
+(each with an idempotency key; a request that fails because auth is down is
+asked again with the same key), and meanwhile injects, at random moments at
+least ``--fault-spacing`` seconds apart (the launcher tolerates five
+restarts a minute):
+
+* ``4xx=RATE`` / ``5xx=RATE``: that share of the messages is refused after DATA
+  with a transient (451) or permanent (554) reply;
+* ``kill=N``: an email-server process is killed with SIGKILL, N times;
+* ``auth=N``: auth exits right after a save and before the publish, N times
+  (``actors.auth.faults``): the outbox sweeper must find those emails;
+* ``broker``: the local RabbitMQ is restarted once (``rabbitmqctl stop_app`` /
+  ``start_app``), when the broker is this machine's;
+* ``double=RATE``: that share of the emails has its EmailSendEvent published a
+  second time, straight onto the send exchange (as a plain AMQP client would);
+* ``accept=N``: an email-server exits right after the provider accepted an email
+  and before its outcome is recorded (``actors.auth.faults``), N times: the claim
+  it leaves is taken over, under ``--unknown-outcome`` (resend or fail);
+* ``none``; ``all`` (default) =
+  ``4xx=0.05,5xx=0.02,kill=2,auth=2,broker,double=0.05,accept=1``.
+
+Every email also goes to one of a few recipient domains, one of them limited by
+``--domain-rate`` (default ``slow.example=10``), and addresses repeat, so that
+a permanent refusal suppresses later emails to the same address.
+
+When everything was requested and the faults are over it waits (``--deadline``
+seconds at most) for every email to reach a terminal state, stops the
+cluster, and reports: submitted, SENT, FAILED, SUPPRESSED, lost (no terminal
+state by the deadline), duplicates (an eventId the SMTP server accepted more
+than once; up to the number of claims of dead senders that were sent again
+under ``resend`` they are the documented window, counted apart), FAILED without a
+reason, SENT but never received, dead letters, the most emails any
+limited domain received in one second, the claims taken over (and how many
+of those were sent again under ``resend``: the most duplicates allowed), and
+the window from provider acceptance to a durable outcome (p50/p99, from the
+workers' reports). A progress bar runs on stderr; the last
+line on stdout is one JSON object with those figures. Exit status 1 if any
+email was lost, sent twice more often than claims were resent after their
+owner died, FAILED without a reason, SENT without being received, or a domain
+limit was broken.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors.auth.service import event_id_for
+from actors.stores.claims import UNKNOWN_OUTCOME_REASON
+from actors.testing.localservices import elasticsearch_service, free_port, rabbitmq_service
+
+__all__ = [
+    "SoakOptions",
+    "add_arguments",
+    "delete_bus_topology",
+    "main_soak",
+    "parse_faults",
+    "run_soak",
+]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+_READY = re.compile(r"\[(email-server-\d+)\] MAILACTORS_READY email-server pid=(\d+)")
+_TERMINAL = ("SENT", "FAILED", "SUPPRESSED")
+_NON_TERMINAL = ("PENDING", "SENDING", "RETRYING")
+
+
+@dataclass
+class Faults:
+    transient: float = 0.0
+    permanent: float = 0.0
+    kills: int = 0
+    auth_crashes: int = 0
+    broker: bool = False
+    doubles: float = 0.0
+    accept_crashes: int = 0
+
+
+def parse_faults(text: str) -> Faults:
+    """``all``, ``none`` or ``4xx=0.05,5xx=0.02,kill=2,auth=2,broker``."""
+    if text.strip() == "all":
+        text = "4xx=0.05,5xx=0.02,kill=2,auth=2,broker,double=0.05,accept=1"
+    faults = Faults()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if part == "none":
+            continue
+        name, _, value = part.partition("=")
+        try:
+            if name == "4xx":
+                faults.transient = float(value or 0.05)
+            elif name == "5xx":
+                faults.permanent = float(value or 0.02)
+            elif name == "kill":
+                faults.kills = int(value or 2)
+            elif name == "auth":
+                faults.auth_crashes = int(value or 2)
+            elif name == "double":
+                faults.doubles = float(value or 0.05)
+            elif name == "accept":
+                faults.accept_crashes = int(value or 1)
+            elif name == "broker":
+                faults.broker = value.lower() not in ("0", "false", "no")
+            else:
+                raise ValueError(f"unknown fault {name!r}")
+        except ValueError as exc:
+            raise ValueError(
+                f"--faults: {exc} (in {part!r}; known: 4xx=RATE, 5xx=RATE, kill=N, auth=N, broker, "
+                "double=RATE, accept=N, all, none)"
+            ) from None
+    if not (0 <= faults.transient <= 1 and 0 <= faults.permanent <= 1 and 0 <= faults.doubles <= 1):
+        raise ValueError("--faults: 4xx, 5xx and double rates are between 0 and 1")
+    return faults
+
+
+@dataclass
+class SoakOptions:
+    emails: int = 300
+    workers: int = 2
+    faults: Faults = field(default_factory=Faults)
+    rate: float = 50.0
+    concurrency: int = 16
+    deadline_s: float = 120.0
+    fault_spacing_s: float = 13.0
+    domain_rates: dict[str, float] = field(default_factory=lambda: {"slow.example": 10.0})
+    seed: int = 0
+    work_dir: Path | None = None
+    keep: bool = False
+    progress: bool = True
+    unknown_outcome: str = "resend"
+
+
+@dataclass
+class SoakResult:
+    figures: dict[str, Any]
+    ok: bool
+
+
+# -- the cluster ----------------------------------------------------------------------------
+
+
+class Cluster:
+    """``supervisor.py up --profile distributed`` as a child process, its output in a log file."""
+
+    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
+        self.env = env
+        self.workers = workers
+        self.log_path = log
+        self.lines: list[str] = []
+        self.changed = trio.Event()
+        self.proc: trio.Process | None = None
+
+    def ready(self, service: str) -> bool:
+        return any(f"MAILACTORS_READY {service}" in line for line in self.lines)
+
+    def worker_pids(self) -> dict[str, int]:
+        """The latest pid of each email-server worker that said it was ready."""
+        pids: dict[str, int] = {}
+        for line in self.lines:
+            if m := _READY.search(line):
+                pids[m.group(1)] = int(m.group(2))
+        return pids
+
+    async def _pump(self, proc: trio.Process) -> None:
+        assert proc.stdout is not None
+        buffer = b""
+        async with await trio.open_file(self.log_path, "ab") as out:
+            async for chunk in proc.stdout:
+                await out.write(chunk)
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                self.lines.extend(line.decode(errors="replace") for line in lines)
+                self.changed.set()
+                self.changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while not predicate():
+                await self.changed.wait()
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Cluster]:
+        argv = [
+            sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "distributed",
+            "up", "--workers", str(self.workers), "--drain", "10",
+        ]
+        proc = await trio.lowlevel.open_process(
+            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.proc = proc
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, proc)
+                try:
+                    await self.wait_for(lambda: self.ready("auth") or proc.returncode is not None, 120)
+                    if not self.ready("auth"):
+                        raise RuntimeError(
+                            "the cluster did not start:\n" + "\n".join(self.lines[-40:])
+                        )
+                    yield self
+                finally:
+                    with trio.CancelScope(shield=True):
+                        proc.send_signal(signal.SIGINT)
+                        with trio.move_on_after(60):
+                            await proc.wait()
+                        nursery.cancel_scope.cancel()
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+
+
+def cluster_env(
+    work: Path, es_url: str, amqp_url: str, smtp_port: int, options: SoakOptions, crash_file: Path
+) -> dict[str, str]:
+    """``crash_file`` counts auth's injected crashes; ``accept-crashes`` beside it the email servers'."""
+    p = f"soak.{uuid.uuid4().hex[:10]}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "MAILACTORS__SERVICE__LOG_FORMAT": "text",
+            "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
+            "MAILACTORS__SERVICE__DATA_DIR": str(work),
+            "MAILACTORS__SERVICE__RUN_DIR": str(work / "run"),
+            "MAILACTORS__STORE__URL": es_url,
+            "MAILACTORS__STORE__INDEX": f"emails-{p.replace('.', '-')}",
+            "MAILACTORS__BUS__URL": amqp_url,
+            "MAILACTORS__BUS__SEND_EXCHANGE": f"{p}.send.exchange",
+            "MAILACTORS__BUS__STATUS_EXCHANGE": f"{p}.status.exchange",
+            "MAILACTORS__BUS__SEND_QUEUE": f"{p}.send",
+            "MAILACTORS__BUS__STATUS_QUEUE": f"{p}.status",
+            "MAILACTORS__BUS__DEAD_LETTER_EXCHANGE": f"{p}.dead.exchange",
+            "MAILACTORS__BUS__DEAD_LETTER_QUEUE": f"{p}.dead",
+            "MAILACTORS__BUS__RECONNECT_MAX_S": "2",
+            "MAILACTORS__BUS__PUBLISH_TIMEOUT_S": "60",
+            "MAILACTORS__PROVIDER__KIND": "smtp",
+            "MAILACTORS__PROVIDER__SMTP__HOST": "127.0.0.1",
+            "MAILACTORS__PROVIDER__SMTP__PORT": str(smtp_port),
+            "MAILACTORS__PROVIDER__SENDER": "soak@mailactors.test",
+            "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(work / "sent.sqlite3"),
+            "MAILACTORS__GRPC__AUTH_PORT": str(free_port()),
+            "MAILACTORS__GRPC__INTEGRATION_PORT": str(free_port()),
+            "MAILACTORS__RETRY__BASE_DELAY_S": "0.5",
+            "MAILACTORS__RETRY__MAX_DELAY_S": "5",
+            "MAILACTORS__SWEEPER__PENDING_AGE_S": "20",
+            "MAILACTORS__SWEEPER__INTERVAL_S": "5",
+            "MAILACTORS__THROTTLE__PER_DOMAIN": json.dumps(options.domain_rates),
+            "MAILACTORS_FAULT_CRASH_AFTER_SAVE": str(crash_file),
+            "MAILACTORS_FAULT_CRASH_EVERY": "1",
+            "MAILACTORS_FAULT_CRASH_AFTER_ACCEPT": str(crash_file.with_name("accept-crashes")),
+            "MAILACTORS_FAULT_CRASH_ACCEPT_EVERY": "1",
+            "MAILACTORS__EMAIL_SERVER__CLAIMS_INDEX": f"claims-{p.replace('.', '-')}",
+            "MAILACTORS__EMAIL_SERVER__UNKNOWN_OUTCOME": options.unknown_outcome,
+        }
+    )
+    for name in ("MAILACTORS_PROFILE", "MAILACTORS__METRICS__PORT"):
+        env.pop(name, None)
+    return env
+
+
+# -- the client -----------------------------------------------------------------------------
+
+
+class Client:
+    """gRPC calls from the soak, through the asyncio edge; one channel per port."""
+
+    def __init__(self, edge: Any, auth_port: int) -> None:
+        self.edge = edge
+        self.auth_port = auth_port
+        self.channel: Any = None
+        self.lock = trio.Lock()
+
+    async def _channel(self) -> Any:
+        """One channel for every request: grpclib reconnects it when auth comes back."""
+        from grpclib.client import Channel
+
+        async with self.lock:
+            if self.channel is None:
+
+                async def make() -> Any:
+                    return Channel("127.0.0.1", self.auth_port)
+
+                self.channel = await self.edge.run(make)
+            return self.channel
+
+    async def close(self) -> None:
+        if self.channel is not None:
+            channel, self.channel = self.channel, None
+
+            async def close() -> None:
+                channel.close()
+
+            await self.edge.run(close)
+
+    async def request(self, recipient: str, key: str) -> str:
+        from actors.grpc.convert import variables_to_struct
+        from protos import email_grpc, email_pb2
+
+        req = email_pb2.RequestEmailRequest(
+            recipient=recipient,
+            template="verification",
+            variables=variables_to_struct({"name": "Ada", "code": key[-6:], "expires_minutes": 5}),
+            idempotency_key=key,
+        )
+        channel = await self._channel()
+
+        async def call() -> Any:
+            return await email_grpc.AuthServiceStub(channel).RequestEmail(req, timeout=30)
+
+        reply = await self.edge.run(call)
+        return str(reply.event_id)
+
+
+# -- the run --------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    submitted: dict[str, str] = field(default_factory=dict)  # eventId -> recipient
+    request_retries: int = 0
+    kills: list[float] = field(default_factory=list)  # time.monotonic() of each SIGKILL
+    killed_pids: set[int] = field(default_factory=set)
+    auth_crashes: int = 0
+    accept_crashes: int = 0
+    doubles: int = 0
+    broker_restarts: int = 0
+    fault_log: list[str] = field(default_factory=list)
+    terminal: int = 0
+
+
+def _recipient(i: int, n: int, rng: random.Random, domains: list[str]) -> str:
+    domain = domains[i % len(domains)]
+    pool = max(1, n // 3)  # addresses repeat: a bounce suppresses later emails
+    return f"user{rng.randrange(pool)}@{domain}"
+
+
+async def _submit(
+    client: Client, options: SoakOptions, state: _State, run_id: str, on_done: Callable[[], None],
+    double: Callable[[str, str, str], Awaitable[None]] | None = None,
+) -> None:
+    rng = random.Random(options.seed)
+    domains = [*options.domain_rates, "example.com", "example.org"]
+    limiter = trio.Semaphore(options.concurrency)
+    start = trio.current_time()
+
+    async def one(i: int, recipient: str) -> None:
+        key = f"{run_id}-{i}"
+        delay = 0.2
+        try:
+            while True:
+                try:
+                    event_id = await client.request(recipient, key)
+                    break
+                except Exception as exc:  # auth down (crash, restart): ask again, same key
+                    from grpclib import GRPCError
+                    from grpclib import Status as GrpcStatus
+
+                    if isinstance(exc, GRPCError) and exc.status is GrpcStatus.INVALID_ARGUMENT:
+                        raise
+                    state.request_retries += 1
+                    await trio.sleep(delay * rng.uniform(0.8, 1.2))
+                    delay = min(2.0, delay * 2)
+            assert event_id == event_id_for(key)
+            state.submitted[event_id] = recipient
+            if double is not None and rng.random() < options.faults.doubles:
+                await double(event_id, recipient, key)  # a second copy, straight onto the bus
+                state.doubles += 1
+            on_done()
+        finally:
+            limiter.release()
+
+    async with trio.open_nursery() as nursery:
+        for i in range(options.emails):
+            await trio.sleep_until(start + i / options.rate)
+            await limiter.acquire()
+            nursery.start_soon(one, i, _recipient(i, options.emails, rng, domains))
+
+
+def _fault_schedule(options: SoakOptions, duration: float, rng: random.Random) -> list[tuple[float, str]]:
+    kinds = (
+        ["kill"] * options.faults.kills
+        + ["auth"] * options.faults.auth_crashes
+        + ["accept"] * options.faults.accept_crashes
+    )
+    if options.faults.broker:
+        kinds.append("broker")
+    rng.shuffle(kinds)
+    if not kinds:
+        return []
+    spacing = options.fault_spacing_s
+    slack = max(0.0, duration * 0.85 - spacing * len(kinds))
+    cuts = sorted(rng.uniform(0, slack) for _ in kinds)
+    return [(2.0 + cut + k * spacing, kind) for k, (cut, kind) in enumerate(zip(cuts, kinds, strict=True))]
+
+
+async def _inject(
+    cluster: Cluster, schedule: list[tuple[float, str]], state: _State, crash_file: Path,
+    amqp_url: str, rng: random.Random,
+) -> None:
+    start = trio.current_time()
+    for at, kind in schedule:
+        await trio.sleep_until(start + at)
+        if kind == "kill":
+            # only a worker that is up (said it was ready since its last kill)
+            await cluster.wait_for(lambda: bool(_live_workers(cluster, state)), 60)
+            name, pid = rng.choice(sorted(_live_workers(cluster, state).items()))
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+                state.kills.append(time.monotonic())
+                state.killed_pids.add(pid)
+                state.fault_log.append(f"SIGKILL {name} (pid {pid})")
+        elif kind == "accept":
+            # the next email accepted by any worker: its worker exits before recording it
+            await trio.Path(crash_file.with_name("accept-crashes")).write_text("1")
+            state.accept_crashes += 1
+            state.kills.append(time.monotonic())
+            state.fault_log.append("email-server crash after an acceptance")
+        elif kind == "auth":
+            await trio.Path(crash_file).write_text("1")  # auth exits after its next save
+            state.auth_crashes += 1
+            state.fault_log.append("auth crash after a save")
+        elif kind == "broker":
+            if not _local_broker(amqp_url):
+                state.fault_log.append("broker restart skipped (not this machine's broker)")
+                continue
+            ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
+            try:
+                for step in ("stop_app", "start_app", "await_startup"):
+                    await trio.run_process([ctl, "-q", step], capture_stdout=True, capture_stderr=True)
+                    if step == "stop_app":
+                        await trio.sleep(2)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                state.fault_log.append(f"broker restart failed: {exc}")
+                continue
+            state.broker_restarts += 1
+            state.fault_log.append("RabbitMQ restarted")
+
+
+class _Copier:
+    """Publishes second copies of send events, as a plain AMQP client would (double=RATE)."""
+
+    def __init__(self, bus: Any) -> None:
+        self.bus = bus
+
+    async def publish(self, event_id: str, recipient: str, key: str) -> None:
+        from actors.domain.schema import EmailSendEvent
+
+        event = EmailSendEvent(
+            event_id=event_id,
+            recipient=recipient,
+            template="verification",
+            variables={"name": "Ada", "code": key[-6:], "expires_minutes": 5},
+        )
+        with contextlib.suppress(Exception):  # the broker restarting: this copy is not needed
+            await self.bus.publish_send(event)
+
+    async def close(self) -> None:
+        await self.bus.close()
+
+
+async def _open_copier(env: dict[str, str]) -> _Copier:
+    from actors.bus.rabbitmq import RabbitBus
+    from config import load_config
+
+    bus = RabbitBus(load_config("distributed", env=env).bus, role="tool", connection_name="soak-copier")
+    await bus.open()
+    return _Copier(bus)
+
+
+async def _workers_report(run_dir: Path) -> dict[str, Any]:
+    """Each live email-server's claims counters and acceptance-to-record window."""
+    from actors.ops.console import discover, fetch
+
+    results, _ = await fetch(discover(run_dir, "email-server"))
+    workers: dict[str, Any] = {}
+    for name, answer in results.items():
+        for actor in answer.get("snapshot", {}).get("actors", []):
+            extra = actor.get("extra") or {}
+            if actor.get("path", "").endswith("/senders/sender-0") and "window" in extra:
+                workers.setdefault(name, {}).update(window_ms=extra["window"], claims=extra.get("claims"))
+            elif actor.get("path", "").endswith("/recorder"):
+                workers.setdefault(name, {})["writes"] = extra  # batches, claims, outcomes, lost
+    windows = [w["window_ms"] for w in workers.values() if (w.get("window_ms") or {}).get("count")]
+    if not windows:
+        return {"workers": workers}
+    return {
+        "workers": workers,
+        "window_ms": {
+            "p50": max(w["p50_ms"] for w in windows),
+            "p99": max(w["p99_ms"] for w in windows),
+            "samples": sum(w["count"] for w in windows),
+        },
+    }
+
+
+def _live_workers(cluster: Cluster, state: _State) -> dict[str, int]:
+    return {n: p for n, p in cluster.worker_pids().items() if p not in state.killed_pids}
+
+
+def _local_broker(url: str) -> bool:
+    host = re.sub(r"^amqps?://([^@]*@)?", "", url).split("/")[0].split(":")[0]
+    return host in ("127.0.0.1", "localhost") and bool(
+        shutil.which("rabbitmqctl") or Path("/usr/sbin/rabbitmqctl").exists()
+    )
+
+
+async def _terminal_count(store: Any) -> int:
+    from actors.domain.edges import SearchQuery
+    from actors.domain.schema import Status
+
+    total = 0
+    for status in _TERMINAL:
+        page = await store.search(SearchQuery(status=Status(status), page_size=1))
+        total += page.total
+    return total
+
+
+async def _all_documents(store: Any, status: str) -> list[Any]:
+    from actors.domain.edges import SearchQuery
+    from actors.domain.schema import Status
+
+    docs: list[Any] = []
+    token = ""
+    while True:
+        page = await store.search(SearchQuery(status=Status(status), page_size=1000, page_token=token))
+        docs.extend(page.documents)
+        token = page.next_page_token
+        if not token:
+            return docs
+
+
+async def _dead_letters(edge: Any, env: dict[str, str]) -> tuple[int, list[str]]:
+    from actors.bus.rabbitmq import RabbitBus
+    from config import load_config
+
+    config = load_config("distributed", env=env)
+    bus = RabbitBus(config.bus, role="tool", connection_name="mailactors-soak")
+    await bus.open()
+    try:
+        depth = (await bus.queue_depths()).get(config.bus.dead_letter_queue, 0)
+        letters = await bus.dead_letters(20)
+        return depth, sorted({d.reason for d in letters})
+    finally:
+        await bus.close()
+
+
+def delete_bus_topology(env: dict[str, str]) -> None:
+    """Delete the queues and exchanges that the bus settings in ``env`` name (blocking).
+
+    Quorum queues left behind make every later broker start slower (each is
+    recovered at start-up), so a run that made its own names removes them. Runs
+    its own asyncio loop: call it from a thread (``trio.to_thread.run_sync``).
+    """
+    import asyncio
+
+    import aio_pika
+
+    from actors.bus.rabbitmq import RabbitBus
+    from config import load_config
+
+    c = load_config("distributed", env=env).bus
+    names = RabbitBus(c, role="tool").queue_names()
+    exchanges = (c.send_exchange, c.status_exchange, c.dead_letter_exchange)
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(c.resolved_url(env), timeout=10)
+        try:
+            for kind, items in (("queue", names), ("exchange", exchanges)):
+                for name in items:
+                    channel = await connection.channel()
+                    with contextlib.suppress(Exception):
+                        if kind == "queue":
+                            await channel.queue_delete(name)
+                        else:
+                            await channel.exchange_delete(name)
+                    with contextlib.suppress(Exception):
+                        await channel.close()
+        finally:
+            await connection.close()
+
+    loop = asyncio.SelectorEventLoop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(delete(), 60))
+    finally:
+        loop.close()
+
+
+def _max_per_second(times: list[float]) -> int:
+    times = sorted(times)
+    best = j = 0
+    for i, t in enumerate(times):
+        while times[j] <= t - 1.0:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResult:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from actors.stores.elasticsearch import ElasticsearchStore
+    from actors.testing.fakesmtp import FaultServer
+    from runtime._aio import open_asyncio_edge
+
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix="mailactors-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    crash_file = work / "auth-crashes"
+    crash_file.write_text("0")
+    crash_file.with_name("accept-crashes").write_text("0")
+    rng = random.Random(options.seed)
+    run_id = f"soak-{uuid.uuid4().hex[:8]}"
+    state = _State()
+    t_start = time.monotonic()
+    smtp = FaultServer(
+        transient_rate=options.faults.transient,
+        permanent_rate=options.faults.permanent,
+        seed=options.seed,
+    )
+    console = Console(stderr=True)
+    progress = Progress(
+        TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
+        disable=not options.progress,
+    )
+    async with smtp, open_asyncio_edge() as edge:
+        env = cluster_env(work, es_url, amqp_url, smtp.port, options, crash_file)
+        store = ElasticsearchStore(es_url, env["MAILACTORS__STORE__INDEX"])
+        cluster = Cluster(env, options.workers, work / "cluster.log")
+        submit_s = options.emails / options.rate
+        n_faults = options.faults.kills + options.faults.auth_crashes + int(options.faults.broker)
+        duration = max(submit_s, (n_faults + 1) * options.fault_spacing_s)
+        schedule = _fault_schedule(options, duration, rng)
+        if submit_s < duration:  # spread the requests over the faults
+            options.rate = options.emails / duration
+        hard_limit = duration + options.deadline_s + 300.0  # a broker that never comes back
+        aborted = False
+        deadline_passed = False
+        final: dict[str, list[Any]] = {status: [] for status in (*_TERMINAL, *_NON_TERMINAL)}
+        dead, reasons = -1, []
+        workers_report: dict[str, Any] = {}
+        try:
+            with progress:
+                submitted = progress.add_task("submitted", total=options.emails, note="starting the cluster")
+                terminal = progress.add_task("terminal", total=options.emails, note="")
+                async with cluster.running():
+                    await store.open()
+                    client = Client(edge, int(env["MAILACTORS__GRPC__AUTH_PORT"]))
+                    copier = await _open_copier(env) if options.faults.doubles > 0 else None
+                    try:
+                        with trio.move_on_after(hard_limit) as hard:
+                            async with trio.open_nursery() as nursery:
+                                progress.update(submitted, note=f"faults: {len(schedule)} scheduled")
+
+                                async def watch_terminal(
+                                    task_status: Any = trio.TASK_STATUS_IGNORED,
+                                ) -> None:
+                                    task_status.started()
+                                    while True:
+                                        with contextlib.suppress(Exception):
+                                            state.terminal = await _terminal_count(store)
+                                        progress.update(
+                                            terminal,
+                                            completed=min(state.terminal, options.emails),
+                                            note="; ".join(state.fault_log[-2:]),
+                                        )
+                                        await trio.sleep(1.0)
+
+                                await nursery.start(watch_terminal)
+                                async with trio.open_nursery() as work_nursery:
+                                    work_nursery.start_soon(
+                                        _inject, cluster, schedule, state, crash_file, amqp_url, rng
+                                    )
+                                    await _submit(
+                                        client, options, state, run_id,
+                                        lambda: progress.advance(submitted),
+                                        copier.publish if copier is not None else None,
+                                    )
+                                progress.update(
+                                    submitted, note="all requested; waiting for terminal states"
+                                )
+                                with trio.move_on_after(options.deadline_s) as waited:
+                                    while True:
+                                        if state.terminal >= len(state.submitted):
+                                            break
+                                        await trio.sleep(0.5)
+                                deadline_passed = waited.cancelled_caught
+                                nursery.cancel_scope.cancel()
+                        aborted = hard.cancelled_caught
+                        with trio.move_on_after(20), contextlib.suppress(Exception):
+                            workers_report = await _workers_report(Path(env["MAILACTORS__SERVICE__RUN_DIR"]))
+                        with trio.move_on_after(120):
+                            for status in final:
+                                final[status] = await _all_documents(store, status)
+                    finally:
+                        await client.close()
+                        await store.close()
+                        if copier is not None:
+                            await copier.close()
+                with contextlib.suppress(Exception), trio.move_on_after(60):
+                    dead, reasons = await _dead_letters(edge, env)
+        finally:
+            if not options.keep:
+                with trio.move_on_after(60, shield=True):
+                    with contextlib.suppress(Exception):
+                        await trio.to_thread.run_sync(delete_bus_topology, env)
+                    with contextlib.suppress(Exception):
+                        import httpx
+
+                        async with httpx.AsyncClient() as http:
+                            await http.delete(f"{es_url}/{env['MAILACTORS__STORE__INDEX']}")
+    received = smtp.messages()
+    by_event: dict[str, list[float]] = {}
+    for m in received:
+        if (event_id := m.event_id) is not None:
+            by_event.setdefault(event_id, []).append(m.at)
+    duplicates = sum(len(ts) - 1 for ts in by_event.values())
+    # The one window left: a claim whose owner died after contacting the provider and
+    # was sent again by whoever took it over (policy resend). Counted from the workers' logs.
+    log_text = "\n".join(cluster.lines)
+    claims = {
+        "taken_over": log_text.count("took over "),
+        "unknown_resent": log_text.count("outcome unknown, sending again (resend)"),
+        "unknown_failed": log_text.count(UNKNOWN_OUTCOME_REASON),
+        "found_at_provider": log_text.count("the provider has it"),
+    }
+    in_window = min(duplicates, claims["unknown_resent"])
+    status_of = {d.event_id: status for status, docs in final.items() for d in docs}
+    ids = set(state.submitted)
+    terminal_ids = {i for i in ids if status_of.get(i) in _TERMINAL}
+    lost = sorted(ids - terminal_ids)
+    failed_no_reason = [d.event_id for d in final["FAILED"] if not (d.error or "").strip()]
+    sent_not_received = [d.event_id for d in final["SENT"] if d.event_id not in by_event]
+    domain_max = {}
+    for domain in options.domain_rates:
+        times = [m.at for m in received if any(r.endswith("@" + domain) for r in m.rcpt_tos)]
+        domain_max[domain] = _max_per_second(times)
+    over_limit = {d: n for d, n in domain_max.items() if n > int(options.domain_rates[d] + 1e-9)}
+    figures: dict[str, Any] = {
+        "emails": options.emails,
+        "workers": options.workers,
+        "seconds": round(time.monotonic() - t_start, 1),
+        "submitted": len(ids),
+        "sent": sum(1 for i in ids if status_of.get(i) == "SENT"),
+        "failed": sum(1 for i in ids if status_of.get(i) == "FAILED"),
+        "suppressed": sum(1 for i in ids if status_of.get(i) == "SUPPRESSED"),
+        "lost": len(lost),
+        "duplicates": duplicates,
+        "duplicates_in_window": in_window,
+        "duplicates_beyond_window": duplicates - in_window,
+        "failed_without_reason": len(failed_no_reason),
+        "sent_not_received": len(sent_not_received),
+        "dead_letters": dead,
+        "domain_max_per_s": domain_max,
+        "smtp_refusals": smtp.failed,
+        "request_retries": state.request_retries,
+        "claims": claims,
+        "window_ms": workers_report.get("window_ms"),
+        "workers_report": workers_report.get("workers"),
+        "unknown_outcome": options.unknown_outcome,
+        "faults": {
+            "sigkill_email_server": len(state.kills) - state.accept_crashes,
+            "crash_after_accept": state.accept_crashes,
+            "double_published": state.doubles,
+            "auth_crash_after_save": state.auth_crashes,
+            "broker_restarts": state.broker_restarts,
+            "transient_rate": options.faults.transient,
+            "permanent_rate": options.faults.permanent,
+        },
+        "deadline_passed": deadline_passed,
+        "aborted": aborted,
+        "work_dir": str(work),
+    }
+    if lost:
+        figures["lost_examples"] = [{"eventId": i, "status": status_of.get(i)} for i in lost[:5]]
+    if reasons:
+        figures["dead_letter_reasons"] = reasons
+    ok = (
+        not aborted
+        and not lost
+        and duplicates == in_window
+        and not failed_no_reason
+        and not sent_not_received
+        and not over_limit
+    )
+    if ok and not options.keep and options.work_dir is None:
+        shutil.rmtree(work, ignore_errors=True)
+        figures["work_dir"] = None
+    return SoakResult(figures, ok)
+
+
+# -- command line ---------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--emails", type=int, default=300, help="emails to request (default 300)")
+    parser.add_argument("--workers", type=int, default=2, help="email-server processes (default 2)")
+    parser.add_argument("--faults", default="all", help="all | none | 4xx=R,5xx=R,kill=N,auth=N,broker")
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
+    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
+    parser.add_argument(
+        "--deadline", type=float, default=None,
+        help="seconds to wait, after the last request, for every email to end (default 60 + N/50)",
+    )
+    parser.add_argument("--fault-spacing", type=float, default=13.0,
+                        help="least seconds between two injected faults (default 13)")
+    parser.add_argument("--domain-rate", action="append", default=None, metavar="DOMAIN=RATE",
+                        help="a limited recipient domain (default slow.example=10)")
+    parser.add_argument("--unknown-outcome", choices=("resend", "fail"), default="resend",
+                        help="the email servers' policy for a dead sender's claim (default resend)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work-dir", type=Path, default=None, help="keep logs and data here")
+    parser.add_argument("--keep", action="store_true", help="keep queues, index and work dir")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def main_soak(args: argparse.Namespace) -> int:
+    try:
+        faults = parse_faults(args.faults)
+        domains = {"slow.example": 10.0}
+        if args.domain_rate is not None:
+            domains = {}
+            for item in args.domain_rate:
+                name, _, rate = item.partition("=")
+                domains[name.strip().lower()] = float(rate)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.emails < 1 or args.workers < 1 or args.rate <= 0:
+        print("error: --emails, --workers and --rate must be positive", file=sys.stderr)
+        return 2
+    options = SoakOptions(
+        emails=args.emails,
+        workers=args.workers,
+        faults=faults,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        deadline_s=args.deadline if args.deadline is not None else 60.0 + args.emails / 50,
+        fault_spacing_s=args.fault_spacing,
+        domain_rates=domains,
+        seed=args.seed,
+        work_dir=args.work_dir,
+        keep=args.keep,
+        progress=not args.no_progress,
+        unknown_outcome=args.unknown_outcome,
+    )
+    try:
+        import aiosmtpd  # noqa: F401
+    except ImportError:
+        print("error: the soak needs aiosmtpd (pip install -e '.[dev]')", file=sys.stderr)
+        return 2
+    es_dir = Path(tempfile.mkdtemp(prefix="mailactors-soak-es-"))
+    es = elasticsearch_service(es_dir)
+    try:
+        broker = rabbitmq_service()
+        try:
+            from runtime._aio import run_with_asyncio_host
+
+            result = run_with_asyncio_host(run_soak, options, es.url, broker.url)
+        finally:
+            broker.stop()
+    finally:
+        es.stop()
+        shutil.rmtree(es_dir, ignore_errors=True)
+    f = result.figures
+    print(
+        f"soak: {f['submitted']} submitted in {f['seconds']}s: {f['sent']} SENT, {f['failed']} FAILED, "
+        f"{f['suppressed']} SUPPRESSED, {f['lost']} lost, {f['duplicates']} duplicates "
+        f"(allowed: {f['claims']['unknown_resent']} claims of dead senders resent), "
+        f"window p50/p99 {(f['window_ms'] or {}).get('p50')}/{(f['window_ms'] or {}).get('p99')} ms, "
+        f"{f['failed_without_reason']} FAILED without a reason; faults: {f['faults']}"
+    )
+    print(json.dumps(f))
+    return 0 if result.ok else 1

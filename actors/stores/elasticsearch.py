@@ -1,0 +1,463 @@
+"""The distributed store: email documents in an Elasticsearch index.
+
+Why it looks like this:
+
+* The official async client runs natively on Trio through its httpx node
+  (``node_class="httpxasync"``; httpx uses anyio, which speaks Trio), so there
+  is no asyncio bridge on this path. Two things in elastic-transport are
+  asyncio-only and are kept off: sniffing (it refuses to run under Trio) and
+  retry backoff (it calls ``asyncio.sleep``; its default, 0, never sleeps).
+  Retries with a pause are done here, with ``trio.sleep``.
+* Only standard Elasticsearch APIs (``_bulk``, ``_mget``, ``_search`` with
+  ``search_after``, optimistic concurrency with ``if_seq_no`` /
+  ``if_primary_term``), so the same code runs on a real cluster.
+* Writes are batched: one ``_bulk`` for a batch of saves or status updates.
+  Bulk bodies are built from msgspec JSON bytes, never through ``json.dumps``.
+* The document ``_id`` is the eventId, so a repeated save is a 409 on
+  ``create``, never a second document.
+* Reads by id (:meth:`get`, and the reads inside :meth:`apply_status_many`)
+  are real-time. :meth:`search` and :meth:`pending_older_than` are
+  near-real-time: a write shows up there after the index refreshes (about a
+  second by default). Writes never use ``refresh=wait_for``: it would cost a
+  refresh interval per batch. :meth:`refresh` is for tests and tools.
+* ``createdAt`` is mapped as ``date_nanos`` rather than ``date``: ``date``
+  keeps milliseconds, the documents carry microseconds, and search order and
+  ``search_after`` keys should match the stored timestamp exactly (as they do
+  in the SQLite store).
+* Connection errors, timeouts, 429 and 5xx raise
+  :class:`~actors.domain.edges.StoreUnavailable`, so callers keep the work and retry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, cast
+
+import msgspec
+import trio
+from elastic_transport import HttpxAsyncHttpNode
+from elasticsearch import ApiError, AsyncElasticsearch, ConnectionTimeout
+from elasticsearch import ConnectionError as EsConnectionError
+
+from actors.domain.edges import (
+    ApplyOutcome,
+    ApplyResult,
+    SaveResult,
+    SearchPage,
+    SearchQuery,
+    StoreUnavailable,
+    apply_status,
+)
+from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
+from actors.domain.validation import search_recipient
+
+__all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError"]
+
+_KEYWORD = {"type": "keyword"}
+_TEXT = {"type": "text"}
+_DATE = {"type": "date"}
+_OPAQUE = {"type": "object", "enabled": False}  # kept in _source, never indexed
+
+MAPPING: dict[str, Any] = {
+    # Fields not listed are kept in _source but not indexed: a field added to
+    # EmailDocument is stored before the mapping learns about it, never rejected.
+    "dynamic": "false",
+    "properties": {
+        "eventId": _KEYWORD,
+        "recipient": _KEYWORD,
+        "template": _KEYWORD,
+        "category": _KEYWORD,
+        "status": _KEYWORD,
+        "idempotencyKey": _KEYWORD,
+        "provider": _KEYWORD,
+        "providerMessageId": _KEYWORD,
+        "subject": _TEXT,
+        "error": _TEXT,
+        "smtpReply": _TEXT,
+        "attempts": {"type": "integer"},
+        "latencyMs": {"type": "float"},
+        "createdAt": {"type": "date_nanos"},
+        "updatedAt": _DATE,
+        "sentAt": _DATE,
+        "nextAttemptAt": _DATE,
+        "variables": _OPAQUE,
+        "attachments": _OPAQUE,
+        "history": _OPAQUE,
+    },
+}
+
+_SORT_NEWEST = [{"createdAt": {"order": "desc"}}, {"eventId": {"order": "desc"}}]
+_SORT_OLDEST = [{"createdAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}]
+_MAX_PAGE = 10_000  # Elasticsearch's default index.max_result_window
+
+_encoder = msgspec.json.Encoder()
+_token_decoder = msgspec.json.Decoder(tuple[int, str])
+
+
+class StoreItemError(Exception):
+    """Elasticsearch refused items of a batch for a reason retrying will not cure
+    (a 4xx other than a conflict). The rest of the batch was written."""
+
+    def __init__(self, errors: dict[str, Any]) -> None:
+        self.errors = errors  # eventId -> the error Elasticsearch returned for it
+        super().__init__(f"Elasticsearch rejected {len(errors)} item(s): {errors}")
+
+
+def _transient(status: int) -> bool:
+    return status == 429 or status >= 500
+
+
+@contextlib.contextmanager
+def _unavailable_on_outage(what: str) -> Iterator[None]:
+    """Turn "the cluster cannot answer now" into StoreUnavailable; let the rest through."""
+    try:
+        yield
+    except (EsConnectionError, ConnectionTimeout) as exc:
+        raise StoreUnavailable(f"elasticsearch {what}: {exc}") from exc
+    except ApiError as exc:
+        if _transient(exc.status_code):
+            raise StoreUnavailable(f"elasticsearch {what}: {exc}") from exc
+        raise
+
+
+def _iso(dt: datetime) -> str:
+    """RFC 3339 in UTC; a naive datetime is taken to be UTC (as msgspec writes it)."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _action(op: str, event_id: str, **meta: int) -> bytes:
+    return _encoder.encode({op: {"_id": event_id, **meta}})
+
+
+def _ndjson(lines: list[bytes]) -> Any:
+    # The client's NDJSON serializer forwards pre-encoded lines untouched; its
+    # type hints only know about dicts.
+    return b"\n".join(lines) + b"\n"
+
+
+def _encode_token(sort: list[Any]) -> str:
+    return base64.urlsafe_b64encode(_encoder.encode(sort)).decode()
+
+
+def _decode_token(token: str) -> list[Any]:
+    try:
+        return list(_token_decoder.decode(base64.urlsafe_b64decode(token.encode())))
+    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
+        raise ValueError(f"page_token: not a token this store issued ({token!r})") from exc
+
+
+def _document(source: Any) -> EmailDocument:
+    return msgspec.convert(source, EmailDocument)
+
+
+class ElasticsearchStore:
+    """:class:`actors.domain.edges.Store` on one Elasticsearch index (created at :meth:`open`).
+
+    ``item_retries`` bounds how often items that hit a version conflict or a
+    transient per-item error (429, 5xx) inside a bulk response are retried,
+    with a short pause, before the call gives up with StoreUnavailable.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        index: str,
+        *,
+        request_timeout: float = 10.0,
+        item_retries: int = 5,
+        retry_pause: float = 0.05,
+    ) -> None:
+        self.url = url
+        self.index = index
+        self._request_timeout = request_timeout
+        self._item_retries = item_retries
+        self._retry_pause = retry_pause
+        self._client: AsyncElasticsearch | None = None
+
+    async def __aenter__(self) -> ElasticsearchStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect and make sure the index exists with our mapping.
+
+        An existing index gets the mapping's fields added (a no-op when they are
+        there already); a field mapped with another type is an error, not ignored.
+        """
+        if self._client is not None:
+            return
+        client = AsyncElasticsearch(
+            self.url,
+            node_class=HttpxAsyncHttpNode,  # "httpxasync": the node that runs on Trio
+            request_timeout=self._request_timeout,
+            max_retries=1,
+            retry_on_timeout=False,
+        )
+        try:
+            with _unavailable_on_outage("open"):
+                if await client.indices.exists(index=self.index):
+                    await client.indices.put_mapping(
+                        index=self.index, properties=MAPPING["properties"]
+                    )
+                else:
+                    try:
+                        await client.indices.create(index=self.index, mappings=MAPPING)
+                    except ApiError as exc:
+                        # Another process created it between our check and create.
+                        if exc.error != "resource_already_exists_exception":
+                            raise
+        except BaseException:
+            with trio.move_on_after(5, shield=True):  # bounded, even when cancelled
+                await client.close()
+            raise
+        self._client = client
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with trio.move_on_after(5, shield=True):  # bounded, even when cancelled
+                await client.close()
+
+    async def refresh(self) -> None:
+        """Make every write so far visible to search (tests and tools; never on the hot path)."""
+        with _unavailable_on_outage("refresh"):
+            await self._es.indices.refresh(index=self.index)
+
+    async def delete_index(self) -> None:
+        """Drop the index and everything in it (tests and tools)."""
+        with _unavailable_on_outage("delete index"):
+            await self._es.indices.delete(index=self.index, ignore_unavailable=True)
+
+    @property
+    def _es(self) -> AsyncElasticsearch:
+        if self._client is None:
+            raise RuntimeError("ElasticsearchStore is not open")
+        return self._client
+
+    # -- writes ------------------------------------------------------------------
+
+    async def save_many(self, docs: Sequence[EmailDocument]) -> list[SaveResult]:
+        """One ``_bulk`` of ``create`` ops; a 409 means the eventId exists, and the
+        stored document is read back (real-time) and returned with created=False."""
+        results: list[SaveResult | None] = [None] * len(docs)
+        pending = list(range(len(docs)))
+        for attempt in range(self._item_retries + 1):
+            if not pending:
+                break
+            if attempt:
+                await trio.sleep(self._retry_pause * attempt)
+            lines: list[bytes] = []
+            for i in pending:
+                lines.append(_action("create", docs[i].event_id))
+                lines.append(_encoder.encode(docs[i]))
+            items = await self._bulk(lines)
+            retry: list[int] = []
+            exists: list[int] = []
+            rejected: dict[str, Any] = {}
+            for i, item in zip(pending, items, strict=True):
+                status = item["create"]["status"]
+                if status in (200, 201):
+                    results[i] = SaveResult(docs[i], True)
+                elif status == 409:
+                    exists.append(i)
+                elif _transient(status):
+                    retry.append(i)
+                else:
+                    rejected[docs[i].event_id] = item["create"].get("error")
+            if exists:
+                stored = await self._mget([docs[i].event_id for i in exists])
+                for i in exists:
+                    found = stored.get(docs[i].event_id)
+                    if found is None:  # deleted since the 409: try to create it again
+                        retry.append(i)
+                    else:
+                        results[i] = SaveResult(found[0], False)
+            if rejected:
+                raise StoreItemError(rejected)
+            pending = sorted(retry)
+        if pending:
+            raise StoreUnavailable(
+                f"elasticsearch save: {len(pending)} item(s) still failing"
+                f" after {self._item_retries} retries"
+            )
+        return cast(list[SaveResult], results)
+
+    async def apply_status_many(self, events: Sequence[EmailStatusEvent]) -> list[ApplyResult]:
+        """Read (real-time, with seq_no/primary_term), apply in order, write back
+        changed documents in one ``_bulk`` of conditional ``index`` ops. A document
+        someone else changed in between (409) is read again and its events applied
+        again, so results always describe what was actually written.
+
+        If an item keeps failing, the others are still written; then the call
+        raises (StoreUnavailable for transient failures, StoreItemError for
+        permanent ones) so the caller retries the batch. Re-applying events that
+        were already written is harmless: :func:`apply_status` ignores them.
+        """
+        by_id: dict[str, list[int]] = {}
+        for i, event in enumerate(events):
+            by_id.setdefault(event.event_id, []).append(i)
+        results: list[ApplyResult | None] = [None] * len(events)
+        pending = list(by_id)
+        rejected: dict[str, Any] = {}
+        for attempt in range(self._item_retries + 1):
+            if not pending:
+                break
+            if attempt:
+                await trio.sleep(self._retry_pause * attempt)
+            stored = await self._mget(pending)
+            writes: list[tuple[str, EmailDocument, int, int]] = []
+            for event_id in pending:
+                found = stored.get(event_id)
+                if found is None:
+                    for i in by_id[event_id]:
+                        results[i] = ApplyResult(event_id, ApplyOutcome.NOT_FOUND)
+                    continue
+                doc, seq_no, primary_term = found
+                changed = False
+                for i in by_id[event_id]:
+                    new = apply_status(doc, events[i])
+                    if new is None:
+                        results[i] = ApplyResult(event_id, ApplyOutcome.IGNORED, doc.status)
+                    else:
+                        doc, changed = new, True
+                        results[i] = ApplyResult(event_id, ApplyOutcome.APPLIED, new.status)
+                if changed:
+                    writes.append((event_id, doc, seq_no, primary_term))
+            if not writes:
+                pending = []
+                break
+            lines: list[bytes] = []
+            for event_id, doc, seq_no, primary_term in writes:
+                lines.append(
+                    _action("index", event_id, if_seq_no=seq_no, if_primary_term=primary_term)
+                )
+                lines.append(_encoder.encode(doc))
+            items = await self._bulk(lines)
+            pending = []
+            for (event_id, _, _, _), item in zip(writes, items, strict=True):
+                status = item["index"]["status"]
+                if status == 409 or _transient(status):
+                    pending.append(event_id)
+                elif status not in (200, 201):
+                    rejected[event_id] = item["index"].get("error")
+        if rejected:
+            raise StoreItemError(rejected)
+        if pending:
+            raise StoreUnavailable(
+                f"elasticsearch status update: {len(pending)} document(s) still failing"
+                f" after {self._item_retries} retries"
+            )
+        return cast(list[ApplyResult], results)
+
+    # -- reads -------------------------------------------------------------------
+
+    async def get(self, event_id: str) -> EmailDocument | None:
+        """Real-time: sees every acknowledged write, refreshed or not."""
+        found = await self._mget([event_id])
+        hit = found.get(event_id)
+        return hit[0] if hit is not None else None
+
+    async def search(self, query: SearchQuery) -> SearchPage:
+        """Newest first by (createdAt, eventId), ``search_after`` pagination.
+        ``created_from`` is inclusive, ``created_to`` exclusive. Near-real-time."""
+        if not 1 <= query.page_size < _MAX_PAGE:
+            raise ValueError(f"page_size: must be 1..{_MAX_PAGE - 1}, got {query.page_size}")
+        filters: list[dict[str, Any]] = []
+        for field, value in (
+            # stored normalized by auth; found however the caller writes it
+            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
+            ("status", query.status.value if query.status is not None else None),
+            ("category", query.category),
+        ):
+            if value is not None:
+                filters.append({"term": {field: value}})
+        span: dict[str, str] = {}
+        if query.created_from is not None:
+            span["gte"] = _iso(query.created_from)
+        if query.created_to is not None:
+            span["lt"] = _iso(query.created_to)
+        if span:
+            filters.append({"range": {"createdAt": span}})
+        after = _decode_token(query.page_token) if query.page_token else None
+        with _unavailable_on_outage("search"):
+            resp = await self._es.search(
+                index=self.index,
+                query={"bool": {"filter": filters}},
+                sort=_SORT_NEWEST,
+                size=query.page_size + 1,
+                search_after=after,
+                track_total_hits=True,
+            )
+        hits = resp["hits"]["hits"]
+        page = hits[: query.page_size]
+        token = _encode_token(page[-1]["sort"]) if len(hits) > query.page_size else ""
+        return SearchPage(
+            documents=[_document(hit["_source"]) for hit in page],
+            next_page_token=token,
+            total=int(resp["hits"]["total"]["value"]),
+        )
+
+    async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
+        """Oldest first. Near-real-time: a document saved less than a refresh
+        interval ago may be missing, which a sweeper looking for old ones can bear."""
+        if limit < 1:
+            await trio.lowlevel.checkpoint()
+            return []
+        with _unavailable_on_outage("search"):
+            resp = await self._es.search(
+                index=self.index,
+                query={
+                    "bool": {
+                        "filter": [
+                            {"term": {"status": Status.PENDING.value}},
+                            {"range": {"createdAt": {"lt": _iso(before)}}},
+                        ]
+                    }
+                },
+                sort=_SORT_OLDEST,
+                size=min(limit, _MAX_PAGE),
+            )
+        return [_document(hit["_source"]) for hit in resp["hits"]["hits"]]
+
+    # -- plumbing ----------------------------------------------------------------
+
+    async def _bulk(self, lines: list[bytes]) -> list[dict[str, Any]]:
+        with _unavailable_on_outage("bulk"):
+            resp = await self._es.bulk(index=self.index, operations=_ndjson(lines))
+        items: list[dict[str, Any]] = resp["items"]
+        return items
+
+    async def _mget(self, ids: Sequence[str]) -> dict[str, tuple[EmailDocument, int, int]]:
+        """Real-time read: eventId -> (document, seq_no, primary_term) for those found."""
+        if not ids:
+            return {}
+        with _unavailable_on_outage("mget"):
+            resp = await self._es.mget(index=self.index, ids=list(ids))
+        found: dict[str, tuple[EmailDocument, int, int]] = {}
+        for doc in resp["docs"]:
+            if "error" in doc:  # e.g. a shard that cannot answer now
+                raise StoreUnavailable(f"elasticsearch mget {doc['_id']}: {doc['error']}")
+            if doc.get("found"):
+                found[doc["_id"]] = (
+                    _document(doc["_source"]),
+                    doc["_seq_no"],
+                    doc["_primary_term"],
+                )
+        return found

@@ -1,0 +1,334 @@
+"""Prometheus metrics of one service process.
+
+Two kinds, both in one ``CollectorRegistry`` per process (never the global one,
+so several systems can live in one test process):
+
+* counters and a histogram updated as work happens, by thin wrappers around
+  the edges (:func:`instrument`): emails by service and status, request-to-sent
+  latency, provider replies by code class, retries, suppressed;
+* gauges and counters read at scrape time from the actor system's snapshot
+  (:class:`SystemCollector`): mailbox depths, processed, failures and restarts
+  per actor path, dead letters, throttle waits and tokens, intake paused, and
+  the broker's queue depths (with the dead-letter queue as its own gauge).
+
+The scrape runs in prometheus-client's HTTP thread; the collector reaches the
+Trio thread with ``trio.from_thread`` and waits a bounded time for it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import trio
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from actors.domain.edges import ApplyOutcome, SendResult
+from actors.domain.schema import EmailDocument, EmailSendEvent, EmailStatusEvent, Status
+from runtime import GateStatistics, TreeSnapshot
+
+log = logging.getLogger("mailactors.metrics")
+
+NOT_APPLIED_REASONS = {ApplyOutcome.NOT_FOUND: "unknown_email", ApplyOutcome.IGNORED: "not_allowed"}
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+
+
+def code_class(result: SendResult) -> str:
+    """``2xx`` / ``4xx`` / ``5xx`` from the reply code; without one, ``2xx`` for an accepted
+    email (Maildir) and ``error`` for a failure with no reply (refused connection, timeout)."""
+    if result.code is not None:
+        return f"{result.code // 100}xx"
+    return "2xx" if result.ok else "error"
+
+
+class EmailMetrics:
+    """The counters a service updates as emails pass through it."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.emails = Counter(
+            "mailactors_emails",
+            "Emails by the service that recorded a status for them and that status "
+            "(auth: PENDING when published; email-server: the outcome it published; "
+            "integration: the status it stored)",
+            ["service", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "mailactors_request_to_sent_seconds",
+            "Time from the request to the provider's acceptance, of SENT emails",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.provider_replies = Counter(
+            "mailactors_provider_replies",
+            "Provider replies by provider and code class (2xx, 4xx, 5xx; error = no reply)",
+            ["provider", "code_class"],
+            registry=r,
+        )
+        self.provider_seconds = Histogram(
+            "mailactors_provider_send_seconds",
+            "Time one hand-over to the provider took",
+            ["provider"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.retries = Counter(
+            "mailactors_retries", "Emails scheduled for another attempt (RETRYING)", registry=r
+        )
+        self.suppressed = Counter("mailactors_suppressed", "Emails SUPPRESSED", registry=r)
+        self.not_applied = Counter(
+            "mailactors_status_not_applied",
+            "Status events integration did not apply, by reason (unknown_email: no document "
+            "for the eventId; not_allowed: a duplicate or out-of-order transition)",
+            ["reason"],
+            registry=r,
+        )
+        for reason in NOT_APPLIED_REASONS.values():
+            self.not_applied.labels(reason)
+        # Create the label sets people graph, so they read 0 instead of missing.
+        for status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
+            self.emails.labels("email-server", status.value)
+
+    def published(self, event: EmailStatusEvent) -> None:
+        self.emails.labels("email-server", event.status.value).inc()
+        if event.status is Status.SENT and event.latency_ms is not None:
+            self.latency.observe(event.latency_ms / 1000.0)
+        elif event.status is Status.RETRYING:
+            self.retries.inc()
+        elif event.status is Status.SUPPRESSED:
+            self.suppressed.inc()
+
+
+# -- wrappers around the edges -----------------------------------------------------
+
+
+class _Wrapper:
+    """Delegates everything it does not override to the wrapped edge."""
+
+    def __init__(self, inner: Any, metrics: EmailMetrics) -> None:
+        self._inner = inner
+        self._metrics = metrics
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __repr__(self) -> str:
+        return f"<metered {self._inner!r}>"
+
+    @property
+    def wrapped(self) -> Any:
+        return self._inner
+
+
+class MeteredBus(_Wrapper):
+    """Counts what auth publishes (PENDING) and what the email server publishes (outcomes)."""
+
+    async def publish_send(self, event: EmailSendEvent) -> None:
+        await self._inner.publish_send(event)
+        self._metrics.emails.labels("auth", Status.PENDING.value).inc()
+
+    async def publish_status(self, event: EmailStatusEvent) -> None:
+        await self._inner.publish_status(event)
+        self._metrics.published(event)
+
+
+class MeteredStore(_Wrapper):
+    """Counts what integration stores: new documents (PENDING) and applied status events."""
+
+    async def save_many(self, docs: Sequence[EmailDocument]) -> Any:
+        results = await self._inner.save_many(docs)
+        created = sum(1 for r in results if r.created)
+        if created:
+            self._metrics.emails.labels("integration", Status.PENDING.value).inc(created)
+        return results
+
+    async def apply_status_many(self, events: Sequence[EmailStatusEvent]) -> Any:
+        results = await self._inner.apply_status_many(events)
+        emails = self._metrics.emails
+        for event, result in zip(events, results, strict=True):
+            if result.outcome is ApplyOutcome.APPLIED:
+                emails.labels("integration", event.status.value).inc()
+            else:
+                self._metrics.not_applied.labels(NOT_APPLIED_REASONS[result.outcome]).inc()
+        return results
+
+
+class MeteredProvider(_Wrapper):
+    """Counts provider replies by code class and times each hand-over."""
+
+    async def send(self, email: Any) -> SendResult:
+        started = trio.current_time()
+        result: SendResult = await self._inner.send(email)
+        m = self._metrics
+        m.provider_replies.labels(result.provider, code_class(result)).inc()
+        m.provider_seconds.labels(result.provider).observe(trio.current_time() - started)
+        return result
+
+
+def instrument(metrics: EmailMetrics | None, edge: Any) -> Any:
+    """``edge`` wrapped so that it counts into ``metrics`` (unchanged when None).
+
+    The kind of edge is told by its methods: a bus publishes, a store saves, a
+    provider sends.
+    """
+    if metrics is None or edge is None:
+        return edge
+    if hasattr(edge, "publish_status"):
+        return MeteredBus(edge, metrics)
+    if hasattr(edge, "apply_status_many"):
+        return MeteredStore(edge, metrics)
+    if hasattr(edge, "send"):
+        return MeteredProvider(edge, metrics)
+    raise TypeError(f"do not know how to meter {edge!r}")
+
+
+# -- read at scrape time -------------------------------------------------------------
+
+
+class Observation:
+    """What one scrape needs from the Trio side, gathered there in one go."""
+
+    __slots__ = ("snapshot", "intake", "queues", "dead_letter_queue")
+
+    def __init__(
+        self,
+        snapshot: TreeSnapshot,
+        intake: GateStatistics,
+        queues: Mapping[str, int] | None,
+        dead_letter_queue: str | None,
+    ) -> None:
+        self.snapshot = snapshot
+        self.intake = intake
+        self.queues = queues
+        self.dead_letter_queue = dead_letter_queue
+
+
+class SystemCollector(Collector):
+    """Turns the actor system's snapshot into metrics, at each scrape.
+
+    ``observe`` runs in the Trio thread (through ``trio.from_thread.run`` with
+    ``token``); a scrape that cannot get an answer within ``timeout`` seconds
+    (the system is stopping, or stuck) reports the edge metrics only.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        observe: Callable[[], Awaitable[Observation]],
+        token: trio.lowlevel.TrioToken,
+        timeout: float = 10.0,
+    ) -> None:
+        self.service = service
+        self._observe = observe
+        self._token = token
+        self.timeout = timeout
+
+    def _fetch(self) -> Observation | None:
+        async def bounded() -> Observation | None:
+            with trio.move_on_after(self.timeout):
+                return await self._observe()
+            return None
+
+        try:
+            return trio.from_thread.run(bounded, trio_token=self._token)
+        except (trio.RunFinishedError, trio.Cancelled, RuntimeError) as exc:
+            log.debug("metrics: no snapshot for this scrape (%r)", exc)
+            return None
+
+    def collect(self) -> Iterable[Metric]:
+        obs = self._fetch()
+        if obs is None:
+            return []
+        return list(families(self.service, obs))
+
+
+def families(service: str, obs: Observation) -> Iterable[Metric]:
+    """The scrape-time metric families of one observation."""
+    labels = ["service", "path", "kind"]
+    depth = GaugeMetricFamily(
+        "mailactors_mailbox_depth", "Messages waiting in an actor's mailbox", labels=labels
+    )
+    capacity = GaugeMetricFamily(
+        "mailactors_mailbox_capacity", "Capacity of an actor's mailbox", labels=labels
+    )
+    processed = CounterMetricFamily(
+        "mailactors_actor_processed", "Messages an actor has handled (all incarnations)", labels=labels
+    )
+    failures = CounterMetricFamily("mailactors_actor_failures", "Failures of an actor", labels=labels)
+    restarts = CounterMetricFamily(
+        "mailactors_actor_restarts", "Restarts of an actor by its supervisor", labels=labels
+    )
+    running = GaugeMetricFamily(
+        "mailactors_actor_running", "1 while the actor is running", labels=labels
+    )
+    throttle_waits = CounterMetricFamily(
+        "mailactors_throttle_waits",
+        "Sends the throttler made wait for a token",
+        labels=["service", "path"],
+    )
+    tokens = GaugeMetricFamily(
+        "mailactors_throttle_tokens",
+        "Tokens in a throttle bucket (negative: debt being waited out)",
+        labels=["service", "path", "bucket"],
+    )
+    for a in obs.snapshot.actors:
+        values = [service, a.path, a.kind]
+        if a.mailbox_capacity:
+            depth.add_metric(values, a.mailbox_depth)
+            capacity.add_metric(values, a.mailbox_capacity)
+        processed.add_metric(values, a.processed)
+        failures.add_metric(values, a.failures)
+        restarts.add_metric(values, a.restarts)
+        running.add_metric(values, 1.0 if a.state.value == "running" else 0.0)
+        extra = a.extra or {}
+        buckets = extra.get("buckets")
+        if isinstance(buckets, dict):
+            waits = extra.get("waits")
+            if isinstance(waits, int | float):
+                throttle_waits.add_metric([service, a.path], waits)
+            for name, bucket in buckets.items():
+                if isinstance(bucket, dict) and isinstance(bucket.get("tokens"), int | float):
+                    tokens.add_metric([service, a.path, str(name)], bucket["tokens"])
+    yield from (depth, capacity, processed, failures, restarts, running, throttle_waits, tokens)
+    dead = CounterMetricFamily(
+        "mailactors_dead_letters", "Messages no actor could take (runtime dead letters)", labels=["service"]
+    )
+    dead.add_metric([service], obs.snapshot.dead_letters)
+    yield dead
+    paused = GaugeMetricFamily(
+        "mailactors_intake_paused", "1 while an operator has paused intake", labels=["service"]
+    )
+    paused.add_metric([service], 1.0 if obs.intake.paused else 0.0)
+    yield paused
+    if obs.queues is not None:
+        queues = GaugeMetricFamily(
+            "mailactors_queue_depth", "Messages ready in a bus queue", labels=["queue"]
+        )
+        for name, n in sorted(obs.queues.items()):
+            queues.add_metric([name], n)
+        yield queues
+        if obs.dead_letter_queue is not None and obs.dead_letter_queue in obs.queues:
+            dlq = GaugeMetricFamily(
+                "mailactors_dlq_size", "Messages in the dead-letter queue", labels=["queue"]
+            )
+            dlq.add_metric([obs.dead_letter_queue], obs.queues[obs.dead_letter_queue])
+            yield dlq
+
+
+__all__ = [
+    "EmailMetrics",
+    "MeteredBus",
+    "MeteredProvider",
+    "MeteredStore",
+    "Observation",
+    "SystemCollector",
+    "code_class",
+    "families",
+    "instrument",
+]

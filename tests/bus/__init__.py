@@ -1,0 +1,1 @@
+"""Tests of actors/bus/ against a real RabbitMQ."""

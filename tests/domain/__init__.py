@@ -1,0 +1,1 @@
+"""Tests of actors/domain/: validation, templates, MIME, event checks."""

@@ -1,0 +1,1 @@
+"""Tests of actors/email_server/: rendering, throttle, delivery promises."""

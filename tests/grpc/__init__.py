@@ -1,0 +1,1 @@
+"""Tests of actors/grpc/: the proto contract, SaveEmails and auth's client."""

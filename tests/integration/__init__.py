@@ -1,0 +1,1 @@
+"""Tests of actors/integration/: the outbox sweeper."""

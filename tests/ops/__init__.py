@@ -1,0 +1,1 @@
+"""Tests of actors/ops/: the operator commands (console, admin)."""

@@ -1,0 +1,1 @@
+"""Tests of actors/providers/: SMTP, SES, Maildir, the chain and its breaker."""

@@ -1,0 +1,1 @@
+"""Tests of runtime/: actors, supervision, the asyncio edge."""

@@ -1,0 +1,1 @@
+"""Tests of actors/stores/: the Store contract on every implementation, batching."""

@@ -1,0 +1,442 @@
+"""The distributed profile: three kinds of OS processes started by supervisor.py.
+
+Real RabbitMQ, the Elasticsearch API (noida-db, or ELASTICSEARCH_URL), real
+SMTP (aiosmtpd), real gRPC. Each test gets its own exchanges, queues, index
+and ports. Faults: a worker killed with SIGKILL, the broker restarted, the
+store down for 10 seconds.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import uuid
+import warnings
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from actors.domain.schema import EmailDocument, Status
+from actors.grpc.convert import document_from_proto, variables_to_struct
+from protos import email_grpc, email_pb2
+from runtime._aio import AsyncioEdge, open_asyncio_edge
+from tests.support.processes import record_port_owners, tcp_local_ports
+from tests.support.services import (
+    close_connections_of,
+    free_port,
+    local_broker_ctl,
+    start_noida_elasticsearch,
+)
+from tests.support.smtp_servers import (
+    CapturingServer,
+    FaultServer,
+    HoldingServer,
+    max_in_any_window,
+)
+from tests.support.waiting import poll_until
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+pytestmark = pytest.mark.services
+
+
+class Cluster:
+    """supervisor.py up --profile distributed, as a child process of the test."""
+
+    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
+        self.env = env
+        self.workers = workers
+        self.log_path = log
+        self.lines: list[str] = []
+        self.changed = trio.Event()
+        self.auth_port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
+        self.integration_port = int(env["MAILACTORS__GRPC__INTEGRATION_PORT"])
+
+    def ready_lines(self, service: str) -> list[str]:
+        return [line for line in self.lines if f"MAILACTORS_READY {service}" in line]
+
+    def pids(self, service: str) -> list[int]:
+        return [int(m.group(1)) for line in self.ready_lines(service) if (m := re.search(r"pid=(\d+)", line))]
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        with trio.fail_after(timeout):
+            while not predicate():
+                await self.changed.wait()
+
+    async def _pump(self, proc: trio.Process) -> None:
+        assert proc.stdout is not None
+        buffer = b""
+        async with await trio.open_file(self.log_path, "ab") as out:
+            async for chunk in proc.stdout:
+                await out.write(chunk)
+                await out.flush()
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                self.lines.extend(line.decode(errors="replace") for line in lines)
+                self.changed.set()
+                self.changed = trio.Event()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Cluster]:
+        argv = [sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "distributed",
+                "up", "--workers", str(self.workers), "--drain", "10"]
+        proc = await trio.lowlevel.open_process(
+            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._pump, proc)
+                try:
+                    await self.wait_for(lambda: bool(self.ready_lines("auth")) or proc.returncode is not None, 90)
+                    assert self.ready_lines("auth"), "cluster did not start:\n" + "\n".join(self.lines[-40:])
+                    yield self
+                finally:
+                    with trio.CancelScope(shield=True):
+                        proc.send_signal(signal.SIGINT)
+                        with trio.move_on_after(60):
+                            await proc.wait()
+                        nursery.cancel_scope.cancel()
+        finally:
+            if proc.returncode is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            # Quorum queues left behind hold file handles in the broker until it runs out.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._delete_topology)
+
+    def _delete_topology(self) -> None:
+        from config import load_config
+
+        # The URL the services used: its password may come from password_env.
+        url = load_config("distributed", env=self.env).bus.resolved_url(self.env)
+        try:
+            delete_topology(url, self.env)
+        except Exception as exc:  # cleanup must not hide the test's own outcome
+            warnings.warn(f"could not delete the test's queues: {exc!r}", stacklevel=1)
+
+
+def delete_topology(amqp_url: str, env: dict[str, str]) -> None:
+    """Delete the queues and exchanges of this test's cluster.
+
+    Every test declares its own (quorum) queues; left behind they pile up in the
+    broker, and each holds file handles of its own there.
+    """
+    import asyncio
+
+    import aio_pika
+
+    from actors.bus.rabbitmq import RabbitBus
+    from config import load_config
+
+    bus = load_config("distributed", env=env).bus
+    queues = RabbitBus(bus, url=amqp_url, role="tool").queue_names()
+    exchanges = [bus.send_exchange, bus.status_exchange, bus.dead_letter_exchange]
+
+    async def go() -> None:
+        connection = await aio_pika.connect(amqp_url, timeout=10)
+        try:
+            for name in queues + exchanges:
+                channel = await connection.channel()
+                try:
+                    if name in queues:
+                        await channel.queue_delete(name)
+                    else:
+                        await channel.exchange_delete(name)
+                except aio_pika.exceptions.ChannelClosed:
+                    pass  # never declared
+                finally:
+                    if not channel.is_closed:
+                        await channel.close()
+        finally:
+            await connection.close()
+
+    asyncio.run(go())
+
+
+class Client:
+    """gRPC calls from the test, through the asyncio edge."""
+
+    def __init__(self, edge: AsyncioEdge, cluster: Cluster) -> None:
+        self.edge = edge
+        self.cluster = cluster
+
+    async def _call(self, port: int, fn: Callable[[Any], Any]) -> Any:
+        from grpclib.client import Channel
+
+        async def go() -> Any:
+            channel = Channel("127.0.0.1", port)
+            try:
+                return await fn(channel)
+            finally:
+                channel.close()
+
+        return await self.edge.run(go)
+
+    async def request(self, to: str, key: str | None = None) -> str:
+        req = email_pb2.RequestEmailRequest(
+            recipient=to,
+            template="verification",
+            variables=variables_to_struct({"name": "Ada", "code": to.split("@")[0], "expires_minutes": 5}),
+        )
+        if key is not None:
+            req.idempotency_key = key
+
+        async def call(channel: Any) -> Any:
+            return await email_grpc.AuthServiceStub(channel).RequestEmail(req, timeout=30)
+
+        reply = await self._call(self.cluster.auth_port, call)
+        return str(reply.event_id)
+
+    async def get(self, event_id: str) -> EmailDocument:
+        async def call(channel: Any) -> Any:
+            return await email_grpc.IntegrationServiceStub(channel).GetEmail(
+                email_pb2.GetEmailRequest(event_id=event_id), timeout=10
+            )
+
+        reply = await self._call(self.cluster.integration_port, call)
+        return document_from_proto(reply.document)
+
+    async def wait_all_terminal(self, ids: list[str], timeout: float) -> dict[str, EmailDocument]:
+        """Wait (bounded) until every email has a terminal status; GetEmail is real-time."""
+        docs: dict[str, EmailDocument] = {}
+        with trio.move_on_after(timeout):
+            while len(docs) < len(ids):
+                for event_id in ids:
+                    if event_id not in docs:
+                        doc = await self.get(event_id)
+                        if doc.status.terminal:
+                            docs[event_id] = doc
+                if len(docs) < len(ids):
+                    await trio.sleep(0.2)
+        missing = [i for i in ids if i not in docs]
+        assert not missing, f"{len(missing)} emails not terminal in {timeout}s, e.g. {missing[:3]}"
+        return docs
+
+
+def cluster_env(tmp_path: Path, es_url: str, amqp_url: str, smtp_port: int) -> dict[str, str]:
+    p = f"test.dist.{uuid.uuid4().hex[:10]}"
+    env = dict(os.environ)
+    env.update(
+        {
+            "MAILACTORS__SERVICE__LOG_FORMAT": "text",
+            "MAILACTORS__SERVICE__DATA_DIR": str(tmp_path),
+            "MAILACTORS__STORE__URL": es_url,
+            "MAILACTORS__STORE__INDEX": f"emails-{uuid.uuid4().hex[:10]}",
+            "MAILACTORS__BUS__URL": amqp_url,
+            "MAILACTORS__BUS__SEND_EXCHANGE": f"{p}.send.exchange",
+            "MAILACTORS__BUS__STATUS_EXCHANGE": f"{p}.status.exchange",
+            "MAILACTORS__BUS__SEND_QUEUE": f"{p}.send",
+            "MAILACTORS__BUS__STATUS_QUEUE": f"{p}.status",
+            "MAILACTORS__BUS__DEAD_LETTER_EXCHANGE": f"{p}.dead.exchange",
+            "MAILACTORS__BUS__DEAD_LETTER_QUEUE": f"{p}.dead",
+            "MAILACTORS__BUS__RECONNECT_MAX_S": "2",
+            "MAILACTORS__BUS__PUBLISH_TIMEOUT_S": "60",
+            "MAILACTORS__PROVIDER__SMTP__HOST": "127.0.0.1",
+            "MAILACTORS__PROVIDER__SMTP__PORT": str(smtp_port),
+            "MAILACTORS__PROVIDER__SENDER": "noreply@mailactors.test",
+            "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(tmp_path / "sent.sqlite3"),
+            "MAILACTORS__GRPC__AUTH_PORT": str(free_port()),
+            "MAILACTORS__GRPC__INTEGRATION_PORT": str(free_port()),
+            "MAILACTORS__RETRY__BASE_DELAY_S": "0.5",
+        }
+    )
+    return env
+
+
+def event_ids_received(server: Any) -> collections.Counter[str]:
+    ids: collections.Counter[str] = collections.Counter()
+    for m in server.messages():
+        ids[message_from_bytes(m.data, policy=policy.default)["X-Mailactors-Event-Id"]] += 1
+    return ids
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[AsyncioEdge]:
+    async with open_asyncio_edge() as e:
+        yield e
+
+
+async def test_distributed_flow_end_to_end(tmp_path, elasticsearch_url, rabbitmq_url, edge):
+    with CapturingServer() as smtp:
+        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+        async with Cluster(env, workers=2, log=tmp_path / "cluster.log").running() as cluster:
+            assert len(cluster.ready_lines("email-server")) == 2
+            client = Client(edge, cluster)
+            ids = [await client.request(f"user{i}@example.com") for i in range(40)]
+            repeat = await client.request("user0@example.com", key="k-1")
+            again = await client.request("user0@example.com", key="k-1")
+            docs = await client.wait_all_terminal([*ids, repeat], timeout=60)
+        received = event_ids_received(smtp)
+    assert again == repeat
+    assert all(d.status is Status.SENT for d in docs.values()), [d.error for d in docs.values()]
+    assert all(d.provider == "smtp" and d.smtp_reply for d in docs.values())
+    assert set(received) == set(ids) | {repeat}
+    assert max(received.values()) == 1  # nothing twice
+    # search through Elasticsearch queries (after a refresh: search is near-real-time)
+    index = env["MAILACTORS__STORE__INDEX"]
+    async with httpx.AsyncClient() as http:
+        await http.post(f"{elasticsearch_url}/{index}/_refresh")
+        hits = (await http.post(
+            f"{elasticsearch_url}/{index}/_search",
+            json={"query": {"term": {"status": "SENT"}}, "track_total_hits": True, "size": 0},
+        )).json()
+    assert hits["hits"]["total"]["value"] == 41
+
+
+async def test_a_killed_worker_is_restarted_and_its_messages_redelivered(
+    tmp_path, elasticsearch_url, rabbitmq_url, edge
+):
+    # The SMTP server holds every DATA reply, so the victim is known to hold sends
+    # in flight (its own connections, told apart by client port) when it is killed.
+    with HoldingServer() as smtp:
+        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+        env["MAILACTORS__EMAIL_SERVER__CONCURRENCY"] = "4"
+        async with Cluster(env, workers=2, log=tmp_path / "cluster.log").running() as cluster:
+            client = Client(edge, cluster)
+            ids = [await client.request(f"user{i}@example.com") for i in range(30)]
+            victim = cluster.pids("email-server")[0]
+
+            def victims_sends() -> dict[str, int]:
+                ports = tcp_local_ports(victim)
+                return {e: port for e, port in smtp.holding().items() if port in ports}
+
+            await poll_until(lambda: len(victims_sends()) >= 2, timeout=60,
+                             what="the victim to hold two sends at DATA")
+            held = victims_sends()
+            os.kill(victim, signal.SIGKILL)
+            # Let the kernel close the victim's sockets before anything is answered.
+            await poll_until(lambda: set(held) <= set(smtp.abandoned), timeout=30,
+                             what="the server to see the victim's connections go")
+            smtp.release()
+            ids += [await client.request(f"late{i}@example.com") for i in range(30)]
+            await cluster.wait_for(lambda: len(cluster.ready_lines("email-server")) >= 3, 60)
+            docs = await client.wait_all_terminal(ids, timeout=90)
+        received = event_ids_received(smtp)
+        peers = {m.event_id: m.peer[1] for m in smtp.messages()}
+    assert set(held) <= set(ids[:30])
+    assert all(d.status is Status.SENT for d in docs.values())
+    assert set(received) == set(ids)  # nothing lost
+    # What the victim held was never accepted from it: the broker redelivered each
+    # to a live worker, which sent it exactly once, over another connection.
+    for event_id, port in held.items():
+        assert received[event_id] == 1, event_id
+        assert peers[event_id] != port, event_id
+    # Elsewhere a SIGKILL between the provider's accept and the idempotency record
+    # can repeat an email (the documented window): at most the worker's
+    # concurrency, never more.
+    assert sum(n - 1 for n in received.values()) <= 4
+
+
+async def test_two_workers_together_keep_a_domain_within_its_rate(
+    tmp_path, elasticsearch_url, rabbitmq_url, edge
+):
+    # Measured at the SMTP server: the domain's limit holds for the two workers
+    # together, not just for each one.
+    rate, n = 4, 24
+    owners: dict[int, int] = {}  # client port -> worker pid
+    with CapturingServer() as smtp:
+        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+        env["MAILACTORS__THROTTLE__PER_DOMAIN"] = json.dumps({"slow.example": rate})
+        async with Cluster(env, workers=2, log=tmp_path / "cluster.log").running() as cluster:
+            client = Client(edge, cluster)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(record_port_owners, lambda: cluster.pids("email-server"), owners)
+                ids = [await client.request(f"user{i}@slow.example") for i in range(n)]
+                others = [await client.request(f"user{i}@example.com") for i in range(8)]
+                docs = await client.wait_all_terminal(ids + others, timeout=120)
+                nursery.cancel_scope.cancel()
+        slow = [m for m in smtp.messages() if any(r.endswith("@slow.example") for r in m.rcpt_tos)]
+    assert all(d.status is Status.SENT for d in docs.values())
+    assert sorted(m.event_id or "" for m in slow) == sorted(ids)  # each once
+    times = [m.at for m in slow]
+    assert max_in_any_window(times, 1.0) <= rate, sorted(times)
+    # Both workers sent to the domain (so the bound is a shared one), and the limit,
+    # not chance, spaced the sends: n at `rate` per second take about n/rate seconds.
+    assert {owners.get(m.peer[1]) for m in slow} == set(cluster.pids("email-server")[:2])
+    assert max(times) - min(times) >= n / rate - 2
+
+
+async def test_a_broker_connection_closed_during_data_ends_with_the_email_sent_once(
+    tmp_path, elasticsearch_url, rabbitmq_url, edge
+):
+    ctl = local_broker_ctl(rabbitmq_url, "closing a worker's broker connection")
+    with HoldingServer() as smtp:
+        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+        async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
+            client = Client(edge, cluster)
+            event_id = await client.request("dropped@example.com")
+            await poll_until(lambda: event_id in smtp.holding(), timeout=60,
+                             what="the send to reach DATA")
+            worker = cluster.pids("email-server")[0]
+            # The worker is between DATA and the reply: close its AMQP connection
+            # from the broker side, then let the server accept the message.
+            closed = await trio.to_thread.run_sync(close_connections_of, ctl, worker)
+            assert closed >= 1
+            smtp.release()
+            docs = await client.wait_all_terminal([event_id], timeout=90)
+            await poll_until(lambda: any("reconnected to RabbitMQ" in line for line in cluster.lines),
+                             timeout=30, what="the worker to reconnect")
+            # The delivery was unacked when its connection went: the broker gave it
+            # again, and the idempotency record kept it from a second send.
+            await poll_until(lambda: any("already sent" in line for line in cluster.lines),
+                             timeout=30, what="the redelivered copy to be recognised")
+        received = event_ids_received(smtp)
+    assert docs[event_id].status is Status.SENT
+    assert received == {event_id: 1}
+
+
+async def test_broker_restart_mid_stream_loses_nothing_and_sends_nothing_twice(
+    tmp_path, elasticsearch_url, rabbitmq_url, edge
+):
+    ctl = local_broker_ctl(rabbitmq_url, "a broker restart")
+    with CapturingServer() as smtp:
+        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+        async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
+            client = Client(edge, cluster)
+            ids = [await client.request(f"user{i}@example.com") for i in range(30)]
+            await trio.run_process([ctl, "-q", "stop_app"])
+            await trio.run_process([ctl, "-q", "start_app"])
+            await trio.run_process([ctl, "-q", "await_startup"])
+            ids += [await client.request(f"after{i}@example.com") for i in range(30)]
+            docs = await client.wait_all_terminal(ids, timeout=120)
+        received = event_ids_received(smtp)
+    assert all(d.status is Status.SENT for d in docs.values())
+    assert set(received) == set(ids)
+    assert max(received.values()) == 1
+
+
+async def test_store_down_for_ten_seconds_status_updates_wait_and_nothing_is_lost(
+    tmp_path, rabbitmq_url, edge
+):
+    es = start_noida_elasticsearch(tmp_path / "es")
+    port = int(es.url.rsplit(":", 1)[1])
+    try:
+        # two senders and 50 ms per SMTP reply: sending 40 emails takes about 3 s,
+        # so most status updates arrive while the store is down
+        with FaultServer(delay=0.05) as smtp:
+            env = cluster_env(tmp_path, es.url, rabbitmq_url, smtp.port)
+            env["MAILACTORS__EMAIL_SERVER__CONCURRENCY"] = "2"
+            async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
+                client = Client(edge, cluster)
+                ids = [await client.request(f"user{i}@example.com") for i in range(40)]
+                await trio.to_thread.run_sync(es.stop)  # status updates now fail
+                await trio.sleep(10)
+                es = await trio.to_thread.run_sync(start_noida_elasticsearch, tmp_path / "es", 30.0, port)
+                docs = await client.wait_all_terminal(ids, timeout=90)
+            received = event_ids_received(smtp)
+            log = (tmp_path / "cluster.log").read_text()
+    finally:
+        es.stop()
+    assert all(d.status is Status.SENT for d in docs.values())
+    assert set(received) == set(ids) and max(received.values()) == 1
+    assert "store unavailable" in log  # the updater really had to wait and retry

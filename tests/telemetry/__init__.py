@@ -1,0 +1,1 @@
+"""Tests of actors/telemetry/ and runtime's control endpoint, in one process."""
