@@ -55,7 +55,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     _setup_logging(config.service.log_level, config.service.log_format, config)
     if config.bus.kind == "memory":
         from actors.profiles.embedded import run_embedded
-        from runtime._aio import run_with_asyncio_host
+        from runtime import run_with_asyncio_host
 
         run_with_asyncio_host(run_embedded, config)
         return 0
@@ -83,7 +83,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Start the embedded system, send the sample emails, print their final statuses."""
     from actors.auth.service import RequestEmail
     from actors.profiles.embedded import Embedded, run_embedded
-    from runtime._aio import run_with_asyncio_host
+    from runtime import run_with_asyncio_host
 
     config = load_config(args.profile)
     _setup_logging("WARNING", config.service.log_format, config)

@@ -183,7 +183,7 @@ def run_once(variant: str, shape: str, n: int, url: str) -> dict[str, Any]:
 
     import trio
 
-    from runtime._aio import open_asyncio_edge, run_with_asyncio_host
+    from runtime import open_asyncio_edge, run_with_asyncio_host
 
     async def main() -> dict[str, Any]:
         async with open_asyncio_edge() as edge:

@@ -12,7 +12,7 @@ from actors.auth.service import RequestEmail
 from actors.domain.schema import Status
 from actors.profiles.embedded import Embedded, open_embedded, settle_heap
 from config import load_config
-from runtime._aio import run_with_asyncio_host
+from runtime import run_with_asyncio_host
 
 
 async def _run(n: int, directory: str, concurrency: int) -> dict[str, Any]:

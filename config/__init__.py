@@ -7,6 +7,7 @@ a frozen ``Config`` (``cfg.store.batch_size``...). Secrets are fetched when need
 """
 
 from ._errors import ConfigError
+from ._exposure import is_loopback
 from ._load import ENV_PREFIX, PROFILE_DIR, PROJECT_ROOT, load_config, profile_names, profile_path
 from ._model import (
     DEFAULT_ATTACHMENT_TYPES,
@@ -60,4 +61,5 @@ __all__ = [
     "profile_path",
     "redact_url",
     "resolve_secret",
+    "is_loopback",
 ]

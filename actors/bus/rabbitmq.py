@@ -81,8 +81,8 @@ from aiormq.exceptions import (
 
 from actors.domain.edges import BusError, BusUnavailable
 from actors.domain.schema import EmailSendEvent, EmailStatusEvent, encode
-from config._model import BusConfig
-from runtime._aio import AsyncioEdge, current_edge
+from config import BusConfig
+from runtime import AsyncioEdge, current_edge
 
 __all__ = [
     "DEFAULT_DELAY_TIERS",

@@ -40,8 +40,7 @@ from actors.grpc.intake import MAX_SAVE_BATCH, IntakeServer, recv_request, reque
 from actors.integration.service import IntegrationApi
 from config import LimitsConfig
 from protos import email_grpc, email_pb2
-from runtime import Actor, ActorRef, AskTimeout
-from runtime._aio import AsyncioEdge, current_edge
+from runtime import Actor, ActorRef, AskTimeout, AsyncioEdge, current_edge
 
 log = logging.getLogger("mailactors.grpc")
 

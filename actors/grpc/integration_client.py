@@ -29,7 +29,7 @@ from actors.domain.schema import EmailDocument
 from actors.grpc.convert import document_from_proto, document_to_proto
 from actors.grpc.security import bearer_metadata
 from protos import email_grpc, email_pb2
-from runtime._aio import AsyncioEdge, current_edge
+from runtime import AsyncioEdge, current_edge
 
 log = logging.getLogger("mailactors.services")
 

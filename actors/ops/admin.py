@@ -48,7 +48,7 @@ def _embedded_note(config: Any) -> bool:
 
 async def _with_bus(config: Any, fn: Any) -> Any:
     from actors.bus.rabbitmq import RabbitBus
-    from runtime._aio import open_asyncio_edge
+    from runtime import open_asyncio_edge
 
     async with open_asyncio_edge():
         bus = RabbitBus(config.bus, role="tool", connection_name="mailactors-dlq")
@@ -65,7 +65,7 @@ class _Unavailable(Exception):
 
 def _run(fn: Any, *args: Any) -> Any:
     from actors.domain.edges import BusError
-    from runtime._aio import run_with_asyncio_host
+    from runtime import run_with_asyncio_host
 
     try:
         return run_with_asyncio_host(fn, *args)

@@ -627,7 +627,7 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
 
     from actors.stores.elasticsearch import ElasticsearchStore
     from actors.testing.fakesmtp import FaultServer
-    from runtime._aio import open_asyncio_edge
+    from runtime import open_asyncio_edge
 
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="mailactors-soak-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -880,7 +880,7 @@ def main_soak(args: argparse.Namespace) -> int:
     try:
         broker = rabbitmq_service()
         try:
-            from runtime._aio import run_with_asyncio_host
+            from runtime import run_with_asyncio_host
 
             result = run_with_asyncio_host(run_soak, options, es.url, broker.url)
         finally:

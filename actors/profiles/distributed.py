@@ -38,8 +38,15 @@ from actors.profiles.embedded import (
 from actors.telemetry.metrics import EmailMetrics, instrument
 from actors.telemetry.operations import open_operations, worker_index
 from config import Config
-from runtime import ActorSystem, ChildSpec, SupervisorSpec, open_actor_system, serve_until_stopped
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from runtime import (
+    ActorSystem,
+    AsyncioEdge,
+    ChildSpec,
+    SupervisorSpec,
+    open_actor_system,
+    open_asyncio_edge,
+    serve_until_stopped,
+)
 
 log = logging.getLogger("mailactors.services")
 
@@ -180,7 +187,7 @@ async def run_service(
 
 def main_service(service: str, config: Config) -> None:
     """Entry point of ``supervisor.py run SERVICE``: Trio as a guest of asyncio."""
-    from runtime._aio import run_with_asyncio_host
+    from runtime import run_with_asyncio_host
 
     try:
         run_with_asyncio_host(run_service, service, config)

@@ -31,8 +31,14 @@ from actors.stores.claims import ClaimStore
 from actors.telemetry.metrics import EmailMetrics, instrument
 from actors.telemetry.operations import open_operations
 from config import Config
-from runtime import ActorSystem, ChildSpec, open_actor_system, serve_until_stopped
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from runtime import (
+    ActorSystem,
+    AsyncioEdge,
+    ChildSpec,
+    open_actor_system,
+    open_asyncio_edge,
+    serve_until_stopped,
+)
 
 log = logging.getLogger("mailactors")
 

@@ -52,7 +52,7 @@ from botocore.exceptions import (
 
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
 from actors.domain.mime import build_message, render_bytes
-from runtime._aio import AsyncioEdge, current_edge
+from runtime import AsyncioEdge, current_edge
 
 __all__ = [
     "SesCredentialsMissing",

@@ -36,7 +36,7 @@ import trio
 
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
 from actors.domain.mime import build_message, needs_smtputf8, render_bytes
-from runtime._aio import AsyncioEdge, current_edge
+from runtime import AsyncioEdge, current_edge
 
 __all__ = ["SmtpProvider", "SmtpStatistics", "classify_reply", "parse_retry_after"]
 

@@ -16,8 +16,8 @@ import pytest
 import trio
 
 from actors.bus.rabbitmq import REASON_HEADER, RabbitBus
-from config._model import BusConfig
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from config import BusConfig
+from runtime import AsyncioEdge, open_asyncio_edge
 
 pytestmark = pytest.mark.services
 

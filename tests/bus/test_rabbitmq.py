@@ -44,8 +44,8 @@ from actors.domain.schema import (
     send_event_decoder,
     status_event_decoder,
 )
-from config._model import BusConfig
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from config import BusConfig
+from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.protocols import assert_implements
 from tests.support.services import local_broker_ctl
 
@@ -648,7 +648,7 @@ async def measure(url: str, n: int, concurrency: int = 1, quorum: bool = True) -
         crossings = bus.statistics().crossings
     finally:
         await bus.close()
-        from runtime._aio import current_edge
+        from runtime import current_edge
 
         await current_edge().run(delete_topology, url, cfg, TIERS)
     return {
@@ -692,7 +692,7 @@ def test_behaviour_under_the_guest_edge(rabbitmq_url: str) -> None:
 
 async def run_behaviour(url: str) -> list[str]:
     """Run the BEHAVIOUR tests in the current edge; return the names that passed."""
-    from runtime._aio import current_edge
+    from runtime import current_edge
 
     passed = []
     for test in BEHAVIOUR:
@@ -794,7 +794,7 @@ def main(argv: list[str] | None = None) -> None:
             return result
 
     if args.edge == "guest":
-        from runtime._aio import run_with_asyncio_host
+        from runtime import run_with_asyncio_host
 
         print(json.dumps(run_with_asyncio_host(run)))
     else:

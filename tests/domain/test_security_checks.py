@@ -47,8 +47,7 @@ from actors.grpc.security import (
     max_request_bytes,
     server_ssl_context,
 )
-from config import PROJECT_ROOT, ConfigError, GrpcConfig, LimitsConfig, load_config
-from config._exposure import is_loopback
+from config import PROJECT_ROOT, ConfigError, GrpcConfig, LimitsConfig, is_loopback, load_config
 
 LIMITS = LimitsConfig()
 RENDERER = TemplateRenderer(PROJECT_ROOT / "templates")

@@ -34,9 +34,8 @@ from actors.email_server.safeguards import SendGuards
 from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
 from actors.email_server.suppression import SuppressionList, is_recipient_refusal
 from actors.stores.claims_sqlite import SqliteClaims
-from config._model import BusConfig
-from runtime import ActorSystem, open_actor_system
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from config import BusConfig
+from runtime import ActorSystem, AsyncioEdge, open_actor_system, open_asyncio_edge
 from tests.email_server.test_throttle import max_in_any_window
 from tests.integration.test_sweeper import received_ids
 from tests.support.smtp_servers import CapturingServer, FaultServer

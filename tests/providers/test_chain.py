@@ -31,7 +31,7 @@ from actors.providers.chain import ChainProvider, provider_report
 from actors.providers.ses import SesProvider
 from actors.providers.smtp import SmtpProvider
 from config import ConfigError, load_config
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.ses_servers import FakeSesServer, MotoSes, Reply
 from tests.support.smtp_servers import CapturingServer
 

@@ -35,7 +35,7 @@ from actors.domain.mime import (
 )
 from actors.providers.maildir import MaildirProvider
 from actors.providers.smtp import SmtpProvider, classify_reply, parse_retry_after
-from runtime._aio import AsyncioEdge, open_asyncio_edge, run_with_asyncio_host
+from runtime import AsyncioEdge, open_asyncio_edge, run_with_asyncio_host
 from tests.support.smtp_servers import CapturingServer, FaultServer, free_port
 
 SENDER = "Mailactors <noreply@example.com>"

@@ -26,7 +26,7 @@ from actors.profiles.embedded import open_embedded
 from actors.providers.build import make_provider
 from actors.providers.ses import SesProvider, classify_error, resolve_region
 from config import ConfigError, load_config
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.ses_servers import SECRET_KEY, FakeSesServer, MotoSes, Reply
 
 REGION = "eu-west-1"

@@ -30,7 +30,7 @@ import trio
 from actors.domain.schema import EmailDocument, Status
 from actors.grpc.convert import document_from_proto, variables_to_struct
 from protos import email_grpc, email_pb2
-from runtime._aio import AsyncioEdge, open_asyncio_edge
+from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.processes import record_port_owners, tcp_local_ports
 from tests.support.services import (
     close_connections_of,

@@ -26,7 +26,7 @@ import trio
 
 from actors.auth.service import event_id_for
 from actors.ops.soak import Client
-from runtime._aio import open_asyncio_edge
+from runtime import open_asyncio_edge
 from tests.support.services import free_port
 
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -18,7 +18,7 @@ import trio.lowlevel
 from actors.auth.faults import CRASH_ACCEPT_EVERY, CRASH_AFTER_ACCEPT
 from actors.domain.schema import EmailSendEvent, Status
 from actors.stores.claims import MACHINE_ENV, UNKNOWN_OUTCOME_REASON
-from runtime._aio import open_asyncio_edge
+from runtime import open_asyncio_edge
 from tests.support.smtp_servers import CapturingServer
 from tests.support.workers import StatusSink, Workers, received, workers_env
 
