@@ -1,10 +1,13 @@
 """Shared fixtures: the runtime's test kit, and the real services the edges need."""
 
+from __future__ import annotations
+
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from runtime import AsyncioEdge, open_asyncio_edge
 from runtime.testing import actor_system  # noqa: F401  (fixture)
 from tests.support.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
 from tests.support.ses_servers import _moto_server, aws_env, moto_ses  # noqa: F401  (fixtures)
@@ -46,3 +49,9 @@ def rabbitmq_url() -> Iterator[str]:
         yield service.url
     finally:
         service.stop()
+
+
+@pytest.fixture
+async def edge() -> AsyncIterator[AsyncioEdge]:
+    async with open_asyncio_edge() as e:
+        yield e

@@ -20,7 +20,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager
 from typing import Any
 
 import msgspec
@@ -47,59 +47,10 @@ from actors.domain.schema import (
 from config import BusConfig
 from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.protocols import assert_implements
+from tests.support.rabbitmq import TIERS, delete_topology, make_config
 from tests.support.services import local_broker_ctl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TIERS = (1.0, 5.0)
-
-
-def make_config(url: str, **overrides: Any) -> BusConfig:
-    """A BusConfig whose every exchange and queue name is new."""
-    p = f"test.bus.{uuid.uuid4().hex[:10]}"
-    fields: dict[str, Any] = {
-        "kind": "rabbitmq",
-        "url": url,
-        "send_exchange": f"{p}.send.exchange",
-        "status_exchange": f"{p}.status.exchange",
-        "send_queue": f"{p}.send",
-        "status_queue": f"{p}.status",
-        "dead_letter_exchange": f"{p}.dead.exchange",
-        "dead_letter_queue": f"{p}.dead",
-        "max_deliveries": 3,
-        "reconnect_max_s": 2.0,
-        "publish_timeout_s": 10.0,
-    }
-    fields.update(overrides)
-    return BusConfig(**fields)
-
-
-async def delete_topology(url: str, config: BusConfig, tiers: tuple[float, ...]) -> None:
-    """asyncio: delete every queue and exchange a test config names."""
-    import aio_pika
-
-    probe = RabbitBus(config, url=url, role="tool", delay_tiers=tiers)
-    connection = await aio_pika.connect(url)
-    try:
-        for name in probe.queue_names():
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.queue_delete(name)
-            with suppress(Exception):
-                await channel.close()
-        for name in (config.send_exchange, config.status_exchange, config.dead_letter_exchange):
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.exchange_delete(name)
-            with suppress(Exception):
-                await channel.close()
-    finally:
-        await connection.close()
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[AsyncioEdge]:
-    async with open_asyncio_edge() as e:
-        yield e
 
 
 @pytest.fixture

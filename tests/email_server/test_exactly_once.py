@@ -43,7 +43,7 @@ from actors.stores.claims_sqlite import SqliteClaims
 from actors.telemetry.metrics import EmailMetrics
 from config import LimitsConfig
 from runtime import ActorSystem, open_actor_system
-from tests.system.test_embedded import embedded_config
+from tests.support.embedded import embedded_config
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 

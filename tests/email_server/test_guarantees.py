@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -35,11 +34,10 @@ from actors.email_server.service import RetryPolicy, SenderSettings, email_serve
 from actors.email_server.suppression import SuppressionList, is_recipient_refusal
 from actors.stores.claims_sqlite import SqliteClaims
 from config import BusConfig
-from runtime import ActorSystem, AsyncioEdge, open_actor_system, open_asyncio_edge
-from tests.email_server.test_throttle import max_in_any_window
-from tests.integration.test_sweeper import received_ids
+from runtime import ActorSystem, AsyncioEdge, open_actor_system
+from tests.support.checks import max_in_any_window, received_ids
+from tests.support.embedded import embedded_config, request, running
 from tests.support.smtp_servers import CapturingServer, FaultServer
-from tests.system.test_embedded import embedded_config, request, running
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -283,12 +281,6 @@ async def test_an_operator_suppression_takes_effect_in_a_running_system(tmp_path
 # -- poison messages and the dead-letter queue (real RabbitMQ) ---------------------------------
 
 
-@pytest.fixture
-async def edge() -> AsyncIterator[AsyncioEdge]:
-    async with open_asyncio_edge() as e:
-        yield e
-
-
 class PoisonedProvider:
     """Sends everything, except that an email to ``poison@`` crashes it (a bug)."""
 
@@ -312,7 +304,7 @@ async def test_a_poison_message_is_dead_lettered_after_max_deliveries(
     rabbitmq_url: str, edge: AsyncioEdge, tmp_path: Path
 ) -> None:
     from actors.bus.rabbitmq import RabbitBus
-    from tests.bus.test_rabbitmq import TIERS, delete_topology, make_config
+    from tests.support.rabbitmq import TIERS, delete_topology, make_config
 
     config: BusConfig = make_config(rabbitmq_url, max_deliveries=3)
     try:

@@ -27,19 +27,7 @@ from actors.email_server.throttle import (
     TokenBucket,
 )
 from runtime import ActorSystem, ChildSpec, SupervisorSpec
-
-
-def max_in_any_window(times: list[float], window: float = 1.0) -> int:
-    """The most timestamps in any half-open window [t, t + window)."""
-    times = sorted(times)
-    best = 0
-    j = 0
-    for i, t in enumerate(times):
-        while times[j] <= t - window + 1e-9:
-            j += 1
-        best = max(best, i - j + 1)
-    return best
-
+from tests.support.checks import max_in_any_window
 
 # -- the pieces -------------------------------------------------------------------------
 

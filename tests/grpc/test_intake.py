@@ -25,10 +25,9 @@ from actors.domain.schema import Status
 from actors.grpc.intake import _inflate, request_limits
 from config import LimitsConfig
 from protos import email_pb2
+from tests.support.embedded import TOKEN, grpc_request, running, save_request, secured_config
 from tests.support.grpcio import GrpcioClient, status_of
 from tests.support.security import assert_no_restarts, fresh_id, grpc_port
-from tests.system.test_embedded import running
-from tests.system.test_security_embedded import TOKEN, grpc_request, save_request, secured_config
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 

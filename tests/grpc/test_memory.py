@@ -19,10 +19,9 @@ import pytest
 import trio
 
 from tests.grpc.test_intake import _varint, nested
+from tests.support.embedded import TOKEN, grpc_request, running, secured_config
 from tests.support.grpcio import run_sender
 from tests.support.security import assert_no_restarts, grpc_port
-from tests.system.test_embedded import running
-from tests.system.test_security_embedded import TOKEN, grpc_request, secured_config
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS")
 

@@ -20,9 +20,8 @@ from actors.domain.schema import EmailDocument, Status
 from actors.grpc.convert import document_from_proto, document_to_proto
 from actors.grpc.integration_client import GrpcIntegrationClient
 from protos import email_grpc, email_pb2
+from tests.support.embedded import embedded_config, running, stored
 from tests.support.security import TEMPLATE_VARIABLES, GrpcClient, fresh_id, grpc_port
-from tests.system.test_embedded import embedded_config, running
-from tests.system.test_security_embedded import stored
 
 
 def doc(**fields: Any) -> EmailDocument:

@@ -8,7 +8,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
 from typing import Any
 
 import pytest
@@ -19,9 +18,9 @@ from actors.domain.edges import SearchPage, SearchQuery
 from actors.domain.schema import EmailDocument, EmailSendEvent, EmailStatusEvent, Status
 from actors.integration.sweeper import OutboxSweeper, SweeperSettings, SweepNow
 from runtime import ActorSystem, ChildSpec, SupervisorSpec
-from tests.email_server.test_throttle import max_in_any_window
+from tests.support.checks import max_in_any_window, received_ids
+from tests.support.embedded import FlakyServer, embedded_config, request, running
 from tests.support.smtp_servers import CapturingServer
-from tests.system.test_embedded import FlakyServer, embedded_config, request, running
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -181,13 +180,6 @@ async def test_a_store_outage_skips_a_sweep_and_the_next_one_works(
 
 
 # -- for real: embedded profile, SQLite store, real SMTP ---------------------------------
-
-
-def received_ids(server: Any) -> Counter[str]:
-    return Counter(
-        message_from_bytes(m.data, policy=policy.default)["X-Mailactors-Event-Id"]
-        for m in server.messages()
-    )
 
 
 async def test_saved_but_never_published_is_swept_and_sent_once(tmp_path):

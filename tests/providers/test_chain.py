@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections import deque
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ from actors.providers.chain import ChainProvider, provider_report
 from actors.providers.ses import SesProvider
 from actors.providers.smtp import SmtpProvider
 from config import ConfigError, load_config
-from runtime import AsyncioEdge, open_asyncio_edge
+from runtime import AsyncioEdge
 from tests.support.ses_servers import FakeSesServer, MotoSes, Reply
 from tests.support.smtp_servers import CapturingServer
 
@@ -392,12 +391,6 @@ def test_chain_needs_unique_names_and_at_least_one_provider() -> None:
 
 
 # -- failover between real servers ------------------------------------------------------
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[AsyncioEdge]:
-    async with open_asyncio_edge() as edge:
-        yield edge
 
 
 async def failover_chain(ses_url: str, relay_port: int, **breaker: Any) -> ChainProvider:

@@ -13,7 +13,6 @@ import mailbox
 import os
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -70,12 +69,6 @@ def body(msg: EmailMessage, kind: str) -> str:
     part = msg.get_body((kind,))
     assert part is not None, f"no {kind} body"
     return str(content(part))
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[AsyncioEdge]:
-    async with open_asyncio_edge() as edge:
-        yield edge
 
 
 # -- MIME ------------------------------------------------------------------------------

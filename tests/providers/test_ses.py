@@ -26,7 +26,7 @@ from actors.profiles.embedded import open_embedded
 from actors.providers.build import make_provider
 from actors.providers.ses import SesProvider, classify_error, resolve_region
 from config import ConfigError, load_config
-from runtime import AsyncioEdge, open_asyncio_edge
+from runtime import AsyncioEdge
 from tests.support.ses_servers import SECRET_KEY, FakeSesServer, MotoSes, Reply
 
 REGION = "eu-west-1"
@@ -51,12 +51,6 @@ def parse(data: bytes) -> EmailMessage:
     msg = email.message_from_bytes(data, policy=email.policy.default)
     assert isinstance(msg, EmailMessage)
     return msg
-
-
-@pytest.fixture
-async def edge() -> AsyncIterator[AsyncioEdge]:
-    async with open_asyncio_edge() as edge:
-        yield edge
 
 
 @pytest.fixture

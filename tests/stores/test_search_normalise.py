@@ -15,8 +15,8 @@ import pytest
 from actors.domain.edges import SearchQuery
 from actors.stores.elasticsearch import ElasticsearchStore
 from actors.stores.sqlite import SqliteStore
-from tests.stores.test_store import AnyStore, make_doc, settle
-from tests.system.test_embedded import embedded_config, request, running
+from tests.support.embedded import embedded_config, request, running
+from tests.support.stores import AnyStore, make_doc, settle
 
 WRITTEN = "Case.X@Example.COM"
 STORED = "Case.X@example.com"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +29,9 @@ from actors.stores.elasticsearch import MAPPING, ElasticsearchStore
 from actors.stores.sqlite import SqliteStore
 from tests.support.protocols import assert_implements
 from tests.support.services import free_port
-
-AnyStore = SqliteStore | ElasticsearchStore
-
-T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+from tests.support.stores import T0, AnyStore, make_doc, settle
 
 APPLIED, IGNORED, NOT_FOUND = ApplyOutcome.APPLIED, ApplyOutcome.IGNORED, ApplyOutcome.NOT_FOUND
-
-
-def make_doc(i: int, **changes: Any) -> EmailDocument:
-    created = T0 + timedelta(minutes=i, microseconds=i)
-    fields: dict[str, Any] = {
-        "event_id": f"evt-{i:05d}",
-        "recipient": "a@example.com" if i % 2 == 0 else "b@example.com",
-        "template": "welcome",
-        "variables": {"name": f"User {i}", "items": [1, {"nested": True}]},
-        "category": "marketing" if i % 3 == 0 else "transactional",
-        "subject": f"Hello {i}",
-        "idempotency_key": f"idem-{i}",
-        "created_at": created,
-        "updated_at": created,
-    }
-    fields.update(changes)
-    return EmailDocument(**fields)
 
 
 _clock = [T0 + timedelta(days=1)]
@@ -62,12 +42,6 @@ def event(event_id: str, status: Status, attempt: int = 1, **changes: Any) -> Em
     return EmailStatusEvent(
         event_id=event_id, status=status, attempt=attempt, occurred_at=_clock[0], **changes
     )
-
-
-async def settle(store: AnyStore) -> None:
-    """Make writes visible to search (Elasticsearch is near-real-time)."""
-    if isinstance(store, ElasticsearchStore):
-        await store.refresh()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])

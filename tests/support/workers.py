@@ -28,8 +28,8 @@ import trio
 from actors.bus.rabbitmq import RabbitBus
 from actors.domain.schema import EmailStatusEvent, status_event_decoder
 from config import load_config
+from tests.support.cluster import delete_topology
 from tests.support.services import free_port
-from tests.system.test_distributed import delete_topology
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 _READY = re.compile(r"MAILACTORS_READY email-server pid=(\d+)")

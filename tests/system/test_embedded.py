@@ -7,69 +7,19 @@ server that captures what it receives.
 
 from __future__ import annotations
 
-import mailbox
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from email import message_from_bytes, policy
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 
-from actors.auth.service import RequestAccepted, RequestEmail
+from actors.auth.service import RequestAccepted
 from actors.domain.edges import SearchQuery
 from actors.domain.schema import Status
 from actors.domain.validation import InvalidField
-from actors.profiles.embedded import Embedded, open_embedded
-from config import load_config
+from actors.profiles.embedded import open_embedded
+from tests.support.embedded import FlakyServer, embedded_config, maildir_messages, request, running
 from tests.support.smtp_servers import CapturingServer, FaultServer
-
-
-class FlakyServer(FaultServer):
-    """Fails the first ``fail_times`` messages after DATA with ``reply``, then accepts."""
-
-    def __init__(self, fail_times: int, reply: str) -> None:
-        super().__init__()
-        self.remaining = fail_times
-        self.reply = reply
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        if self.remaining > 0:
-            self.remaining -= 1
-            return self.reply
-        return await super().handle_DATA(server, session, envelope)
-
-
-def embedded_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
-    overrides: dict[str, Any] = {
-        "store": {"sqlite_path": str(tmp_path / "emails.sqlite3"), "batch_ms": 2.0},
-        "provider": {"maildir_path": str(tmp_path / "maildir"), "sender": "noreply@mailactors.test"},
-        "grpc": {"auth_port": 0},
-        "email_server": {"idempotency_path": str(tmp_path / "sent.sqlite3")},
-        "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 3},
-    }
-    for name, values in sections.items():
-        overrides.setdefault(name, {}).update(values)
-    return load_config("embedded", env={}, overrides=overrides)
-
-
-@asynccontextmanager
-async def running(config: Any, grpc: bool = False) -> AsyncIterator[Embedded]:
-    async with open_embedded(config, grpc=grpc, shutdown=10.0) as embedded:
-        yield embedded
-
-
-def request(template: str = "verification", to: str = "ada@example.com", **kw: Any) -> RequestEmail:
-    variables = kw.pop(
-        "variables", {"name": "Ada", "code": "493817", "expires_minutes": 10}
-    )
-    return RequestEmail(recipient=to, template=template, variables=variables, **kw)
-
-
-def maildir_messages(path: Path) -> list[Any]:
-    box = mailbox.Maildir(path, create=False)
-    return [message_from_bytes(bytes(m), policy=policy.default) for m in box]
 
 
 async def test_three_samples_reach_the_maildir_as_sent(tmp_path):

@@ -28,15 +28,9 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.support.cluster import ROOT, Cluster, cluster_env, delete_topology, event_ids_received
 from tests.support.services import local_broker_ctl
 from tests.support.smtp_servers import CapturingServer
-from tests.system.test_distributed import (
-    ROOT,
-    Cluster,
-    cluster_env,
-    delete_topology,
-    event_ids_received,
-)
 
 pytestmark = pytest.mark.services
 

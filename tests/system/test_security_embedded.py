@@ -28,9 +28,19 @@ from actors.auth.service import RequestEmail
 from actors.domain.edges import SearchQuery
 from actors.domain.schema import Attachment, EmailDocument, EmailSendEvent, Status, encode
 from actors.domain.validation import InvalidField
-from actors.grpc.convert import document_to_proto, variables_to_struct
 from actors.profiles.distributed import GrpcIntegrationClient
 from protos import email_pb2
+from tests.support.embedded import (
+    TOKEN,
+    embedded_config,
+    grpc_request,
+    maildir_messages,
+    request,
+    running,
+    save_request,
+    secured_config,
+    stored,
+)
 from tests.support.security import (
     SANDBOX_PAYLOADS,
     TEMPLATE_VARIABLES,
@@ -53,10 +63,8 @@ from tests.support.security import (
     templates,
     variables_for,
 )
-from tests.system.test_embedded import embedded_config, maildir_messages, request, running
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-TOKEN = "tok-7f3a9c1e5b2d4f60a8e1c3b5d7f9a1c3"
 FIELD_ERROR = r"^[a-z_]+(\[\d+\])?(\.[a-z_]+(\[\d+\])?)*: \S"
 UNAUTHENTICATED_METADATA: list[Any] = [
     None,
@@ -70,55 +78,10 @@ UNAUTHENTICATED_METADATA: list[Any] = [
 ]
 
 
-def secured_config(tmp_path: Path, *, tls: bool = False, **sections: dict[str, Any]) -> Any:
-    """The embedded profile with a token file, and TLS if asked; gRPC on a free port."""
-    token_file = tmp_path / "grpc-token"
-    token_file.write_text(TOKEN + "\n")
-    grpc: dict[str, Any] = {"auth_port": 0, "token_file": str(token_file)}
-    if tls:
-        certs = make_certs(tmp_path / "certs")
-        grpc.update(
-            tls_cert_file=str(certs.cert), tls_key_file=str(certs.key), tls_ca_file=str(certs.ca)
-        )
-    sections.setdefault("grpc", {}).update(grpc)
-    return embedded_config(tmp_path, **sections)
-
-
 def client_ssl(config: Any) -> ssl.SSLContext | None:
     from actors.grpc.security import client_ssl_context
 
     return client_ssl_context(config.grpc)
-
-
-async def stored(app: Any) -> int:
-    return int((await app.store.search(SearchQuery(page_size=1))).total)
-
-
-def grpc_request(**fields: Any) -> Any:
-    variables = fields.pop("variables", TEMPLATE_VARIABLES["verification"])
-    req = email_pb2.RequestEmailRequest(
-        recipient=fields.pop("recipient", "ada@example.com"),
-        template=fields.pop("template", "verification"),
-        variables=variables_to_struct(variables),
-        attachments=[
-            email_pb2.Attachment(filename=f, content_type=c, content=b)
-            for f, c, b in fields.pop("attachments", [])
-        ],
-    )
-    for name, value in fields.items():
-        setattr(req, name, value)
-    return req
-
-
-def save_request(**fields: Any) -> Any:
-    doc = EmailDocument(
-        event_id=fields.pop("event_id", fresh_id()),
-        recipient=fields.pop("recipient", "ada@example.com"),
-        template=fields.pop("template", "welcome"),
-        variables=fields.pop("variables", dict(TEMPLATE_VARIABLES["welcome"])),
-        **fields,
-    )
-    return email_pb2.SaveEmailRequest(document=document_to_proto(doc))
 
 
 async def expect_grpc_error(client: GrpcClient, method: str, req: Any, status: GrpcStatus, **kw: Any) -> str:

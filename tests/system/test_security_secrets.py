@@ -36,12 +36,11 @@ from actors.domain.schema import Status
 from actors.grpc.security import client_ssl_context
 from config import load_config
 from protos import email_pb2
+from tests.support.cluster import Cluster, cluster_env
+from tests.support.embedded import embedded_config, grpc_request, request, running, save_request
 from tests.support.security import GrpcClient, make_certs
 from tests.support.services import free_port, local_broker_ctl
 from tests.support.smtp_servers import CapturingServer
-from tests.system.test_distributed import Cluster, cluster_env, edge  # noqa: F401  (edge: fixture)
-from tests.system.test_embedded import embedded_config, request, running
-from tests.system.test_security_embedded import grpc_request, save_request
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SMTP_USER = "mailer"
