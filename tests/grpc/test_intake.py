@@ -26,7 +26,7 @@ from actors.grpc.intake import _inflate, request_limits
 from config import LimitsConfig
 from protos import email_pb2
 from tests.support.embedded import TOKEN, grpc_request, running, save_request, secured_config
-from tests.support.grpcio import GrpcioClient, status_of
+from tests.support.grpcio import GrpcioClient, nested, status_of, varint
 from tests.support.security import assert_no_restarts, fresh_id, grpc_port
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -48,23 +48,6 @@ def many_variables(count: int = 200_000) -> bytes:
     for i in range(count):
         req.variables.fields[f"var-{i:07d}"].string_value = "x" * 6
     return bytes(req.SerializeToString())  # serialized once, here: not in the measured window
-
-
-def nested(depth: int) -> Any:
-    req = grpc_request()
-    value = req.variables.fields["name"]
-    for _ in range(depth):
-        value = value.struct_value.fields["d"]
-    value.string_value = "leaf"
-    return req
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    return bytes([*out, n])
 
 
 async def loop_stalls(done: trio.Event, gaps: list[float]) -> None:
@@ -152,7 +135,7 @@ async def test_variables_nested_40_deep_are_refused_naming_the_field(served) -> 
     assert (code, message) == (INVALID, "document.variables: nested deeper than 32")
     # protobuf itself will not build this batch: its wire form, by hand (field 1, twice)
     documents = [save_request().document.SerializeToString(), deep.document.SerializeToString()]
-    batch = b"".join(b"\x0a" + _varint(len(d)) + d for d in documents)
+    batch = b"".join(b"\x0a" + varint(len(d)) + d for d in documents)
     code, message = status_of(await client.call("SaveEmails", batch))
     assert (code, message) == (INVALID, "documents[1].variables: nested deeper than 32")
     # the deepest protobuf parses (33 levels with the leaf) is refused by validation

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.grpc.test_intake import _varint, nested
 from tests.support.embedded import TOKEN, grpc_request, running, secured_config
-from tests.support.grpcio import run_sender
+from tests.support.grpcio import nested, run_sender, varint
 from tests.support.security import assert_no_restarts, grpc_port
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS")
@@ -31,7 +30,7 @@ def many_variables_wire(count: int = 200_000) -> bytes:
     building it with protobuf would leave this process's RSS at that peak."""
 
     def field(number: int, value: bytes) -> bytes:
-        return bytes([number << 3 | 2]) + _varint(len(value)) + value
+        return bytes([number << 3 | 2]) + varint(len(value)) + value
 
     head = grpc_request(template="welcome", variables={"name": "Ada", "product": "P"})
     entries = b"".join(

@@ -14,6 +14,7 @@ import grpc
 import trio
 
 from protos import email_pb2
+from tests.support.embedded import grpc_request
 
 AUTH = "/mailactors.v1.AuthService/"
 INTEGRATION = "/mailactors.v1.IntegrationService/"
@@ -109,3 +110,22 @@ if __name__ == "__main__":
     port, token, times = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     requests = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=list[bytes])
     sys.stdout.buffer.write(msgspec.json.encode(send_from_another_process(port, token, requests, times)))
+
+
+def nested(depth: int) -> Any:
+    """A RequestEmail whose variables nest ``depth`` objects deep."""
+    req = grpc_request()
+    value = req.variables.fields["name"]
+    for _ in range(depth):
+        value = value.struct_value.fields["d"]
+    value.string_value = "leaf"
+    return req
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf base-128 varint."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    return bytes([*out, n])
