@@ -161,19 +161,19 @@ def crossing_once(variant: str, n: int = 5000) -> dict[str, float]:
     ``guest_start_guest_run`` (Trio's stock guest driver) or ``trio_asyncio``."""
     import trio
 
-    from runtime import _aio
+    from runtime import _edge, _guest
 
     async def main() -> dict[str, float]:
-        async with _aio.open_asyncio_edge() as edge:
+        async with _edge.open_asyncio_edge() as edge:
             return await _crossing_costs(edge, n)
 
     if variant == "trio_asyncio":
         return trio.run(main)
     if variant == "guest_start_guest_run":
-        _aio._FAST_GUEST_AVAILABLE = False
+        _guest._FAST_GUEST_AVAILABLE = False
     elif variant != "guest":
         raise ValueError(f"unknown crossing variant {variant!r}")
-    return _aio.run_with_asyncio_host(main)
+    return _guest.run_with_asyncio_host(main)
 
 
 def run_once(variant: str, shape: str, n: int, url: str) -> dict[str, Any]:

@@ -5,14 +5,6 @@ modules behind it are private.
 """
 
 from ._actor import Actor, ActorContext, Reply
-from ._aio import (
-    AsyncioEdge,
-    EdgeCancelledError,
-    EdgeStatistics,
-    current_edge,
-    open_asyncio_edge,
-    run_with_asyncio_host,
-)
 from ._control import (
     ControlClient,
     ControlEndpoint,
@@ -20,6 +12,13 @@ from ._control import (
     ControlRefused,
     serve_control_tcp,
     serve_control_unix,
+)
+from ._edge import (
+    AsyncioEdge,
+    EdgeCancelledError,
+    EdgeStatistics,
+    current_edge,
+    open_asyncio_edge,
 )
 from ._errors import (
     ActorError,
@@ -31,6 +30,7 @@ from ._errors import (
     SupervisorEscalation,
 )
 from ._gate import GateStatistics, IntakeGate
+from ._guest import run_with_asyncio_host
 from ._process import ProcessActor, ProcessExited
 from ._ref import ActorRef
 from ._snapshot import ActorInfo, ActorState, DeadLetterInfo, ErrorInfo, TreeSnapshot

@@ -12,7 +12,7 @@ from ._ref import ActorRef, Cell, _Ask, _Reply
 from ._snapshot import ActorState
 
 if TYPE_CHECKING:
-    from ._system import ActorSystem
+    from ._context import SystemContext
 
 M = TypeVar("M")
 
@@ -21,7 +21,7 @@ class ActorContext:
     """What an actor knows about where it runs: its path, its ref, the system."""
 
     def __init__(
-        self, cell: Cell, system: ActorSystem, nursery: trio.Nursery, incarnation: _Incarnation
+        self, cell: Cell, system: SystemContext, nursery: trio.Nursery, incarnation: _Incarnation
     ) -> None:
         self._cell = cell
         self.system = system
@@ -166,7 +166,7 @@ class _Incarnation:
             # Waiting for a message: nothing is lost by cancelling the wait.
             self.idle_scope.cancel()
 
-    async def run(self, system: ActorSystem, task_status: trio.TaskStatus[None]) -> None:
+    async def run(self, system: SystemContext, task_status: trio.TaskStatus[None]) -> None:
         try:
             await self._run(system, task_status)
         finally:
@@ -176,7 +176,7 @@ class _Incarnation:
             for slot, msg_type in owed.items():
                 slot.fail(ActorStopped(self.cell.path, msg_type, "ended"))
 
-    async def _run(self, system: ActorSystem, task_status: trio.TaskStatus[None]) -> None:
+    async def _run(self, system: SystemContext, task_status: trio.TaskStatus[None]) -> None:
         cell = self.cell
         actor = self.actor
         async with trio.open_nursery() as nursery:

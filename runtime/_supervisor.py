@@ -28,7 +28,7 @@ from ._ref import Cell
 from ._snapshot import ActorState
 
 if TYPE_CHECKING:
-    from ._system import ActorSystem
+    from ._context import SystemContext
 
 log = logging.getLogger("runtime.supervisor")
 
@@ -180,7 +180,7 @@ _STOP = object()
 class Supervisor:
     """One incarnation of a supervisor (restarting it makes a new one)."""
 
-    def __init__(self, node: _Node, system: ActorSystem) -> None:
+    def __init__(self, node: _Node, system: SystemContext) -> None:
         spec = node.spec
         assert isinstance(spec, SupervisorSpec)
         self.spec = spec
@@ -219,7 +219,7 @@ class Supervisor:
 
     # -- running ------------------------------------------------------------
 
-    async def run(self, system: ActorSystem, task_status: trio.TaskStatus[None]) -> None:
+    async def run(self, system: SystemContext, task_status: trio.TaskStatus[None]) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for child in self.children:

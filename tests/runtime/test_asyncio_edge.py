@@ -22,11 +22,11 @@ import sniffio
 import trio
 import trio.testing
 
-from runtime import _aio
-from runtime._aio import (
+from runtime import (
     AsyncioEdge,
     EdgeCancelledError,
     EdgeStatistics,
+    _guest,
     current_edge,
     open_asyncio_edge,
     run_with_asyncio_host,
@@ -318,9 +318,9 @@ def _ids(fn: Scenario) -> str:
 @pytest.fixture(params=["fast", "start_guest_run"])
 def guest_driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     if request.param == "start_guest_run":
-        monkeypatch.setattr(_aio, "_FAST_GUEST_AVAILABLE", False)
+        monkeypatch.setattr(_guest, "_FAST_GUEST_AVAILABLE", False)
     else:
-        assert _aio._FAST_GUEST_AVAILABLE, "the fast guest driver should work on this Trio"
+        assert _guest._FAST_GUEST_AVAILABLE, "the fast guest driver should work on this Trio"
     driver: str = request.param
     return driver
 
