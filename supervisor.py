@@ -33,7 +33,7 @@ from config import ConfigError, load_config
 
 log = logging.getLogger("mailactors.cli")
 
-SAMPLES = [
+SAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("verification", {"name": "Ada", "code": "493817", "expires_minutes": 10}),
     ("password-reset", {"name": "Ada", "reset_url": "https://example.com/reset/abc123"}),
     ("welcome", {"name": "Ada", "product": "mailactors"}),

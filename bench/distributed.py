@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -478,10 +479,14 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
     return results
 
 
+def _is_pid(expected: int, pid: int, cmd: str) -> bool:
+    return pid == expected
+
+
 def _roles(cluster: Cluster, es_url: str, sink: int) -> dict[str, Callable[[int, str], bool]]:
     es_port = es_url.rsplit(":", 1)[-1]
     roles: dict[str, Callable[[int, str], bool]] = {
-        name: (lambda pid, cmd, p=pid: pid == p) for name, pid in cluster.pids.items()
+        name: functools.partial(_is_pid, pid) for name, pid in cluster.pids.items()
     }
     roles["rabbitmq"] = lambda pid, cmd: "beam.smp" in cmd
     roles["elasticsearch-api"] = lambda pid, cmd: "noida" in cmd and es_port in cmd

@@ -9,11 +9,12 @@ outage UNAVAILABLE (so that clients retry).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 from collections.abc import Awaitable, Callable
 from ssl import SSLContext
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from grpclib import GRPCError
 from grpclib import Status as GrpcStatus
@@ -59,7 +60,7 @@ async def _call(edge: AsyncioEdge, fn: Callable[..., Awaitable[Any]], *args: Any
         raise GRPCError(GrpcStatus.UNAVAILABLE, str(exc)) from None
 
 
-class IntegrationService(email_grpc.IntegrationServiceBase):  # type: ignore[misc]
+class IntegrationService(email_grpc.IntegrationServiceBase):
     """``renderer`` given: SaveEmail checks each document as auth checks a request."""
 
     def __init__(
@@ -177,7 +178,7 @@ def search_query_from_proto(request: Any) -> SearchQuery:
     )
 
 
-class AuthService(email_grpc.AuthServiceBase):  # type: ignore[misc]
+class AuthService(email_grpc.AuthServiceBase):
     def __init__(
         self,
         requests: ActorRef[RequestEmail],
@@ -256,7 +257,9 @@ class GrpcServer(Actor[Any]):
         if self.token:
             require_token(self.server, self.token)
         await edge.run(self.server.start, self.host, self.port, ssl=self.ssl)
-        sockets = self.server._server.sockets if self.server._server else []
+        # grpclib types _server as AbstractServer; it is the asyncio.Server that has .sockets
+        server = cast(asyncio.Server | None, self.server._server)
+        sockets = server.sockets if server else []
         self.bound = [s.getsockname() for s in sockets]
         log.info(
             "gRPC listening on %s (%s, %s)",

@@ -66,7 +66,7 @@ class Target:
         assert self.tcp is not None and self.token is not None
         return await ControlClient.connect_tcp(*self.tcp, self.token)
 
-    async def call(self, cmd: str, **args: object) -> Any:
+    async def call(self, cmd: str, **args: Any) -> Any:
         with trio.fail_after(CALL_TIMEOUT):
             async with await self.connect() as client:
                 return await client.call(cmd, **args)

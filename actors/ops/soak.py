@@ -663,7 +663,8 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         aborted = False
         deadline_passed = False
         final: dict[str, list[Any]] = {status: [] for status in (*_TERMINAL, *_NON_TERMINAL)}
-        dead, reasons = -1, []
+        dead = -1
+        reasons: list[str] = []
         workers_report: dict[str, Any] = {}
         try:
             with progress:
