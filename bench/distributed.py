@@ -20,7 +20,6 @@ import functools
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -29,14 +28,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from actors.testing.localservices import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 POOL = 8  # SMTP connections per email-server worker (provider.smtp.pool_size)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _wait_port(port: int, timeout: float) -> None:
