@@ -102,16 +102,6 @@ async def run_sender(port: int, token: str, requests: list[bytes], times: int) -
     return counts
 
 
-if __name__ == "__main__":
-    import sys
-
-    import msgspec
-
-    port, token, times = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    requests = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=list[bytes])
-    sys.stdout.buffer.write(msgspec.json.encode(send_from_another_process(port, token, requests, times)))
-
-
 def nested(depth: int) -> Any:
     """A RequestEmail whose variables nest ``depth`` objects deep."""
     req = grpc_request()
@@ -129,3 +119,13 @@ def varint(n: int) -> bytes:
         out.append(n & 0x7F | 0x80)
         n >>= 7
     return bytes([*out, n])
+
+
+if __name__ == "__main__":
+    import sys
+
+    import msgspec
+
+    port, token, times = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    requests = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=list[bytes])
+    sys.stdout.buffer.write(msgspec.json.encode(send_from_another_process(port, token, requests, times)))
