@@ -105,6 +105,7 @@ class Workers:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._pump, i, proc)
+                    nursery.start_soon(self._reap, proc)
                     await self.wait_for(lambda p=proc: self.pids.get(i) == p.pid or p.returncode is not None, 60)
                     if not started:
                         started = True
@@ -122,6 +123,16 @@ class Workers:
                             await proc.wait()
             if not self.restart:
                 return
+
+    async def _reap(self, proc: trio.Process) -> None:
+        """Wake the waiters when a process ends without a word (killed, or failed to start:
+        the broker being restarted by other work on the machine)."""
+        await proc.wait()
+        self._poke()
+
+    def _poke(self) -> None:
+        self.changed.set()
+        self.changed = trio.Event()
 
     async def _pump(self, i: int, proc: trio.Process) -> None:
         assert proc.stdout is not None
