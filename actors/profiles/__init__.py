@@ -5,6 +5,8 @@ supervises the distributed processes.
 
 Modules:
 
+* ``cli``           ``supervisor.py up``, ``run`` and ``demo``: the commands that run the
+                    services.
 * ``distributed``   One service per OS process: the distributed profile.
 * ``embedded``      From a config profile to running services: edges chosen by config, trees
                     spawned in order.
