@@ -1,7 +1,7 @@
 """Layer 5, assembly: a config profile becomes running service trees.
 
 Embedded (one process), distributed (one process per service), and the launcher that
-supervises the distributed processes.
+supervises the distributed processes; both profiles build each service tree with ``trees``.
 
 Modules:
 
@@ -12,4 +12,6 @@ Modules:
                     spawned in order.
 * ``launcher``      ``supervisor.py up --profile distributed``: the three services as supervised OS
                     processes.
+* ``trees``         One builder per service tree and per edge, from the config; both profiles
+                    call them.
 """
