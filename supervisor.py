@@ -26,7 +26,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from actors.ops import admin, client, console, soak
 from actors.profiles import cli as profiles_cli
@@ -46,6 +46,16 @@ COMMANDS: list[Register] = [
     soak.register,  # soak
 ]
 
+
+class _Command(argparse.ArgumentParser):
+    """A command's parser: its description, where it has one, is its module's docstring,
+    laid out by hand, so help prints it as written."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(**kwargs)
+
+
 def parser() -> argparse.ArgumentParser:
     main_doc = (__doc__ or "").split("\n\n")[0]
     top = argparse.ArgumentParser(prog="supervisor.py", description=main_doc)
@@ -54,7 +64,11 @@ def parser() -> argparse.ArgumentParser:
         default=os.environ.get("MAILACTORS_PROFILE", "embedded"),
         help="config profile name (config/NAME.toml) or path (default: embedded)",
     )
-    commands = top.add_subparsers(dest="command", required=True)
+    # The register functions need only an ArgumentParser of each command (_Command is one).
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        top.add_subparsers(dest="command", required=True, parser_class=_Command),
+    )
     for register in COMMANDS:
         register(commands)
     return top

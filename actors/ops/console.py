@@ -346,7 +346,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "console",
         help="live view of the actor trees; --json, --restart, --pause/--resume, --dead-letters",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=lambda args: main_console(load_config(args.profile), args))
     parser.add_argument(

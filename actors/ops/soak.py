@@ -825,7 +825,6 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "soak",
         help="run the distributed profile under faults and check every email's fate",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.set_defaults(handler=main_soak)
     parser.add_argument("--emails", type=int, default=300, help="emails to request (default 300)")

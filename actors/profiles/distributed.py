@@ -24,17 +24,7 @@ from actors.grpc.api import AuthService, IntegrationService
 from actors.grpc.integration_client import GrpcIntegrationClient
 from actors.grpc.security import client_ssl_context, max_request_bytes
 from actors.integration.service import IntegrationApi, TerminalWatch
-from actors.profiles.trees import (
-    auth_service,
-    email_server_service,
-    grpc_server,
-    integration_service,
-    make_bus,
-    make_claims,
-    make_provider,
-    make_store,
-    settle_heap,
-)
+from actors.profiles import trees
 from actors.telemetry.metrics import EmailMetrics, instrument
 from actors.telemetry.operations import open_operations, worker_index
 from config import Config
@@ -66,7 +56,7 @@ async def _opened(*edges: Any) -> AsyncIterator[None]:
 async def _serve(
     service: str,
     config: Config,
-    trees: list[SupervisorSpec | ChildSpec],
+    specs: list[SupervisorSpec | ChildSpec],
     ready: Callable[[ActorSystem], object] | None,
     *,
     bus: Any = None,
@@ -76,9 +66,9 @@ async def _serve(
         async with open_actor_system(service, shutdown=60.0) as system, open_operations(
             system, config, service, bus=bus, metrics=metrics, worker=worker_index()
         ):
-            for tree in trees:
-                await system.spawn(tree)
-            settle_heap()
+            for spec in specs:
+                await system.spawn(spec)
+            trees.settle_heap()
             print(f"{READY} {service} pid={os.getpid()}", flush=True)
             log.info("%s ready", service)
             if ready is not None:
@@ -94,12 +84,12 @@ async def run_service(
         raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
     async with open_asyncio_edge():
         metrics = EmailMetrics()  # served on metrics.port; counted by the wrapped edges
-        bus = instrument(metrics, make_bus(config, service))
+        bus = instrument(metrics, trees.make_bus(config, service))
         if service == "integration":
-            store = instrument(metrics, make_store(config))
+            store = instrument(metrics, trees.make_store(config))
             async with _opened(store, bus):
                 watch = TerminalWatch()
-                tree = integration_service(config, store, bus, watch)
+                tree = trees.integration_service(config, store, bus, watch)
                 # SaveEmail checks documents as auth checks requests: auth is not its only caller.
                 checks = TemplateRenderer(config.templates.dir)
 
@@ -108,14 +98,14 @@ async def run_service(
                     api = IntegrationApi(writer, store, watch)
                     return [IntegrationService(api, edge, checks, config.limits)]
 
-                api = grpc_server(config, config.grpc.integration_port, integration_api)
+                api = trees.grpc_server(config, config.grpc.integration_port, integration_api)
                 await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)
         elif service == "email-server":
-            provider = instrument(metrics, make_provider(config))
-            claims = make_claims(config)  # shared with every worker, on every machine
+            provider = instrument(metrics, trees.make_provider(config))
+            claims = trees.make_claims(config)  # shared with every worker, on every machine
             renderer = TemplateRenderer(config.templates.dir)
             async with _opened(bus, provider, claims), open_send_guards(config) as guards:
-                tree = email_server_service(config, bus, provider, renderer, claims, guards)
+                tree = trees.email_server_service(config, bus, provider, renderer, claims, guards)
                 await _serve(service, config, [tree], ready, bus=bus, metrics=metrics)
         else:
             g = config.grpc
@@ -130,12 +120,12 @@ async def run_service(
             )
             renderer = TemplateRenderer(config.templates.dir)
             async with _opened(bus, client):
-                tree = auth_service(config, client, bus, renderer)
+                tree = trees.auth_service(config, client, bus, renderer)
 
                 def auth_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     return [AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits)]
 
-                api = grpc_server(config, g.auth_port, auth_api)
+                api = trees.grpc_server(config, g.auth_port, auth_api)
                 await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)
 
 
