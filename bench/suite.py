@@ -7,6 +7,7 @@ measured under. The last line printed is one JSON object with every figure.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -204,3 +205,14 @@ def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
         Path(json_file).write_text(json.dumps(results, indent=1, default=str) + "\n")
     print(line)
     return 0
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``bench`` to supervisor.py's subcommands."""
+    bench = commands.add_parser("bench", help="run the benchmarks (see bench/suite.py)")
+    bench.add_argument("--quick", action="store_true", help="small runs, under a minute")
+    bench.add_argument(
+        "--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)"
+    )
+    bench.add_argument("--json", metavar="FILE", help="also write the results to FILE")
+    bench.set_defaults(handler=lambda args: main(args.quick, args.only, args.json))

@@ -134,10 +134,7 @@ class BusConfig(_Section, frozen=True):
     memory_capacity: PosInt = 1024  # buffer of each in-process queue (memory bus)
 
     def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("amqp", "amqps"):
-            raise ValueError(
-                f"url must start with amqp:// or amqps://, got {redact_url(self.url)!r}"
-            )
+        _require_scheme("url", self.url, "amqp", "amqps")
 
     def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
         """The broker URL with its password filled in from the environment or a file."""
@@ -165,10 +162,7 @@ class StoreConfig(_Section, frozen=True):
     request_timeout_s: PosFloat = 10.0
 
     def __post_init__(self) -> None:
-        if urlsplit(self.url).scheme not in ("http", "https"):
-            raise ValueError(
-                f"url must start with http:// or https://, got {redact_url(self.url)!r}"
-            )
+        _require_scheme("url", self.url, "http", "https")
 
     def resolved_url(self, env: Mapping[str, str] | None = None) -> str:
         if self.url_env:
@@ -219,10 +213,8 @@ class SesConfig(_Section, frozen=True):
     pool_size: PosInt = 10
 
     def __post_init__(self) -> None:
-        if self.endpoint_url and urlsplit(self.endpoint_url).scheme not in ("http", "https"):
-            raise ValueError(
-                f"endpoint_url must start with http:// or https://, got {redact_url(self.endpoint_url)!r}"
-            )
+        if self.endpoint_url:
+            _require_scheme("endpoint_url", self.endpoint_url, "http", "https")
 
 
 class BreakerConfig(_Section, frozen=True):
@@ -399,6 +391,13 @@ class Config(_Section, frozen=True):
 
 
 LOADER_ONLY_FIELDS = frozenset({"profile"})
+
+
+def _require_scheme(field: str, url: str, *schemes: str) -> None:
+    """A URL setting must name its protocol; the message never shows a password in it."""
+    if urlsplit(url).scheme not in schemes:
+        allowed = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise ValueError(f"{field} must start with {allowed}, got {redact_url(url)!r}")
 
 
 def _redact_tree(node: Any, name: str = "") -> Any:

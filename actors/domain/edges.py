@@ -132,14 +132,10 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
                 reply=event.smtp_reply or event.error,
             ),
         ]
-    if event.error is not None:
-        new.error = event.error
-    if event.provider is not None:
-        new.provider = event.provider
-    if event.provider_message_id is not None:
-        new.provider_message_id = event.provider_message_id
-    if event.smtp_reply is not None:
-        new.smtp_reply = event.smtp_reply
+    for field in ("error", "provider", "provider_message_id", "smtp_reply"):
+        value = getattr(event, field)
+        if value is not None:  # an event without it keeps what the document knew
+            setattr(new, field, value)
     if event.status is Status.SENT:
         new.sent_at = event.occurred_at
         new.error = None

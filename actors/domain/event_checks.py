@@ -21,8 +21,9 @@ from __future__ import annotations
 import logging
 import math
 import re
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from config import LimitsConfig
 
 log = logging.getLogger("mailactors.checks")
+_Event = TypeVar("_Event")
 
 __all__ = [
     "EVENT_ID_PATTERN",
@@ -139,23 +141,34 @@ def check_send_envelope(event: EmailSendEvent) -> None:
     _check_aware(event.requested_at, "requestedAt")
 
 
+def _decode_checked(
+    body: bytes,
+    decoder: msgspec.json.Decoder[_Event],
+    check: Callable[[_Event], None],
+    limit: int,
+    kind: str,
+) -> _Event:
+    """Bytes from the bus to a checked event of *kind*, or BadMessage with the reason:
+    too large (never decoded), undecodable, or failing *check*."""
+    if len(body) > limit:
+        raise BadMessage(f"invalid {kind}: {len(body)} bytes, more than the limit of {limit}")
+    try:
+        event = decoder.decode(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise BadMessage(f"undecodable {kind}: {_reason(exc)}") from None
+    try:
+        check(event)
+    except InvalidField as exc:
+        raise BadMessage(f"invalid {kind}: {exc}") from None
+    return event
+
+
 def decode_send_event(body: bytes, limits: LimitsConfig) -> EmailSendEvent:
     """Bytes from the bus to an event whose envelope is sound, or BadMessage with the reason."""
-    size = len(body)
-    if size > max_send_event_bytes(limits):
-        raise BadMessage(
-            f"invalid EmailSendEvent: {size} bytes, more than the limit of "
-            f"{max_send_event_bytes(limits)}"
-        )
-    try:
-        event = send_event_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise BadMessage(f"undecodable EmailSendEvent: {_reason(exc)}") from None
-    try:
-        check_send_envelope(event)
-    except InvalidField as exc:
-        raise BadMessage(f"invalid EmailSendEvent: {exc}") from None
-    return event
+    return _decode_checked(
+        body, send_event_decoder, check_send_envelope, max_send_event_bytes(limits),
+        "EmailSendEvent",
+    )
 
 
 # -- status events (integration) ------------------------------------------------------
@@ -178,20 +191,10 @@ def check_status_event(event: EmailStatusEvent) -> None:
 
 def decode_status_event(body: bytes) -> EmailStatusEvent:
     """Bytes from the bus to a sound status event, or BadMessage with the reason."""
-    if len(body) > MAX_STATUS_EVENT_BYTES:
-        raise BadMessage(
-            f"invalid EmailStatusEvent: {len(body)} bytes, more than the limit of "
-            f"{MAX_STATUS_EVENT_BYTES}"
-        )
-    try:
-        event = status_event_decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
-        raise BadMessage(f"undecodable EmailStatusEvent: {_reason(exc)}") from None
-    try:
-        check_status_event(event)
-    except InvalidField as exc:
-        raise BadMessage(f"invalid EmailStatusEvent: {exc}") from None
-    return event
+    return _decode_checked(
+        body, status_event_decoder, check_status_event, MAX_STATUS_EVENT_BYTES,
+        "EmailStatusEvent",
+    )
 
 
 # -- the consumers' side: decide, settle what is refused, go on -----------------------
@@ -256,13 +259,7 @@ async def screen_status_delivery(delivery: Delivery) -> EmailStatusEvent | None:
 
 # Set by integration alone, from status events: a new document carries none of them.
 _LIFECYCLE_FIELDS = (
-    "attempts",
-    "error",
-    "provider",
-    "provider_message_id",
-    "smtp_reply",
-    "latency_ms",
-    "sent_at",
+    "attempts", "error", "provider", "provider_message_id", "smtp_reply", "latency_ms", "sent_at",
     "history",
 )
 

@@ -25,6 +25,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = [
+    "HEADER_BREAKERS",
     "NAME_PATTERN",
     "RenderError",
     "RenderedEmail",
@@ -32,6 +33,7 @@ __all__ = [
     "TemplateNotFound",
     "TemplateRenderer",
     "check_template_name",
+    "has_line_break",
 ]
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -40,9 +42,11 @@ SUBJECT_FILE = "subject.txt"
 TEXT_FILE = "body.txt"
 HTML_FILE = "body.html"
 
-# A subject is a header value: any of these would end it or corrupt it (CR, LF, NUL and
-# the other C0/C1 controls but TAB, which the email package may take for line boundaries).
-_HEADER_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# What may not stand in a header value (a subject is one): CR, LF and NUL, and every other
+# character Python's email package (str.splitlines) takes for a line boundary (VT, FF, FS,
+# GS, RS, NEL, U+2028, U+2029), so all C0/C1 controls but TAB, and DEL. validation uses
+# it for the request's header fields.
+HEADER_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 _MISSING_ATTR = re.compile(r"has no attribute '([^']+)'")
 
@@ -59,16 +63,16 @@ def _refuse_none(value: Any) -> Any:
     return value
 
 
-def _has_line_break(value: Any, depth: int = 0) -> bool:
+def has_line_break(value: Any, depth: int = 0) -> bool:
     """True if a string anywhere inside ``value`` holds CR, LF or NUL."""
     if isinstance(value, str):
-        return _HEADER_BREAKERS.search(value) is not None
+        return HEADER_BREAKERS.search(value) is not None
     if depth > 32:
         return False
     if isinstance(value, Mapping):
-        return any(_has_line_break(v, depth + 1) for v in value.values())
+        return any(has_line_break(v, depth + 1) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_line_break(v, depth + 1) for v in value)
+        return any(has_line_break(v, depth + 1) for v in value)
     return False
 
 
@@ -248,17 +252,17 @@ class TemplateRenderer:
         context = dict(variables)
         if subject_override is None:
             for name in sorted(compiled.subject_variables):
-                if name in context and _has_line_break(context[name]):
+                if name in context and has_line_break(context[name]):
                     raise RenderError(
                         template,
                         f"variable {name!r} is used in the subject and contains a line break",
                         variable=name,
                     )
             subject = self._render(template, SUBJECT_FILE, compiled.subject, context).strip()
-            if _HEADER_BREAKERS.search(subject):
+            if HEADER_BREAKERS.search(subject):
                 raise RenderError(template, "the subject renders with a line break")
         else:
-            if _HEADER_BREAKERS.search(subject_override):
+            if HEADER_BREAKERS.search(subject_override):
                 raise RenderError(template, "the subject contains a line break", variable="subject")
             subject = subject_override
         text = self._render(template, TEXT_FILE, compiled.text, context)

@@ -19,11 +19,13 @@ import msgspec
 from email_validator import EmailNotValidError, validate_email
 
 from actors.domain.templates import (
+    HEADER_BREAKERS,
     RenderedEmail,
     RenderError,
     TemplateNotFound,
     TemplateRenderer,
     check_template_name,
+    has_line_break,
 )
 
 if TYPE_CHECKING:
@@ -54,10 +56,6 @@ MAX_VARIABLE_DEPTH = 32
 HEADER_ALLOWANCE_BYTES = 2048
 
 _INT64 = (-(2**63), 2**63 - 1)
-# What may not stand in a header value: CR, LF and NUL, and every other character
-# Python's email package (str.splitlines) takes for a line boundary (VT, FF, FS,
-# GS, RS, NEL, U+2028, U+2029), so all C0/C1 controls but TAB, and DEL.
-_HEADER_BREAKERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _FILENAME_FORBIDDEN = re.compile(r"[/\\\x00-\x1f\x7f]")
 
 
@@ -86,7 +84,7 @@ def _text(field: str, value: Any, *, header: bool) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError:
         raise InvalidField(field, "is not valid Unicode (lone surrogate)") from None
-    if header and _HEADER_BREAKERS.search(value):
+    if header and HEADER_BREAKERS.search(value):
         raise InvalidField(field, "must not contain line breaks (CR, LF) or control characters")
     return value
 
@@ -186,18 +184,6 @@ def _check_json(value: Any, path: str, depth: int) -> None:
             _check_json(item, f"{path}.{key}", depth + 1)
         return
     raise InvalidField("variables", f"{path} is a {type(value).__name__}, not a JSON value")
-
-
-def _has_line_break(value: Any, depth: int = 0) -> bool:
-    if isinstance(value, str):
-        return _HEADER_BREAKERS.search(value) is not None
-    if depth > MAX_VARIABLE_DEPTH:
-        return False
-    if isinstance(value, Mapping):
-        return any(_has_line_break(v, depth + 1) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_line_break(v, depth + 1) for v in value)
-    return False
 
 
 def _check_attachments(attachments: Any, limits: LimitsConfig) -> int:
@@ -330,7 +316,7 @@ def validate_request_rendered(
         )
     if subject is None:
         for var in sorted(renderer.subject_variables(name)):
-            if var in variables and _has_line_break(variables[var]):
+            if var in variables and has_line_break(variables[var]):
                 raise InvalidField(
                     "variables",
                     f"{var!r} is used in the subject and must not contain line breaks "

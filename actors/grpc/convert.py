@@ -126,6 +126,19 @@ def get_datetime(msg: Message, field: str) -> datetime | None:
     return timestamp_to_datetime(getattr(msg, field))
 
 
+def _optional(msg: Message, field: str) -> Any:
+    """The proto3 ``optional`` field ``field`` of ``msg``, None when unset (the schema's absence)."""
+    return getattr(msg, field) if msg.HasField(field) else None
+
+
+def _set_optional(msg: Message, source: object, fields: tuple[str, ...]) -> None:
+    """Set each of ``fields`` on ``msg`` from ``source`` where it is not None; None stays unset."""
+    for field in fields:
+        value = getattr(source, field)
+        if value is not None:
+            setattr(msg, field, value)
+
+
 def set_datetime(msg: Message, field: str, value: datetime | None) -> None:
     """Set the Timestamp field ``field`` of ``msg``; None clears it."""
     if value is None:
@@ -235,12 +248,7 @@ def attachment_from_proto(msg: email_pb2.Attachment) -> Attachment:
 def attempt_to_proto(record: AttemptRecord) -> email_pb2.AttemptRecord:
     msg = email_pb2.AttemptRecord(attempt=record.attempt, status=status_to_proto(record.status))
     msg.at.FromDatetime(record.at)
-    if record.provider is not None:
-        msg.provider = record.provider
-    if record.smtp_code is not None:
-        msg.smtp_code = record.smtp_code
-    if record.reply is not None:
-        msg.reply = record.reply
+    _set_optional(msg, record, ("provider", "smtp_code", "reply"))
     return msg
 
 
@@ -252,14 +260,21 @@ def attempt_from_proto(msg: email_pb2.AttemptRecord, *, field: str = "attempt") 
         attempt=msg.attempt,
         at=at,
         status=status_from_proto(msg.status, field=f"{field}.status"),
-        provider=msg.provider if msg.HasField("provider") else None,
-        smtp_code=msg.smtp_code if msg.HasField("smtp_code") else None,
-        reply=msg.reply if msg.HasField("reply") else None,
+        provider=_optional(msg, "provider"),
+        smtp_code=_optional(msg, "smtp_code"),
+        reply=_optional(msg, "reply"),
     )
 
 
 # --------------------------------------------------------------------------
 # Documents
+
+
+# The document's optional scalars: None in the schema, unset in the proto.
+_DOCUMENT_OPTIONAL = (
+    "subject", "idempotency_key", "error", "provider", "provider_message_id", "smtp_reply",
+    "latency_ms",
+)
 
 
 def document_to_proto(doc: EmailDocument) -> email_pb2.EmailDocument:
@@ -278,20 +293,7 @@ def document_to_proto(doc: EmailDocument) -> email_pb2.EmailDocument:
     set_datetime(msg, "created_at", doc.created_at)
     set_datetime(msg, "updated_at", doc.updated_at)
     set_datetime(msg, "sent_at", doc.sent_at)
-    if doc.subject is not None:
-        msg.subject = doc.subject
-    if doc.idempotency_key is not None:
-        msg.idempotency_key = doc.idempotency_key
-    if doc.error is not None:
-        msg.error = doc.error
-    if doc.provider is not None:
-        msg.provider = doc.provider
-    if doc.provider_message_id is not None:
-        msg.provider_message_id = doc.provider_message_id
-    if doc.smtp_reply is not None:
-        msg.smtp_reply = doc.smtp_reply
-    if doc.latency_ms is not None:
-        msg.latency_ms = doc.latency_ms
+    _set_optional(msg, doc, _DOCUMENT_OPTIONAL)
     return msg
 
 
@@ -314,18 +316,10 @@ def document_from_proto(msg: email_pb2.EmailDocument) -> EmailDocument:
         template=msg.template,
         variables=struct_to_variables(msg.variables),
         category=msg.category or DEFAULT_CATEGORY,
-        subject=msg.subject if msg.HasField("subject") else None,
         attachments=[attachment_from_proto(a) for a in msg.attachments],
         status=status,
-        idempotency_key=msg.idempotency_key if msg.HasField("idempotency_key") else None,
         attempts=msg.attempts,
-        error=msg.error if msg.HasField("error") else None,
-        provider=msg.provider if msg.HasField("provider") else None,
-        provider_message_id=(
-            msg.provider_message_id if msg.HasField("provider_message_id") else None
-        ),
-        smtp_reply=msg.smtp_reply if msg.HasField("smtp_reply") else None,
-        latency_ms=msg.latency_ms if msg.HasField("latency_ms") else None,
+        **{field: _optional(msg, field) for field in _DOCUMENT_OPTIONAL},
         sent_at=get_datetime(msg, "sent_at"),
         history=[attempt_from_proto(r, field=f"history[{i}]") for i, r in enumerate(msg.history)],
         created_at=get_datetime(msg, "created_at") or utcnow(),

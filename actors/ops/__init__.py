@@ -1,11 +1,15 @@
 """Layer 6, operator commands of supervisor.py.
 
-console, dead letters and suppression, soak, batch send, and their progress bars.
+console, dead letters and suppression, soak, the gRPC client commands, batch send, and
+their progress bars. Each command module has ``register(commands)``, which supervisor.py
+calls to add its subcommands.
 
 Modules:
 
 * ``admin``        Operator commands on durable state: ``supervisor.py dlq ...`` and ``suppression
                    ...``.
+* ``client``       ``supervisor.py send``, ``status`` and ``search``: gRPC clients of a running
+                   ``up``.
 * ``console``      ``supervisor.py console``: the actor trees of running services, live, and
                    commands on them.
 * ``progress``     Progress bars for long commands (``send --batch``, ``soak``, ``bench``), on

@@ -20,6 +20,7 @@ index in the distributed one; see ``actors.email_server.suppression`` and ``acto
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from typing import Any
@@ -28,8 +29,9 @@ import msgspec
 import trio
 
 from actors.email_server.suppression import normalize
+from config import load_config
 
-__all__ = ["dlq_list", "dlq_replay", "suppression_command"]
+__all__ = ["dlq_list", "dlq_replay", "register", "suppression_command"]
 
 _BODY_CHARS = 300
 
@@ -157,52 +159,41 @@ def suppression_command(config: Any, action: str, address: str | None, reason: s
     return trio.run(go)
 
 
-# -- the command line (``supervisor.py`` adds these to its subcommands) -----------------
+# -- the command line --------------------------------------------------------------------
 
 
-def add_commands(sub: Any) -> None:
-    """Add ``dlq``, ``suppression`` and ``soak`` to supervisor.py's subparsers."""
-    import argparse
-
-    from config import load_config
-
-    dlq = sub.add_parser("dlq", help="dead letters: list them with their reasons, or replay them")
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``dlq`` and ``suppression`` to supervisor.py's subcommands."""
+    dlq = commands.add_parser(
+        "dlq", help="dead letters: list them with their reasons, or replay them"
+    )
     dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
     listing = dlq_sub.add_parser("list", help="show dead letters (left in place) with the reasons")
     listing.add_argument("--limit", type=int, default=100, help="show at most N (default 100)")
-    listing.set_defaults(fn=lambda a: dlq_list(load_config(a.profile), a.limit))
+    listing.set_defaults(handler=lambda a: dlq_list(load_config(a.profile), a.limit))
     replay = dlq_sub.add_parser("replay", help="publish dead letters back where they came from")
     replay.add_argument("--limit", type=int, default=None, help="replay at most N (default: all)")
-    replay.set_defaults(fn=lambda a: dlq_replay(load_config(a.profile), a.limit))
+    replay.set_defaults(handler=lambda a: dlq_replay(load_config(a.profile), a.limit))
 
-    sup = sub.add_parser("suppression", help="the suppression list: list | add ADDR | remove ADDR")
+    sup = commands.add_parser(
+        "suppression", help="the suppression list: list | add ADDR | remove ADDR"
+    )
     sup_sub = sup.add_subparsers(dest="suppression_action", required=True)
     sup_list = sup_sub.add_parser("list", help="suppressed addresses, newest first (JSON lines)")
     sup_list.add_argument("--limit", type=int, default=1000)
     sup_list.set_defaults(
-        fn=lambda a: suppression_command(load_config(a.profile), "list", None, "", a.limit)
+        handler=lambda a: suppression_command(load_config(a.profile), "list", None, "", a.limit)
     )
     sup_add = sup_sub.add_parser("add", help="never send to ADDR (its emails end SUPPRESSED)")
     sup_add.add_argument("address")
     sup_add.add_argument("--reason", default="added by an operator")
     sup_add.set_defaults(
-        fn=lambda a: suppression_command(load_config(a.profile), "add", a.address, a.reason, 0)
+        handler=lambda a: suppression_command(
+            load_config(a.profile), "add", a.address, a.reason, 0
+        )
     )
     sup_remove = sup_sub.add_parser("remove", help="let ADDR receive email again")
     sup_remove.add_argument("address")
     sup_remove.set_defaults(
-        fn=lambda a: suppression_command(load_config(a.profile), "remove", a.address, "", 0)
+        handler=lambda a: suppression_command(load_config(a.profile), "remove", a.address, "", 0)
     )
-
-    from actors.ops.soak import __doc__ as soak_doc
-    from actors.ops.soak import add_arguments as soak_arguments
-    from actors.ops.soak import main_soak
-
-    soak = sub.add_parser(
-        "soak",
-        help="run the distributed profile under faults and check every email's fate",
-        description=soak_doc,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    soak_arguments(soak)
-    soak.set_defaults(fn=main_soak)

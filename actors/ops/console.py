@@ -36,10 +36,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from config import Config
+from config import Config, load_config
 from runtime import ControlClient, ControlError, ControlRefused
 
-__all__ = ["Target", "add_arguments", "discover", "fetch", "fetch_dead_letters", "main_console", "render"]
+__all__ = ["Target", "discover", "fetch", "fetch_dead_letters", "main_console", "register", "render"]
 
 CALL_TIMEOUT = 15.0
 STATE_STYLES = {
@@ -340,7 +340,14 @@ def render(
 # -- the command ----------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``console`` to supervisor.py's subcommands."""
+    parser = commands.add_parser(
+        "console",
+        help="live view of the actor trees; --json, --restart, --pause/--resume, --dead-letters",
+        description=__doc__,
+    )
+    parser.set_defaults(handler=lambda args: main_console(load_config(args.profile), args))
     parser.add_argument(
         "service",
         nargs="?",

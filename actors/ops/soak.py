@@ -77,10 +77,10 @@ from actors.testing.localservices import elasticsearch_service, free_port, rabbi
 
 __all__ = [
     "SoakOptions",
-    "add_arguments",
     "delete_bus_topology",
     "main_soak",
     "parse_faults",
+    "register",
     "run_soak",
 ]
 
@@ -819,7 +819,14 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
 # -- command line ---------------------------------------------------------------------------
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``soak`` to supervisor.py's subcommands."""
+    parser = commands.add_parser(
+        "soak",
+        help="run the distributed profile under faults and check every email's fate",
+        description=__doc__,
+    )
+    parser.set_defaults(handler=main_soak)
     parser.add_argument("--emails", type=int, default=300, help="emails to request (default 300)")
     parser.add_argument("--workers", type=int, default=2, help="email-server processes (default 2)")
     parser.add_argument("--faults", default="all", help="all | none | 4xx=R,5xx=R,kill=N,auth=N,broker")

@@ -7,7 +7,6 @@ stopped in reverse, so intake closes first and the store is written last.
 
 from __future__ import annotations
 
-import gc
 import logging
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,16 +16,24 @@ from typing import Any
 import msgspec
 import trio
 
-from actors.auth.service import RequestEmail, auth_tree
+from actors.auth.service import RequestEmail
 from actors.domain.edges import Bus, Provider, Store
 from actors.domain.schema import EmailDocument, Status
 from actors.domain.templates import TemplateRenderer
-from actors.email_server.safeguards import open_send_guards, throttle_options
-from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
-from actors.grpc.api import AuthService, GrpcServer, IntegrationService
-from actors.grpc.security import server_ssl_context
-from actors.integration.service import IntegrationApi, TerminalWatch, integration_tree
-from actors.integration.sweeper import sweeper_settings
+from actors.email_server.safeguards import open_send_guards
+from actors.grpc.api import AuthService, IntegrationService
+from actors.integration.service import IntegrationApi, TerminalWatch
+from actors.profiles.trees import (
+    auth_service,
+    email_server_service,
+    grpc_server,
+    integration_service,
+    make_bus,
+    make_claims,
+    make_provider,
+    make_store,
+    settle_heap,
+)
 from actors.stores.claims import ClaimStore
 from actors.telemetry.metrics import EmailMetrics, instrument
 from actors.telemetry.operations import open_operations
@@ -34,75 +41,12 @@ from config import Config
 from runtime import (
     ActorSystem,
     AsyncioEdge,
-    ChildSpec,
     open_actor_system,
     open_asyncio_edge,
     serve_until_stopped,
 )
 
 log = logging.getLogger("mailactors")
-
-
-def make_store(config: Config) -> Store:
-    if config.store.kind == "sqlite":
-        from actors.stores.sqlite import SqliteStore
-
-        return SqliteStore(config.store.sqlite_path)
-    from actors.stores.elasticsearch import ElasticsearchStore
-
-    return ElasticsearchStore(
-        config.store.resolved_url(), config.store.index, request_timeout=config.store.request_timeout_s
-    )
-
-
-def make_bus(config: Config) -> Bus:
-    if config.bus.kind == "memory":
-        from actors.bus.memory import MemoryBus
-
-        return MemoryBus(config.bus.memory_capacity)
-    raise NotImplementedError("the rabbitmq bus comes with the distributed profile")
-
-
-def make_provider(config: Config) -> Provider:
-    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers.build."""
-    from actors.providers.build import make_provider as build
-
-    return build(config.provider)
-
-
-def sender_settings(config: Config) -> SenderSettings:
-    p = config.provider
-    domain = p.message_id_domain or p.sender.rpartition("@")[2] or "localhost"
-    r = config.retry
-    e = config.email_server
-    return SenderSettings(
-        root="email-server",
-        sender=p.sender,
-        message_id_domain=domain,
-        retry=RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.max_age_s, r.jitter),
-        report_sending=e.report_sending,
-        claim_lease_s=e.claim_lease_s,
-        claim_recheck_s=e.claim_recheck_s,
-        claims_batch_ms=e.claims_batch_ms,
-        unknown_outcome=e.unknown_outcome,
-        unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
-    )
-
-
-def make_claims(config: Config) -> ClaimStore:
-    """The shared claims record: the SQLite file with the embedded store, else an Elasticsearch
-    index beside the documents, which every worker on every machine reaches."""
-    if config.store.kind == "sqlite":
-        from actors.stores.claims_sqlite import SqliteClaims
-
-        return SqliteClaims(config.email_server.idempotency_path)
-    from actors.stores.claims_elasticsearch import ElasticsearchClaims
-
-    return ElasticsearchClaims(
-        config.store.resolved_url(),
-        config.email_server.claims_index,
-        request_timeout=config.store.request_timeout_s,
-    )
 
 
 class Embedded(msgspec.Struct):
@@ -128,7 +72,9 @@ class Embedded(msgspec.Struct):
 @asynccontextmanager
 async def open_edges(config: Config) -> AsyncIterator[tuple[Store, Bus, Provider, ClaimStore]]:
     """Open the store, bus, provider and claims record; close them in reverse."""
-    store, bus, provider = make_store(config), make_bus(config), make_provider(config)
+    if config.bus.kind != "memory":
+        raise NotImplementedError("the rabbitmq bus comes with the distributed profile")
+    store, bus, provider = make_store(config), make_bus(config, "embedded"), make_provider(config)
     claims = make_claims(config)
     async with AsyncExitStack() as stack:
         for edge in (store, bus, provider, claims):
@@ -154,78 +100,23 @@ async def open_embedded(
     ):
         store, bus, provider = (instrument(metrics, e) for e in (store, bus, provider))
         async with open_actor_system("mailactors", shutdown=shutdown) as system:
-            s = config.store
             watch = TerminalWatch()
-            await system.spawn(
-                integration_tree(
-                    store,
-                    bus,
-                    watch,
-                    batch_size=s.batch_size,
-                    batch_ms=s.batch_ms,
-                    sweeper=sweeper_settings(config),
-                )
-            )
+            await system.spawn(integration_service(config, store, bus, watch))
             api = IntegrationApi(system.lookup("integration/writer"), store, watch)
-            t = config.throttle
             await system.spawn(
-                email_server_tree(
-                    bus,
-                    provider,
-                    renderer,
-                    sender_settings(config),
-                    concurrency=config.email_server.concurrency,
-                    claims=claims,
-                    rate=t.rate,
-                    burst=t.burst,
-                    per_domain=dict(t.per_domain),
-                    limits=config.limits,
-                    guards=guards,  # connection slots and the suppression list
-                    **throttle_options(config),
-                )
+                email_server_service(config, bus, provider, renderer, claims, guards)
             )
-            await system.spawn(
-                auth_tree(api, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s)
-            )
+            await system.spawn(auth_service(config, api, bus, renderer))
             if grpc:
-                await system.spawn(
-                    api_server_spec(config, api, token=config.grpc.token(), renderer=renderer)
-                )
+                # One server for both APIs: SaveEmail checks documents as auth checks requests.
+                def services(actor: Any, edge: AsyncioEdge) -> list[Any]:
+                    return [
+                        IntegrationService(api, edge, renderer, config.limits),
+                        AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits),
+                    ]
+
+                await system.spawn(grpc_server(config, config.grpc.auth_port, services))
             yield Embedded(system, config, store, bus, provider, api, edge)
-
-
-def api_server_spec(
-    config: Config, api: IntegrationApi, token: str | None, renderer: TemplateRenderer | None = None
-) -> ChildSpec:
-    """The gRPC server; with ``renderer``, SaveEmail checks documents as auth checks requests."""
-
-    def services(actor: Any, edge: AsyncioEdge) -> list[Any]:
-        return [
-            IntegrationService(api, edge, renderer, config.limits),
-            AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits),
-        ]
-
-    ssl = server_ssl_context(config.grpc)  # None: plaintext
-    return ChildSpec(
-        "api",
-        GrpcServer,
-        args=(services, config.grpc.host, config.grpc.auth_port, token, ssl),
-        shutdown=5.0,
-    )
-
-
-def settle_heap() -> None:
-    """After start-up: move what start-up made out of the collector's way, collect less often.
-
-    Every full collection walked all the modules, classes and configuration loaded
-    at start, and the default gen-0 threshold (700 allocations) ran one about every
-    email. Measured in the distributed cluster: the collector was 14% of auth's CPU;
-    with the start-up heap frozen and gen 0 at 10,000 the cluster spends ~8% less
-    CPU per email. Cycles are still collected, just in larger batches.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(10_000, 10, 10)
 
 
 async def run_embedded(

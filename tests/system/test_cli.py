@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import supervisor
+from actors.ops.client import parse_vars
 from actors.ops.send_batch import EXIT_UNANSWERED, line_ranges
 from tests.support.embedded_process import (
     SUPERVISOR,
@@ -27,7 +27,7 @@ from tests.support.embedded_process import (
 
 
 def test_var_values_are_strings() -> None:
-    assert supervisor.parse_vars(["name=null", "code=12e3", "n=007", "flag=true", "e=", "x=a=b"]) == {
+    assert parse_vars(["name=null", "code=12e3", "n=007", "flag=true", "e=", "x=a=b"]) == {
         "name": "null",
         "code": "12e3",
         "n": "007",
@@ -38,7 +38,7 @@ def test_var_values_are_strings() -> None:
 
 
 def test_json_var_values_are_json() -> None:
-    got = supervisor.parse_vars(["name=Ada"], ["n=3", "items=[1, \"two\"]", "none=null"])
+    got = parse_vars(["name=Ada"], ["n=3", "items=[1, \"two\"]", "none=null"])
     assert got == {"name": "Ada", "n": 3, "items": [1, "two"], "none": None}
 
 
@@ -53,7 +53,7 @@ def test_json_var_values_are_json() -> None:
 )
 def test_bad_vars_are_refused(var: list[str], json_var: list[str], message: str) -> None:
     with pytest.raises(SystemExit, match=message):
-        supervisor.parse_vars(var, json_var)
+        parse_vars(var, json_var)
 
 
 async def test_send_var_is_delivered_as_typed(tmp_path: Path) -> None:

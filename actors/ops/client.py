@@ -1,0 +1,203 @@
+"""``supervisor.py send``, ``status`` and ``search``: gRPC clients of a running ``up``.
+
+They live in ops/ rather than grpc/ because ``send --batch`` is ops' ``send_batch`` (with
+its progress bar), and a package imports only from the layers below it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import msgspec
+
+from config import Config, load_config
+
+__all__ = ["parse_vars", "register"]
+
+STATUSES = ("PENDING", "SENDING", "RETRYING", "SENT", "FAILED", "SUPPRESSED")
+
+
+def parse_vars(pairs: Sequence[str], json_pairs: Sequence[str] = ()) -> dict[str, Any]:
+    """``--var KEY=VALUE`` (always a string) and ``--json-var KEY=JSON`` (a JSON value).
+
+    A value is text unless the user asks otherwise: guessing JSON turned
+    ``null`` into None and ``12e3`` into 12000.0 in the email.
+    """
+    out: dict[str, Any] = {}
+    options: tuple[tuple[str, Sequence[str]], ...] = (("--var", pairs), ("--json-var", json_pairs))
+    for option, items in options:
+        for pair in items:
+            key, sep, value = pair.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"error: {option} expects KEY=VALUE, got {pair!r}")
+            if key in out:
+                raise SystemExit(f"error: variable {key!r} given twice")
+            if option == "--var":
+                out[key] = value
+                continue
+            try:
+                out[key] = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(
+                    f"error: --json-var {key}: not JSON: {exc.msg} ({value!r})"
+                ) from None
+    return out
+
+
+Call = Callable[[Any], Awaitable[None]]
+
+
+async def _with_client(config: Config, fn: Call, integration: bool = False) -> None:
+    from grpclib.client import Channel
+
+    from actors.grpc.security import client_ssl_context
+
+    # Embedded: one server on auth_port serves both APIs. Distributed: integration has its own.
+    g = config.grpc
+    port = g.integration_port if integration and config.bus.kind != "memory" else g.auth_port
+    channel = Channel(g.host, port, ssl=client_ssl_context(g))  # TLS if configured
+    try:
+        await fn(channel)
+    finally:
+        channel.close()
+
+
+def _metadata(config: Config) -> dict[str, str] | None:
+    token = config.grpc.token()
+    return {"authorization": f"Bearer {token}"} if token else None
+
+
+def _run_client(config: Config, fn: Call, integration: bool = False) -> int:
+    from grpclib.exceptions import GRPCError
+
+    try:
+        asyncio.run(_with_client(config, fn, integration))
+    except GRPCError as exc:
+        print(f"error: {exc.status.name}: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(
+            f"error: no mailactors service at {config.grpc.host}:{config.grpc.auth_port} ({exc}); "
+            "start one with `python supervisor.py up`",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _print_doc(doc: Any) -> None:
+    from actors.grpc.convert import document_from_proto
+
+    print(msgspec.json.encode(document_from_proto(doc)).decode())
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from actors.grpc.convert import variables_to_struct
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+    if args.batch:
+        from actors.grpc.security import client_ssl_context
+        from actors.ops.send_batch import send_batch
+
+        return send_batch(
+            config.grpc.host, config.grpc.auth_port, _metadata(config), args.batch,
+            concurrency=args.concurrency, quiet=args.quiet, ssl=client_ssl_context(config.grpc),
+        )
+    if not (args.to and args.template):
+        print("error: send needs --to and --template (or --batch FILE)", file=sys.stderr)
+        return 2
+
+    variables = parse_vars(args.var, args.json_var)
+
+    async def send(channel: Any) -> None:
+        stub = email_grpc.AuthServiceStub(channel)
+        request = email_pb2.RequestEmailRequest(
+            recipient=args.to,
+            template=args.template,
+            variables=variables_to_struct(variables),
+            category=args.category,
+        )
+        if args.subject is not None:
+            request.subject = args.subject
+        if args.key is not None:
+            request.idempotency_key = args.key
+        reply = await stub.RequestEmail(request, metadata=_metadata(config))
+        print(json.dumps({"eventId": reply.event_id, "duplicate": reply.duplicate}))
+
+    return _run_client(config, send)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+
+    async def status(channel: Any) -> None:
+        stub = email_grpc.IntegrationServiceStub(channel)
+        reply = await stub.GetEmail(
+            email_pb2.GetEmailRequest(event_id=args.event_id), metadata=_metadata(config)
+        )
+        _print_doc(reply.document)
+
+    return _run_client(config, status, integration=True)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from actors.domain.schema import Status
+    from actors.grpc.convert import status_to_proto
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+
+    async def search(channel: Any) -> None:
+        stub = email_grpc.IntegrationServiceStub(channel)
+        request = email_pb2.SearchEmailsRequest(page_size=args.limit, page_token=args.page_token)
+        if args.recipient:
+            request.recipient = args.recipient
+        if args.status:
+            request.status = status_to_proto(Status(args.status.upper()))
+        if args.category:
+            request.category = args.category
+        reply = await stub.SearchEmails(request, metadata=_metadata(config))
+        for doc in reply.documents:
+            _print_doc(doc)
+        print(json.dumps({"total": reply.total, "nextPageToken": reply.next_page_token}))
+
+    return _run_client(config, search, integration=True)
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``send``, ``status`` and ``search`` to supervisor.py's subcommands."""
+    send = commands.add_parser("send", help="request one email (through gRPC)")
+    send.add_argument("--to")
+    send.add_argument("--template")
+    send.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
+                      help="a template variable, always a string (repeatable)")
+    send.add_argument("--json-var", action="append", default=[], metavar="KEY=JSON",
+                      help='a template variable given as JSON: a number, list, object... '
+                      "(repeatable; null is refused when the template prints it)")
+    send.add_argument("--category", default="transactional")
+    send.add_argument("--subject")
+    send.add_argument("--key", help="idempotency key: a repeat returns the first eventId")
+    send.add_argument("--batch", metavar="FILE", help="send every request of a JSON-lines file "
+                      '({"to": ..., "template": ..., "variables": {...}, "key": ...} per line) '
+                      "with a progress bar; one JSON answer per line on stdout")
+    send.add_argument("--concurrency", type=int, default=32, help="--batch: requests in flight")
+    send.add_argument("--quiet", action="store_true", help="--batch: no progress bar")
+    send.set_defaults(handler=cmd_send)
+    status = commands.add_parser("status", help="one email's document, as JSON")
+    status.add_argument("event_id")
+    status.set_defaults(handler=cmd_status)
+    search = commands.add_parser("search", help="search emails")
+    search.add_argument("--recipient")
+    search.add_argument("--status", choices=[s.lower() for s in STATUSES])
+    search.add_argument("--category")
+    search.add_argument("--limit", type=int, default=20)
+    search.add_argument("--page-token", default="")
+    search.set_defaults(handler=cmd_search)

@@ -1,0 +1,112 @@
+"""``supervisor.py up``, ``run`` and ``demo``: the commands that run the services.
+
+``register`` adds them to supervisor.py's subcommands, as every subsystem's ``cli``
+does: each sets ``handler``, a function of the parsed arguments returning the exit status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from config import Config, load_config
+
+__all__ = ["SAMPLES", "register"]
+
+SAMPLES: list[tuple[str, dict[str, Any]]] = [
+    ("verification", {"name": "Ada", "code": "493817", "expires_minutes": 10}),
+    ("password-reset", {"name": "Ada", "reset_url": "https://example.com/reset/abc123"}),
+    ("welcome", {"name": "Ada", "product": "mailactors"}),
+]
+
+
+def _setup_logging(level: str, fmt: str, config: Config) -> None:
+    from actors.telemetry.logs import configure
+    from actors.telemetry.redact import register_config_secrets
+
+    register_config_secrets(config)  # their values never appear in a log line
+    configure(level, fmt)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Embedded: everything in this process. Distributed: one supervised process per service."""
+    config = load_config(args.profile)
+    _setup_logging(config.service.log_level, config.service.log_format, config)
+    if config.bus.kind == "memory":
+        from actors.profiles.embedded import run_embedded
+        from runtime import run_with_asyncio_host
+
+        run_with_asyncio_host(run_embedded, config)
+        return 0
+    import trio
+
+    from actors.profiles.launcher import launcher_tree
+    from runtime import run_actor_system
+
+    tree = launcher_tree(config, args.profile, workers=args.workers, drain_s=args.drain)
+    trio.run(run_actor_system, tree)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """One service in the foreground (for systemd, a container, or `up`)."""
+    from actors.profiles.distributed import main_service
+
+    config = load_config(args.profile)
+    _setup_logging(config.service.log_level, config.service.log_format, config)
+    main_service(args.service, config)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Start the embedded system, send the sample emails, print their final statuses."""
+    from actors.auth.service import RequestEmail
+    from actors.profiles.embedded import Embedded, run_embedded
+    from runtime import run_with_asyncio_host
+
+    config = load_config(args.profile)
+    _setup_logging("WARNING", config.service.log_format, config)
+    results: list[dict[str, Any]] = []
+
+    async def ready(embedded: Embedded) -> None:
+        for template, variables in SAMPLES:
+            accepted = await embedded.request(
+                RequestEmail(recipient=args.to, template=template, variables=variables)
+            )
+            doc = await embedded.wait_terminal(accepted.event_id)
+            results.append(
+                {
+                    "eventId": doc.event_id,
+                    "template": doc.template,
+                    "status": doc.status.value,
+                    "provider": doc.provider,
+                    "latencyMs": round(doc.latency_ms or 0, 1),
+                    "error": doc.error,
+                }
+            )
+
+    run_with_asyncio_host(run_embedded, config, ready)
+    for r in results:
+        print(json.dumps(r))
+    where = config.provider.maildir_path if config.provider.kind == "maildir" else "SMTP"
+    print(f"{sum(r['status'] == 'SENT' for r in results)} of {len(results)} SENT ({where})")
+    return 0 if all(r["status"] == "SENT" for r in results) else 1
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``up``, ``run`` and ``demo`` to supervisor.py's subcommands."""
+    up = commands.add_parser("up", help="run the services until Ctrl-C")
+    up.add_argument("--workers", type=int, default=1, help="email-server processes (distributed)")
+    up.add_argument("--drain", type=float, default=30.0, help="seconds each process gets to stop")
+    up.set_defaults(handler=cmd_up)
+    run = commands.add_parser(
+        "run", help="run one service of the distributed profile in the foreground"
+    )
+    run.add_argument("service", choices=["integration", "email-server", "auth"])
+    run.set_defaults(handler=cmd_run)
+    demo = commands.add_parser(
+        "demo", help="run, send the three sample emails, print their statuses"
+    )
+    demo.add_argument("--to", default="ada@example.com")
+    demo.set_defaults(handler=cmd_demo)

@@ -1,0 +1,187 @@
+"""One builder per service tree and per edge, from the config; both profiles call them.
+
+The embedded profile spawns the three service trees in one actor system, the distributed
+one each in its own process: what differs is only which edges a tree is handed (auth gets
+integration in process or over gRPC; the bus is in memory or RabbitMQ), so the settings
+read from the config are read here, once.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+from actors.auth.service import IntegrationClient, auth_tree
+from actors.domain.edges import Bus, Provider, Store
+from actors.domain.templates import TemplateRenderer
+from actors.email_server.safeguards import SendGuards, throttle_options
+from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
+from actors.grpc.api import GrpcServer
+from actors.grpc.security import server_ssl_context
+from actors.integration.service import TerminalWatch, integration_tree
+from actors.integration.sweeper import sweeper_settings
+from actors.stores.claims import ClaimStore
+from config import Config
+from runtime import AsyncioEdge, ChildSpec, SupervisorSpec
+
+__all__ = [
+    "auth_service",
+    "email_server_service",
+    "grpc_server",
+    "integration_service",
+    "make_bus",
+    "make_claims",
+    "make_provider",
+    "make_store",
+    "sender_settings",
+    "settle_heap",
+]
+
+
+# -- edges ------------------------------------------------------------------------------
+
+
+def make_store(config: Config) -> Store:
+    if config.store.kind == "sqlite":
+        from actors.stores.sqlite import SqliteStore
+
+        return SqliteStore(config.store.sqlite_path)
+    from actors.stores.elasticsearch import ElasticsearchStore
+
+    return ElasticsearchStore(
+        config.store.resolved_url(), config.store.index, request_timeout=config.store.request_timeout_s
+    )
+
+
+def make_bus(config: Config, role: str) -> Bus:
+    """The memory bus, or a RabbitMQ connection for *role* (the service using it)."""
+    if config.bus.kind == "memory":
+        from actors.bus.memory import MemoryBus
+
+        return MemoryBus(config.bus.memory_capacity)
+    from actors.bus.rabbitmq import RabbitBus
+
+    return RabbitBus(config.bus, role=role, connection_name=f"mailactors-{role}")  # type: ignore[arg-type]
+
+
+def make_provider(config: Config) -> Provider:
+    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers.build."""
+    from actors.providers.build import make_provider as build
+
+    return build(config.provider)
+
+
+def make_claims(config: Config) -> ClaimStore:
+    """The shared claims record: the SQLite file with the embedded store, else an Elasticsearch
+    index beside the documents, which every worker on every machine reaches."""
+    if config.store.kind == "sqlite":
+        from actors.stores.claims_sqlite import SqliteClaims
+
+        return SqliteClaims(config.email_server.idempotency_path)
+    from actors.stores.claims_elasticsearch import ElasticsearchClaims
+
+    return ElasticsearchClaims(
+        config.store.resolved_url(),
+        config.email_server.claims_index,
+        request_timeout=config.store.request_timeout_s,
+    )
+
+
+def sender_settings(config: Config) -> SenderSettings:
+    p = config.provider
+    domain = p.message_id_domain or p.sender.rpartition("@")[2] or "localhost"
+    r = config.retry
+    e = config.email_server
+    return SenderSettings(
+        root="email-server",
+        sender=p.sender,
+        message_id_domain=domain,
+        retry=RetryPolicy(r.max_attempts, r.base_delay_s, r.max_delay_s, r.max_age_s, r.jitter),
+        report_sending=e.report_sending,
+        claim_lease_s=e.claim_lease_s,
+        claim_recheck_s=e.claim_recheck_s,
+        claims_batch_ms=e.claims_batch_ms,
+        unknown_outcome=e.unknown_outcome,
+        unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
+    )
+
+
+# -- service trees ----------------------------------------------------------------------
+
+
+def integration_service(
+    config: Config, store: Store, bus: Bus, watch: TerminalWatch
+) -> SupervisorSpec:
+    """The writer of email documents, and the sweeper that re-publishes those left PENDING."""
+    s = config.store
+    return integration_tree(
+        store,
+        bus,
+        watch,
+        batch_size=s.batch_size,
+        batch_ms=s.batch_ms,
+        sweeper=sweeper_settings(config),
+    )
+
+
+def email_server_service(
+    config: Config,
+    bus: Bus,
+    provider: Provider,
+    renderer: TemplateRenderer,
+    claims: ClaimStore,
+    guards: SendGuards,
+) -> SupervisorSpec:
+    """The senders, the throttle and the claims, as the config sets them."""
+    t = config.throttle
+    return email_server_tree(
+        bus,
+        provider,
+        renderer,
+        sender_settings(config),
+        concurrency=config.email_server.concurrency,
+        claims=claims,
+        rate=t.rate,
+        burst=t.burst,
+        per_domain=dict(t.per_domain),
+        limits=config.limits,
+        guards=guards,  # connection slots and the suppression list
+        **throttle_options(config),
+    )
+
+
+def auth_service(
+    config: Config, integration: IntegrationClient, bus: Bus, renderer: TemplateRenderer
+) -> SupervisorSpec:
+    """Intake: *integration* is the in-process API (embedded) or its gRPC client."""
+    return auth_tree(
+        integration, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s
+    )
+
+
+def grpc_server(
+    config: Config, port: int, services: Callable[[Any, AsyncioEdge], list[Any]]
+) -> ChildSpec:
+    """The gRPC server on *port*; *services* makes its servicers once the actor runs."""
+    ssl = server_ssl_context(config.grpc)  # None: plaintext
+    return ChildSpec(
+        "api",
+        GrpcServer,
+        args=(services, config.grpc.host, port, config.grpc.token(), ssl),
+        shutdown=5.0,
+    )
+
+
+def settle_heap() -> None:
+    """After start-up: move what start-up made out of the collector's way, collect less often.
+
+    Every full collection walked all the modules, classes and configuration loaded
+    at start, and the default gen-0 threshold (700 allocations) ran one about every
+    email. Measured in the distributed cluster: the collector was 14% of auth's CPU;
+    with the start-up heap frozen and gen 0 at 10,000 the cluster spends ~8% less
+    CPU per email. Cycles are still collected, just in larger batches.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 10, 10)
