@@ -30,12 +30,9 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, cast
 
 import msgspec
@@ -55,6 +52,7 @@ from actors.domain.edges import (
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.domain.validation import search_recipient
+from actors.stores.common import OpenClose, decode_page_token, encode_page_token
 
 __all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError"]
 
@@ -96,7 +94,6 @@ _SORT_OLDEST = [{"createdAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}]
 _MAX_PAGE = 10_000  # Elasticsearch's default index.max_result_window
 
 _encoder = msgspec.json.Encoder()
-_token_decoder = msgspec.json.Decoder(tuple[int, str])
 
 
 class StoreItemError(Exception):
@@ -142,22 +139,11 @@ def _ndjson(lines: list[bytes]) -> Any:
     return b"\n".join(lines) + b"\n"
 
 
-def _encode_token(sort: list[Any]) -> str:
-    return base64.urlsafe_b64encode(_encoder.encode(sort)).decode()
-
-
-def _decode_token(token: str) -> list[Any]:
-    try:
-        return list(_token_decoder.decode(base64.urlsafe_b64decode(token.encode())))
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise ValueError(f"page_token: not a token this store issued ({token!r})") from exc
-
-
 def _document(source: Any) -> EmailDocument:
     return msgspec.convert(source, EmailDocument)
 
 
-class ElasticsearchStore:
+class ElasticsearchStore(OpenClose):
     """:class:`actors.domain.edges.Store` on one Elasticsearch index (created at :meth:`open`).
 
     ``item_retries`` bounds how often items that hit a version conflict or a
@@ -180,18 +166,6 @@ class ElasticsearchStore:
         self._item_retries = item_retries
         self._retry_pause = retry_pause
         self._client: AsyncElasticsearch | None = None
-
-    async def __aenter__(self) -> ElasticsearchStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -395,7 +369,9 @@ class ElasticsearchStore:
             span["lt"] = _iso(query.created_to)
         if span:
             filters.append({"range": {"createdAt": span}})
-        after = _decode_token(query.page_token) if query.page_token else None
+        after: list[int | str] | None = None
+        if query.page_token:
+            after = list(decode_page_token(query.page_token))
         with _unavailable_on_outage("search"):
             resp = await self._es.search(
                 index=self.index,
@@ -407,7 +383,7 @@ class ElasticsearchStore:
             )
         hits = resp["hits"]["hits"]
         page = hits[: query.page_size]
-        token = _encode_token(page[-1]["sort"]) if len(hits) > query.page_size else ""
+        token = encode_page_token(page[-1]["sort"]) if len(hits) > query.page_size else ""
         return SearchPage(
             documents=[_document(hit["_source"]) for hit in page],
             next_page_token=token,
