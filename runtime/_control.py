@@ -166,17 +166,16 @@ class ControlEndpoint:
         }
 
     async def _pause(self, request: Mapping[str, Any]) -> object:
-        await trio.lowlevel.checkpoint()
-        changed = self.system.intake.pause()
-        if changed:
-            log.warning("%s: intake paused by an operator", self.name)
-        return {"changed": changed, "intake": self.system.intake.statistics()}
+        return await self._switch_intake(self.system.intake.pause, "paused")
 
     async def _resume(self, request: Mapping[str, Any]) -> object:
+        return await self._switch_intake(self.system.intake.resume, "resumed")
+
+    async def _switch_intake(self, switch: Callable[[], bool], done: str) -> object:
         await trio.lowlevel.checkpoint()
-        changed = self.system.intake.resume()
+        changed = switch()
         if changed:
-            log.warning("%s: intake resumed by an operator", self.name)
+            log.warning("%s: intake %s by an operator", self.name, done)
         return {"changed": changed, "intake": self.system.intake.statistics()}
 
     async def _dead_letters_cmd(self, request: Mapping[str, Any]) -> object:
