@@ -21,21 +21,13 @@ from hypothesis import strategies as st
 from actors.domain import mime
 from actors.domain.edges import OutgoingEmail
 from actors.domain.mime import build_message, render_bytes
+from tests.support.emails import outgoing_email
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def outgoing(**changes: Any) -> OutgoingEmail:
-    base = OutgoingEmail(
-        event_id="ev-1",
-        sender="noreply@example.com",
-        recipient="ana@example.org",
-        subject="Hello",
-        text="Hello\n",
-        html=None,
-        message_id="<ev-1@example.com>",
-    )
-    return msgspec.structs.replace(base, **changes)
+    return outgoing_email(**changes)
 
 
 def sent(out: OutgoingEmail) -> list[tuple[bytes, EmailMessage]]:

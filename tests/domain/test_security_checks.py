@@ -39,7 +39,6 @@ from actors.domain.schema import (
     Status,
     encode,
 )
-from actors.domain.templates import TemplateRenderer
 from actors.domain.validation import InvalidField
 from actors.grpc.security import (
     bearer_metadata,
@@ -48,10 +47,7 @@ from actors.grpc.security import (
     server_ssl_context,
 )
 from config import PROJECT_ROOT, ConfigError, GrpcConfig, LimitsConfig, is_loopback, load_config
-
-LIMITS = LimitsConfig()
-RENDERER = TemplateRenderer(PROJECT_ROOT / "templates")
-WELCOME = {"name": "Ada", "product": "Mailactors"}
+from tests.support.validation import LIMITS, RENDERER, WELCOME
 
 
 def send_body(**fields: Any) -> bytes:

@@ -295,13 +295,18 @@ def mutated(draw: Any, base: dict[str, Any], fields: list[str]) -> bytes:
     return json.dumps(body, ensure_ascii=draw(st.booleans())).encode()
 
 
+def _junk(draw: Any, kind: int) -> bytes:
+    """A body that is not the message at all: bytes (kind 0) or some other JSON (kind 1)."""
+    if kind == 0:
+        return draw(st.binary(max_size=300))
+    return json.dumps(draw(json_values)).encode()
+
+
 @st.composite
 def send_bodies(draw: Any) -> bytes:
     kind = draw(st.integers(0, 5))
-    if kind == 0:
-        return draw(st.binary(max_size=300))
-    if kind == 1:
-        return json.dumps(draw(json_values)).encode()
+    if kind <= 1:
+        return _junk(draw, kind)
     template = draw(st.sampled_from(sorted(TEMPLATE_VARIABLES)))
     base = _valid_send(str(draw(st.uuids())), template)
     if kind == 2:
@@ -316,10 +321,8 @@ def send_bodies(draw: Any) -> bytes:
 @st.composite
 def status_bodies(draw: Any) -> bytes:
     kind = draw(st.integers(0, 3))
-    if kind == 0:
-        return draw(st.binary(max_size=300))
-    if kind == 1:
-        return json.dumps(draw(json_values)).encode()
+    if kind <= 1:
+        return _junk(draw, kind)
     base = {
         "eventId": str(draw(st.uuids())),
         "status": draw(st.sampled_from(["SENT", "FAILED", "RETRYING", "SENDING", "PENDING"])),
