@@ -111,7 +111,10 @@ class ControlEndpoint:
         cmd = request.get("cmd")
         handler = self.commands.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
-            return {"ok": False, "error": f"unknown command {cmd!r}; one of {sorted(self.commands)}"}
+            return {
+                "ok": False,
+                "error": f"unknown command {cmd!r}; one of {sorted(self.commands)}",
+            }
         try:
             return {"ok": True, "result": await handler(request)}
         except ControlError as exc:
@@ -221,7 +224,9 @@ class ControlEndpoint:
                     return
         except _LineTooLong:
             with trio.move_on_after(1):
-                await stream.send_all(_encoder.encode({"ok": False, "error": "request too long"}) + b"\n")
+                await stream.send_all(
+                    _encoder.encode({"ok": False, "error": "request too long"}) + b"\n"
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

@@ -48,7 +48,9 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
     # light load nothing waits.
     linger = True
 
-    def __init__(self, claims: ClaimStore, lease_s: float, batch_ms: float = 5.0, batch_size: int = 256) -> None:
+    def __init__(
+        self, claims: ClaimStore, lease_s: float, batch_ms: float = 5.0, batch_size: int = 256
+    ) -> None:
         super().__init__(batch_size, batch_ms)
         self.claims = claims
         self.lease_s = lease_s
@@ -86,7 +88,12 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
                 # Nothing may be sent without its claim: senders wait (and the consumer,
                 # its mailboxes full, stops taking from the bus) until the store is back.
                 self.outages += 1
-                log.warning("claims store unavailable, retrying %d writes in %.2fs: %s", len(items), delay, exc)
+                log.warning(
+                    "claims store unavailable, retrying %d writes in %.2fs: %s",
+                    len(items),
+                    delay,
+                    exc,
+                )
                 await trio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(5.0, delay * 2)
         self.claimed += len(asks)

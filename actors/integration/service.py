@@ -163,7 +163,12 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 break
             except StoreUnavailable as exc:
                 self.store_retries += 1
-                log.warning("store unavailable, retrying %d status updates in %.2fs: %s", len(events), delay, exc)
+                log.warning(
+                    "store unavailable, retrying %d status updates in %.2fs: %s",
+                    len(events),
+                    delay,
+                    exc,
+                )
                 await trio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(self.retry_max_s, delay * 2)
         for update, result in zip(items, results, strict=True):
@@ -174,7 +179,11 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 # Nothing silent: a send event published around auth (no document), or a
                 # document deleted. Acked (retrying cannot create the document), but seen.
                 self.orphans.append(event.event_id)
-                log.warning("status %s not applied: no email with this eventId", event.status.value, extra=ids)
+                log.warning(
+                    "status %s not applied: no email with this eventId",
+                    event.status.value,
+                    extra=ids,
+                )
             elif result.outcome is ApplyOutcome.IGNORED:
                 # Usually harmless (a repeat republished by a claim, a late event); said once each.
                 log.info(
@@ -241,7 +250,9 @@ class IntegrationApi:
 
     async def save_many(self, documents: list[EmailDocument]) -> list[SaveResult]:
         """Save several documents (one message to the writer); results in order."""
-        results: list[SaveResult] = await self.writer.ask(SaveEmails(documents), timeout=self.timeout)
+        results: list[SaveResult] = await self.writer.ask(
+            SaveEmails(documents), timeout=self.timeout
+        )
         return results
 
     async def get(self, event_id: str) -> EmailDocument | None:
@@ -282,7 +293,9 @@ def integration_tree(
         name,
         [
             ChildSpec("writer", DocumentWriter, args=(store, batch_size, min(batch_ms, 10.0))),
-            ChildSpec("updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0),
+            ChildSpec(
+                "updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0
+            ),
             ChildSpec("status-consumer", StatusConsumer, args=(bus,)),
             *sweeping,
         ],

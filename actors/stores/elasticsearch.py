@@ -356,7 +356,10 @@ class ElasticsearchStore(OpenClose):
         filters: list[dict[str, Any]] = []
         for field, value in (
             # stored normalized by auth; found however the caller writes it
-            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
+            (
+                "recipient",
+                search_recipient(query.recipient) if query.recipient else query.recipient,
+            ),
             ("status", query.status.value if query.status is not None else None),
             ("category", query.category),
         ):

@@ -262,7 +262,10 @@ class SqliteStore(OpenClose):
         params: list[Any] = []
         for column, value in (
             # stored normalized by auth; found however the caller writes it
-            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
+            (
+                "recipient",
+                search_recipient(query.recipient) if query.recipient else query.recipient,
+            ),
             ("status", query.status.value if query.status is not None else None),
             ("category", query.category),
         ):

@@ -218,7 +218,10 @@ class Operations:
 
     async def _serve_unix(self, nursery: trio.Nursery) -> None:
         run_dir = self._socket_dir()
-        candidates = [run_dir / f"{self.instance}.sock", run_dir / f"{self.instance}-{os.getpid()}.sock"]
+        candidates = [
+            run_dir / f"{self.instance}.sock",
+            run_dir / f"{self.instance}-{os.getpid()}.sock",
+        ]
         for i, path in enumerate(candidates):
             try:
                 self.socket_path = await nursery.start(serve_control_unix, self.endpoint, path)
@@ -236,7 +239,9 @@ class Operations:
         token = c.token()
         if not token:
             raise ConfigError("control.token", "a TCP control endpoint needs a token")
-        self.control_port = await nursery.start(serve_control_tcp, self.endpoint, c.host, port, token)
+        self.control_port = await nursery.start(
+            serve_control_tcp, self.endpoint, c.host, port, token
+        )
 
     def _start_metrics(self, token: trio.lowlevel.TrioToken) -> Any:
         m = self.config.metrics
@@ -255,7 +260,8 @@ class Operations:
             server, _thread = start_http_server(port, addr=m.host, registry=registry)
         except OSError as exc:
             raise ConfigError(
-                "metrics.port", f"cannot listen on {m.host}:{port} for {self.instance}: {exc.strerror}"
+                "metrics.port",
+                f"cannot listen on {m.host}:{port} for {self.instance}: {exc.strerror}",
             ) from None
         self.metrics_port = port
         log.info("%s: Prometheus metrics at http://%s:%d/metrics", self.instance, m.host, port)

@@ -86,7 +86,10 @@ def test_plain_ascii_subjects_stay_readable_and_fold_at_spaces() -> None:
     subject = "Your order 12345 has shipped and will arrive on Tuesday between 9 and 5 pm"
     (head, parsed), _ = sent(outgoing(subject=subject))
     assert b"=?" not in head
-    assert b"Subject: Your order 12345 has shipped and will arrive on Tuesday between 9 and\r\n 5 pm" in head
+    assert (
+        b"Subject: Your order 12345 has shipped and will arrive on Tuesday between 9 and\r\n 5 pm"
+        in head
+    )
     assert str(parsed["Subject"]) == subject
 
 

@@ -610,7 +610,8 @@ def test_a_chain_entry_using_ses_without_a_region_is_named(
     assert "used by provider.chain.0" in str(info.value)
     text = (
         CHAIN_TOML
-        + '\n[[provider.chain]]\nkind = "ses"\nname = "ses-us"\n[provider.chain.ses]\nprofile = ""\n'
+        + '\n[[provider.chain]]\nkind = "ses"\nname = "ses-us"\n'
+        + '[provider.chain.ses]\nprofile = ""\n'
     )
     config = load_config(write_profile(tmp_path, text), env={})
     with pytest.raises(ConfigError) as info:

@@ -528,7 +528,9 @@ async def test_maildir_throughput_delivers_every_email_once() -> None:
             await provider.close()
             box = mailbox.Maildir(Path(tmp) / f"c{concurrency}", create=False)
             assert len(box) == len(emails)
-            assert len(emails) / elapsed > 100, f"maildir, {concurrency}: {len(emails) / elapsed:.0f}/s"
+            assert len(emails) / elapsed > 100, (
+                f"maildir, {concurrency}: {len(emails) / elapsed:.0f}/s"
+            )
 
 
 async def test_smtp_throughput_delivers_every_email_once(edge: AsyncioEdge) -> None:

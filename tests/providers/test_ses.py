@@ -355,7 +355,9 @@ def test_ses_config_keys_and_endpoint_check(tmp_path: Path) -> None:
 
 def welcome_ada() -> RequestEmail:
     return RequestEmail(
-        recipient="ada@example.com", template="welcome", variables={"name": "Ada", "product": "Acme"}
+        recipient="ada@example.com",
+        template="welcome",
+        variables={"name": "Ada", "product": "Acme"},
     )
 
 

@@ -170,7 +170,9 @@ async def test_process_stop_sends_sigterm_and_waits(tmp_path: Path) -> None:
 
 
 @pytest.mark.timeout(60)
-async def test_process_ignoring_sigterm_is_killed_after_the_shutdown_timeout(tmp_path: Path) -> None:
+async def test_process_ignoring_sigterm_is_killed_after_the_shutdown_timeout(
+    tmp_path: Path,
+) -> None:
     async with child_process(tmp_path, STUBBORN, shutdown=1.5) as (pid, out):
         t0 = trio.current_time()
     elapsed = trio.current_time() - t0

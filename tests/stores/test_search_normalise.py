@@ -51,7 +51,9 @@ async def test_search_normalizes_the_recipient_as_storage_does(store: AnyStore) 
     assert await found(store, "nobody@example.com") == []
 
 
-async def test_an_email_requested_for_a_mixed_case_address_is_found_as_written(tmp_path: Path) -> None:
+async def test_an_email_requested_for_a_mixed_case_address_is_found_as_written(
+    tmp_path: Path,
+) -> None:
     async with running(embedded_config(tmp_path)) as app:
         accepted = await app.request(request(to=WRITTEN))
         await app.wait_terminal(accepted.event_id)

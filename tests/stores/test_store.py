@@ -493,4 +493,6 @@ async def test_batched_writes_all_land_at_a_sane_rate(store: AnyStore) -> None:
     page = await store.search(SearchQuery(status=Status.SENT, page_size=1))
     assert page.total == n
     assert n / saved > 100, f"{type(store).__name__}: save_many {n / saved:.0f} docs/s"
-    assert n / applied > 100, f"{type(store).__name__}: apply_status_many {n / applied:.0f} events/s"
+    assert n / applied > 100, (
+        f"{type(store).__name__}: apply_status_many {n / applied:.0f} events/s"
+    )

@@ -66,7 +66,9 @@ class Client:
         req = email_pb2.RequestEmailRequest(
             recipient=to,
             template="verification",
-            variables=variables_to_struct({"name": "Ada", "code": to.split("@")[0], "expires_minutes": 5}),
+            variables=variables_to_struct(
+                {"name": "Ada", "code": to.split("@")[0], "expires_minutes": 5}
+            ),
         )
         if key is not None:
             req.idempotency_key = key
@@ -246,8 +248,11 @@ async def test_a_broker_connection_closed_during_data_ends_with_the_email_sent_o
             assert closed >= 1
             smtp.release()
             docs = await client.wait_all_terminal([event_id], timeout=90)
-            await poll_until(lambda: any("reconnected to RabbitMQ" in line for line in cluster.lines),
-                             timeout=30, what="the worker to reconnect")
+            await poll_until(
+                lambda: any("reconnected to RabbitMQ" in line for line in cluster.lines),
+                timeout=30,
+                what="the worker to reconnect",
+            )
             # The delivery was unacked when its connection went: the broker gave it
             # again, and the idempotency record kept it from a second send.
             await poll_until(lambda: any("already sent" in line for line in cluster.lines),
@@ -291,7 +296,9 @@ async def test_store_down_for_ten_seconds_status_updates_wait_and_nothing_is_los
                 ids = [await client.request(f"user{i}@example.com") for i in range(40)]
                 await trio.to_thread.run_sync(es.stop)  # status updates now fail
                 await trio.sleep(10)
-                es = await trio.to_thread.run_sync(start_noida_elasticsearch, tmp_path / "es", 30.0, port)
+                es = await trio.to_thread.run_sync(
+                    start_noida_elasticsearch, tmp_path / "es", 30.0, port
+                )
                 docs = await client.wait_all_terminal(ids, timeout=90)
             received = event_ids_received(smtp)
             log = (tmp_path / "cluster.log").read_text()

@@ -107,7 +107,10 @@ async def test_repeated_idempotency_key_returns_the_first_event_and_sends_once(t
         (request("no-such-template"), "template"),
         (request("../../etc/passwd"), "template"),
         (request(variables={"name": "Ada"}), "variables"),  # code is missing
-        (request(variables={"name": "x" * 100_000, "code": "1", "expires_minutes": 1}), "variables"),
+        (
+            request(variables={"name": "x" * 100_000, "code": "1", "expires_minutes": 1}),
+            "variables",
+        ),
         (request(subject="S" * 1000), "subject"),
         (request(subject="Hi\r\nBcc: victim@example.com"), "subject"),
     ],
@@ -163,7 +166,9 @@ async def test_transient_failures_retry_then_send(tmp_path):
 
 
 async def test_transient_failures_exhaust_retries_and_fail(tmp_path):
-    doc = await one_email_answered(tmp_path, "down@example.com", "452 4.3.1 Insufficient system storage")
+    doc = await one_email_answered(
+        tmp_path, "down@example.com", "452 4.3.1 Insufficient system storage"
+    )
     assert doc.status is Status.FAILED
     assert doc.attempts == 3 and "retries exhausted" in (doc.error or "")
 
