@@ -1,4 +1,5 @@
-"""What both email stores share: the page token and the ``async with`` lifecycle.
+"""What both email stores share: the page token, the exact-match search fields and the
+``async with`` lifecycle.
 
 A page token is the sort key of the last document on a page, ``(created_at, event_id)``,
 as base64 JSON; both stores issue and read the same format.
@@ -13,7 +14,10 @@ from typing import Any, Self
 
 import msgspec
 
-__all__ = ["OpenClose", "decode_page_token", "encode_page_token"]
+from actors.domain.edges import SearchQuery
+from actors.domain.validation import search_recipient
+
+__all__ = ["OpenClose", "decode_page_token", "encode_page_token", "exact_filters"]
 
 _token_encoder = msgspec.json.Encoder()
 _token_decoder = msgspec.json.Decoder(tuple[int, str])
@@ -28,6 +32,17 @@ def decode_page_token(token: str) -> tuple[int, str]:
         return _token_decoder.decode(base64.urlsafe_b64decode(token.encode()))
     except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
         raise ValueError(f"page_token: not a token this store issued ({token!r})") from exc
+
+
+def exact_filters(query: SearchQuery) -> list[tuple[str, Any]]:
+    """The exact-match fields *query* sets, as (field, value)."""
+    fields = (
+        # stored normalized by auth; found however the caller writes it
+        ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
+        ("status", query.status.value if query.status is not None else None),
+        ("category", query.category),
+    )
+    return [(field, value) for field, value in fields if value is not None]
 
 
 class OpenClose:

@@ -51,8 +51,12 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
-from actors.domain.validation import search_recipient
-from actors.stores.common import OpenClose, decode_page_token, encode_page_token
+from actors.stores.common import (
+    OpenClose,
+    decode_page_token,
+    encode_page_token,
+    exact_filters,
+)
 
 __all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError"]
 
@@ -354,17 +358,8 @@ class ElasticsearchStore(OpenClose):
         if not 1 <= query.page_size < _MAX_PAGE:
             raise ValueError(f"page_size: must be 1..{_MAX_PAGE - 1}, got {query.page_size}")
         filters: list[dict[str, Any]] = []
-        for field, value in (
-            # stored normalized by auth; found however the caller writes it
-            (
-                "recipient",
-                search_recipient(query.recipient) if query.recipient else query.recipient,
-            ),
-            ("status", query.status.value if query.status is not None else None),
-            ("category", query.category),
-        ):
-            if value is not None:
-                filters.append({"term": {field: value}})
+        for field, value in exact_filters(query):
+            filters.append({"term": {field: value}})
         span: dict[str, str] = {}
         if query.created_from is not None:
             span["gte"] = _iso(query.created_from)

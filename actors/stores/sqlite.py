@@ -41,8 +41,12 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status, document_decoder
-from actors.domain.validation import search_recipient
-from actors.stores.common import OpenClose, decode_page_token, encode_page_token
+from actors.stores.common import (
+    OpenClose,
+    decode_page_token,
+    encode_page_token,
+    exact_filters,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -260,18 +264,9 @@ class SqliteStore(OpenClose):
     ) -> SearchPage:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (
-            # stored normalized by auth; found however the caller writes it
-            (
-                "recipient",
-                search_recipient(query.recipient) if query.recipient else query.recipient,
-            ),
-            ("status", query.status.value if query.status is not None else None),
-            ("category", query.category),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        for column, value in exact_filters(query):
+            where.append(f"{column} = ?")
+            params.append(value)
         if query.created_from is not None:
             where.append("created_at >= ?")
             params.append(_micros(query.created_from))
