@@ -97,16 +97,8 @@ class DomainLimit:
     """
 
     __slots__ = (
-        "rate",
-        "limit",
-        "window",
-        "lease_s",
-        "leases",
-        "done",
-        "queue",
-        "timer_at",
-        "waiting",
-    )
+        "rate", "limit", "window", "lease_s", "leases", "done", "queue", "timer_at", "waiting"
+    )  # fmt: skip
 
     def __init__(
         self, rate: float, guard: float = DOMAIN_GUARD_S, lease_s: float = LEASE_S

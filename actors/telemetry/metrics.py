@@ -35,21 +35,8 @@ log = logging.getLogger("mailactors.metrics")
 NOT_APPLIED_REASONS = {ApplyOutcome.NOT_FOUND: "unknown_email", ApplyOutcome.IGNORED: "not_allowed"}
 
 LATENCY_BUCKETS = (
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-    30.0,
-    60.0,
-    300.0,
-    3600.0,
-)
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0
+)  # fmt: skip
 
 
 def code_class(result: SendResult) -> str:

@@ -206,11 +206,8 @@ async def test_suppression_list_is_durable_and_case_insensitive(tmp_path):
         assert not await sup.add("bob@example.com", "again")  # the first entry stays
     async with SuppressionList(path) as sup:
         entry = sup.lookup("BOB@example.COM")
-        assert (
-            entry is not None
-            and entry.reason == "550 5.1.1 no such user"
-            and entry.event_id == "e1"
-        )
+        assert entry is not None
+        assert entry.reason == "550 5.1.1 no such user" and entry.event_id == "e1"
         assert [e.address for e in await sup.entries()] == ["bob@example.com"]
         assert await sup.remove("bob@example.com") and sup.lookup("bob@example.com") is None
         assert not await sup.remove("bob@example.com")
