@@ -41,12 +41,7 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status, document_decoder
-from actors.stores.common import (
-    OpenClose,
-    decode_page_token,
-    encode_page_token,
-    exact_filters,
-)
+from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
 
 __all__ = ["SqliteStore"]
 
