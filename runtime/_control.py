@@ -111,7 +111,10 @@ class ControlEndpoint:
         cmd = request.get("cmd")
         handler = self.commands.get(cmd) if isinstance(cmd, str) else None
         if handler is None:
-            return {"ok": False, "error": f"unknown command {cmd!r}; one of {sorted(self.commands)}"}
+            return {
+                "ok": False,
+                "error": f"unknown command {cmd!r}; one of {sorted(self.commands)}",
+            }
         try:
             return {"ok": True, "result": await handler(request)}
         except ControlError as exc:
@@ -166,17 +169,16 @@ class ControlEndpoint:
         }
 
     async def _pause(self, request: Mapping[str, Any]) -> object:
-        await trio.lowlevel.checkpoint()
-        changed = self.system.intake.pause()
-        if changed:
-            log.warning("%s: intake paused by an operator", self.name)
-        return {"changed": changed, "intake": self.system.intake.statistics()}
+        return await self._switch_intake(self.system.intake.pause, "paused")
 
     async def _resume(self, request: Mapping[str, Any]) -> object:
+        return await self._switch_intake(self.system.intake.resume, "resumed")
+
+    async def _switch_intake(self, switch: Callable[[], bool], done: str) -> object:
         await trio.lowlevel.checkpoint()
-        changed = self.system.intake.resume()
+        changed = switch()
         if changed:
-            log.warning("%s: intake resumed by an operator", self.name)
+            log.warning("%s: intake %s by an operator", self.name, done)
         return {"changed": changed, "intake": self.system.intake.statistics()}
 
     async def _dead_letters_cmd(self, request: Mapping[str, Any]) -> object:
@@ -222,7 +224,9 @@ class ControlEndpoint:
                     return
         except _LineTooLong:
             with trio.move_on_after(1):
-                await stream.send_all(_encoder.encode({"ok": False, "error": "request too long"}) + b"\n")
+                await stream.send_all(
+                    _encoder.encode({"ok": False, "error": "request too long"}) + b"\n"
+                )
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

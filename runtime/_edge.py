@@ -354,7 +354,8 @@ class _LoopEdge(AsyncioEdge):
             if not future.done():
                 future.set_exception(
                     EdgeCancelledError(
-                        f"Trio task running {_describe(fn)} was cancelled: the asyncio edge is closing"
+                        f"Trio task running {_describe(fn)} was cancelled:"
+                        " the asyncio edge is closing"
                     )
                 )
             raise

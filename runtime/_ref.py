@@ -165,6 +165,13 @@ class Cell:
         )
 
 
+async def _to_dead_letters(cell: Cell, msg: object) -> None:
+    """A message to an actor stopped for good: a checkpoint (a send is one), then the
+    dead letters (not when that checkpoint cancels the send)."""
+    await trio.lowlevel.checkpoint()
+    cell.dead_letters.publish(cell.path, msg, "actor stopped")
+
+
 class ActorRef(Generic[M]):
     """The address of an actor. Valid for the life of the tree, across restarts.
 
@@ -191,8 +198,7 @@ class ActorRef(Generic[M]):
         if type(msg) not in cell._exact:
             cell.check_type(msg)
         if cell.closed:
-            await trio.lowlevel.checkpoint()
-            cell.dead_letters.publish(cell.path, msg, "actor stopped")
+            await _to_dead_letters(cell, msg)
             return
         try:
             await cell.send_channel.send(msg)
@@ -224,8 +230,7 @@ class ActorRef(Generic[M]):
         if type(msg) not in cell._exact:
             cell.check_type(msg)
         if cell.closed:
-            await trio.lowlevel.checkpoint()
-            cell.dead_letters.publish(cell.path, msg, "actor stopped")
+            await _to_dead_letters(cell, msg)
             raise ActorStopped(cell.path, type(msg))
         reply = _Reply()
         with trio.move_on_after(timeout if timeout is not None else math.inf) as scope:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from runtime import AsyncioEdge, open_asyncio_edge
 from runtime.testing import actor_system  # noqa: F401  (fixture)
-from tests.support.services import ServiceMissing, elasticsearch_service, missing, rabbitmq_service
+from tests.support.services import (
+    Service,
+    ServiceMissing,
+    elasticsearch_service,
+    missing,
+    rabbitmq_service,
+)
 from tests.support.ses_servers import _moto_server, aws_env, moto_ses  # noqa: F401  (fixtures)
 
 # REQUIRE_SERVICES=1 fails a run that skips anything (tests/support/require_services.py).
@@ -19,17 +25,23 @@ pytest_plugins = ["tests.support.require_services"]
 # -- real services (tests/support/services.py finds or starts them) -----------------------
 
 
-@pytest.fixture(scope="session")
-def elasticsearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """An Elasticsearch API for the session: $ELASTICSEARCH_URL, Docker, or noida-db."""
+def _service_url(start: Callable[[], Service]) -> Iterator[str]:
+    """The URL of the service *start* finds or starts (missing: a skip, or a failure in
+    CI), stopped again after the session."""
     try:
-        service = elasticsearch_service(tmp_path_factory.mktemp("elasticsearch"))
+        service = start()
     except ServiceMissing as exc:
         missing(str(exc))
     try:
         yield service.url
     finally:
         service.stop()
+
+
+@pytest.fixture(scope="session")
+def elasticsearch_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """An Elasticsearch API for the session: $ELASTICSEARCH_URL, Docker, or noida-db."""
+    yield from _service_url(lambda: elasticsearch_service(tmp_path_factory.mktemp("elasticsearch")))
 
 
 @pytest.fixture
@@ -41,14 +53,7 @@ def elasticsearch_index() -> str:
 @pytest.fixture(scope="session")
 def rabbitmq_url() -> Iterator[str]:
     """A RabbitMQ broker for the session: $RABBITMQ_URL, local, rabbitmq-server, or Docker."""
-    try:
-        service = rabbitmq_service()
-    except ServiceMissing as exc:
-        missing(str(exc))
-    try:
-        yield service.url
-    finally:
-        service.stop()
+    yield from _service_url(rabbitmq_service)
 
 
 @pytest.fixture

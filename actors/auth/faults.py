@@ -64,9 +64,15 @@ class _CrashAfter:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(str(remaining - 1))
         os.replace(tmp, self.path)
-        print(f"injected fault: crashing after {self.what} ({remaining - 1} left)", file=sys.stderr, flush=True)
+        print(
+            f"injected fault: crashing after {self.what} ({remaining - 1} left)",
+            file=sys.stderr,
+            flush=True,
+        )
         os._exit(FAULT_EXIT)
 
 
 after_save: Callable[[], None] = _CrashAfter(CRASH_AFTER_SAVE, CRASH_EVERY, "a save")
-after_accept: Callable[[], None] = _CrashAfter(CRASH_AFTER_ACCEPT, CRASH_ACCEPT_EVERY, "an acceptance")
+after_accept: Callable[[], None] = _CrashAfter(
+    CRASH_AFTER_ACCEPT, CRASH_ACCEPT_EVERY, "an acceptance"
+)

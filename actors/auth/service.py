@@ -165,7 +165,11 @@ class RequestHandler(Actor[RequestEmail]):
                 # of an email that is on its way harmless.
                 await self.bus.publish_send(stored.to_send_event())
                 self.republished += 1
-                log.info("repeat request for an email still PENDING after %.0fs: published again", age, extra=ids)
+                log.info(
+                    "repeat request for an email still PENDING after %.0fs: published again",
+                    age,
+                    extra=ids,
+                )
             else:
                 log.info("repeat request, nothing sent", extra=ids)
             return RequestAccepted(stored.event_id, stored.status, True)

@@ -17,14 +17,11 @@ per email in :class:`WindowStats` and shown by the senders' report.
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 from typing import ClassVar
 
 import msgspec
-import trio
 
-from actors.domain.edges import StoreUnavailable
 from actors.stores.batching import BatchingActor, Flush
 from actors.stores.claims import Claim, ClaimStore, Settle
 
@@ -48,14 +45,15 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
     # light load nothing waits.
     linger = True
 
-    def __init__(self, claims: ClaimStore, lease_s: float, batch_ms: float = 5.0, batch_size: int = 256) -> None:
+    def __init__(
+        self, claims: ClaimStore, lease_s: float, batch_ms: float = 5.0, batch_size: int = 256
+    ) -> None:
         super().__init__(batch_size, batch_ms)
         self.claims = claims
         self.lease_s = lease_s
         self.claimed = 0
         self.settled = 0
         self.lost = 0
-        self.outages = 0  # writes retried because the store was unavailable
 
     async def started(self) -> None:
         self.ctx.report(
@@ -64,7 +62,7 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
                 "claims": self.claimed,
                 "outcomes": self.settled,
                 "lost": self.lost,
-                "store_retries": self.outages,
+                "store_retries": self.store_retries,
             }
         )
 
@@ -77,18 +75,15 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
     async def flush(self, items: list[ClaimAsk | Settle]) -> list[Claim | bool]:
         asks = [i.event_id for i in items if type(i) is ClaimAsk]
         settles = [i for i in items if type(i) is Settle]
-        delay = 0.05
-        while True:
-            try:
-                claims, kept = await self.claims.write(asks, self.lease_s, settles)
-                break
-            except StoreUnavailable as exc:
-                # Nothing may be sent without its claim: senders wait (and the consumer,
-                # its mailboxes full, stops taking from the bus) until the store is back.
-                self.outages += 1
-                log.warning("claims store unavailable, retrying %d writes in %.2fs: %s", len(items), delay, exc)
-                await trio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(5.0, delay * 2)
+        # Nothing may be sent without its claim: while the store is down, senders wait (and
+        # the consumer, its mailboxes full, stops taking from the bus) until it is back.
+        claims, kept = await self.write_until_stored(
+            lambda: self.claims.write(asks, self.lease_s, settles),
+            log,
+            "claims store",
+            f"{len(items)} writes",
+            max_delay=5.0,
+        )
         self.claimed += len(asks)
         self.settled += len(settles)
         for settle, ok in zip(settles, kept, strict=True):

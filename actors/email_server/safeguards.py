@@ -113,7 +113,8 @@ class SendGuards:
 
 def open_suppression(config: Any) -> Any:
     """The suppression list every worker that may send an email shares: the SQLite file of
-    the embedded profile, or an Elasticsearch index beside the claims (``actors.email_server.suppression_elasticsearch``)."""
+    the embedded profile, or an Elasticsearch index beside the claims
+    (``actors.email_server.suppression_elasticsearch``)."""
     if config.store.kind == "sqlite":
         return SuppressionList(config.email_server.idempotency_path)
     from actors.email_server.suppression_elasticsearch import (

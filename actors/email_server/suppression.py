@@ -9,9 +9,9 @@ could only bounce again, and repeated bounces hurt the sender's reputation.
 In the embedded profile it lives in the same SQLite file as the claims
 (``email_server.idempotency_path``), in its own table, so every worker on the
 machine shares it (WAL: many readers, one writer at a time). Lookups are
-primary-key reads on the event loop's thread (microseconds); writes are rare (one per bounce) and run in a worker
-thread. Addresses are compared case-insensitively. Operators edit it with
-``supervisor.py suppression list|add ADDR|remove ADDR``, also while the
+primary-key reads on the event loop's thread (microseconds); writes are rare (one per
+bounce) and run in a worker thread. Addresses are compared case-insensitively. Operators
+edit it with ``supervisor.py suppression list|add ADDR|remove ADDR``, also while the
 services run: a lookup always reads the file, there is no cache to go stale.
 """
 
@@ -62,7 +62,8 @@ def is_recipient_refusal(result: SendResult) -> bool:
 
 
 class Suppressions(Protocol):
-    """What senders use: this SQLite list, or ``actors.email_server.suppression_elasticsearch`` (distributed)."""
+    """What senders use: this SQLite list, or
+    ``actors.email_server.suppression_elasticsearch`` (distributed)."""
 
     def lookup(self, address: str) -> Suppressed | None: ...
 

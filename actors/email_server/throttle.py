@@ -96,9 +96,13 @@ class DomainLimit:
     reported done (a sender that crashed) ends ``lease_s`` after it was granted.
     """
 
-    __slots__ = ("rate", "limit", "window", "lease_s", "leases", "done", "queue", "timer_at", "waiting")
+    __slots__ = (
+        "rate", "limit", "window", "lease_s", "leases", "done", "queue", "timer_at", "waiting"
+    )  # fmt: skip
 
-    def __init__(self, rate: float, guard: float = DOMAIN_GUARD_S, lease_s: float = LEASE_S) -> None:
+    def __init__(
+        self, rate: float, guard: float = DOMAIN_GUARD_S, lease_s: float = LEASE_S
+    ) -> None:
         if rate <= 0:
             raise ValueError(f"rate must be positive, got {rate}")
         self.rate = rate

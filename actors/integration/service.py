@@ -12,7 +12,6 @@ Tree (one_for_one)::
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 from typing import Any, ClassVar
 
@@ -28,7 +27,6 @@ from actors.domain.edges import (
     SearchPage,
     SearchQuery,
     Store,
-    StoreUnavailable,
 )
 from actors.domain.event_checks import screen_status_delivery
 from actors.domain.schema import EmailDocument, EmailStatusEvent
@@ -135,7 +133,6 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
         self.retry_max_s = retry_max_s
         self.outcomes: dict[str, int] = {o.value: 0 for o in ApplyOutcome}
         self.orphans: deque[str] = deque(maxlen=20)  # the latest eventIds without a document
-        self.store_retries = 0
 
     async def started(self) -> None:
         self.ctx.report(
@@ -156,16 +153,13 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
 
     async def flush(self, items: list[StatusUpdate]) -> list[None]:
         events = [u.event for u in items]
-        delay = 0.05
-        while True:
-            try:
-                results: list[ApplyResult] = await self.store.apply_status_many(events)
-                break
-            except StoreUnavailable as exc:
-                self.store_retries += 1
-                log.warning("store unavailable, retrying %d status updates in %.2fs: %s", len(events), delay, exc)
-                await trio.sleep(delay * random.uniform(0.8, 1.2))
-                delay = min(self.retry_max_s, delay * 2)
+        results: list[ApplyResult] = await self.write_until_stored(
+            lambda: self.store.apply_status_many(events),
+            log,
+            "store",
+            f"{len(events)} status updates",
+            max_delay=self.retry_max_s,
+        )
         for update, result in zip(items, results, strict=True):
             self.outcomes[result.outcome.value] += 1
             event = update.event
@@ -174,7 +168,11 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 # Nothing silent: a send event published around auth (no document), or a
                 # document deleted. Acked (retrying cannot create the document), but seen.
                 self.orphans.append(event.event_id)
-                log.warning("status %s not applied: no email with this eventId", event.status.value, extra=ids)
+                log.warning(
+                    "status %s not applied: no email with this eventId",
+                    event.status.value,
+                    extra=ids,
+                )
             elif result.outcome is ApplyOutcome.IGNORED:
                 # Usually harmless (a repeat republished by a claim, a late event); said once each.
                 log.info(
@@ -241,7 +239,9 @@ class IntegrationApi:
 
     async def save_many(self, documents: list[EmailDocument]) -> list[SaveResult]:
         """Save several documents (one message to the writer); results in order."""
-        results: list[SaveResult] = await self.writer.ask(SaveEmails(documents), timeout=self.timeout)
+        results: list[SaveResult] = await self.writer.ask(
+            SaveEmails(documents), timeout=self.timeout
+        )
         return results
 
     async def get(self, event_id: str) -> EmailDocument | None:
@@ -282,7 +282,9 @@ def integration_tree(
         name,
         [
             ChildSpec("writer", DocumentWriter, args=(store, batch_size, min(batch_ms, 10.0))),
-            ChildSpec("updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0),
+            ChildSpec(
+                "updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0
+            ),
             ChildSpec("status-consumer", StatusConsumer, args=(bus,)),
             *sweeping,
         ],

@@ -13,6 +13,8 @@ Modules:
                              record (``actors.stores.claims``).
 * ``claims_sqlite``          Claims in a SQLite file: the embedded profile's shared record
                              (``actors.stores.claims``).
+* ``common``                 What both email stores share: the page token, the ``async with``
+                             lifecycle.
 * ``elasticsearch``          The distributed store: email documents in an Elasticsearch index.
 * ``sqlite``                 The embedded store: email documents in one SQLite file (the default on
                              a fresh machine).

@@ -6,15 +6,20 @@ index about 10x single index), so writers collect work and flush it together.
 
 from __future__ import annotations
 
+import logging
 import math
+import random
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Generic, TypeVar
 
 import msgspec
 import trio
 
+from actors.domain.edges import StoreUnavailable
 from runtime import Actor, Reply
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Flush(msgspec.Struct, frozen=True):
@@ -78,6 +83,28 @@ class BatchingActor(Actor[Any], Generic[T]):
         self.flushes = 0  # batches written; flushed / flushes is the mean batch size
         self._last_flush = -math.inf
         self.flushed = 0
+        self.store_retries = 0  # writes retried because the store was unavailable
+
+    async def write_until_stored(
+        self,
+        write: Callable[[], Awaitable[R]],
+        log: logging.Logger,
+        store: str,
+        batch: str,
+        max_delay: float,
+    ) -> R:
+        """``await write()``, again while it raises StoreUnavailable, the pause doubling
+        (jittered) from 50 ms up to *max_delay*: a batch waits for its store, never dropped.
+        *store* and *batch* name them in the warning ("store", "3 status updates")."""
+        delay = 0.05
+        while True:
+            try:
+                return await write()
+            except StoreUnavailable as exc:
+                self.store_retries += 1
+                log.warning("%s unavailable, retrying %s in %.2fs: %s", store, batch, delay, exc)
+                await trio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(max_delay, delay * 2)
 
     async def add(self, item: T, reply: Reply | None) -> None:
         first = not self.items

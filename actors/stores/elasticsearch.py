@@ -30,12 +30,9 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, cast
 
 import msgspec
@@ -54,7 +51,7 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
-from actors.domain.validation import search_recipient
+from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
 
 __all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError"]
 
@@ -96,7 +93,6 @@ _SORT_OLDEST = [{"createdAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}]
 _MAX_PAGE = 10_000  # Elasticsearch's default index.max_result_window
 
 _encoder = msgspec.json.Encoder()
-_token_decoder = msgspec.json.Decoder(tuple[int, str])
 
 
 class StoreItemError(Exception):
@@ -142,22 +138,11 @@ def _ndjson(lines: list[bytes]) -> Any:
     return b"\n".join(lines) + b"\n"
 
 
-def _encode_token(sort: list[Any]) -> str:
-    return base64.urlsafe_b64encode(_encoder.encode(sort)).decode()
-
-
-def _decode_token(token: str) -> list[Any]:
-    try:
-        return list(_token_decoder.decode(base64.urlsafe_b64decode(token.encode())))
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise ValueError(f"page_token: not a token this store issued ({token!r})") from exc
-
-
 def _document(source: Any) -> EmailDocument:
     return msgspec.convert(source, EmailDocument)
 
 
-class ElasticsearchStore:
+class ElasticsearchStore(OpenClose):
     """:class:`actors.domain.edges.Store` on one Elasticsearch index (created at :meth:`open`).
 
     ``item_retries`` bounds how often items that hit a version conflict or a
@@ -180,18 +165,6 @@ class ElasticsearchStore:
         self._item_retries = item_retries
         self._retry_pause = retry_pause
         self._client: AsyncElasticsearch | None = None
-
-    async def __aenter__(self) -> ElasticsearchStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -380,14 +353,8 @@ class ElasticsearchStore:
         if not 1 <= query.page_size < _MAX_PAGE:
             raise ValueError(f"page_size: must be 1..{_MAX_PAGE - 1}, got {query.page_size}")
         filters: list[dict[str, Any]] = []
-        for field, value in (
-            # stored normalized by auth; found however the caller writes it
-            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
-            ("status", query.status.value if query.status is not None else None),
-            ("category", query.category),
-        ):
-            if value is not None:
-                filters.append({"term": {field: value}})
+        for field, value in exact_filters(query):
+            filters.append({"term": {field: value}})
         span: dict[str, str] = {}
         if query.created_from is not None:
             span["gte"] = _iso(query.created_from)
@@ -395,7 +362,9 @@ class ElasticsearchStore:
             span["lt"] = _iso(query.created_to)
         if span:
             filters.append({"range": {"createdAt": span}})
-        after = _decode_token(query.page_token) if query.page_token else None
+        after: list[int | str] | None = None
+        if query.page_token:
+            after = list(decode_page_token(query.page_token))
         with _unavailable_on_outage("search"):
             resp = await self._es.search(
                 index=self.index,
@@ -407,7 +376,7 @@ class ElasticsearchStore:
             )
         hits = resp["hits"]["hits"]
         page = hits[: query.page_size]
-        token = _encode_token(page[-1]["sort"]) if len(hits) > query.page_size else ""
+        token = encode_page_token(page[-1]["sort"]) if len(hits) > query.page_size else ""
         return SearchPage(
             documents=[_document(hit["_source"]) for hit in page],
             next_page_token=token,

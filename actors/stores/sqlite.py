@@ -22,13 +22,10 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import base64
-import binascii
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
@@ -44,7 +41,7 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status, document_decoder
-from actors.domain.validation import search_recipient
+from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
 
 __all__ = ["SqliteStore"]
 
@@ -93,8 +90,6 @@ _INSERT = (
 )
 
 _encoder = msgspec.json.Encoder()
-_token_encoder = msgspec.json.Encoder()
-_token_decoder = msgspec.json.Decoder(tuple[int, str])
 
 _Row = tuple[str, str, str, str, int, str | None, str]
 
@@ -129,18 +124,7 @@ def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterable[Sequence[T]]:
         yield items[start : start + size]
 
 
-def _encode_token(created_at: int, event_id: str) -> str:
-    return base64.urlsafe_b64encode(_token_encoder.encode((created_at, event_id))).decode()
-
-
-def _decode_token(token: str) -> tuple[int, str]:
-    try:
-        return _token_decoder.decode(base64.urlsafe_b64decode(token.encode()))
-    except (binascii.Error, ValueError, msgspec.DecodeError) as exc:
-        raise ValueError(f"page_token: not a token this store issued ({token!r})") from exc
-
-
-class SqliteStore:
+class SqliteStore(OpenClose):
     """:class:`actors.domain.edges.Store` on a SQLite file; parent directories are created.
 
     Use ``async with SqliteStore(path) as store`` or call :meth:`open` and
@@ -151,18 +135,6 @@ class SqliteStore:
         self.path = path if str(path) == ":memory:" else Path(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = trio.Lock()
-
-    async def __aenter__(self) -> SqliteStore:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -279,7 +251,7 @@ class SqliteStore:
         ``created_to`` exclusive. ``total`` counts every match, not just this page."""
         if query.page_size < 1:
             raise ValueError(f"page_size: must be at least 1, got {query.page_size}")
-        after = _decode_token(query.page_token) if query.page_token else None
+        after = decode_page_token(query.page_token) if query.page_token else None
         return await self._run(self._search, query, after)
 
     def _search(
@@ -287,15 +259,9 @@ class SqliteStore:
     ) -> SearchPage:
         where: list[str] = []
         params: list[Any] = []
-        for column, value in (
-            # stored normalized by auth; found however the caller writes it
-            ("recipient", search_recipient(query.recipient) if query.recipient else query.recipient),
-            ("status", query.status.value if query.status is not None else None),
-            ("category", query.category),
-        ):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
+        for column, value in exact_filters(query):
+            where.append(f"{column} = ?")
+            params.append(value)
         if query.created_from is not None:
             where.append("created_at >= ?")
             params.append(_micros(query.created_from))
@@ -316,7 +282,7 @@ class SqliteStore:
         token = ""
         if len(rows) > query.page_size:
             last_created, last_id, _ = page[-1]
-            token = _encode_token(last_created, last_id)
+            token = encode_page_token((last_created, last_id))
         return SearchPage(
             documents=[document_decoder.decode(doc) for _, _, doc in page],
             next_page_token=token,

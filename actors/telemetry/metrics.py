@@ -34,7 +34,9 @@ log = logging.getLogger("mailactors.metrics")
 
 NOT_APPLIED_REASONS = {ApplyOutcome.NOT_FOUND: "unknown_email", ApplyOutcome.IGNORED: "not_allowed"}
 
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0)
+LATENCY_BUCKETS = (
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0
+)  # fmt: skip
 
 
 def code_class(result: SendResult) -> str:
@@ -258,9 +260,13 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
         "mailactors_mailbox_capacity", "Capacity of an actor's mailbox", labels=labels
     )
     processed = CounterMetricFamily(
-        "mailactors_actor_processed", "Messages an actor has handled (all incarnations)", labels=labels
+        "mailactors_actor_processed",
+        "Messages an actor has handled (all incarnations)",
+        labels=labels,
     )
-    failures = CounterMetricFamily("mailactors_actor_failures", "Failures of an actor", labels=labels)
+    failures = CounterMetricFamily(
+        "mailactors_actor_failures", "Failures of an actor", labels=labels
+    )
     restarts = CounterMetricFamily(
         "mailactors_actor_restarts", "Restarts of an actor by its supervisor", labels=labels
     )
@@ -297,7 +303,9 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
                     tokens.add_metric([service, a.path, str(name)], bucket["tokens"])
     yield from (depth, capacity, processed, failures, restarts, running, throttle_waits, tokens)
     dead = CounterMetricFamily(
-        "mailactors_dead_letters", "Messages no actor could take (runtime dead letters)", labels=["service"]
+        "mailactors_dead_letters",
+        "Messages no actor could take (runtime dead letters)",
+        labels=["service"],
     )
     dead.add_metric([service], obs.snapshot.dead_letters)
     yield dead

@@ -218,7 +218,10 @@ class Operations:
 
     async def _serve_unix(self, nursery: trio.Nursery) -> None:
         run_dir = self._socket_dir()
-        candidates = [run_dir / f"{self.instance}.sock", run_dir / f"{self.instance}-{os.getpid()}.sock"]
+        candidates = [
+            run_dir / f"{self.instance}.sock",
+            run_dir / f"{self.instance}-{os.getpid()}.sock",
+        ]
         for i, path in enumerate(candidates):
             try:
                 self.socket_path = await nursery.start(serve_control_unix, self.endpoint, path)
@@ -236,7 +239,9 @@ class Operations:
         token = c.token()
         if not token:
             raise ConfigError("control.token", "a TCP control endpoint needs a token")
-        self.control_port = await nursery.start(serve_control_tcp, self.endpoint, c.host, port, token)
+        self.control_port = await nursery.start(
+            serve_control_tcp, self.endpoint, c.host, port, token
+        )
 
     def _start_metrics(self, token: trio.lowlevel.TrioToken) -> Any:
         m = self.config.metrics
@@ -255,43 +260,49 @@ class Operations:
             server, _thread = start_http_server(port, addr=m.host, registry=registry)
         except OSError as exc:
             raise ConfigError(
-                "metrics.port", f"cannot listen on {m.host}:{port} for {self.instance}: {exc.strerror}"
+                "metrics.port",
+                f"cannot listen on {m.host}:{port} for {self.instance}: {exc.strerror}",
             ) from None
         self.metrics_port = port
         log.info("%s: Prometheus metrics at http://%s:%d/metrics", self.instance, m.host, port)
         return server
 
+    # -- async with: serving for the block's duration ---------------------------
 
-@asynccontextmanager
-async def open_operations(
-    system: ActorSystem,
-    config: Config,
-    service: str,
-    *,
-    bus: Any = None,
-    metrics: EmailMetrics | None = None,
-    worker: int | None = None,
-) -> AsyncIterator[Operations]:
-    """Serve the control and metrics endpoints of this process for the block's duration."""
-    ops = Operations(system, config, service, bus=bus, metrics=metrics, worker=worker)
-    # What this process runs with, secrets left out (Config.redacted), for whoever debugs it.
-    log.debug("%s: configuration %s", ops.instance, json.dumps(config.redacted(), default=str))
-    server = None
-    try:
-        async with trio.open_nursery() as nursery:
-            if config.control.socket:
-                await ops._serve_unix(nursery)
-            await ops._serve_tcp(nursery)
-            server = ops._start_metrics(trio.lowlevel.current_trio_token())
-            try:
-                yield ops
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        if server is not None:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(server.shutdown)
-            server.server_close()
+    async def __aenter__(self) -> Operations:
+        """Serve the control and metrics endpoints of this process for the block's duration."""
+        self._serving = self._serve()
+        return await self._serving.__aenter__()
+
+    async def __aexit__(self, *exc_info: Any) -> bool | None:
+        return await self._serving.__aexit__(*exc_info)
+
+    @asynccontextmanager
+    async def _serve(self) -> AsyncIterator[Operations]:
+        # What this process runs with, secrets left out (Config.redacted), for whoever debugs it.
+        redacted = json.dumps(self.config.redacted(), default=str)
+        log.debug("%s: configuration %s", self.instance, redacted)
+        server = None
+        try:
+            async with trio.open_nursery() as nursery:
+                if self.config.control.socket:
+                    await self._serve_unix(nursery)
+                await self._serve_tcp(nursery)
+                server = self._start_metrics(trio.lowlevel.current_trio_token())
+                try:
+                    yield self
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            if server is not None:
+                with trio.CancelScope(shield=True):
+                    await trio.to_thread.run_sync(server.shutdown)
+                server.server_close()
+
+
+# ``async with open_operations(system, config, service, ...) as ops``: the instance serves
+# its endpoints for the block's duration (Operations.__aenter__).
+open_operations = Operations
 
 
 def _event_id_of(body: bytes) -> str | None:

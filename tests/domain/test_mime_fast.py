@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from typing import Any
 
-import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,22 +22,22 @@ from hypothesis import strategies as st
 from actors.domain import mime
 from actors.domain.edges import OutgoingEmail
 from actors.domain.mime import EVENT_ID_HEADER, build_message, render_bytes
+from tests.support.emails import outgoing_email
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 HEADERS = ("From", "To", "Subject", "Message-ID", "Date", EVENT_ID_HEADER)
 
 
+CODE_EMAIL = {
+    "sender": "Mailactors <noreply@example.com>",
+    "subject": "Your code is 123456",
+    "text": "Hello Ana,\n\nyour code is 123456.\n",
+    "html": "<p>Hello <b>Ana</b>, your code is 123456.</p>\n",
+}
+
+
 def outgoing(**changes: Any) -> OutgoingEmail:
-    base = OutgoingEmail(
-        event_id="ev-1",
-        sender="Mailactors <noreply@example.com>",
-        recipient="ana@example.org",
-        subject="Your code is 123456",
-        text="Hello Ana,\n\nyour code is 123456.\n",
-        html="<p>Hello <b>Ana</b>, your code is 123456.</p>\n",
-        message_id="<ev-1@example.com>",
-    )
-    return msgspec.structs.replace(base, **changes)
+    return outgoing_email(**(CODE_EMAIL | changes))
 
 
 def simple(msg: EmailMessage, eight_bit: bool) -> bool:

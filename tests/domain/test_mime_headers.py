@@ -21,21 +21,13 @@ from hypothesis import strategies as st
 from actors.domain import mime
 from actors.domain.edges import OutgoingEmail
 from actors.domain.mime import build_message, render_bytes
+from tests.support.emails import outgoing_email
 
 WHEN = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def outgoing(**changes: Any) -> OutgoingEmail:
-    base = OutgoingEmail(
-        event_id="ev-1",
-        sender="noreply@example.com",
-        recipient="ana@example.org",
-        subject="Hello",
-        text="Hello\n",
-        html=None,
-        message_id="<ev-1@example.com>",
-    )
-    return msgspec.structs.replace(base, **changes)
+    return outgoing_email(**changes)
 
 
 def sent(out: OutgoingEmail) -> list[tuple[bytes, EmailMessage]]:
@@ -94,7 +86,10 @@ def test_plain_ascii_subjects_stay_readable_and_fold_at_spaces() -> None:
     subject = "Your order 12345 has shipped and will arrive on Tuesday between 9 and 5 pm"
     (head, parsed), _ = sent(outgoing(subject=subject))
     assert b"=?" not in head
-    assert b"Subject: Your order 12345 has shipped and will arrive on Tuesday between 9 and\r\n 5 pm" in head
+    assert (
+        b"Subject: Your order 12345 has shipped and will arrive on Tuesday between 9 and\r\n 5 pm"
+        in head
+    )
     assert str(parsed["Subject"]) == subject
 
 

@@ -39,7 +39,6 @@ from actors.domain.schema import (
     Status,
     encode,
 )
-from actors.domain.templates import TemplateRenderer
 from actors.domain.validation import InvalidField
 from actors.grpc.security import (
     bearer_metadata,
@@ -48,10 +47,7 @@ from actors.grpc.security import (
     server_ssl_context,
 )
 from config import PROJECT_ROOT, ConfigError, GrpcConfig, LimitsConfig, is_loopback, load_config
-
-LIMITS = LimitsConfig()
-RENDERER = TemplateRenderer(PROJECT_ROOT / "templates")
-WELCOME = {"name": "Ada", "product": "Mailactors"}
+from tests.support.validation import LIMITS, RENDERER, WELCOME
 
 
 def send_body(**fields: Any) -> bytes:
@@ -115,7 +111,10 @@ def test_a_good_send_event_decodes() -> None:
         (b"[]", "undecodable EmailSendEvent"),
         (b'{"eventId": 5}', "undecodable EmailSendEvent"),
         (b"\xff\xfe", "undecodable EmailSendEvent"),
-        (send_body(variables={"x": "@"}).replace(b'"@"', b"[" * 2000 + b"]" * 2000), "nested too deeply"),
+        (
+            send_body(variables={"x": "@"}).replace(b'"@"', b"[" * 2000 + b"]" * 2000),
+            "nested too deeply",
+        ),
         (send_body(attempt=2**70), "invalid EmailSendEvent: attempt: "),
         (send_body(eventId="a b"), "invalid EmailSendEvent: eventId: "),
         (send_body(eventId="x\r\nBcc: evil@example.com"), "invalid EmailSendEvent: eventId: "),
@@ -133,13 +132,16 @@ def test_bad_send_bodies_are_bad_messages_with_the_reason(body: bytes, reason: s
 
 
 def test_deep_json_is_a_bad_message_not_a_recursion_error() -> None:
-    """msgspec raises RecursionError (not a DecodeError) past its depth: it once crashed the consumer."""
+    """msgspec raises RecursionError (not a DecodeError) past its depth: it once crashed
+    the consumer."""
     deep = b'{"eventId":"a","recipient":"x","template":"w","variables":{"x":' + b"[" * 5000
     deep += b"]" * 5000 + b"}}"
     with pytest.raises(BadMessage, match="nested too deeply"):
         decode_send_event(deep, LIMITS)
     with pytest.raises(BadMessage):
-        decode_status_event(b'{"eventId":"a","status":"SENT","x":' + b"[" * 5000 + b"]" * 5000 + b"}")
+        decode_status_event(
+            b'{"eventId":"a","status":"SENT","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        )
 
 
 def test_oversized_send_body_is_refused_before_decoding() -> None:
@@ -188,7 +190,9 @@ def test_status_bodies() -> None:
     with pytest.raises(BadMessage, match="undecodable EmailStatusEvent"):
         decode_status_event(b'{"eventId": "a", "status": "LOST"}')
     with pytest.raises(BadMessage, match="invalid EmailStatusEvent: occurredAt"):
-        decode_status_event(b'{"eventId": "a", "status": "SENT", "occurredAt": "2026-01-01T00:00:00"}')
+        decode_status_event(
+            b'{"eventId": "a", "status": "SENT", "occurredAt": "2026-01-01T00:00:00"}'
+        )
     with pytest.raises(BadMessage, match="more than the limit"):
         decode_status_event(b" " * (MAX_STATUS_EVENT_BYTES + 1))
 
@@ -223,7 +227,11 @@ def test_a_new_document_passes_with_the_recipient_normalized() -> None:
         ({"variables": {"name": "Ada"}}, "document.variables"),
         ({"category": "Bad Category"}, "document.category"),
         (
-            {"attachments": [Attachment(filename="../a.pdf", content_type="application/pdf", content=b"x")]},
+            {
+                "attachments": [
+                    Attachment(filename="../a.pdf", content_type="application/pdf", content=b"x")
+                ]
+            },
             "document.attachments[0].filename",
         ),
         ({"idempotency_key": "k" * 300}, "document.idempotency_key"),
@@ -249,7 +257,9 @@ def test_bad_documents_name_the_field(fields: dict[str, Any], field: str) -> Non
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=15,
 )
 send_keys = st.sampled_from(
@@ -282,7 +292,9 @@ def test_decoders_raise_only_bad_message(body: bytes) -> None:
 # -- exposure of the gRPC port ------------------------------------------------------------
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]", "LOCALHOST"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "127.0.0.2", "localhost", "::1", "[::1]", "LOCALHOST"]
+)
 def test_loopback_hosts(host: str) -> None:
     assert is_loopback(host)
     GrpcConfig(host=host)  # no token, no TLS: fine where only this machine can connect
@@ -314,7 +326,14 @@ def test_exposure_is_a_config_error_naming_the_source() -> None:
 
 def test_distributed_profile_documents_token_and_tls() -> None:
     text = (PROJECT_ROOT / "config" / "distributed.toml").read_text()
-    for key in ("token_env", "token_file", "tls_cert_file", "tls_key_file", "tls_ca_file", "allow_insecure"):
+    for key in (
+        "token_env",
+        "token_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_ca_file",
+        "allow_insecure",
+    ):
         assert f"\n{key} = " in text
     assert "authorization: Bearer" in text
 
@@ -342,7 +361,9 @@ def test_tls_contexts(tmp_path: Path) -> None:
     assert server_ssl_context(GrpcConfig()) is None and client_ssl_context(GrpcConfig()) is None
     # a CLI on another machine: only the CA
     assert client_ssl_context(GrpcConfig(tls_ca_file=str(tmp_path / "ca.pem"))) is not None
-    bad = GrpcConfig(tls_cert_file=str(tmp_path / "nope.pem"), tls_key_file=str(tmp_path / "key.pem"))
+    bad = GrpcConfig(
+        tls_cert_file=str(tmp_path / "nope.pem"), tls_key_file=str(tmp_path / "key.pem")
+    )
     with pytest.raises(ConfigError, match="grpc.tls_cert_file"):
         server_ssl_context(bad)
 
@@ -370,7 +391,13 @@ def test_send_event_schema_fields_are_the_reviewed_ones() -> None:
         return {f.name for f in message.DESCRIPTOR.fields}
 
     assert fields(email_pb2.RequestEmailRequest) == {
-        "recipient", "template", "variables", "category", "subject", "attachments", "idempotency_key"
+        "recipient",
+        "template",
+        "variables",
+        "category",
+        "subject",
+        "attachments",
+        "idempotency_key",
     }
     assert fields(email_pb2.Attachment) == {"filename", "content_type", "content"}
     assert fields(email_pb2.GetEmailRequest) == {"event_id"}

@@ -17,11 +17,9 @@ from actors.domain.validation import (
     validate_event,
     validate_request,
 )
-from config import PROJECT_ROOT, LimitsConfig
+from config import LimitsConfig
+from tests.support.validation import LIMITS, RENDERER, WELCOME
 
-LIMITS = LimitsConfig()
-RENDERER = TemplateRenderer(PROJECT_ROOT / "templates")
-WELCOME = {"name": "Ada", "product": "Mailactors"}
 PDF = Attachment(filename="invoice.pdf", content_type="application/pdf", content=b"%PDF-1.4")
 
 

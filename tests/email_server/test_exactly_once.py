@@ -182,8 +182,20 @@ async def test_a_dead_owners_claim_is_taken_over_after_its_lease(
         open_actor_system("t", shutdown=10) as system,
         trio.open_nursery() as nursery,
     ):
-        a = Worker("es-a", ca, provider, claim_lease_s=30.0, unknown_outcome_by_category={"transactional": outcome})
-        b = Worker("es-b", cb, provider, claim_lease_s=30.0, unknown_outcome_by_category={"transactional": outcome})
+        a = Worker(
+            "es-a",
+            ca,
+            provider,
+            claim_lease_s=30.0,
+            unknown_outcome_by_category={"transactional": outcome},
+        )
+        b = Worker(
+            "es-b",
+            cb,
+            provider,
+            claim_lease_s=30.0,
+            unknown_outcome_by_category={"transactional": outcome},
+        )
         for w in (a, b):
             await w.start(system, nursery)
         await a.bus.publish_send(send_event("ev-1"))
@@ -270,7 +282,9 @@ async def test_a_repeated_key_republishes_an_email_still_pending() -> None:
     integration = SlowIntegration()
     integration.release.set()
     async with open_actor_system("t", shutdown=5) as system:
-        await system.spawn(auth_tree(integration, bus, renderer, LimitsConfig(), pending_repeat_s=10.0))
+        await system.spawn(
+            auth_tree(integration, bus, renderer, LimitsConfig(), pending_repeat_s=10.0)
+        )
         ref = system.lookup("auth/requests")
 
         def req(key: str) -> RequestEmail:

@@ -74,7 +74,9 @@ class ScriptedProvider:
 
 
 def refused(code: int = 451, failure: Failure = Failure.TRANSIENT, **kw: Any) -> SendResult:
-    return SendResult(provider="scripted", ok=False, code=code, reply="try later", failure=failure, **kw)
+    return SendResult(
+        provider="scripted", ok=False, code=code, reply="try later", failure=failure, **kw
+    )
 
 
 OK = SendResult(provider="scripted", ok=True, code=250, reply="2.0.0 Ok")
@@ -89,7 +91,9 @@ async def statuses(bus: MemoryBus, until: Status) -> list[EmailStatusEvent]:
     return seen
 
 
-async def run_one(system: ActorSystem, provider: ScriptedProvider, policy: RetryPolicy) -> list[EmailStatusEvent]:
+async def run_one(
+    system: ActorSystem, provider: ScriptedProvider, policy: RetryPolicy
+) -> list[EmailStatusEvent]:
     bus = MemoryBus(100)
     settings = SenderSettings(root="es", sender="me@x.org", message_id_domain="x.org", retry=policy)
     await system.spawn(
@@ -202,14 +206,17 @@ async def test_suppression_list_is_durable_and_case_insensitive(tmp_path):
         assert not await sup.add("bob@example.com", "again")  # the first entry stays
     async with SuppressionList(path) as sup:
         entry = sup.lookup("BOB@example.COM")
-        assert entry is not None and entry.reason == "550 5.1.1 no such user" and entry.event_id == "e1"
+        assert entry is not None
+        assert entry.reason == "550 5.1.1 no such user" and entry.event_id == "e1"
         assert [e.address for e in await sup.entries()] == ["bob@example.com"]
         assert await sup.remove("bob@example.com") and sup.lookup("bob@example.com") is None
         assert not await sup.remove("bob@example.com")
 
 
 def test_only_a_refusal_of_the_recipient_suppresses():
-    def result(code: int | None, stage: str | None, failure: Failure = Failure.PERMANENT) -> SendResult:
+    def result(
+        code: int | None, stage: str | None, failure: Failure = Failure.PERMANENT
+    ) -> SendResult:
         return SendResult(provider="smtp", ok=False, code=code, failure=failure, stage=stage)
 
     assert is_recipient_refusal(result(550, "RCPT"))
@@ -232,12 +239,16 @@ async def test_a_bounced_address_is_suppressed_and_not_contacted_again(tmp_path)
             second = await app.wait_terminal(
                 (await app.request(request(to="GONE@example.com"))).event_id
             )
-            other = await app.wait_terminal((await app.request(request(to="ok@example.com"))).event_id)
+            other = await app.wait_terminal(
+                (await app.request(request(to="ok@example.com"))).event_id
+            )
         assert first.status is Status.FAILED and "550" in (first.error or "")
         assert second.status is Status.SUPPRESSED and "No such user" in (second.error or "")
-        assert second.attempts == 1 and second.provider is None and [h.status for h in second.history] == [
-            Status.SUPPRESSED
-        ]
+        assert (
+            second.attempts == 1
+            and second.provider is None
+            and [h.status for h in second.history] == [Status.SUPPRESSED]
+        )
         assert smtp.failed == refusals  # the server never saw the second request
         assert other.status is Status.SENT
         # durable: a new process still suppresses it
@@ -254,7 +265,10 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_suppression_cli_lists_adds_and_removes(tmp_path):
-    env = {**os.environ, "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(tmp_path / "sent.sqlite3")}
+    env = {
+        **os.environ,
+        "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(tmp_path / "sent.sqlite3"),
+    }
     env.pop("MAILACTORS_PROFILE", None)
     added = _cli(env, "suppression", "add", "Ann@Example.com", "--reason", "asked us to stop")
     assert added.returncode == 0, added.stderr
@@ -274,7 +288,9 @@ async def test_an_operator_suppression_takes_effect_in_a_running_system(tmp_path
     async with running(config) as app:
         async with SuppressionList(config.email_server.idempotency_path) as sup:  # like the CLI
             await sup.add("optout@example.com", "asked us to stop", source="operator")
-        doc = await app.wait_terminal((await app.request(request(to="optout@example.com"))).event_id)
+        doc = await app.wait_terminal(
+            (await app.request(request(to="optout@example.com"))).event_id
+        )
     assert doc.status is Status.SUPPRESSED and doc.error == "suppressed: asked us to stop"
 
 
@@ -324,7 +340,9 @@ async def test_a_poison_message_is_dead_lettered_after_max_deliveries(
             await edge.run(delete_topology, rabbitmq_url, config, TIERS)
 
 
-async def _poison_run(actor_system: ActorSystem, bus: Any, config: BusConfig, rabbitmq_url: str) -> None:
+async def _poison_run(
+    actor_system: ActorSystem, bus: Any, config: BusConfig, rabbitmq_url: str
+) -> None:
     provider = PoisonedProvider()
     settings = SenderSettings(root="es", sender="me@x.org", message_id_domain="x.org")
     await actor_system.spawn(
@@ -407,8 +425,15 @@ def test_sending_overtaken_by_its_outcome_is_ignored_and_the_due_time_is_kept():
     )
     assert retrying is not None and retrying.next_attempt_at == due
     # the SENDING of attempt 1 arrives after its RETRYING (two publishes in flight at once)
-    assert apply_status(retrying, EmailStatusEvent(event_id="e", status=Status.SENDING, attempt=1)) is None
-    sending = apply_status(retrying, EmailStatusEvent(event_id="e", status=Status.SENDING, attempt=2))
-    assert sending is not None and sending.status is Status.SENDING and sending.next_attempt_at is None
+    assert (
+        apply_status(retrying, EmailStatusEvent(event_id="e", status=Status.SENDING, attempt=1))
+        is None
+    )
+    sending = apply_status(
+        retrying, EmailStatusEvent(event_id="e", status=Status.SENDING, attempt=2)
+    )
+    assert (
+        sending is not None and sending.status is Status.SENDING and sending.next_attempt_at is None
+    )
     sent = apply_status(sending, EmailStatusEvent(event_id="e", status=Status.SENT, attempt=2))
     assert sent is not None and [h.attempt for h in sent.history] == [1, 2]

@@ -87,7 +87,11 @@ async def spawn(
 
 
 def as_sent(rendered: RenderedEmail, email: OutgoingEmail) -> bool:
-    return (email.subject, email.text, email.html) == (rendered.subject, rendered.text, rendered.html)
+    return (email.subject, email.text, email.html) == (
+        rendered.subject,
+        rendered.text,
+        rendered.html,
+    )
 
 
 async def test_the_sender_sends_the_consumers_render_without_rendering_again(
@@ -158,7 +162,9 @@ async def test_screening_hands_back_the_render_it_checked() -> None:
     assert rendered == renderer.render(event.template, dict(event.variables), event.subject)
 
     # Refused as before: FAILED published, dead-lettered, nothing handed back.
-    await bus.publish_send(EmailSendEvent(event_id="e2", recipient="ada@example.com", template="welcome"))
+    await bus.publish_send(
+        EmailSendEvent(event_id="e2", recipient="ada@example.com", template="welcome")
+    )
     assert await screen_send_delivery(await bus.next_send(), bus, limits, renderer) is None
     failed = status_event_decoder.decode((await bus.next_status()).body)
     assert failed.status is Status.FAILED and "variables" in (failed.error or "")

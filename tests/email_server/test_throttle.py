@@ -61,7 +61,9 @@ def test_a_send_never_reported_frees_its_slot_after_the_lease() -> None:
 def test_token_bucket_allows_the_burst_then_the_rate() -> None:
     bucket = TokenBucket(10, 5, now=0.0)
     waits = [bucket.reserve(0.0) for _ in range(7)]
-    assert waits[:5] == [0.0] * 5 and waits[5] == pytest.approx(0.1) and waits[6] == pytest.approx(0.2)
+    assert (
+        waits[:5] == [0.0] * 5 and waits[5] == pytest.approx(0.1) and waits[6] == pytest.approx(0.2)
+    )
     bucket.set_rate(1.0, now=0.2)  # what accrued until now accrued at the old rate
     assert bucket.reserve(0.2) == pytest.approx(1.0)  # the debt was paid at 10/s by 0.2
 
@@ -94,7 +96,9 @@ def test_adaptive_rate_of_an_unlimited_provider_halves_what_was_observed() -> No
 
 
 async def spawn_throttler(system: ActorSystem, *args: Any, **kwargs: Any) -> Any:
-    await system.spawn(SupervisorSpec("t", [ChildSpec("throttler", Throttler, args=args, kwargs=kwargs)]))
+    await system.spawn(
+        SupervisorSpec("t", [ChildSpec("throttler", Throttler, args=args, kwargs=kwargs)])
+    )
     return system.lookup("t/throttler")
 
 
@@ -271,7 +275,10 @@ async def run_senders(
         await system.lookup(f"es/senders/sender-{i % 8}").send(SendJob(event, None))
     with trio.fail_after(3600):
         while True:
-            if len([s for s in bus.statuses if s.status.terminal or s.status.value == "RETRYING"]) >= n:
+            if (
+                len([s for s in bus.statuses if s.status.terminal or s.status.value == "RETRYING"])
+                >= n
+            ):
                 break
             await trio.sleep(0.5)
     return bus

@@ -86,7 +86,10 @@ async def test_requests_with_200000_variables_do_not_stall_other_calls(served) -
                 while len(replies) < 4:
                     latencies.append(await client.timed("GetEmail", cheap))
             done.set()
-    print(f"cheap call latency max {max(latencies) * 1000:.1f} ms, loop stall max {max(gaps) * 1000:.1f} ms")
+    print(
+        f"cheap call latency max {max(latencies) * 1000:.1f} ms,"
+        f" loop stall max {max(gaps) * 1000:.1f} ms"
+    )
     # Before the intake bounded the Struct: about 3.5 s and 1 s here.
     assert max(latencies) < 0.25, latencies
     assert max(gaps) < 0.1, max(gaps)
@@ -157,9 +160,13 @@ async def test_compressed_requests_are_accepted(served, compression) -> None:
     assert isinstance(accepted, email_pb2.RequestEmailResponse), accepted
     assert (await app.wait_terminal(accepted.event_id)).status is Status.SENT
     # the other service too, and the checks still apply to what was inflated
-    found = await client.call("SearchEmails", email_pb2.SearchEmailsRequest(), compression=compression)
+    found = await client.call(
+        "SearchEmails", email_pb2.SearchEmailsRequest(), compression=compression
+    )
     assert found.total == 1
-    code, message = status_of(await client.call("RequestEmail", nested(40), compression=compression))
+    code, message = status_of(
+        await client.call("RequestEmail", nested(40), compression=compression)
+    )
     assert (code, message) == (INVALID, "variables: nested deeper than 32")
 
 
@@ -167,7 +174,9 @@ async def test_a_zip_bomb_is_refused_once_it_inflates_past_the_cap(served) -> No
     app, client = served
     cap = request_limits(app.config.limits).max_bytes
     bomb = grpc_request(attachments=[("a.pdf", "application/pdf", bytes(2 * cap))])
-    code, message = status_of(await client.call("RequestEmail", bomb, compression=grpc.Compression.Gzip))
+    code, message = status_of(
+        await client.call("RequestEmail", bomb, compression=grpc.Compression.Gzip)
+    )
     assert code is grpc.StatusCode.RESOURCE_EXHAUSTED, message
     assert f"more than the limit of {cap} bytes once decompressed" in message
     accepted = await client.call("RequestEmail", grpc_request(), compression=grpc.Compression.Gzip)

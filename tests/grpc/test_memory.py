@@ -57,7 +57,11 @@ async def test_refused_requests_leave_rss_flat(tmp_path: Path) -> None:
     small_wire = [bytes(r.SerializeToString()) for r in small] + [b"\xff\xff\xff"]
     large_wire = [  # 200,000 variables (4.3 MB); an attachment over the request cap (11 MB)
         many_variables_wire(),
-        bytes(grpc_request(attachments=[("a.pdf", "application/pdf", b"x" * 11_000_000)]).SerializeToString()),
+        bytes(
+            grpc_request(
+                attachments=[("a.pdf", "application/pdf", b"x" * 11_000_000)]
+            ).SerializeToString()
+        ),
     ]
     refused = {"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}
     token_file = tmp_path / "grpc-token"
@@ -75,7 +79,10 @@ async def test_refused_requests_leave_rss_flat(tmp_path: Path) -> None:
             codes.update(await run_sender(port, TOKEN, large_wire, 10))  # 20 large
             end = rss_mib(server.pid)
         assert set(codes) <= refused, codes
-        print(f"RSS after warm-up {warm:.1f} MiB, after 10,020 more refusals {end:.1f} MiB", file=sys.stderr)
+        print(
+            f"RSS after warm-up {warm:.1f} MiB, after 10,020 more refusals {end:.1f} MiB",
+            file=sys.stderr,
+        )
         # Before: the first request with 200,000 variables alone took RSS up by 100 MiB or more.
         assert end - warm < 8, (warm, end)
         assert server.returncode is None, "the server died"

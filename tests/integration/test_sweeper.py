@@ -50,7 +50,9 @@ class FakeStore:
 
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         await trio.lowlevel.checkpoint()
-        old = [d for d in self.docs.values() if d.status is Status.PENDING and d.created_at < before]
+        old = [
+            d for d in self.docs.values() if d.status is Status.PENDING and d.created_at < before
+        ]
         return sorted(old, key=lambda d: (d.created_at, d.event_id))[:limit]
 
     async def search(self, query: SearchQuery) -> SearchPage:
@@ -129,8 +131,16 @@ async def test_embedded_sweeps_orphans_at_start_and_stuck_ones_later(
         [
             doc(1, before),  # PENDING, young, but no process carries it any more
             doc(2, before, Status.SENDING, attempts=2),
-            doc(3, before, Status.RETRYING, attempts=1, next_attempt_at=start - timedelta(seconds=1)),
-            doc(4, before, Status.RETRYING, attempts=1, next_attempt_at=start + timedelta(seconds=100)),
+            doc(
+                3, before, Status.RETRYING, attempts=1, next_attempt_at=start - timedelta(seconds=1)
+            ),
+            doc(
+                4,
+                before,
+                Status.RETRYING,
+                attempts=1,
+                next_attempt_at=start + timedelta(seconds=100),
+            ),
         ]
     )
     bus = FakeBus(store, durable=False)
@@ -147,7 +157,9 @@ async def test_embedded_sweeps_orphans_at_start_and_stuck_ones_later(
     # they are stuck_grace_s overdue (RETRYING) or silent (SENDING)
     t1 = trio.current_time() - t0
     store.docs["e5"] = doc(5, wall(), Status.SENDING, attempts=1)
-    store.docs["e6"] = doc(6, wall(), Status.RETRYING, attempts=1, next_attempt_at=wall() + timedelta(seconds=10))
+    store.docs["e6"] = doc(
+        6, wall(), Status.RETRYING, attempts=1, next_attempt_at=wall() + timedelta(seconds=10)
+    )
     await trio.sleep(200)
     late = {e.event_id: t - t0 - t1 for t, e in bus.published if e.event_id in ("e5", "e6")}
     assert 60 <= late["e5"] <= 71 and 70 <= late["e6"] <= 81
@@ -225,7 +237,9 @@ async def test_a_retry_waiting_in_memory_survives_a_restart(tmp_path):
                     await trio.sleep(0.05)
         # stopped: the Retrier's wait died with it; the document says when it was due
         assert doc_.next_attempt_at is not None
-        assert doc_.next_attempt_at - doc_.updated_at == pytest.approx(timedelta(seconds=1.5), abs=timedelta(seconds=0.1))
+        assert doc_.next_attempt_at - doc_.updated_at == pytest.approx(
+            timedelta(seconds=1.5), abs=timedelta(seconds=0.1)
+        )
         assert smtp.messages() == []
         async with running(config) as app:
             done = await app.wait_terminal(accepted.event_id, timeout=20)
@@ -234,7 +248,9 @@ async def test_a_retry_waiting_in_memory_survives_a_restart(tmp_path):
     assert [(h.attempt, h.status) for h in done.history] == [(1, Status.RETRYING), (2, Status.SENT)]
     first, second = done.history  # every attempt: its number, time, SMTP code and reply
     assert (first.smtp_code, first.reply) == (451, "4.3.0 Try again later")
-    assert (second.smtp_code, second.provider) == (250, "smtp") and "queued as" in (second.reply or "")
+    assert (second.smtp_code, second.provider) == (250, "smtp") and "queued as" in (
+        second.reply or ""
+    )
     assert first.at < second.at
     assert sent_at >= doc_.next_attempt_at  # not before it was due
     assert done.next_attempt_at is None
@@ -265,8 +281,12 @@ async def test_late_and_repeated_status_events_do_not_move_a_sent_email(tmp_path
         assert updater["outcomes"]["applied"] >= 2  # SENDING, then SENT
         stale = [
             EmailStatusEvent(event_id=accepted.event_id, status=Status.SENDING, attempt=1),
-            EmailStatusEvent(event_id=accepted.event_id, status=Status.RETRYING, attempt=1, error="x"),
-            EmailStatusEvent(event_id=accepted.event_id, status=Status.FAILED, attempt=1, error="x"),
+            EmailStatusEvent(
+                event_id=accepted.event_id, status=Status.RETRYING, attempt=1, error="x"
+            ),
+            EmailStatusEvent(
+                event_id=accepted.event_id, status=Status.FAILED, attempt=1, error="x"
+            ),
             EmailStatusEvent(event_id=accepted.event_id, status=Status.SENT, attempt=1),
         ]
         for event in stale:

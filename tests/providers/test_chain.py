@@ -24,13 +24,14 @@ from actors.auth.service import RequestEmail
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
 from actors.domain.schema import Status
 from actors.profiles.embedded import open_embedded
-from actors.providers.breaker import BreakerState, CircuitBreaker
+from actors.providers.breaker import BreakerState, BreakerStatistics, CircuitBreaker
 from actors.providers.build import make_provider
 from actors.providers.chain import ChainProvider, provider_report
 from actors.providers.ses import SesProvider
 from actors.providers.smtp import SmtpProvider
 from config import ConfigError, load_config
 from runtime import AsyncioEdge
+from tests.support.emails import outgoing_email
 from tests.support.ses_servers import FakeSesServer, MotoSes, Reply
 from tests.support.smtp_servers import CapturingServer
 
@@ -39,15 +40,8 @@ SENDER = "noreply@mailactors.test"
 
 
 def outgoing(i: int = 1, **changes: Any) -> OutgoingEmail:
-    base = OutgoingEmail(
-        event_id=f"ev-{i}",
-        sender=SENDER,
-        recipient="ana@example.org",
-        subject=f"Hello ({i})",
-        text="Hello Ana.\n",
-        message_id=f"<ev-{i}@mailactors.test>",
-    )
-    return msgspec.structs.replace(base, **changes)
+    hello = {"subject": f"Hello ({i})", "text": "Hello Ana.\n"}
+    return outgoing_email(i, domain="mailactors.test", **(hello | changes))
 
 
 class Scripted:
@@ -95,36 +89,51 @@ class Scripted:
 # -- the breaker on its own ------------------------------------------------------------
 
 
+def fail(breaker: CircuitBreaker, times: int = 1) -> None:
+    """*times* calls that the breaker admits and that fail."""
+    for _ in range(times):
+        t = breaker.acquire()
+        assert t is not None
+        breaker.failure(t)
+
+
+def tripped(failures: int, cool_down: float) -> CircuitBreaker:
+    """A breaker just opened by *failures* failures in a row."""
+    breaker = CircuitBreaker(failures=failures, cool_down=cool_down)
+    fail(breaker, failures)
+    return breaker
+
+
+def assert_open(
+    breaker: CircuitBreaker, *, failures: int, times_opened: int, retry_in: float
+) -> BreakerStatistics:
+    """Open after *failures* in a row, for the *times_opened*th time, for *retry_in* s more;
+    it admits nobody."""
+    stats = breaker.statistics()
+    assert stats.state is BreakerState.OPEN and stats.consecutive_failures == failures
+    assert stats.opened_at is not None and stats.times_opened == times_opened
+    assert stats.retry_in == pytest.approx(retry_in)
+    assert breaker.acquire() is None
+    return stats
+
+
 async def test_breaker_opens_after_n_consecutive_failures(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     breaker = CircuitBreaker(failures=3, cool_down=10.0)
-    for _ in range(2):
-        t = breaker.acquire()
-        assert t is not None
-        breaker.failure(t)
+    fail(breaker, 2)
     t = breaker.acquire()
     assert t is not None
     breaker.success(t)  # a success in between resets the count
     assert breaker.statistics().consecutive_failures == 0
-    for _ in range(3):
-        t = breaker.acquire()
-        assert t is not None
-        breaker.failure(t)
-    stats = breaker.statistics()
-    assert stats.state is BreakerState.OPEN and stats.consecutive_failures == 3
-    assert stats.opened_at is not None and stats.times_opened == 1
-    assert stats.retry_in == pytest.approx(10.0)
-    assert breaker.acquire() is None
+    fail(breaker, 3)
+    assert_open(breaker, failures=3, times_opened=1, retry_in=10.0)
 
 
 async def test_breaker_half_open_lets_one_probe_through_and_closes_on_success(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    breaker = CircuitBreaker(failures=1, cool_down=30.0)
-    t = breaker.acquire()
-    assert t is not None
-    breaker.failure(t)
+    breaker = tripped(failures=1, cool_down=30.0)
     await trio.sleep(29.0)
     assert breaker.acquire() is None and breaker.state is BreakerState.OPEN
     await trio.sleep(1.0)
@@ -143,32 +152,21 @@ async def test_breaker_half_open_lets_one_probe_through_and_closes_on_success(
 async def test_breaker_failed_probe_opens_again_for_another_cool_down(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    breaker = CircuitBreaker(failures=2, cool_down=5.0)
-    for _ in range(2):
-        t = breaker.acquire()
-        assert t is not None
-        breaker.failure(t)
+    breaker = tripped(failures=2, cool_down=5.0)
     first_opened = breaker.statistics().opened_at
     await trio.sleep(5.0)
     probe = breaker.acquire()
     assert probe is not None
     breaker.failure(probe)
-    stats = breaker.statistics()
-    assert stats.state is BreakerState.OPEN and stats.times_opened == 2
-    assert stats.consecutive_failures == 3
+    stats = assert_open(breaker, failures=3, times_opened=2, retry_in=5.0)
     assert stats.opened_at is not None and first_opened is not None
     assert stats.opened_at >= first_opened
-    assert stats.retry_in == pytest.approx(5.0)
-    assert breaker.acquire() is None
 
 
 async def test_breaker_cancelled_probe_frees_the_slot(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    breaker = CircuitBreaker(failures=1, cool_down=1.0)
-    t = breaker.acquire()
-    assert t is not None
-    breaker.failure(t)
+    breaker = tripped(failures=1, cool_down=1.0)
     await trio.sleep(1.0)
     probe = breaker.acquire()
     assert probe is not None
@@ -257,12 +255,16 @@ async def test_when_every_provider_throttles_the_chain_is_throttled(
     assert result.failure is Failure.THROTTLED
 
 
+def before_a_relay(first: Scripted, failures: int, cool_down: float) -> ChainProvider:
+    """*first*, then a provider named "relay" that sends everything."""
+    return ChainProvider([first, Scripted("relay")], failures=failures, cool_down=cool_down)
+
+
 async def test_breaker_skips_a_failing_provider_then_probes_it(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ses = Scripted("ses", default=Failure.TRANSIENT)
-    relay = Scripted("relay")
-    chain = ChainProvider([ses, relay], failures=3, cool_down=60.0)
+    chain = before_a_relay(ses, failures=3, cool_down=60.0)
     for i in range(3):
         assert (await chain.send(outgoing(i))).provider == "relay"
     assert len(ses.calls) == 3
@@ -304,8 +306,7 @@ async def test_a_failed_probe_keeps_the_provider_out_for_another_cool_down(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ses = Scripted("ses", default=Failure.TRANSIENT)
-    relay = Scripted("relay")
-    chain = ChainProvider([ses, relay], failures=1, cool_down=10.0)
+    chain = before_a_relay(ses, failures=1, cool_down=10.0)
     await chain.send(outgoing(1))
     await trio.sleep(10.0)
     await chain.send(outgoing(2))  # the probe, failed
@@ -321,8 +322,7 @@ async def test_a_cancelled_probe_lets_the_next_email_probe(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     ses = Scripted("ses", [Failure.TRANSIENT])
-    relay = Scripted("relay")
-    chain = ChainProvider([ses, relay], failures=1, cool_down=10.0)
+    chain = before_a_relay(ses, failures=1, cool_down=10.0)
     await chain.send(outgoing(1))
     await trio.sleep(10.0)
     ses.gate = trio.Event()
@@ -610,7 +610,8 @@ def test_a_chain_entry_using_ses_without_a_region_is_named(
     assert "used by provider.chain.0" in str(info.value)
     text = (
         CHAIN_TOML
-        + '\n[[provider.chain]]\nkind = "ses"\nname = "ses-us"\n[provider.chain.ses]\nprofile = ""\n'
+        + '\n[[provider.chain]]\nkind = "ses"\nname = "ses-us"\n'
+        + '[provider.chain.ses]\nprofile = ""\n'
     )
     config = load_config(write_profile(tmp_path, text), env={})
     with pytest.raises(ConfigError) as info:
@@ -630,6 +631,14 @@ def test_a_chain_entry_using_ses_without_a_region_is_named(
 
 
 # -- end to end --------------------------------------------------------------------------
+
+
+def ses_then_relay(ses_url: str, relay_port: int) -> list[dict[str, Any]]:
+    """The chain SES first, then an SMTP relay named "relay"."""
+    return [
+        {"kind": "ses", "ses": {"region": REGION, "endpoint_url": ses_url}},
+        {"kind": "smtp", "name": "relay", "smtp": {"host": "127.0.0.1", "port": relay_port}},
+    ]
 
 
 def chain_config(tmp_path: Path, chain: list[dict[str, Any]], **provider: Any) -> Any:
@@ -661,14 +670,7 @@ async def test_embedded_chain_records_which_provider_sent_and_shows_the_breakers
     with FakeSesServer() as ses, CapturingServer() as relay:
         config = chain_config(
             tmp_path,
-            [
-                {"kind": "ses", "ses": {"region": REGION, "endpoint_url": ses.url}},
-                {
-                    "kind": "smtp",
-                    "name": "relay",
-                    "smtp": {"host": "127.0.0.1", "port": relay.port},
-                },
-            ],
+            ses_then_relay(ses.url, relay.port),
             breaker={"failures": 2, "cool_down_s": 600.0},
         )
         async with open_embedded(config, grpc=False, shutdown=10.0) as app:
@@ -697,14 +699,7 @@ async def test_embedded_chain_prefers_ses_and_records_its_message_id(
     with CapturingServer() as relay:
         config = chain_config(
             tmp_path,
-            [
-                {"kind": "ses", "ses": {"region": REGION, "endpoint_url": moto_ses.url}},
-                {
-                    "kind": "smtp",
-                    "name": "relay",
-                    "smtp": {"host": "127.0.0.1", "port": relay.port},
-                },
-            ],
+            ses_then_relay(moto_ses.url, relay.port),
         )
         async with open_embedded(config, grpc=False, shutdown=10.0) as app:
             accepted = await app.request(welcome())

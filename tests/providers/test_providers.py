@@ -18,7 +18,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 import trio.testing
@@ -35,22 +34,21 @@ from actors.domain.mime import (
 from actors.providers.maildir import MaildirProvider
 from actors.providers.smtp import SmtpProvider, classify_reply, parse_retry_after
 from runtime import AsyncioEdge, open_asyncio_edge, run_with_asyncio_host
+from tests.support.emails import outgoing_email
 from tests.support.smtp_servers import CapturingServer, FaultServer, free_port
 
 SENDER = "Mailactors <noreply@example.com>"
 
 
 def outgoing(i: int = 1, **changes: Any) -> OutgoingEmail:
-    base = OutgoingEmail(
-        event_id=f"ev-{i}",
-        sender=SENDER,
-        recipient="ana@example.org",
-        subject=f"Welcome, Ana ({i})",
-        text=f"Hello Ana,\n\nyour code is {i:06d}.\n",
-        html=f"<p>Hello <b>Ana</b>, your code is {i:06d}.</p>",
-        message_id=f"<ev-{i}@example.com>",
-    )
-    return msgspec.structs.replace(base, **changes)
+    code = f"{i:06d}"
+    welcome = {
+        "sender": SENDER,
+        "subject": f"Welcome, Ana ({i})",
+        "text": f"Hello Ana,\n\nyour code is {code}.\n",
+        "html": f"<p>Hello <b>Ana</b>, your code is {code}.</p>",
+    }
+    return outgoing_email(i, **(welcome | changes))
 
 
 def parse(data: bytes) -> EmailMessage:
@@ -530,7 +528,9 @@ async def test_maildir_throughput_delivers_every_email_once() -> None:
             await provider.close()
             box = mailbox.Maildir(Path(tmp) / f"c{concurrency}", create=False)
             assert len(box) == len(emails)
-            assert len(emails) / elapsed > 100, f"maildir, {concurrency}: {len(emails) / elapsed:.0f}/s"
+            assert len(emails) / elapsed > 100, (
+                f"maildir, {concurrency}: {len(emails) / elapsed:.0f}/s"
+            )
 
 
 async def test_smtp_throughput_delivers_every_email_once(edge: AsyncioEdge) -> None:

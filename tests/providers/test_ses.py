@@ -353,19 +353,21 @@ def test_ses_config_keys_and_endpoint_check(tmp_path: Path) -> None:
 # -- end to end ----------------------------------------------------------------------
 
 
+def welcome_ada() -> RequestEmail:
+    return RequestEmail(
+        recipient="ada@example.com",
+        template="welcome",
+        variables={"name": "Ada", "product": "Acme"},
+    )
+
+
 async def test_embedded_system_records_the_ses_message_id(
     moto_ses: MotoSes, tmp_path: Path
 ) -> None:
     moto_ses.verify(SENDER, REGION)
     config = ses_config(tmp_path, kind="ses", ses={"region": REGION, "endpoint_url": moto_ses.url})
     async with open_embedded(config, grpc=False, shutdown=10.0) as app:
-        accepted = await app.request(
-            RequestEmail(
-                recipient="ada@example.com",
-                template="welcome",
-                variables={"name": "Ada", "product": "Acme"},
-            )
-        )
+        accepted = await app.request(welcome_ada())
         assert isinstance(accepted, RequestAccepted)
         doc = await app.wait_terminal(accepted.event_id)
         stored = await app.store.get(accepted.event_id)
@@ -385,13 +387,7 @@ async def test_embedded_system_fails_a_rejected_email_without_retrying(
     # The sender is not verified: SES answers MessageRejected, a permanent failure.
     config = ses_config(tmp_path, kind="ses", ses={"region": REGION, "endpoint_url": moto_ses.url})
     async with open_embedded(config, grpc=False, shutdown=10.0) as app:
-        accepted = await app.request(
-            RequestEmail(
-                recipient="ada@example.com",
-                template="welcome",
-                variables={"name": "Ada", "product": "Acme"},
-            )
-        )
+        accepted = await app.request(welcome_ada())
         doc = await app.wait_terminal(accepted.event_id)
     assert doc.status is Status.FAILED and doc.attempts == 1
     assert doc.error and "MessageRejected" in doc.error

@@ -167,7 +167,9 @@ async def test_intensity_escalates_to_parent(actor_system, autojump_clock):
 
 async def test_restart_storm_fails_the_system_with_a_clear_error(autojump_clock):
     journal = Journal()
-    with pytest.RaisesGroup(pytest.RaisesExc(SupervisorEscalation, match="svc"), flatten_subgroups=True):
+    with pytest.RaisesGroup(
+        pytest.RaisesExc(SupervisorEscalation, match="svc"), flatten_subgroups=True
+    ):
         async with open_actor_system("t", intensity=0) as system:
             await system.spawn(SupervisorSpec("svc", workers(journal, "s"), intensity=1, period=10))
             for _ in range(5):
@@ -240,7 +242,10 @@ async def test_start_waits_for_ready_before_next_child(autojump_clock):
         await system.spawn(
             SupervisorSpec(
                 "svc",
-                [ChildSpec("a", SlowStart, args=("a", 5)), ChildSpec("b", SlowStart, args=("b", 1))],
+                [
+                    ChildSpec("a", SlowStart, args=("a", 5)),
+                    ChildSpec("b", SlowStart, args=("b", 1)),
+                ],
             )
         )
         assert order == ["a", "b"]

@@ -11,6 +11,8 @@ import os
 import re
 import signal
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +125,22 @@ async def test_process_ready_marker_forwards_output_with_a_prefix(tmp_path: Path
     assert out.read_text().splitlines()[:2] == ["[p] hello", "[p] READY"]
 
 
+@asynccontextmanager
+async def child_process(
+    tmp_path: Path, code: str, shutdown: float
+) -> AsyncIterator[tuple[int, Path]]:
+    """A system running *code* as its one child process, up once it printed READY: its pid
+    and the file with its output. The system stops at the end of the block."""
+    out = tmp_path / "out.txt"
+    with out.open("w") as output:
+        async with open_actor_system("t", shutdown=20) as system:
+            with trio.fail_after(20):
+                await system.spawn(
+                    child(code, ready_marker="READY", output=output, shutdown=shutdown)
+                )
+            yield pid_of(system), out
+
+
 GRACEFUL = """
 import signal, sys, time
 def term(*_):
@@ -144,27 +162,19 @@ while True:
 
 @pytest.mark.timeout(60)
 async def test_process_stop_sends_sigterm_and_waits(tmp_path: Path) -> None:
-    out = tmp_path / "out.txt"
-    with out.open("w") as output:
-        async with open_actor_system("t", shutdown=20) as system:
-            with trio.fail_after(20):
-                await system.spawn(child(GRACEFUL, ready_marker="READY", output=output, shutdown=10))
-            pid = pid_of(system)
-            t0 = trio.current_time()
+    async with child_process(tmp_path, GRACEFUL, shutdown=10) as (pid, out):
+        t0 = trio.current_time()
     assert trio.current_time() - t0 < 5  # it did not need the shutdown timeout
     assert not alive(pid)
     assert "got SIGTERM" in out.read_text()
 
 
 @pytest.mark.timeout(60)
-async def test_process_ignoring_sigterm_is_killed_after_the_shutdown_timeout(tmp_path: Path) -> None:
-    out = tmp_path / "out.txt"
-    with out.open("w") as output:
-        async with open_actor_system("t", shutdown=20) as system:
-            with trio.fail_after(20):
-                await system.spawn(child(STUBBORN, ready_marker="READY", output=output, shutdown=1.5))
-            pid = pid_of(system)
-            t0 = trio.current_time()
+async def test_process_ignoring_sigterm_is_killed_after_the_shutdown_timeout(
+    tmp_path: Path,
+) -> None:
+    async with child_process(tmp_path, STUBBORN, shutdown=1.5) as (pid, out):
+        t0 = trio.current_time()
     elapsed = trio.current_time() - t0
     assert 1.5 <= elapsed < 10, elapsed  # SIGTERM, the 1.5 s grace, then SIGKILL
     assert not alive(pid)  # no orphan left behind
@@ -183,14 +193,8 @@ while True:
 
 @pytest.mark.timeout(60)
 async def test_a_killed_process_takes_its_own_children_with_it(tmp_path: Path) -> None:
-    out = tmp_path / "out.txt"
-    with out.open("w") as output:
-        async with open_actor_system("t", shutdown=20) as system:
-            with trio.fail_after(20):
-                await system.spawn(
-                    child(STUBBORN_PARENT, ready_marker="READY", output=output, shutdown=1.0)
-                )
-            pid = pid_of(system)
+    async with child_process(tmp_path, STUBBORN_PARENT, shutdown=1.0) as (pid, out):
+        pass
     match = re.search(r"grandchild=(\d+)", out.read_text())
     assert match
     grandchild = int(match.group(1))

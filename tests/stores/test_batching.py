@@ -45,7 +45,9 @@ class Doubler(BatchingActor[int]):
 
 
 async def _spawn(system: Any, batches: list[list[int]], batch_size: int = 100) -> Any:
-    await system.spawn(SupervisorSpec("b", [ChildSpec("doubler", Doubler, args=(batches, batch_size))]))
+    await system.spawn(
+        SupervisorSpec("b", [ChildSpec("doubler", Doubler, args=(batches, batch_size))])
+    )
     return system.lookup("b/doubler")
 
 

@@ -183,7 +183,11 @@ async def test_the_suppression_list_in_elasticsearch_is_shared(elasticsearch_url
             await one._es.indices.refresh(index=index)  # noqa: SLF001  (the index's refresh interval)
             await other.reload()  # what keep_fresh does every refresh_s
             entry = other.lookup("bob@EXAMPLE.com")
-            assert entry is not None and entry.reason == "550 5.1.1 no such user" and entry.event_id == "e1"
+            assert (
+                entry is not None
+                and entry.reason == "550 5.1.1 no such user"
+                and entry.event_id == "e1"
+            )
             assert [e.address for e in await other.entries()] == ["bob@example.com"]
             assert await other.remove("bob@example.com") and other.lookup("bob@example.com") is None
             assert not await other.remove("bob@example.com")

@@ -7,16 +7,14 @@ so a search must normalize its recipient the same way, in both stores.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from actors.domain.edges import SearchQuery
-from actors.stores.elasticsearch import ElasticsearchStore
-from actors.stores.sqlite import SqliteStore
 from tests.support.embedded import embedded_config, request, running
-from tests.support.stores import AnyStore, make_doc, settle
+from tests.support.stores import AnyStore, make_doc, opened, settle, store_maker
 
 WRITTEN = "Case.X@Example.COM"
 STORED = "Case.X@example.com"
@@ -24,21 +22,8 @@ STORED = "Case.X@example.com"
 
 @pytest.fixture(params=["sqlite", "elasticsearch"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyStore]:
-    make: Callable[[], AnyStore]
-    if request.param == "sqlite":
-        make = lambda: SqliteStore(tmp_path / "emails.sqlite3")  # noqa: E731
-    else:
-        url: str = request.getfixturevalue("elasticsearch_url")
-        index: str = request.getfixturevalue("elasticsearch_index")
-        make = lambda: ElasticsearchStore(url, index)  # noqa: E731
-    s = make()
-    await s.open()
-    try:
+    async with opened(store_maker(request, tmp_path / "emails.sqlite3")()) as s:
         yield s
-    finally:
-        if isinstance(s, ElasticsearchStore):
-            await s.delete_index()
-        await s.close()
 
 
 async def found(store: AnyStore, recipient: str) -> list[str]:
@@ -66,7 +51,9 @@ async def test_search_normalizes_the_recipient_as_storage_does(store: AnyStore) 
     assert await found(store, "nobody@example.com") == []
 
 
-async def test_an_email_requested_for_a_mixed_case_address_is_found_as_written(tmp_path: Path) -> None:
+async def test_an_email_requested_for_a_mixed_case_address_is_found_as_written(
+    tmp_path: Path,
+) -> None:
     async with running(embedded_config(tmp_path)) as app:
         accepted = await app.request(request(to=WRITTEN))
         await app.wait_terminal(accepted.event_id)

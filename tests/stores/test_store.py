@@ -29,7 +29,7 @@ from actors.stores.elasticsearch import MAPPING, ElasticsearchStore
 from actors.stores.sqlite import SqliteStore
 from tests.support.protocols import assert_implements
 from tests.support.services import free_port
-from tests.support.stores import T0, AnyStore, make_doc, settle
+from tests.support.stores import T0, AnyStore, make_doc, opened, settle, store_maker
 
 APPLIED, IGNORED, NOT_FOUND = ApplyOutcome.APPLIED, ApplyOutcome.IGNORED, ApplyOutcome.NOT_FOUND
 
@@ -46,24 +46,13 @@ def event(event_id: str, status: Status, attempt: int = 1, **changes: Any) -> Em
 
 @pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[], AnyStore]:
-    if request.param == "sqlite":
-        path = tmp_path / "nested" / "dir" / "emails.sqlite3"
-        return lambda: SqliteStore(path)
-    url: str = request.getfixturevalue("elasticsearch_url")
-    index: str = request.getfixturevalue("elasticsearch_index")
-    return lambda: ElasticsearchStore(url, index)
+    return store_maker(request, tmp_path / "nested" / "dir" / "emails.sqlite3")
 
 
 @pytest.fixture
 async def store(make_store: Callable[[], AnyStore]) -> AsyncIterator[AnyStore]:
-    s = make_store()
-    await s.open()
-    try:
+    async with opened(make_store()) as s:
         yield s
-    finally:
-        if isinstance(s, ElasticsearchStore):
-            await s.delete_index()
-        await s.close()
 
 
 def test_both_stores_satisfy_the_protocol(tmp_path: Path) -> None:
@@ -504,4 +493,6 @@ async def test_batched_writes_all_land_at_a_sane_rate(store: AnyStore) -> None:
     page = await store.search(SearchQuery(status=Status.SENT, page_size=1))
     assert page.total == n
     assert n / saved > 100, f"{type(store).__name__}: save_many {n / saved:.0f} docs/s"
-    assert n / applied > 100, f"{type(store).__name__}: apply_status_many {n / applied:.0f} events/s"
+    assert n / applied > 100, (
+        f"{type(store).__name__}: apply_status_many {n / applied:.0f} events/s"
+    )

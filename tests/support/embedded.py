@@ -38,7 +38,10 @@ class FlakyServer(FaultServer):
 def embedded_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
     overrides: dict[str, Any] = {
         "store": {"sqlite_path": str(tmp_path / "emails.sqlite3"), "batch_ms": 2.0},
-        "provider": {"maildir_path": str(tmp_path / "maildir"), "sender": "noreply@mailactors.test"},
+        "provider": {
+            "maildir_path": str(tmp_path / "maildir"),
+            "sender": "noreply@mailactors.test",
+        },
         "grpc": {"auth_port": 0},
         "email_server": {"idempotency_path": str(tmp_path / "sent.sqlite3")},
         "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 3},

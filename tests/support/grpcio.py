@@ -71,7 +71,9 @@ def status_of(reply: Any) -> tuple[grpc.StatusCode, str]:
     return reply.code(), reply.details() or ""
 
 
-def send_from_another_process(port: int, token: str, requests: list[bytes], times: int) -> dict[str, int]:
+def send_from_another_process(
+    port: int, token: str, requests: list[bytes], times: int
+) -> dict[str, int]:
     """Send each serialized RequestEmail ``times`` times over from this process: what
     ``python -m tests.support.grpcio`` runs, so that grpcio's own memory is not the server's."""
     client = GrpcioClient(port, token)
@@ -128,4 +130,6 @@ if __name__ == "__main__":
 
     port, token, times = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     requests = msgspec.msgpack.decode(sys.stdin.buffer.read(), type=list[bytes])
-    sys.stdout.buffer.write(msgspec.json.encode(send_from_another_process(port, token, requests, times)))
+    sys.stdout.buffer.write(
+        msgspec.json.encode(send_from_another_process(port, token, requests, times))
+    )

@@ -157,13 +157,17 @@ json_scalars = (
 )
 json_values = st.recursive(
     json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 hostile_text = st.text(max_size=40) | st.sampled_from(HOSTILE_STRINGS)
 
 
-def mostly(valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+def mostly(
+    valid: st.SearchStrategy[Any], hostile: st.SearchStrategy[Any]
+) -> st.SearchStrategy[Any]:
     """``valid`` seven times in eight: a request is delivered only if every field is fine."""
     return st.integers(0, 7).flatmap(lambda i: hostile if i == 0 else valid)
 
@@ -177,8 +181,16 @@ TEMPLATE_VARIABLES: dict[str, dict[str, Any]] = {
 recipients = (
     st.emails().map(str)
     | st.sampled_from(
-        ["ada@example.com", "Ada@Example.COM", "user@bücher.example", "a@b", "not-an-address",
-         "ada@example.com\r\nBcc: evil@example.com", "a" * 65 + "@example.com", "x@" + "d" * 250 + ".com"]
+        [
+            "ada@example.com",
+            "Ada@Example.COM",
+            "user@bücher.example",
+            "a@b",
+            "not-an-address",
+            "ada@example.com\r\nBcc: evil@example.com",
+            "a" * 65 + "@example.com",
+            "x@" + "d" * 250 + ".com",
+        ]
     )
     | hostile_text
 )
@@ -249,7 +261,8 @@ def _typed_values() -> dict[str, Any]:
     attachment = st.fixed_dictionaries(
         {
             "filename": st.sampled_from(["r.pdf", "été.csv"]) | hostile_text,
-            "contentType": st.sampled_from(["application/pdf", "text/plain", "text/html"]) | hostile_text,
+            "contentType": st.sampled_from(["application/pdf", "text/plain", "text/html"])
+            | hostile_text,
             "content": st.sampled_from(["JVBERi0=", "", "not base64!", "QUJD"]),
         }
     )
@@ -281,7 +294,8 @@ TYPED = _typed_values()
 
 @st.composite
 def mutated(draw: Any, base: dict[str, Any], fields: list[str]) -> bytes:
-    """A valid body with 0-3 fields replaced (mostly by values of the right type), removed or added."""
+    """A valid body with 0-3 fields replaced (mostly by values of the right type), removed
+    or added."""
     body = dict(base)
     for _ in range(draw(st.integers(0, 3))):
         field = draw(st.sampled_from([*fields, "unknownField"]))
@@ -295,13 +309,18 @@ def mutated(draw: Any, base: dict[str, Any], fields: list[str]) -> bytes:
     return json.dumps(body, ensure_ascii=draw(st.booleans())).encode()
 
 
+def _junk(draw: Any, kind: int) -> bytes:
+    """A body that is not the message at all: bytes (kind 0) or some other JSON (kind 1)."""
+    if kind == 0:
+        return draw(st.binary(max_size=300))
+    return json.dumps(draw(json_values)).encode()
+
+
 @st.composite
 def send_bodies(draw: Any) -> bytes:
     kind = draw(st.integers(0, 5))
-    if kind == 0:
-        return draw(st.binary(max_size=300))
-    if kind == 1:
-        return json.dumps(draw(json_values)).encode()
+    if kind <= 1:
+        return _junk(draw, kind)
     template = draw(st.sampled_from(sorted(TEMPLATE_VARIABLES)))
     base = _valid_send(str(draw(st.uuids())), template)
     if kind == 2:
@@ -316,10 +335,8 @@ def send_bodies(draw: Any) -> bytes:
 @st.composite
 def status_bodies(draw: Any) -> bytes:
     kind = draw(st.integers(0, 3))
-    if kind == 0:
-        return draw(st.binary(max_size=300))
-    if kind == 1:
-        return json.dumps(draw(json_values)).encode()
+    if kind <= 1:
+        return _junk(draw, kind)
     base = {
         "eventId": str(draw(st.uuids())),
         "status": draw(st.sampled_from(["SENT", "FAILED", "RETRYING", "SENDING", "PENDING"])),
@@ -357,7 +374,9 @@ class BusProbe:
         """Every job the consumer handed out has been handled by a sender."""
         snap = self._snap()
         taken = int((snap["email-server/consumer"].extra or {}).get("taken", 0))  # type: ignore[call-overload]
-        done = sum(a.processed for p, a in snap.items() if p.startswith("email-server/senders/sender-"))
+        done = sum(
+            a.processed for p, a in snap.items() if p.startswith("email-server/senders/sender-")
+        )
         return bool(done == taken)
 
     def status_rejected(self) -> int:
@@ -398,7 +417,9 @@ class BusProbe:
         if watched:
             assert event is not None
             await self.app.api.save(
-                EmailDocument(event_id=event.event_id, recipient="ada@example.com", template="welcome")
+                EmailDocument(
+                    event_id=event.event_id, recipient="ada@example.com", template="welcome"
+                )
             )
         consumed, dead_before = self.consumed(), len(self.dead)
         await self.app.bus.publish_raw("send", body)  # type: ignore[attr-defined]
@@ -416,7 +437,11 @@ class BusProbe:
         doc = await self.app.api.wait_terminal(event.event_id)
         if dead:
             [(queue, dead_body, reason)] = dead
-            assert queue == "send" and dead_body == body and reason.startswith("invalid EmailSendEvent: ")
+            assert (
+                queue == "send"
+                and dead_body == body
+                and reason.startswith("invalid EmailSendEvent: ")
+            )
             assert doc.status is Status.FAILED, doc
             assert (doc.error or "").startswith("refused by the email server: "), doc.error
             return "refused"
@@ -437,7 +462,9 @@ class BusProbe:
             await self.wait(lambda: self.status_rejected() == rejected + 1)
             [(queue, dead_body, reason)] = self.dead[dead_before:]
             assert queue == "status" and dead_body == body
-            assert reason.startswith(("undecodable EmailStatusEvent: ", "invalid EmailStatusEvent: "))
+            assert reason.startswith(
+                ("undecodable EmailStatusEvent: ", "invalid EmailStatusEvent: ")
+            )
             return "refused"
         await self.wait(lambda: self.outcomes() >= outcomes + 1)
         assert self.status_rejected() == rejected and len(self.dead) == dead_before

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from actors.domain.schema import EmailDocument
 from actors.stores.elasticsearch import ElasticsearchStore
@@ -13,6 +18,28 @@ AnyStore = SqliteStore | ElasticsearchStore
 
 
 T0 = datetime(2024, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def store_maker(request: pytest.FixtureRequest, path: Path) -> Callable[[], AnyStore]:
+    """For a fixture parametrised "sqlite" / "elasticsearch": a SqliteStore on *path*, or
+    an ElasticsearchStore on the test's own index."""
+    if request.param == "sqlite":
+        return lambda: SqliteStore(path)
+    url: str = request.getfixturevalue("elasticsearch_url")
+    index: str = request.getfixturevalue("elasticsearch_index")
+    return lambda: ElasticsearchStore(url, index)
+
+
+@asynccontextmanager
+async def opened(store: AnyStore) -> AsyncIterator[AnyStore]:
+    """*store* open for the block; an Elasticsearch index is deleted again after it."""
+    await store.open()
+    try:
+        yield store
+    finally:
+        if isinstance(store, ElasticsearchStore):
+            await store.delete_index()
+        await store.close()
 
 
 def make_doc(i: int, **changes: Any) -> EmailDocument:

@@ -176,7 +176,10 @@ async def test_batch_when_the_server_stops_mid_run(tmp_path: Path) -> None:
     stderr = err.decode()
     assert client.returncode == EXIT_UNANSWERED, stderr
     assert "Traceback" not in stderr
-    assert f"error: the connection to 127.0.0.1:{env['MAILACTORS__GRPC__AUTH_PORT']} was lost" in stderr
+    assert (
+        f"error: the connection to 127.0.0.1:{env['MAILACTORS__GRPC__AUTH_PORT']} was lost"
+        in stderr
+    )
     records = _records(bytes(out))
     assert sorted(records) == list(range(1, count + 1))  # every line accounted for
     accepted = [n for n, r in records.items() if "eventId" in r]

@@ -8,10 +8,13 @@ store down for 10 seconds.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -63,7 +66,9 @@ class Client:
         req = email_pb2.RequestEmailRequest(
             recipient=to,
             template="verification",
-            variables=variables_to_struct({"name": "Ada", "code": to.split("@")[0], "expires_minutes": 5}),
+            variables=variables_to_struct(
+                {"name": "Ada", "code": to.split("@")[0], "expires_minutes": 5}
+            ),
         )
         if key is not None:
             req.idempotency_key = key
@@ -100,6 +105,33 @@ class Client:
         return docs
 
 
+@asynccontextmanager
+async def running_cluster(
+    tmp_path: Path,
+    es_url: str,
+    amqp_url: str,
+    edge: AsyncioEdge,
+    smtp_port: int,
+    *,
+    workers: int,
+    env: dict[str, str] | None = None,
+) -> AsyncIterator[tuple[Cluster, Client]]:
+    """A cluster with *workers* email servers (its log in cluster.log), *env* on top of
+    the test environment, and a client of it."""
+    cluster_environment = cluster_env(tmp_path, es_url, amqp_url, smtp_port) | (env or {})
+    log = tmp_path / "cluster.log"
+    async with Cluster(cluster_environment, workers=workers, log=log).running() as cluster:
+        yield cluster, Client(edge, cluster)
+
+
+@pytest.fixture
+def start_cluster(
+    tmp_path: Path, elasticsearch_url: str, rabbitmq_url: str, edge: AsyncioEdge
+) -> Callable[..., AbstractAsyncContextManager[tuple[Cluster, Client]]]:
+    """running_cluster on the test's services: give it the SMTP port and the workers."""
+    return functools.partial(running_cluster, tmp_path, elasticsearch_url, rabbitmq_url, edge)
+
+
 async def test_distributed_flow_end_to_end(tmp_path, elasticsearch_url, rabbitmq_url, edge):
     with CapturingServer() as smtp:
         env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
@@ -128,15 +160,15 @@ async def test_distributed_flow_end_to_end(tmp_path, elasticsearch_url, rabbitmq
 
 
 async def test_a_killed_worker_is_restarted_and_its_messages_redelivered(
-    tmp_path, elasticsearch_url, rabbitmq_url, edge
+    start_cluster
 ):
     # The SMTP server holds every DATA reply, so the victim is known to hold sends
     # in flight (its own connections, told apart by client port) when it is killed.
     with HoldingServer() as smtp:
-        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
-        env["MAILACTORS__EMAIL_SERVER__CONCURRENCY"] = "4"
-        async with Cluster(env, workers=2, log=tmp_path / "cluster.log").running() as cluster:
-            client = Client(edge, cluster)
+        async with start_cluster(
+            smtp.port, workers=2,
+            env={"MAILACTORS__EMAIL_SERVER__CONCURRENCY": "4"},
+        ) as (cluster, client):
             ids = [await client.request(f"user{i}@example.com") for i in range(30)]
             victim = cluster.pids("email-server")[0]
 
@@ -172,17 +204,17 @@ async def test_a_killed_worker_is_restarted_and_its_messages_redelivered(
 
 
 async def test_two_workers_together_keep_a_domain_within_its_rate(
-    tmp_path, elasticsearch_url, rabbitmq_url, edge
+    start_cluster
 ):
     # Measured at the SMTP server: the domain's limit holds for the two workers
     # together, not just for each one.
     rate, n = 4, 24
     owners: dict[int, int] = {}  # client port -> worker pid
     with CapturingServer() as smtp:
-        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
-        env["MAILACTORS__THROTTLE__PER_DOMAIN"] = json.dumps({"slow.example": rate})
-        async with Cluster(env, workers=2, log=tmp_path / "cluster.log").running() as cluster:
-            client = Client(edge, cluster)
+        async with start_cluster(
+            smtp.port, workers=2,
+            env={"MAILACTORS__THROTTLE__PER_DOMAIN": json.dumps({"slow.example": rate})},
+        ) as (cluster, client):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(record_port_owners, lambda: cluster.pids("email-server"), owners)
                 ids = [await client.request(f"user{i}@slow.example") for i in range(n)]
@@ -201,13 +233,11 @@ async def test_two_workers_together_keep_a_domain_within_its_rate(
 
 
 async def test_a_broker_connection_closed_during_data_ends_with_the_email_sent_once(
-    tmp_path, elasticsearch_url, rabbitmq_url, edge
+    rabbitmq_url, start_cluster
 ):
     ctl = local_broker_ctl(rabbitmq_url, "closing a worker's broker connection")
     with HoldingServer() as smtp:
-        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
-        async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
-            client = Client(edge, cluster)
+        async with start_cluster(smtp.port, workers=1) as (cluster, client):
             event_id = await client.request("dropped@example.com")
             await poll_until(lambda: event_id in smtp.holding(), timeout=60,
                              what="the send to reach DATA")
@@ -218,8 +248,11 @@ async def test_a_broker_connection_closed_during_data_ends_with_the_email_sent_o
             assert closed >= 1
             smtp.release()
             docs = await client.wait_all_terminal([event_id], timeout=90)
-            await poll_until(lambda: any("reconnected to RabbitMQ" in line for line in cluster.lines),
-                             timeout=30, what="the worker to reconnect")
+            await poll_until(
+                lambda: any("reconnected to RabbitMQ" in line for line in cluster.lines),
+                timeout=30,
+                what="the worker to reconnect",
+            )
             # The delivery was unacked when its connection went: the broker gave it
             # again, and the idempotency record kept it from a second send.
             await poll_until(lambda: any("already sent" in line for line in cluster.lines),
@@ -230,13 +263,11 @@ async def test_a_broker_connection_closed_during_data_ends_with_the_email_sent_o
 
 
 async def test_broker_restart_mid_stream_loses_nothing_and_sends_nothing_twice(
-    tmp_path, elasticsearch_url, rabbitmq_url, edge
+    rabbitmq_url, start_cluster
 ):
     ctl = local_broker_ctl(rabbitmq_url, "a broker restart")
     with CapturingServer() as smtp:
-        env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
-        async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
-            client = Client(edge, cluster)
+        async with start_cluster(smtp.port, workers=1) as (cluster, client):
             ids = [await client.request(f"user{i}@example.com") for i in range(30)]
             await trio.run_process([ctl, "-q", "stop_app"])
             await trio.run_process([ctl, "-q", "start_app"])
@@ -258,14 +289,16 @@ async def test_store_down_for_ten_seconds_status_updates_wait_and_nothing_is_los
         # two senders and 50 ms per SMTP reply: sending 40 emails takes about 3 s,
         # so most status updates arrive while the store is down
         with FaultServer(delay=0.05) as smtp:
-            env = cluster_env(tmp_path, es.url, rabbitmq_url, smtp.port)
-            env["MAILACTORS__EMAIL_SERVER__CONCURRENCY"] = "2"
-            async with Cluster(env, workers=1, log=tmp_path / "cluster.log").running() as cluster:
-                client = Client(edge, cluster)
+            async with running_cluster(
+                tmp_path, es.url, rabbitmq_url, edge, smtp.port, workers=1,
+                env={"MAILACTORS__EMAIL_SERVER__CONCURRENCY": "2"},
+            ) as (cluster, client):
                 ids = [await client.request(f"user{i}@example.com") for i in range(40)]
                 await trio.to_thread.run_sync(es.stop)  # status updates now fail
                 await trio.sleep(10)
-                es = await trio.to_thread.run_sync(start_noida_elasticsearch, tmp_path / "es", 30.0, port)
+                es = await trio.to_thread.run_sync(
+                    start_noida_elasticsearch, tmp_path / "es", 30.0, port
+                )
                 docs = await client.wait_all_terminal(ids, timeout=90)
             received = event_ids_received(smtp)
             log = (tmp_path / "cluster.log").read_text()

@@ -8,6 +8,7 @@ server that captures what it receives.
 from __future__ import annotations
 
 from email import message_from_bytes, policy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import trio
 
 from actors.auth.service import RequestAccepted
 from actors.domain.edges import SearchQuery
-from actors.domain.schema import Status
+from actors.domain.schema import EmailDocument, Status
 from actors.domain.validation import InvalidField
 from actors.profiles.embedded import open_embedded
 from tests.support.embedded import FlakyServer, embedded_config, maildir_messages, request, running
@@ -106,7 +107,10 @@ async def test_repeated_idempotency_key_returns_the_first_event_and_sends_once(t
         (request("no-such-template"), "template"),
         (request("../../etc/passwd"), "template"),
         (request(variables={"name": "Ada"}), "variables"),  # code is missing
-        (request(variables={"name": "x" * 100_000, "code": "1", "expires_minutes": 1}), "variables"),
+        (
+            request(variables={"name": "x" * 100_000, "code": "1", "expires_minutes": 1}),
+            "variables",
+        ),
         (request(subject="S" * 1000), "subject"),
         (request(subject="Hi\r\nBcc: victim@example.com"), "subject"),
     ],
@@ -125,14 +129,20 @@ async def test_bad_input_names_the_field_and_nothing_is_stored_or_sent(tmp_path,
     assert len(maildir_messages(tmp_path / "maildir")) == 1
 
 
-async def test_permanent_smtp_failure_ends_failed_with_the_reply(tmp_path):
-    with FaultServer(data_replies={"bounce@example.com": "550 5.1.1 No such user"}) as server:
+async def one_email_answered(tmp_path: Path, to: str, reply: str) -> EmailDocument:
+    """One email to *to*, through an SMTP server that answers its DATA with *reply*:
+    the document it ends with."""
+    with FaultServer(data_replies={to: reply}) as server:
         config = embedded_config(
             tmp_path, provider={"kind": "smtp", "smtp": {"host": "127.0.0.1", "port": server.port}}
         )
         async with running(config) as app:
-            accepted = await app.request(request(to="bounce@example.com"))
-            doc = await app.wait_terminal(accepted.event_id)
+            accepted = await app.request(request(to=to))
+            return await app.wait_terminal(accepted.event_id)
+
+
+async def test_permanent_smtp_failure_ends_failed_with_the_reply(tmp_path):
+    doc = await one_email_answered(tmp_path, "bounce@example.com", "550 5.1.1 No such user")
     assert doc.status is Status.FAILED
     assert doc.error and "550" in doc.error and "No such user" in doc.error
     assert doc.attempts == 1
@@ -156,13 +166,9 @@ async def test_transient_failures_retry_then_send(tmp_path):
 
 
 async def test_transient_failures_exhaust_retries_and_fail(tmp_path):
-    with FaultServer(data_replies={"down@example.com": "452 4.3.1 Insufficient system storage"}) as server:
-        config = embedded_config(
-            tmp_path, provider={"kind": "smtp", "smtp": {"host": "127.0.0.1", "port": server.port}}
-        )
-        async with running(config) as app:
-            accepted = await app.request(request(to="down@example.com"))
-            doc = await app.wait_terminal(accepted.event_id)
+    doc = await one_email_answered(
+        tmp_path, "down@example.com", "452 4.3.1 Insufficient system storage"
+    )
     assert doc.status is Status.FAILED
     assert doc.attempts == 3 and "retries exhausted" in (doc.error or "")
 

@@ -47,7 +47,14 @@ class Embedded:
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         started = False
         while not self.stopping:
-            argv = [sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "embedded", "up"]
+            argv = [
+                sys.executable,
+                "-u",
+                str(ROOT / "supervisor.py"),
+                "--profile",
+                "embedded",
+                "up",
+            ]
             proc = await trio.lowlevel.open_process(
                 argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
             )

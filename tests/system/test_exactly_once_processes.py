@@ -77,7 +77,9 @@ async def test_copies_published_two_and_three_times_reach_smtp_once(
     expected = {f"twice-{i}" for i in range(n)} | {f"thrice-{i}" for i in range(n)}
     assert set(got) == expected
     twice = {k: v for k, v in got.items() if v > 1}
-    assert not twice, f"{len(twice)} emails reached the SMTP server more than once: {list(twice.items())[:5]}"
+    assert not twice, (
+        f"{len(twice)} emails reached the SMTP server more than once: {list(twice.items())[:5]}"
+    )
     assert {s.status for s in sink.statuses} == {Status.SENT}
 
 
@@ -155,7 +157,11 @@ async def test_a_dead_workers_claims_are_taken_over_after_the_lease(
             MAILACTORS__EMAIL_SERVER__CLAIM_LEASE_S=str(lease),
         )
         per_worker: dict[int, dict[str, str]] = {
-            0: {MACHINE_ENV: "machine-a", CRASH_AFTER_ACCEPT: str(crash_file), CRASH_ACCEPT_EVERY: "20"},
+            0: {
+                MACHINE_ENV: "machine-a",
+                CRASH_AFTER_ACCEPT: str(crash_file),
+                CRASH_ACCEPT_EVERY: "20",
+            },
             1: {MACHINE_ENV: "machine-b"},
         }
         async with open_asyncio_edge():

@@ -94,7 +94,9 @@ async def cli(
     """``supervisor.py --profile distributed ARGS`` as a subprocess."""
     argv = [sys.executable, SUPERVISOR, "--profile", "distributed", *args]
     with trio.fail_after(timeout):
-        done = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
+        done = await trio.run_process(
+            argv, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
     if check and done.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout.decode()}\n"
@@ -137,7 +139,9 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return out
 
 
-def total(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float:
+def total(
+    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str
+) -> float:
     return sum(
         v for (n, ls), v in samples.items()
         if n == name and all(dict(ls).get(k) == want for k, want in labels.items())
@@ -227,11 +231,15 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             assert processed == 12
 
             # -- restart an actor through the console; its supervisor brings it back
-            done = await cli(env, "console", "email-server-0", "--restart", "email-server/throttler")
+            done = await cli(
+                env, "console", "email-server-0", "--restart", "email-server/throttler"
+            )
             assert b"email-server/throttler crashed on purpose and restarted" in done.stdout
 
             async def restarted() -> bool:
-                a = actors_of((await console_json(env, "email-server-0"))["services"]["email-server-0"])
+                a = actors_of(
+                    (await console_json(env, "email-server-0"))["services"]["email-server-0"]
+                )
                 t = a["email-server/throttler"]
                 return bool(t["restarts"] >= 1 and t["state"] == "running"
                             and a["email-server/consumer"]["state"] == "running")
@@ -241,7 +249,9 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             throttler = after["email-server/throttler"]
             assert throttler["last_error"]["type"] == "InjectedCrash"
             assert "operator" in throttler["last_error"]["message"]
-            other = actors_of((await console_json(env, "email-server-1"))["services"]["email-server-1"])
+            other = actors_of(
+                (await console_json(env, "email-server-1"))["services"]["email-server-1"]
+            )
             assert other["email-server/throttler"]["restarts"] == 0  # only the one asked for
             missing = await cli(env, "console", "--restart", "email-server/nope", check=False)
             assert missing.returncode == 1 and b"no actor" in missing.stdout
@@ -252,7 +262,10 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             snap = await console_json(env, "email-server")
             for name in ("email-server-0", "email-server-1"):
                 assert snap["services"][name]["intake"]["paused"] is True
-                assert actors_of(snap["services"][name])["email-server/consumer"]["extra"]["paused"] is True
+                assert (
+                    actors_of(snap["services"][name])["email-server/consumer"]["extra"]["paused"]
+                    is True
+                )
             before = len(smtp.messages())
             late = await send_batch(env, tmp_path, [f"late{i}@example.com" for i in range(5)])
             await trio.sleep(3)
@@ -278,7 +291,9 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             raw_screen = live.stdout.decode()
             assert "\x1b[" in raw_screen  # rich drew it as on a terminal
             screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw_screen)
-            assert screen.count("email-server-1  pid") >= 3  # three frames drawn (and the last again)
+            assert (
+                screen.count("email-server-1  pid") >= 3
+            )  # three frames drawn (and the last again)
             for name in ("integration", "auth", "email-server-0", "sender-2", "throttler",
                          "status-consumer", "throttle buckets", "bus queues", "msg/s"):
                 assert name in screen, name
@@ -303,26 +318,42 @@ async def test_console_and_metrics_against_a_running_distributed_system(
     workers = [scraped["email-server-0"], scraped["email-server-1"]]
     assert sum(total(w, "mailactors_emails_total", service="email-server", status="SENT")
                for w in workers) == n
-    assert sum(total(w, "mailactors_provider_replies_total", code_class="2xx") for w in workers) == n
+    assert (
+        sum(total(w, "mailactors_provider_replies_total", code_class="2xx") for w in workers) == n
+    )
     assert sum(total(w, "mailactors_request_to_sent_seconds_count") for w in workers) == n
     assert all(total(w, "mailactors_emails_total", status="FAILED") == 0 for w in workers)
     assert total(scraped["auth"], "mailactors_emails_total", service="auth", status="PENDING") == n
     integration = scraped["integration"]
-    assert total(integration, "mailactors_emails_total", service="integration", status="PENDING") == n
+    assert (
+        total(integration, "mailactors_emails_total", service="integration", status="PENDING") == n
+    )
     assert total(integration, "mailactors_emails_total", service="integration", status="SENT") == n
     w0 = scraped["email-server-0"]
     assert total(w0, "mailactors_actor_restarts_total", path="email-server/throttler") == 1
     assert total(scraped["email-server-1"], "mailactors_actor_restarts_total") == 0
     assert total(w0, "mailactors_mailbox_capacity", path="email-server/throttler") > 0
-    assert ("mailactors_mailbox_depth", (("kind", "Sender"), ("path", "email-server/senders/sender-0"),
-                                         ("service", "email-server-0"))) in w0
+    assert (
+        "mailactors_mailbox_depth",
+        (
+            ("kind", "Sender"),
+            ("path", "email-server/senders/sender-0"),
+            ("service", "email-server-0"),
+        ),
+    ) in w0
     assert total(w0, "mailactors_intake_paused") == 0
     assert total(w0, "mailactors_dlq_size") == 0
     assert ("mailactors_queue_depth", (("queue", env["MAILACTORS__BUS__SEND_QUEUE"]),)) in w0
     assert ("mailactors_throttle_waits_total", (("path", "email-server/throttler"),
                                                 ("service", "email-server-0"))) in w0
-    assert ("mailactors_throttle_tokens", (("bucket", "example.com"), ("path", "email-server/throttler"),
-                                           ("service", "email-server-0"))) in w0
+    assert (
+        "mailactors_throttle_tokens",
+        (
+            ("bucket", "example.com"),
+            ("path", "email-server/throttler"),
+            ("service", "email-server-0"),
+        ),
+    ) in w0
     assert total(w0, "process_resident_memory_bytes") > 0
 
 
@@ -348,7 +379,9 @@ def connect_as_nobody(path: Path) -> str:
     With setpriv or runuser and a system python nobody may run; else in a forked
     child that drops root with os.setuid before it connects.
     """
-    python = next((p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None)
+    python = next(
+        (p for p in ("/usr/bin/python3", "/usr/local/bin/python3") if os.path.exists(p)), None
+    )
     wrapper = None
     if shutil.which("setpriv"):
         wrapper = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
@@ -395,9 +428,13 @@ def broker_user(rabbitmq_url: str) -> Iterator[tuple[str, str]]:
 def accept_login(user: str, password: str) -> Any:
     from aiosmtpd.smtp import AuthResult
 
-    def authenticator(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
-        return AuthResult(success=data.login == user.encode() and data.password == password.encode(),
-                          handled=False)
+    def authenticator(
+        server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
+        return AuthResult(
+            success=data.login == user.encode() and data.password == password.encode(),
+            handled=False,
+        )
 
     return authenticator
 
@@ -465,7 +502,9 @@ async def test_access_control_secrets_and_correlated_logs(
 
             async def stored() -> bool:
                 s = await trio.to_thread.run_sync(scrape, metrics_base)
-                return total(s, "mailactors_emails_total", service="integration", status="SENT") == 5
+                return (
+                    total(s, "mailactors_emails_total", service="integration", status="SENT") == 5
+                )
 
             await wait_until(stored, 60, "5 emails SENT in the store")
             console_out = (await cli(env, "console", "--json")).stdout.decode()
@@ -488,5 +527,8 @@ async def test_access_control_secrets_and_correlated_logs(
         if record.get("event_id") in by_id:
             by_id[record["event_id"]].add(record["logger"])
     for event_id, loggers in by_id.items():
-        assert {"mailactors.auth", "mailactors.integration", "mailactors.email_server"} <= loggers, (
-            event_id, loggers)
+        assert {
+            "mailactors.auth",
+            "mailactors.integration",
+            "mailactors.email_server",
+        } <= loggers, (event_id, loggers)

@@ -84,7 +84,9 @@ def client_ssl(config: Any) -> ssl.SSLContext | None:
     return client_ssl_context(config.grpc)
 
 
-async def expect_grpc_error(client: GrpcClient, method: str, req: Any, status: GrpcStatus, **kw: Any) -> str:
+async def expect_grpc_error(
+    client: GrpcClient, method: str, req: Any, status: GrpcStatus, **kw: Any
+) -> str:
     with pytest.raises(GRPCError) as err:
         await client.call(method, req, **kw)
     assert err.value.status is status, (err.value.status, err.value.message)
@@ -107,16 +109,25 @@ CRLF = "Hi\r\nBcc: victim@example.com"
         (request(subject="Hi\x85X-Injected: 1"), "subject"),
         (request(subject="Hi\x0bthere"), "subject"),
         (request("welcome", variables={"name": "Ada\u2029X: 1", "product": "P"}), "variables"),
-        (request("welcome", variables={"name": CRLF, "product": "P"}), "variables"),  # in the subject
+        # in the subject
+        (request("welcome", variables={"name": CRLF, "product": "P"}), "variables"),
         (request(to="ada@example.com\r\nBcc: victim@example.com"), "recipient"),
         (request(to="ada@example.com\n"), "recipient"),
         (request(category="tx\r\nBcc: x"), "category"),
         (
-            request(attachments=[Attachment(filename="a\r\n.pdf", content_type="application/pdf", content=b"x")]),
+            request(
+                attachments=[
+                    Attachment(filename="a\r\n.pdf", content_type="application/pdf", content=b"x")
+                ]
+            ),
             "attachments[0].filename",
         ),
         (
-            request(attachments=[Attachment(filename="a.txt", content_type="text/plain;\r\n x=y", content=b"x")]),
+            request(
+                attachments=[
+                    Attachment(filename="a.txt", content_type="text/plain;\r\n x=y", content=b"x")
+                ]
+            ),
             "attachments[0].content_type",
         ),
         (request(idempotency_key="k\r\nX: 1"), "idempotency_key"),
@@ -136,7 +147,10 @@ async def test_header_injection_is_refused_naming_the_field(tmp_path, req, field
 
 async def test_header_injection_through_grpc_savemail_and_the_bus(tmp_path):
     config = secured_config(tmp_path)
-    async with running(config, grpc=True) as app, GrpcClient(app, grpc_port(app), token=TOKEN) as client:
+    async with (
+        running(config, grpc=True) as app,
+        GrpcClient(app, grpc_port(app), token=TOKEN) as client,
+    ):
         message = await expect_grpc_error(
             client, "RequestEmail", grpc_request(subject=CRLF), GrpcStatus.INVALID_ARGUMENT
         )
@@ -165,8 +179,15 @@ async def test_header_injection_through_grpc_savemail_and_the_bus(tmp_path):
         assert reason.startswith("invalid EmailSendEvent: subject: ")
         # and an eventId that would end up in the Message-ID and a header
         await app.bus.publish_raw(
-            "send", encode(EmailSendEvent(event_id="x\r\nBcc: v@example.com", recipient="a@example.com",
-                                          template="welcome", variables=doc.variables))
+            "send",
+            encode(
+                EmailSendEvent(
+                    event_id="x\r\nBcc: v@example.com",
+                    recipient="a@example.com",
+                    template="welcome",
+                    variables=doc.variables,
+                )
+            ),
         )
         ok = await app.request(request(to="ok@example.com"))
         assert (await app.wait_terminal(ok.event_id)).status is Status.SENT
@@ -189,7 +210,10 @@ async def test_path_traversal_in_template_names_is_refused_on_every_edge(tmp_pat
     (secret / "body.txt").write_text("SECRET-BODY")
     names = [*TRAVERSALS, "../secret", str(secret), str(ROOT / "templates" / "welcome")]
     config = secured_config(tmp_path)
-    async with running(config, grpc=True) as app, GrpcClient(app, grpc_port(app), token=TOKEN) as client:
+    async with (
+        running(config, grpc=True) as app,
+        GrpcClient(app, grpc_port(app), token=TOKEN) as client,
+    ):
         for name in names:
             with pytest.raises(InvalidField) as err:
                 await app.request(request(name, variables={}))
@@ -203,7 +227,10 @@ async def test_path_traversal_in_template_names_is_refused_on_every_edge(tmp_pat
             )
             assert message.startswith("document.template: "), message
             await app.bus.publish_raw(
-                "send", encode(EmailSendEvent(event_id=fresh_id(), recipient="a@example.com", template=name))
+                "send",
+                encode(
+                    EmailSendEvent(event_id=fresh_id(), recipient="a@example.com", template=name)
+                ),
             )
         ok = await app.request(request(to="ok@example.com"))
         assert (await app.wait_terminal(ok.event_id)).status is Status.SENT
@@ -288,12 +315,23 @@ def pdf(size: int, name: str = "a.pdf") -> Attachment:
     "req, field",
     [
         (request(subject="s" * 51), "subject"),
-        (request(variables={**TEMPLATE_VARIABLES["verification"], "blob": "x" * 3000}), "variables"),
+        (
+            request(variables={**TEMPLATE_VARIABLES["verification"], "blob": "x" * 3000}),
+            "variables",
+        ),
         (request(attachments=[pdf(1)] * 3), "attachments"),
         (request(attachments=[pdf(10_001)]), "attachments[0].content"),
         (request(attachments=[pdf(8000), pdf(8000, "b.pdf")]), "attachments"),  # whole message
-        (request(attachments=[Attachment(filename="a.exe", content_type="application/x-msdownload", content=b"MZ")]),
-         "attachments[0].content_type"),
+        (
+            request(
+                attachments=[
+                    Attachment(
+                        filename="a.exe", content_type="application/x-msdownload", content=b"MZ"
+                    )
+                ]
+            ),
+            "attachments[0].content_type",
+        ),
         (request(attachments=[pdf(1, "x" * 300)]), "attachments[0].filename"),
         (request(idempotency_key="k" * 1000), "idempotency_key"),
     ],
@@ -312,17 +350,29 @@ async def test_oversized_grpc_requests_and_bus_messages(tmp_path):
 
     config = secured_config(tmp_path, limits=SMALL)
     cap = max_request_bytes(config.limits)
-    async with running(config, grpc=True) as app, GrpcClient(app, grpc_port(app), token=TOKEN) as client:
+    async with (
+        running(config, grpc=True) as app,
+        GrpcClient(app, grpc_port(app), token=TOKEN) as client,
+    ):
         # over the request cap: refused from the length prefix, the body is never read
         huge = grpc_request(attachments=[("a.pdf", "application/pdf", b"x" * (cap + 1))])
-        message = await expect_grpc_error(client, "RequestEmail", huge, GrpcStatus.RESOURCE_EXHAUSTED)
+        message = await expect_grpc_error(
+            client, "RequestEmail", huge, GrpcStatus.RESOURCE_EXHAUSTED
+        )
         assert str(cap) in message
-        big_doc = save_request(attachments=[Attachment(filename="a.pdf", content_type="application/pdf",
-                                                       content=b"x" * (4 * cap))])
+        big_doc = save_request(
+            attachments=[
+                Attachment(
+                    filename="a.pdf", content_type="application/pdf", content=b"x" * (4 * cap)
+                )
+            ]
+        )
         await expect_grpc_error(client, "SaveEmail", big_doc, GrpcStatus.RESOURCE_EXHAUSTED)
         # under the cap but over the attachment limit: the field is named
         message = await expect_grpc_error(
-            client, "RequestEmail", grpc_request(attachments=[("a.pdf", "application/pdf", b"x" * 20_000)]),
+            client,
+            "RequestEmail",
+            grpc_request(attachments=[("a.pdf", "application/pdf", b"x" * 20_000)]),
             GrpcStatus.INVALID_ARGUMENT,
         )
         assert message.startswith("attachments[0].content: ")
@@ -335,12 +385,19 @@ async def test_oversized_grpc_requests_and_bus_messages(tmp_path):
         message = await expect_grpc_error(client, "RequestEmail", deep, GrpcStatus.INVALID_ARGUMENT)
         assert message == "variables: nested deeper than 32"
         # on the bus: a body past the cap, and JSON nested past msgspec's depth
-        await app.bus.publish_raw("send", b'{"eventId": "' + b"x" * max_send_event_bytes(config.limits) + b'"}')
         await app.bus.publish_raw(
-            "send", b'{"eventId":"a","recipient":"a@example.com","template":"welcome","variables":{"x":'
-            + b"[" * 5000 + b"]" * 5000 + b"}}"
+            "send", b'{"eventId": "' + b"x" * max_send_event_bytes(config.limits) + b'"}'
         )
-        await app.bus.publish_raw("status", b'{"eventId":"a","status":"SENT","x":' + b"[" * 5000 + b"]" * 5000 + b"}")
+        await app.bus.publish_raw(
+            "send",
+            b'{"eventId":"a","recipient":"a@example.com","template":"welcome","variables":{"x":'
+            + b"[" * 5000
+            + b"]" * 5000
+            + b"}}",
+        )
+        await app.bus.publish_raw(
+            "status", b'{"eventId":"a","status":"SENT","x":' + b"[" * 5000 + b"]" * 5000 + b"}"
+        )
         # the server and the consumers go on
         accepted = await client.call("RequestEmail", grpc_request())
         assert (await app.wait_terminal(accepted.event_id)).status is Status.SENT
@@ -362,9 +419,14 @@ METHODS = {
 }
 
 
-async def test_missing_and_wrong_tokens_are_unauthenticated_on_every_method_and_touch_nothing(tmp_path):
+async def test_missing_and_wrong_tokens_are_unauthenticated_on_every_method_and_touch_nothing(
+    tmp_path,
+):
     config = secured_config(tmp_path)
-    async with running(config, grpc=True) as app, GrpcClient(app, grpc_port(app), token=TOKEN) as client:
+    async with (
+        running(config, grpc=True) as app,
+        GrpcClient(app, grpc_port(app), token=TOKEN) as client,
+    ):
         for method, make in METHODS.items():
             for metadata in UNAUTHENTICATED_METADATA:
                 message = await expect_grpc_error(
@@ -405,13 +467,21 @@ async def test_grpc_integration_client_sends_the_token_over_tls(tmp_path):
     config = secured_config(tmp_path, tls=True)
     async with running(config, grpc=True) as app:
         port = grpc_port(app)
-        good = GrpcIntegrationClient("127.0.0.1", port, token=TOKEN, deadline=10, retries=0, ssl=client_ssl(config))
-        bad = GrpcIntegrationClient("127.0.0.1", port, token="nope", deadline=10, retries=0, ssl=client_ssl(config))
+        good = GrpcIntegrationClient(
+            "127.0.0.1", port, token=TOKEN, deadline=10, retries=0, ssl=client_ssl(config)
+        )
+        bad = GrpcIntegrationClient(
+            "127.0.0.1", port, token="nope", deadline=10, retries=0, ssl=client_ssl(config)
+        )
         await good.open()
         await bad.open()
         try:
-            doc = EmailDocument(event_id=fresh_id(), recipient="Ada@Example.COM", template="welcome",
-                                variables=dict(TEMPLATE_VARIABLES["welcome"]))
+            doc = EmailDocument(
+                event_id=fresh_id(),
+                recipient="Ada@Example.COM",
+                template="welcome",
+                variables=dict(TEMPLATE_VARIABLES["welcome"]),
+            )
             with pytest.raises(GRPCError) as err:
                 await bad.save(doc)
             assert err.value.status is GrpcStatus.UNAUTHENTICATED
@@ -445,7 +515,9 @@ async def test_tls_is_required_and_verified_when_configured(tmp_path):
         async with GrpcClient(app, port, token=TOKEN) as plain:
             with pytest.raises(Exception) as err:  # noqa: B017 - grpclib raises several kinds
                 await plain.call("GetEmail", email_pb2.GetEmailRequest(event_id="x"), timeout=5)
-            assert not (isinstance(err.value, GRPCError) and err.value.status is GrpcStatus.NOT_FOUND)
+            assert not (
+                isinstance(err.value, GRPCError) and err.value.status is GrpcStatus.NOT_FOUND
+            )
         # a server certificate from a CA the client does not trust
         untrusting = ssl.create_default_context(cafile=str(other_ca.ca))
         untrusting.set_alpn_protocols(["h2"])
@@ -459,14 +531,25 @@ async def test_tls_is_required_and_verified_when_configured(tmp_path):
             "MAILACTORS__GRPC__TLS_CA_FILE": config.grpc.tls_ca_file,
             "MAILACTORS__GRPC__TOKEN_FILE": config.grpc.token_file,
         }
-        argv = [sys.executable, str(ROOT / "supervisor.py"), "--profile", "embedded", "status", accepted.event_id]
+        argv = [
+            sys.executable,
+            str(ROOT / "supervisor.py"),
+            "--profile",
+            "embedded",
+            "status",
+            accepted.event_id,
+        ]
         with trio.fail_after(60):
-            done = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
+            done = await trio.run_process(
+                argv, env=env, capture_stdout=True, capture_stderr=True, check=False
+            )
         assert done.returncode == 0, done.stderr.decode()
         assert json.loads(done.stdout)["status"] == "SENT"
         env.pop("MAILACTORS__GRPC__TLS_CA_FILE")
         with trio.fail_after(60):
-            done = await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
+            done = await trio.run_process(
+                argv, env=env, capture_stdout=True, capture_stderr=True, check=False
+            )
         assert done.returncode != 0 and not done.stdout
         assert_no_restarts(app)
 
@@ -476,10 +559,16 @@ async def test_tls_is_required_and_verified_when_configured(tmp_path):
 
 async def test_get_and_search_refuse_odd_ids_and_tokens(tmp_path):
     config = secured_config(tmp_path)
-    async with running(config, grpc=True) as app, GrpcClient(app, grpc_port(app), token=TOKEN) as client:
+    async with (
+        running(config, grpc=True) as app,
+        GrpcClient(app, grpc_port(app), token=TOKEN) as client,
+    ):
         for event_id in ("..", "../emails/_search", "a/b", "x\r\ny", "", "a" * 200):
             message = await expect_grpc_error(
-                client, "GetEmail", email_pb2.GetEmailRequest(event_id=event_id), GrpcStatus.INVALID_ARGUMENT
+                client,
+                "GetEmail",
+                email_pb2.GetEmailRequest(event_id=event_id),
+                GrpcStatus.INVALID_ARGUMENT,
             )
             assert message.startswith("event_id: ")
         await expect_grpc_error(
@@ -596,32 +685,35 @@ def save_requests(draw: Any) -> Any:
 
 async def test_grpc_request_and_save_properties(tmp_path):
     config = secured_config(tmp_path)
-    async with running(config, grpc=True) as app, GrpcClient(app, grpc_port(app), token=TOKEN) as client:
+    async with (
+        running(config, grpc=True) as app,
+        GrpcClient(app, grpc_port(app), token=TOKEN) as client,
+    ):
         outcomes: dict[str, int] = {"sent": 0, "saved": 0, "refused": 0}
 
-        async def one_request(req: Any) -> None:
+        async def call_or_refused(method: str, req: Any) -> Any:
+            """The reply; None when refused, with a field error and nothing stored."""
             before = await stored(app)
             try:
-                reply = await client.call("RequestEmail", req)
+                return await client.call(method, req)
             except GRPCError as err:
                 assert err.status is GrpcStatus.INVALID_ARGUMENT, (err.status, err.message)
                 assert_field_error(str(err.message))
                 assert await stored(app) == before
                 outcomes["refused"] += 1
+                return None
+
+        async def one_request(req: Any) -> None:
+            reply = await call_or_refused("RequestEmail", req)
+            if reply is None:
                 return
             doc = await app.wait_terminal(reply.event_id, timeout=30)
             assert doc.status is Status.SENT, doc.error
             outcomes["sent"] += 1
 
         async def one_save(req: Any) -> None:
-            before = await stored(app)
-            try:
-                reply = await client.call("SaveEmail", req)
-            except GRPCError as err:
-                assert err.status is GrpcStatus.INVALID_ARGUMENT, (err.status, err.message)
-                assert_field_error(str(err.message))
-                assert await stored(app) == before
-                outcomes["refused"] += 1
+            reply = await call_or_refused("SaveEmail", req)
+            if reply is None:
                 return
             got = await client.call("GetEmail", email_pb2.GetEmailRequest(event_id=reply.event_id))
             assert got.document.status == email_pb2.PENDING and not got.document.history
@@ -643,7 +735,9 @@ async def test_grpc_request_and_save_properties(tmp_path):
 def assert_field_error(message: str) -> None:
     import re
 
-    assert re.match(FIELD_ERROR, message) or message.startswith(("document: ", "request: ")), message
+    assert re.match(FIELD_ERROR, message) or message.startswith(("document: ", "request: ")), (
+        message
+    )
 
 
 async def run_bus_fuzz(tmp_path: Path, examples: int) -> dict[str, int]:

@@ -63,7 +63,9 @@ class AuthSmtpServer(CapturingServer):
             authenticator=self._authenticate, auth_required=True, auth_require_tls=False
         )
 
-    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, data: Any
+    ) -> AuthResult:
         ok = (
             isinstance(data, LoginPassword)
             and data.login == SMTP_USER.encode()
@@ -92,10 +94,14 @@ def assert_used(texts: dict[str, str | bytes]) -> None:
     assert all(texts.values()), [k for k, v in texts.items() if not v]
 
 
-async def cli(env: dict[str, str], *args: str, profile: str = "embedded") -> subprocess.CompletedProcess[bytes]:
+async def cli(
+    env: dict[str, str], *args: str, profile: str = "embedded"
+) -> subprocess.CompletedProcess[bytes]:
     argv = [sys.executable, str(ROOT / "supervisor.py"), "--profile", profile, *args]
     with trio.fail_after(60):
-        return await trio.run_process(argv, env=env, capture_stdout=True, capture_stderr=True, check=False)
+        return await trio.run_process(
+            argv, env=env, capture_stdout=True, capture_stderr=True, check=False
+        )
 
 
 def cli_text(done: subprocess.CompletedProcess[bytes]) -> str:
@@ -114,7 +120,11 @@ class Process:
     async def running(self, ready: Callable[[], bool]) -> AsyncIterator[Process]:
         argv = [sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "embedded", "up"]
         proc = await trio.lowlevel.open_process(
-            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+            argv,
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
         async def pump() -> None:
@@ -152,7 +162,9 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def wait_sent(env: dict[str, str], event_id: str, profile: str = "embedded") -> dict[str, Any]:
+async def wait_sent(
+    env: dict[str, str], event_id: str, profile: str = "embedded"
+) -> dict[str, Any]:
     with trio.fail_after(60):
         while True:
             done = await cli(env, "status", event_id, profile=profile)
@@ -240,7 +252,9 @@ async def test_embedded_logs_documents_and_cli_output_hold_no_secret(tmp_path):
     assert_nothing_holds(secrets, outputs)
 
 
-async def test_a_refused_smtp_password_appears_in_no_log_record_or_document(tmp_path, monkeypatch, caplog):
+async def test_a_refused_smtp_password_appears_in_no_log_record_or_document(
+    tmp_path, monkeypatch, caplog
+):
     """Error paths: the server refuses the login. Checked on the raw log records, before
     any redacting formatter, so our own code is shown never to log the value at all."""
     attempted = secret("wrong-pw")
@@ -249,15 +263,24 @@ async def test_a_refused_smtp_password_appears_in_no_log_record_or_document(tmp_
     with AuthSmtpServer(secret("right-pw")) as smtp:
         config = embedded_config(
             tmp_path,
-            provider={"kind": "smtp", "smtp": {"host": "127.0.0.1", "port": smtp.port, "username": SMTP_USER,
-                                               "password_env": "MAILACTORS_TEST_SMTP_PASSWORD"}},
+            provider={
+                "kind": "smtp",
+                "smtp": {
+                    "host": "127.0.0.1",
+                    "port": smtp.port,
+                    "username": SMTP_USER,
+                    "password_env": "MAILACTORS_TEST_SMTP_PASSWORD",
+                },
+            },
         )
         async with running(config) as app:
             accepted = await app.request(request())
             doc = await app.wait_terminal(accepted.event_id, timeout=60)
     assert smtp.logins["refused"] >= 1 and doc.status is Status.FAILED, doc
+    formatter = logging.Formatter()
     records = "\n".join(
-        f"{r.getMessage()} {r.__dict__} {logging.Formatter().formatException(r.exc_info) if r.exc_info else ''}"
+        f"{r.getMessage()} {r.__dict__} "
+        + (formatter.formatException(r.exc_info) if r.exc_info else "")
         for r in caplog.records
     )
     assert_nothing_holds(
@@ -321,7 +344,9 @@ async def test_distributed_cluster_over_tls_with_tokens_leaks_no_secret(
             outputs: dict[str, str | bytes] = {}
             async with Cluster(env, workers=2, log=tmp_path / "cluster.log").running() as cluster:
                 auth = GrpcClient(edge, cluster.auth_port, token=secrets["grpc token"], ssl=tls)
-                integration = GrpcClient(edge, cluster.integration_port, token=secrets["grpc token"], ssl=tls)
+                integration = GrpcClient(
+                    edge, cluster.integration_port, token=secrets["grpc token"], ssl=tls
+                )
                 async with auth, integration:
                     # no token, a wrong token: refused on both services, nothing stored
                     for client, method, req in (
@@ -329,21 +354,32 @@ async def test_distributed_cluster_over_tls_with_tokens_leaks_no_secret(
                         (integration, "SaveEmail", save_request()),
                         (integration, "SearchEmails", email_pb2.SearchEmailsRequest()),
                     ):
-                        for metadata in (None, {"authorization": "Bearer " + secrets["grpc token"][:-1]}):
+                        for metadata in (
+                            None,
+                            {"authorization": "Bearer " + secrets["grpc token"][:-1]},
+                        ):
                             with pytest.raises(GRPCError) as err:
                                 await client.call(method, req, metadata=metadata)
                             assert err.value.status is GrpcStatus.UNAUTHENTICATED
                     empty = await integration.call("SearchEmails", email_pb2.SearchEmailsRequest())
                     assert empty.total == 0
                     # the flow works with the token, over TLS, through the password-protected edges
-                    ids = [(await auth.call("RequestEmail", grpc_request(recipient=f"u{i}@example.com"))).event_id
-                           for i in range(6)]
+                    ids = [
+                        (
+                            await auth.call(
+                                "RequestEmail", grpc_request(recipient=f"u{i}@example.com")
+                            )
+                        ).event_id
+                        for i in range(6)
+                    ]
                     # a hostile publisher on the broker: an email saved PENDING, then its
                     # send event republished with a Bcc injected in the subject
                     saved = await integration.call("SaveEmail", save_request())
                     await publish_hostile(config, env, saved.event_id)
                     docs = await wait_terminal(integration, [*ids, saved.event_id])
-                    after = (await auth.call("RequestEmail", grpc_request(recipient="after@example.com"))).event_id
+                    after = (
+                        await auth.call("RequestEmail", grpc_request(recipient="after@example.com"))
+                    ).event_id
                     docs.update(await wait_terminal(integration, [after]))
                 cli_env = dict(env)
                 for args in (("status", ids[0]), ("search", "--recipient", "u0@example.com"),
@@ -355,7 +391,10 @@ async def test_distributed_cluster_over_tls_with_tokens_leaks_no_secret(
             received = b"\n".join(m.data for m in smtp.messages())
     assert all(docs[i].status == email_pb2.SENT for i in [*ids, after]), docs
     hostile = docs[saved.event_id]
-    assert hostile.status == email_pb2.FAILED and "subject: must not contain line breaks" in hostile.error
+    assert (
+        hostile.status == email_pb2.FAILED
+        and "subject: must not contain line breaks" in hostile.error
+    )
     reasons = sorted(reason for _, _, reason in dead)
     assert any(r.startswith("invalid EmailSendEvent: subject: ") for r in reasons), reasons
     assert any("nested too deeply" in r for r in reasons), reasons
@@ -365,7 +404,9 @@ async def test_distributed_cluster_over_tls_with_tokens_leaks_no_secret(
     async with httpx.AsyncClient() as http:
         index = env["MAILACTORS__STORE__INDEX"]
         await http.post(f"{elasticsearch_url}/{index}/_refresh")
-        outputs["store"] = (await http.post(f"{elasticsearch_url}/{index}/_search", json={"size": 100})).text
+        outputs["store"] = (
+            await http.post(f"{elasticsearch_url}/{index}/_search", json={"size": 100})
+        ).text
     outputs["config repr"] = repr(config)
     outputs["config redacted"] = json.dumps(config.redacted())
     assert_used(outputs)
@@ -409,7 +450,9 @@ async def wait_terminal(client: GrpcClient, ids: list[str], timeout: float = 90)
         while len(docs) < len(ids):
             for event_id in ids:
                 if event_id not in docs:
-                    got = await client.call("GetEmail", email_pb2.GetEmailRequest(event_id=event_id))
+                    got = await client.call(
+                        "GetEmail", email_pb2.GetEmailRequest(event_id=event_id)
+                    )
                     if got.document.status in terminal:
                         docs[event_id] = got.document
             await trio.sleep(0.2)

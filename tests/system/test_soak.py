@@ -48,7 +48,9 @@ def test_short_soak_loses_nothing_and_sends_nothing_twice(
     figures = json.loads(lines[-1])
     log = (tmp_path / "soak" / "cluster.log")
     context = f"{lines[-1]}\nstderr:\n{done.stderr[-2000:]}\n" + (
-        "cluster log tail:\n" + "\n".join(log.read_text().splitlines()[-30:]) if log.exists() else ""
+        "cluster log tail:\n" + "\n".join(log.read_text().splitlines()[-30:])
+        if log.exists()
+        else ""
     )
     assert figures["submitted"] == 300, context
     assert figures["lost"] == 0, context

@@ -32,7 +32,9 @@ def test_a_skip_fails_the_run_only_when_services_are_required(
     monkeypatch.setenv("REQUIRE_SERVICES", required)
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
     pytester.makepyfile(test_skipping=SKIPPING)
-    result = pytester.runpytest_subprocess("-p", "tests.support.require_services", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(
+        "-p", "tests.support.require_services", "-p", "no:cacheprovider"
+    )
     result.assert_outcomes(passed=1, skipped=1)
     assert result.ret == code
     if required:

@@ -173,7 +173,9 @@ async def test_snapshot_restart_pause_and_dead_letters(actor_system: ActorSystem
 # -- transports ---------------------------------------------------------------------
 
 
-async def test_unix_socket_is_0600_serves_and_is_removed(actor_system: ActorSystem, short_dir: Path):
+async def test_unix_socket_is_0600_serves_and_is_removed(
+    actor_system: ActorSystem, short_dir: Path
+):
     await actor_system.spawn(tree())
     path = short_dir / "svc.sock"
     endpoint = ControlEndpoint(actor_system)
@@ -185,7 +187,9 @@ async def test_unix_socket_is_0600_serves_and_is_removed(actor_system: ActorSyst
         async with await ControlClient.connect_unix(path) as client:
             snap = await client.call("snapshot")
             assert {a["path"] for a in snap["snapshot"]["actors"]} >= {"svc/a", "svc/b"}
-            assert (await client.call("ping"))["pid"] == os.getpid()  # several requests, one connection
+            assert (await client.call("ping"))[
+                "pid"
+            ] == os.getpid()  # several requests, one connection
             with pytest.raises(ControlError, match="no actor"):
                 await client.call("restart", path="svc/zzz")
             # a bad line is answered, and the connection stays usable
@@ -249,7 +253,9 @@ class Recorder(Actor[SendJob]):
         await msg.delivery.ack()
 
 
-async def test_paused_consumer_takes_nothing_until_resumed(actor_system: ActorSystem, autojump_clock):
+async def test_paused_consumer_takes_nothing_until_resumed(
+    actor_system: ActorSystem, autojump_clock
+):
     Recorder.got = []
     bus = MemoryBus(100)
     spec = SupervisorSpec(
@@ -289,7 +295,9 @@ def _samples(text: str) -> dict[str, list[Any]]:
 
 async def test_metrics_count_edges_and_read_the_snapshot_at_scrape(actor_system: ActorSystem):
     await actor_system.spawn(
-        SupervisorSpec("es", [ChildSpec("throttler", Throttler, args=(1.0, 1, {"slow.example": 0.5}))])
+        SupervisorSpec(
+            "es", [ChildSpec("throttler", Throttler, args=(1.0, 1, {"slow.example": 0.5}))]
+        )
     )
     throttler = actor_system.lookup("es/throttler")
     await throttler.ask(Acquire("slow.example"))
@@ -415,8 +423,14 @@ def test_console_matches_instances_and_renders_a_snapshot(tmp_path: Path):
     out = io.StringIO()
     console = Console(file=out, width=180, force_terminal=False)
     console.print(render({"email-server-0": answer}, {"auth": "permission denied"}, rates, "/run"))
-    later = {**answer, "snapshot": {**answer["snapshot"], "taken_at": now + 2,
-                                    "actors": [answer["snapshot"]["actors"][0], {**actor, "processed": 30}]}}
+    later = {
+        **answer,
+        "snapshot": {
+            **answer["snapshot"],
+            "taken_at": now + 2,
+            "actors": [answer["snapshot"]["actors"][0], {**actor, "processed": 30}],
+        },
+    }
     console.print(render({"email-server-0": later}, {}, rates, "/run"))
     text = out.getvalue()
     for expected in ("email-server-0", "throttler", "INTAKE PAUSED", "InjectedCrash", "3/1024",
@@ -431,7 +445,9 @@ def test_progress_bars_draw_to_their_console():
     from actors.ops.progress import progress_bar, progress_display
 
     out = io.StringIO()
-    with progress_bar("sending", total=3, unit="emails", console=Console(file=out, width=120)) as bar:
+    with progress_bar(
+        "sending", total=3, unit="emails", console=Console(file=out, width=120)
+    ) as bar:
         for _ in range(3):
             bar.advance()
         bar.note("1 failed")
