@@ -2,7 +2,8 @@
 
     python supervisor.py up [--profile embedded]   run until Ctrl-C
     python supervisor.py demo                       run, send three samples, print, exit
-    python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--json-var k=JSON ...] [--key KEY]
+    python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--json-var k=JSON ...]
+                              [--key KEY]
     python supervisor.py status EVENT_ID            the document, as JSON
     python supervisor.py search [--recipient ..] [--status ..] [--category ..]
     python supervisor.py send --batch FILE          many requests (JSON lines), progress bar

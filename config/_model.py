@@ -259,7 +259,8 @@ class ProviderConfig(_Section, frozen=True):
         repeated = sorted({label for label in labels if labels.count(label) > 1})
         if repeated:
             raise ValueError(
-                f"provider.chain names must be unique (set name = ...); repeated: {', '.join(repeated)}"
+                "provider.chain names must be unique (set name = ...); repeated: "
+                + ", ".join(repeated)
             )
 
 
@@ -271,7 +272,7 @@ class EmailServerConfig(_Section, frozen=True):
     claims_index: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,200}$")] = "email-claims"
     claim_lease_s: PosFloat = 60.0  # a dead owner's claim is taken over after this
     claim_recheck_s: PosFloat = 1.0  # a copy of an email claimed elsewhere looks again after this
-    claims_batch_ms: NonNegFloat = 5.0  # under load, claims and outcomes wait this long to share a write
+    claims_batch_ms: NonNegFloat = 5.0
     unknown_outcome: Literal["resend", "fail"] = "resend"
     unknown_outcome_by_category: dict[str, Literal["resend", "fail"]] = {}
 
@@ -306,8 +307,8 @@ class SweeperConfig(_Section, frozen=True):
     rate: PosFloat = 50.0
     interval_s: PosFloat = 30.0
     enabled: bool = True
-    stuck_grace_s: PosFloat = 60.0  # embedded: RETRYING past its next attempt / SENDING silent this long
-    pending_repeat_s: NonNegFloat = 10.0  # auth: a repeated key for an email PENDING this long republishes it
+    stuck_grace_s: PosFloat = 60.0
+    pending_repeat_s: NonNegFloat = 10.0
 
 
 MIB = 1024 * 1024

@@ -54,7 +54,9 @@ class MemoryBus:
 
     def _channel(
         self, queue: str
-    ) -> tuple[trio.MemorySendChannel[tuple[bytes, bool]], trio.MemoryReceiveChannel[tuple[bytes, bool]]]:
+    ) -> tuple[
+        trio.MemorySendChannel[tuple[bytes, bool]], trio.MemoryReceiveChannel[tuple[bytes, bool]]
+    ]:
         return self._send if queue == "send" else self._status
 
     async def open(self) -> None:

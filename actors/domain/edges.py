@@ -175,7 +175,8 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
     failure: Failure | None = None
     retry_after: float | None = None  # seconds, when the provider said
     # Where an SMTP exchange was refused ("connect", "MAIL", "RCPT", "DATA"): a 5xx at
-    # RCPT or DATA refuses the recipient, and suppresses the address (actors.email_server.suppression).
+    # RCPT or DATA refuses the recipient, and suppresses the address
+    # (actors.email_server.suppression).
     stage: str | None = None
 
 

@@ -291,7 +291,8 @@ def check_document(
     if doc.status is not Status.PENDING:
         raise InvalidField(
             f"{prefix}status",
-            f"a new document is PENDING, got {doc.status.value}; statuses come from the email server",
+            f"a new document is PENDING, got {doc.status.value};"
+            " statuses come from the email server",
         )
     default = EmailDocument(event_id="", recipient="", template="")
     for name in _LIFECYCLE_FIELDS:

@@ -147,7 +147,9 @@ def message_id_for(event_id: str, domain: str) -> str:
 
 def _check_value(header: str, value: str) -> str:
     if _BREAKERS.search(value):
-        raise ValueError(f"{header}: header value must not contain a line break (CR, LF, ...) or NUL")
+        raise ValueError(
+            f"{header}: header value must not contain a line break (CR, LF, ...) or NUL"
+        )
     return value
 
 

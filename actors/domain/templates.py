@@ -306,7 +306,8 @@ class TemplateRenderer:
             if len(nulls) == 1:
                 message = f"variable {nulls[0]!r} is null and is printed in {part}"
             else:
-                message = f"a null value is printed in {part} (null variables: {', '.join(nulls) or 'none at the top level'})"
+                names = ", ".join(nulls) or "none at the top level"
+                message = f"a null value is printed in {part} (null variables: {names})"
             raise RenderError(
                 name, message, variable=nulls[0] if len(nulls) == 1 else None, cause=exc
             ) from None

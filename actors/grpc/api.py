@@ -147,7 +147,9 @@ class IntegrationService(email_grpc.IntegrationServiceBase):
         try:
             query = search_query_from_proto(request)
         except (ValueError, OverflowError) as exc:  # a Timestamp past year 9999
-            raise GRPCError(GrpcStatus.INVALID_ARGUMENT, f"created_from/created_to: {exc}") from None
+            raise GRPCError(
+                GrpcStatus.INVALID_ARGUMENT, f"created_from/created_to: {exc}"
+            ) from None
         page = await _call(self.edge, self.api.search, query)
         await stream.send_message(
             email_pb2.SearchEmailsResponse(
@@ -161,7 +163,8 @@ class IntegrationService(email_grpc.IntegrationServiceBase):
 def search_query_from_proto(request: Any) -> SearchQuery:
     if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
         raise GRPCError(
-            GrpcStatus.INVALID_ARGUMENT, f"page_size: must be 0..{MAX_PAGE_SIZE}, got {request.page_size}"
+            GrpcStatus.INVALID_ARGUMENT,
+            f"page_size: must be 0..{MAX_PAGE_SIZE}, got {request.page_size}",
         )
     try:
         status = status_from_proto(request.status) if request.HasField("status") else None

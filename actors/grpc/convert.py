@@ -127,7 +127,7 @@ def get_datetime(msg: Message, field: str) -> datetime | None:
 
 
 def _optional(msg: Message, field: str) -> Any:
-    """The proto3 ``optional`` field ``field`` of ``msg``, None when unset (the schema's absence)."""
+    """The proto3 optional field ``field`` of ``msg``; None when unset (absent in the schema)."""
     return getattr(msg, field) if msg.HasField(field) else None
 
 
@@ -272,7 +272,12 @@ def attempt_from_proto(msg: email_pb2.AttemptRecord, *, field: str = "attempt") 
 
 # The document's optional scalars: None in the schema, unset in the proto.
 _DOCUMENT_OPTIONAL = (
-    "subject", "idempotency_key", "error", "provider", "provider_message_id", "smtp_reply",
+    "subject",
+    "idempotency_key",
+    "error",
+    "provider",
+    "provider_message_id",
+    "smtp_reply",
     "latency_ms",
 )
 

@@ -72,7 +72,9 @@ def client_ssl_context(grpc: GrpcConfig) -> ssl.SSLContext | None:
     try:
         ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file or None)
     except (OSError, ssl.SSLError) as exc:
-        raise ConfigError("grpc.tls_ca_file", f"cannot load the CA file {ca_file!r}: {exc}") from None
+        raise ConfigError(
+            "grpc.tls_ca_file", f"cannot load the CA file {ca_file!r}: {exc}"
+        ) from None
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["h2"])
     return ctx

@@ -15,7 +15,8 @@ so there is nothing here to list or replay (the command says so).
 
 The suppression list is the SQLite table beside the claims
 (``email_server.idempotency_path``) in the embedded profile, an Elasticsearch
-index in the distributed one; see ``actors.email_server.suppression`` and ``actors.email_server.suppression_elasticsearch``.
+index in the distributed one; see ``actors.email_server.suppression`` and
+``actors.email_server.suppression_elasticsearch``.
 """
 
 from __future__ import annotations
@@ -99,7 +100,9 @@ def dlq_list(config: Any, limit: int) -> int:
         return 1
     reasons: dict[str, int] = {}
     for letter in letters:
-        print(json.dumps({"queue": letter.queue, "reason": letter.reason, **_describe(letter.body)}))
+        print(
+            json.dumps({"queue": letter.queue, "reason": letter.reason, **_describe(letter.body)})
+        )
         reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
     total = depths.get(config.bus.dead_letter_queue, len(letters))
     print(
@@ -128,11 +131,14 @@ def dlq_replay(config: Any, limit: int | None) -> int:
     return 0
 
 
-def suppression_command(config: Any, action: str, address: str | None, reason: str, limit: int) -> int:
+def suppression_command(
+    config: Any, action: str, address: str | None, reason: str, limit: int
+) -> int:
     from actors.email_server.safeguards import open_suppression
 
     where = (
-        config.email_server.idempotency_path if config.store.kind == "sqlite"
+        config.email_server.idempotency_path
+        if config.store.kind == "sqlite"
         else f"the Elasticsearch index {config.email_server.claims_index}-suppressed"
     )
 
@@ -188,9 +194,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sup_add.add_argument("address")
     sup_add.add_argument("--reason", default="added by an operator")
     sup_add.set_defaults(
-        handler=lambda a: suppression_command(
-            load_config(a.profile), "add", a.address, a.reason, 0
-        )
+        handler=lambda a: suppression_command(load_config(a.profile), "add", a.address, a.reason, 0)
     )
     sup_remove = sup_sub.add_parser("remove", help="let ADDR receive email again")
     sup_remove.add_argument("address")

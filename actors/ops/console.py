@@ -39,7 +39,15 @@ from rich.text import Text
 from config import Config, load_config
 from runtime import ControlClient, ControlError, ControlRefused
 
-__all__ = ["Target", "discover", "fetch", "fetch_dead_letters", "main_console", "register", "render"]
+__all__ = [
+    "Target",
+    "discover",
+    "fetch",
+    "fetch_dead_letters",
+    "main_console",
+    "register",
+    "render",
+]
 
 CALL_TIMEOUT = 15.0
 STATE_STYLES = {
@@ -77,7 +85,7 @@ def matches(instance: str, service: str | None) -> bool:
     if not service or instance == service:
         return True
     prefix = f"{service}-"
-    return instance.startswith(prefix) and instance[len(prefix):].isdigit()
+    return instance.startswith(prefix) and instance[len(prefix) :].isdigit()
 
 
 def discover(run_dir: Path, service: str | None = None) -> list[Target]:
@@ -109,7 +117,9 @@ async def fetch(
         except FileNotFoundError:
             pass  # gone between discovery and connect
         except PermissionError:
-            errors[target.name] = f"permission denied on {target.socket} (run as the service's user)"
+            errors[target.name] = (
+                f"permission denied on {target.socket} (run as the service's user)"
+            )
         except ControlRefused as exc:
             errors[target.name] = str(exc)
         except ControlError as exc:
@@ -238,7 +248,8 @@ def _actor_table(snapshot: Mapping[str, Any], rates: Mapping[str, float]) -> Tab
         error_text = Text("")
         if error:
             error_text = Text(
-                f"{error['type']}: {_short(error['message'], 60)} ({_ago(error['at'])})", style="red"
+                f"{error['type']}: {_short(error['message'], 60)} ({_ago(error['at'])})",
+                style="red",
             )
         restarts = int(a["restarts"])
         table.add_row(
@@ -267,7 +278,11 @@ def _throttle_table(snapshot: Mapping[str, Any]) -> RenderableType | None:
         for name, b in buckets.items():
             rows.append((a["path"], name, b, extra.get("waits", 0)))
     if not rows:
-        return Text("throttle buckets: none (no limits configured)", style="dim") if throttlers else None
+        return (
+            Text("throttle buckets: none (no limits configured)", style="dim")
+            if throttlers
+            else None
+        )
     table = Table(title="throttle buckets", box=box.SIMPLE_HEAD, title_justify="left")
     for column in ("throttler", "bucket", "rate/s", "burst", "tokens", "waiting", "waits"):
         table.add_column(column, justify="left" if column in ("throttler", "bucket") else "right")
@@ -356,19 +371,32 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument("--json", action="store_true", help="print one snapshot as JSON and exit")
     what = parser.add_mutually_exclusive_group()
-    what.add_argument("--restart", metavar="PATH", help="crash the actor at PATH (e.g. "
-                      "email-server/throttler); its supervisor restarts it")
+    what.add_argument(
+        "--restart",
+        metavar="PATH",
+        help="crash the actor at PATH (e.g. email-server/throttler); its supervisor restarts it",
+    )
     what.add_argument("--pause", action="store_true", help="stop taking new messages from the bus")
     what.add_argument("--resume", action="store_true", help="take messages from the bus again")
-    what.add_argument("--dead-letters", action="store_true",
-                      help="the runtime's recent dead letters and the bus's dead-letter queue")
+    what.add_argument(
+        "--dead-letters",
+        action="store_true",
+        help="the runtime's recent dead letters and the bus's dead-letter queue",
+    )
     parser.add_argument("--limit", type=int, default=20, help="dead letters to show (default 20)")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
-    parser.add_argument("--refreshes", type=int, default=0,
-                        help="stop the live view after N refreshes (default: until Ctrl-C)")
-    parser.add_argument("--tcp", metavar="HOST:PORT",
-                        help="one TCP control endpoint instead of the sockets in service.run_dir "
-                        "(token from control.token_env / control.token_file)")
+    parser.add_argument(
+        "--refreshes",
+        type=int,
+        default=0,
+        help="stop the live view after N refreshes (default: until Ctrl-C)",
+    )
+    parser.add_argument(
+        "--tcp",
+        metavar="HOST:PORT",
+        help="one TCP control endpoint instead of the sockets in service.run_dir "
+        "(token from control.token_env / control.token_file)",
+    )
 
 
 def _targets(config: Config, args: argparse.Namespace) -> tuple[list[Target], str]:
@@ -377,7 +405,9 @@ def _targets(config: Config, args: argparse.Namespace) -> tuple[list[Target], st
         token = config.control.token()
         if not token:
             raise SystemExit("--tcp needs the token: set control.token_env or control.token_file")
-        return [Target(args.service or args.tcp, tcp=(host or "127.0.0.1", int(port)), token=token)], args.tcp
+        return [
+            Target(args.service or args.tcp, tcp=(host or "127.0.0.1", int(port)), token=token)
+        ], args.tcp
     run_dir = Path(config.service.run_dir)
     return discover(run_dir, args.service), str(run_dir)
 
@@ -412,18 +442,25 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
             if args.json:
                 continue
             if r["restarted"]:
-                console.print(f"{name}: {r['path']} crashed on purpose and restarted by its "
-                              f"supervisor (restarts: {r['restarts']})", highlight=False)
+                console.print(
+                    f"{name}: {r['path']} crashed on purpose and restarted by its "
+                    f"supervisor (restarts: {r['restarts']})",
+                    highlight=False,
+                )
             else:
-                console.print(f"[yellow]{name}: {r['path']} crashed on purpose; not running again "
-                              f"yet (state {r['state']}, restarts: {r['restarts']})[/yellow]",
-                              highlight=False)
+                console.print(
+                    f"[yellow]{name}: {r['path']} crashed on purpose; not running again "
+                    f"yet (state {r['state']}, restarts: {r['restarts']})[/yellow]",
+                    highlight=False,
+                )
         for name, e in errors.items():
             console.print(f"[red]{name}: {e}[/red]", highlight=False)
         if not results:
             if missing and not errors:
-                console.print(f"[red]no actor at {args.restart!r} in "
-                              f"{', '.join(sorted(missing))}[/red]", highlight=False)
+                console.print(
+                    f"[red]no actor at {args.restart!r} in {', '.join(sorted(missing))}[/red]",
+                    highlight=False,
+                )
             elif not targets:
                 console.print(f"[red]no running service found in {where}[/red]")
             return 1
@@ -456,7 +493,9 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
     raise AssertionError("unreachable")
 
 
-def _print_dead_letters(console: Console, results: Mapping[str, Any], errors: Mapping[str, str]) -> None:
+def _print_dead_letters(
+    console: Console, results: Mapping[str, Any], errors: Mapping[str, str]
+) -> None:
     for name, r in results.items():
         console.print(Text(f"{name}: {r['count']} dead letters in the runtime", style="bold"))
         if r["recent"]:

@@ -86,8 +86,12 @@ class ProgressDisplay:
     def __init__(self, progress: Progress) -> None:
         self.progress = progress
 
-    def add(self, description: str, total: float | None = None, *, unit: str = "") -> ProgressTracker:
-        task = self.progress.add_task(description, total=total, note="", unit=f" {unit}" if unit else "")
+    def add(
+        self, description: str, total: float | None = None, *, unit: str = ""
+    ) -> ProgressTracker:
+        task = self.progress.add_task(
+            description, total=total, note="", unit=f" {unit}" if unit else ""
+        )
         return ProgressTracker(self.progress, task)
 
 

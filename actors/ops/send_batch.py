@@ -158,10 +158,15 @@ async def _send_all(
                             return
                         for attempt in range(UNAVAILABLE_RETRIES + 1):
                             try:
-                                reply = await stub.RequestEmail(request, metadata=metadata, timeout=60)
+                                reply = await stub.RequestEmail(
+                                    request, metadata=metadata, timeout=60
+                                )
                                 break
                             except GRPCError as exc:
-                                if exc.status.name != "UNAVAILABLE" or attempt == UNAVAILABLE_RETRIES:
+                                if (
+                                    exc.status.name != "UNAVAILABLE"
+                                    or attempt == UNAVAILABLE_RETRIES
+                                ):
                                     raise
                                 await asyncio.sleep(0.2 * 2**attempt)
                     emit({"line": number, "eventId": reply.event_id, "duplicate": reply.duplicate})
@@ -226,11 +231,17 @@ def send_batch(
     )
     if tally.lost is not None:
         if tally.reached:
-            print(f"error: the connection to {host}:{port} was lost ({tally.lost}); "
-                  "the server stopped during the batch", file=sys.stderr)
+            print(
+                f"error: the connection to {host}:{port} was lost ({tally.lost}); "
+                "the server stopped during the batch",
+                file=sys.stderr,
+            )
         else:
-            print(f"error: no mailactors service at {host}:{port} ({tally.lost}); "
-                  "start one with `python supervisor.py up`", file=sys.stderr)
+            print(
+                f"error: no mailactors service at {host}:{port} ({tally.lost}); "
+                "start one with `python supervisor.py up`",
+                file=sys.stderr,
+            )
     answered = len(tally.accepted) + len(tally.refused)
     parts = [f"{len(tally.accepted)} accepted ({tally.duplicates} repeats of an idempotency key)"]
     if tally.refused:
@@ -241,7 +252,10 @@ def send_batch(
         parts.append(f"{len(tally.unanswered)} unanswered (lines {line_ranges(tally.unanswered)})")
     print(f"{len(items)} requests, {answered} answered: " + ", ".join(parts), file=sys.stderr)
     if tally.unanswered:
-        print("unanswered requests may or may not have been accepted: resend those lines "
-              "(with a key, a resend never sends twice)", file=sys.stderr)
+        print(
+            "unanswered requests may or may not have been accepted: resend those lines "
+            "(with a key, a resend never sends twice)",
+            file=sys.stderr,
+        )
         return EXIT_UNANSWERED
     return EXIT_REFUSED if tally.refused else EXIT_OK

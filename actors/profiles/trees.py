@@ -50,7 +50,9 @@ def make_store(config: Config) -> Store:
     from actors.stores.elasticsearch import ElasticsearchStore
 
     return ElasticsearchStore(
-        config.store.resolved_url(), config.store.index, request_timeout=config.store.request_timeout_s
+        config.store.resolved_url(),
+        config.store.index,
+        request_timeout=config.store.request_timeout_s,
     )
 
 
