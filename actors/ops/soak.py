@@ -100,6 +100,22 @@ class Faults:
     accept_crashes: int = 0
 
 
+def _flag(value: str) -> bool:
+    return value.lower() not in ("0", "false", "no")
+
+
+# --faults NAME[=VALUE]: the Faults attribute, how VALUE reads, VALUE when it is left out.
+_FAULTS: dict[str, tuple[str, Callable[[str], object], str]] = {
+    "4xx": ("transient", float, "0.05"),
+    "5xx": ("permanent", float, "0.02"),
+    "kill": ("kills", int, "2"),
+    "auth": ("auth_crashes", int, "2"),
+    "double": ("doubles", float, "0.05"),
+    "accept": ("accept_crashes", int, "1"),
+    "broker": ("broker", _flag, "yes"),
+}
+
+
 def parse_faults(text: str) -> Faults:
     """``all``, ``none`` or ``4xx=0.05,5xx=0.02,kill=2,auth=2,broker``."""
     if text.strip() == "all":
@@ -110,22 +126,10 @@ def parse_faults(text: str) -> Faults:
             continue
         name, _, value = part.partition("=")
         try:
-            if name == "4xx":
-                faults.transient = float(value or 0.05)
-            elif name == "5xx":
-                faults.permanent = float(value or 0.02)
-            elif name == "kill":
-                faults.kills = int(value or 2)
-            elif name == "auth":
-                faults.auth_crashes = int(value or 2)
-            elif name == "double":
-                faults.doubles = float(value or 0.05)
-            elif name == "accept":
-                faults.accept_crashes = int(value or 1)
-            elif name == "broker":
-                faults.broker = value.lower() not in ("0", "false", "no")
-            else:
+            if name not in _FAULTS:
                 raise ValueError(f"unknown fault {name!r}")
+            attribute, parse, default = _FAULTS[name]
+            setattr(faults, attribute, parse(value or default))
         except ValueError as exc:
             raise ValueError(
                 f"--faults: {exc} (in {part!r}; known: 4xx=RATE, 5xx=RATE, kill=N, auth=N, broker, "
