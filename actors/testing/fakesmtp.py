@@ -23,7 +23,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from types import TracebackType
 from typing import Any, Self
 
 import trio
@@ -66,24 +65,14 @@ class Served:
         self.start()
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:  # stops whatever happened
         self.stop()
 
     async def __aenter__(self) -> Self:
         await trio.to_thread.run_sync(self.start)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:  # stops whatever happened
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(self.stop)
 
