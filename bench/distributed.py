@@ -22,12 +22,14 @@ import shutil
 import signal
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from actors.testing import cluster as testing_cluster
 from actors.testing.localservices import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -116,52 +118,57 @@ async def elasticsearch(work: Path) -> AsyncIterator[str]:
 
 
 class Cluster:
+    """The harness of ``actors.testing.cluster`` (Trio) in a thread of its own, for this asyncio
+    benchmark: the load generator keeps its loop to itself. The cluster's log is
+    ``<data dir>/cluster-<send queue>.log``; its topology is deleted when it stops."""
+
     def __init__(self, env: dict[str, str], workers: int) -> None:
         self.env = env
-        self.workers = workers
+        self.harness = testing_cluster.Cluster(
+            env, workers, Path(env["MAILACTORS__SERVICE__DATA_DIR"])
+            / f"cluster-{env['MAILACTORS__BUS__SEND_QUEUE']}.log",
+        )
         self.pids: dict[str, int] = {}
-        self.proc: asyncio.subprocess.Process | None = None
-        self.auth_port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
+        self.auth_port = self.harness.auth_port
         self.es_url = env["MAILACTORS__STORE__URL"]
         self.index = env["MAILACTORS__STORE__INDEX"]
+        self._stop = threading.Event()
+        self._thread: asyncio.Future[None] | None = None
 
     async def __aenter__(self) -> Cluster:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "distributed", "up",
-            "--workers", str(self.workers), "--drain", "10",
-            env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert self.proc.stdout is not None
-        tail: list[str] = []
-        while True:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), 90)
-            if not raw:
-                raise RuntimeError("cluster exited while starting:\n" + "".join(tail[-30:]))
-            line = raw.decode(errors="replace")
-            tail.append(line)
-            if "MAILACTORS_READY" in line and "pid=" in line:
-                name = line.split("]")[0].lstrip("[")
-                self.pids[name] = int(line.rsplit("pid=", 1)[1].split()[0])
-            if "MAILACTORS_READY auth" in line:
-                break
-        self._drain = asyncio.ensure_future(self._discard_output())
+        loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def tell(error: BaseException | None) -> None:
+            if not ready.done():
+                ready.set_exception(error) if error is not None else ready.set_result(None)
+
+        async def hold() -> None:
+            import trio
+
+            try:
+                async with self.harness.running():
+                    self.pids = self.harness.service_pids()
+                    loop.call_soon_threadsafe(tell, None)
+                    await trio.to_thread.run_sync(self._stop.wait)
+            except BaseException as exc:
+                loop.call_soon_threadsafe(tell, exc)
+                raise
+
+        import trio
+
+        self._thread = asyncio.ensure_future(asyncio.to_thread(trio.run, hold))
+        try:
+            await ready
+        except BaseException:
+            await asyncio.gather(self._thread, return_exceptions=True)
+            raise
         return self
 
-    async def _discard_output(self) -> None:
-        assert self.proc is not None and self.proc.stdout is not None
-        while await self.proc.stdout.readline():
-            pass
-
     async def __aexit__(self, *exc: object) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            await asyncio.wait_for(self.proc.wait(), 60)
-        except TimeoutError:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            await self.proc.wait()
-        self._drain.cancel()
+        self._stop.set()
+        assert self._thread is not None
+        await self._thread
 
     async def count(self, http: Any, status: str | None = None) -> int:
         await http.post(f"{self.es_url}/{self.index}/_refresh")
@@ -211,53 +218,19 @@ def cpu_per_email(
 
 
 def cluster_env(work: Path, es_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+    """A cluster of its own names on the configured broker; ``work`` is shared by the runs,
+    so the control sockets and the idempotency file are per cluster too."""
     p = f"bench.{uuid.uuid4().hex[:8]}"
-    env = dict(os.environ)
-    env.update(
-        {
+    return testing_cluster.cluster_env(
+        work, es_url, None, smtp_port, prefix="bench", sender="bench@mailactors.test",
+        extra={
             "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
-            "MAILACTORS__SERVICE__DATA_DIR": str(work),
             "MAILACTORS__SERVICE__RUN_DIR": str(work / f"run-{p}"),  # control sockets: the window
-            "MAILACTORS__STORE__URL": es_url,
-            "MAILACTORS__STORE__INDEX": f"bench-{uuid.uuid4().hex[:8]}",
-            "MAILACTORS__BUS__SEND_EXCHANGE": f"{p}.send.exchange",
-            "MAILACTORS__BUS__STATUS_EXCHANGE": f"{p}.status.exchange",
-            "MAILACTORS__BUS__SEND_QUEUE": f"{p}.send",
-            "MAILACTORS__BUS__STATUS_QUEUE": f"{p}.status",
-            "MAILACTORS__BUS__DEAD_LETTER_EXCHANGE": f"{p}.dead.exchange",
-            "MAILACTORS__BUS__DEAD_LETTER_QUEUE": f"{p}.dead",
-            "MAILACTORS__PROVIDER__SMTP__HOST": "127.0.0.1",
-            "MAILACTORS__PROVIDER__SMTP__PORT": str(smtp_port),
             "MAILACTORS__PROVIDER__SMTP__POOL_SIZE": str(POOL),
-            "MAILACTORS__PROVIDER__SENDER": "bench@mailactors.test",
             "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(work / f"sent-{p}.sqlite3"),
-            "MAILACTORS__GRPC__AUTH_PORT": str(free_port()),
-            "MAILACTORS__GRPC__INTEGRATION_PORT": str(free_port()),
-        }
+            **extra,
+        },
     )
-    env.update(extra)
-    return env
-
-
-async def _delete_topology(env: dict[str, str]) -> None:
-    """Delete this run's queues and exchanges: quorum queues left behind hold broker file handles."""
-    import aio_pika
-
-    from actors.bus.rabbitmq import RabbitBus
-    from config import load_config
-
-    bus = load_config("distributed", env=env).bus
-    queues = RabbitBus(bus, url=bus.url, role="tool").queue_names()
-    connection = await aio_pika.connect(bus.url)
-    async with connection:
-        for name in queues:
-            with contextlib.suppress(Exception):
-                channel = await connection.channel()
-                await channel.queue_delete(name)
-        for name in (bus.send_exchange, bus.status_exchange, bus.dead_letter_exchange):
-            with contextlib.suppress(Exception):
-                channel = await connection.channel()
-                await channel.exchange_delete(name)
 
 
 def _request(i: int) -> Any:
@@ -405,61 +378,55 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                     baseline_cpu = cpu_per_email(cpu0, _cpu_seconds(), n, baseline_roles)
                     transport, _ = await raw_transport(sink, n, POOL)
                     env = cluster_env(work, es_url, sink)
-                    try:
-                        async with Cluster(env, workers=1) as cluster:
-                            await submit(cluster.auth_port, 200)  # warm up
-                            await wait_sent(cluster, http, 200, 60)
-                            roles = _roles(cluster, es_url, sink)
-                            cpu0 = _cpu_seconds()
-                            t0 = time.perf_counter()
-                            task = progress("distributed_e2e", n)
-                            await submit(cluster.auth_port, n, on_progress=task)
-                            await wait_sent(cluster, http, n + 200, 300)
-                            rate = n / (time.perf_counter() - t0)
-                            cpu = cpu_per_email(cpu0, _cpu_seconds(), n, roles)
-                            window = await _window(Path(env["MAILACTORS__SERVICE__RUN_DIR"]))
-                            claims_cpu = await claims_cost(es_url, min(n, 5000))
-                            results["distributed_e2e"] = {
-                                "emails_per_s": round(rate),
-                                "raw_aiosmtplib_per_s": round(baseline),
-                                "ratio": round(rate / baseline, 3),
-                                # For scale: the SMTP transport alone (one message's bytes
-                                # sent again and again), which no real sender can reach.
-                                "raw_transport_per_s": round(transport),
-                                "ratio_transport": round(rate / transport, 3),
-                                # Where the machine's CPU went, per email: the cluster needs
-                                # all of these; the baseline needs only a client and the sink.
-                                "cpu_ms_per_email": cpu,
-                                "cpu_ms_per_email_total": round(
-                                    sum(v for k, v in cpu.items() if k != "other"), 2
-                                ),
-                                "raw_aiosmtplib_cpu_ms_per_email": baseline_cpu,
-                                # The claims' share of the above (email-server + ES API), measured
-                                # apart: claim + outcome for the same number of emails, 16 a batch.
-                                "claims_cpu_ms_per_email": claims_cpu,
-                                # provider acceptance -> durable outcome, per email, under this load
-                                "window_ms": window,
-                                "target": ">= 500/s and ratio >= 0.8",
-                                "conditions": f"{n} emails of about {size} B, 1 email-server worker x {POOL} SMTP "
-                                f"connections, 64 concurrent gRPC callers, smtp-sink, quorum queues, "
-                                f"store batch 500 / 20 ms",
-                            }
-                    finally:
-                        await _delete_topology(env)
+                    async with Cluster(env, workers=1) as cluster:
+                        await submit(cluster.auth_port, 200)  # warm up
+                        await wait_sent(cluster, http, 200, 60)
+                        roles = _roles(cluster, es_url, sink)
+                        cpu0 = _cpu_seconds()
+                        t0 = time.perf_counter()
+                        task = progress("distributed_e2e", n)
+                        await submit(cluster.auth_port, n, on_progress=task)
+                        await wait_sent(cluster, http, n + 200, 300)
+                        rate = n / (time.perf_counter() - t0)
+                        cpu = cpu_per_email(cpu0, _cpu_seconds(), n, roles)
+                        window = await _window(Path(env["MAILACTORS__SERVICE__RUN_DIR"]))
+                        claims_cpu = await claims_cost(es_url, min(n, 5000))
+                        results["distributed_e2e"] = {
+                            "emails_per_s": round(rate),
+                            "raw_aiosmtplib_per_s": round(baseline),
+                            "ratio": round(rate / baseline, 3),
+                            # For scale: the SMTP transport alone (one message's bytes
+                            # sent again and again), which no real sender can reach.
+                            "raw_transport_per_s": round(transport),
+                            "ratio_transport": round(rate / transport, 3),
+                            # Where the machine's CPU went, per email: the cluster needs
+                            # all of these; the baseline needs only a client and the sink.
+                            "cpu_ms_per_email": cpu,
+                            "cpu_ms_per_email_total": round(
+                                sum(v for k, v in cpu.items() if k != "other"), 2
+                            ),
+                            "raw_aiosmtplib_cpu_ms_per_email": baseline_cpu,
+                            # The claims' share of the above (email-server + ES API), measured
+                            # apart: claim + outcome for the same number of emails, 16 a batch.
+                            "claims_cpu_ms_per_email": claims_cpu,
+                            # provider acceptance -> durable outcome, per email, under this load
+                            "window_ms": window,
+                            "target": ">= 500/s and ratio >= 0.8",
+                            "conditions": f"{n} emails of about {size} B, 1 email-server worker x {POOL} SMTP "
+                            f"connections, 64 concurrent gRPC callers, smtp-sink, quorum queues, "
+                            f"store batch 500 / 20 ms",
+                        }
                 if want("latency"):
                     results["latency"] = await _latency(work / "latency", rate / 2, quick, http)
             if want("slow_provider"):
                 async with slow_smtp(0.05) as port:
                     env = cluster_env(work, es_url, port)
                     m = 200 if quick else 1000
-                    try:
-                        async with Cluster(env, workers=1) as cluster:
-                            t0 = time.perf_counter()
-                            await submit(cluster.auth_port, m)
-                            await wait_sent(cluster, http, m, 300)
-                            rate = m / (time.perf_counter() - t0)
-                    finally:
-                        await _delete_topology(env)
+                    async with Cluster(env, workers=1) as cluster:
+                        t0 = time.perf_counter()
+                        await submit(cluster.auth_port, m)
+                        await wait_sent(cluster, http, m, 300)
+                        rate = m / (time.perf_counter() - t0)
                     ideal = POOL / (4 * 0.05)
                     results["slow_provider"] = {
                         "emails_per_s": round(rate, 1),
@@ -556,20 +523,17 @@ async def _latency(work: Path, rate: float, quick: bool, http: Any) -> dict[str,
     m = int(rate * (5 if quick else 20))
     async with elasticsearch(work) as es_url, smtp_sink() as sink:
         env = cluster_env(work, es_url, sink)
-        try:
-            async with Cluster(env, workers=1) as cluster:
-                await submit(cluster.auth_port, 200)  # warm up
-                await wait_sent(cluster, http, 200, 60)
-                stalls: list[float] = []
-                probe = asyncio.ensure_future(_probe_store(http, es_url, stalls))
-                try:
-                    await submit(cluster.auth_port, m, rate=rate, concurrency=256)
-                finally:
-                    probe.cancel()
-                await wait_sent(cluster, http, 200 + m, 120)
-                result = await _latencies(cluster, http, m, rate)
-        finally:
-            await _delete_topology(env)
+        async with Cluster(env, workers=1) as cluster:
+            await submit(cluster.auth_port, 200)  # warm up
+            await wait_sent(cluster, http, 200, 60)
+            stalls: list[float] = []
+            probe = asyncio.ensure_future(_probe_store(http, es_url, stalls))
+            try:
+                await submit(cluster.auth_port, m, rate=rate, concurrency=256)
+            finally:
+                probe.cancel()
+            await wait_sent(cluster, http, 200 + m, 120)
+            result = await _latencies(cluster, http, m, rate)
     result["store_stalls"] = {
         "over_50ms": len(stalls),
         "worst_ms": round(max(stalls), 1) if stalls else None,
@@ -613,21 +577,18 @@ async def _memory(work: Path, es_url: str, http: Any, n: int, progress: Any) -> 
     async with slow_smtp(0.2) as port:
         env = cluster_env(work, es_url, port)
         peaks: dict[str, float] = {}
-        try:
-            async with Cluster(env, workers=1) as cluster:
-                async def sample() -> None:
-                    while True:
-                        for k, v in cluster.rss_mb().items():
-                            peaks[k] = max(peaks.get(k, 0.0), v)
-                        await asyncio.sleep(0.25)
+        async with Cluster(env, workers=1) as cluster:
+            async def sample() -> None:
+                while True:
+                    for k, v in cluster.rss_mb().items():
+                        peaks[k] = max(peaks.get(k, 0.0), v)
+                    await asyncio.sleep(0.25)
 
-                sampler = asyncio.ensure_future(sample())
-                task = progress("memory", n)
-                await submit(cluster.auth_port, n, concurrency=128, on_progress=task)
-                await asyncio.sleep(1.0)
-                sampler.cancel()
-        finally:
-            await _delete_topology(env)
+            sampler = asyncio.ensure_future(sample())
+            task = progress("memory", n)
+            await submit(cluster.auth_port, n, concurrency=128, on_progress=task)
+            await asyncio.sleep(1.0)
+            sampler.cancel()
     return {
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.items())},
         "max_mb": round(max(peaks.values()), 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -14,6 +15,15 @@ from runtime import Actor, ChildSpec, SupervisorSpec, open_actor_system
 class Msg(msgspec.Struct):
     n: int
     payload: str = "x" * 64
+
+
+async def _rate(n: int, send: Callable[[Msg], Awaitable[object]], done: trio.Event) -> float:
+    """Messages per second: *n* sent, until the receiver says it has them all."""
+    t0 = time.perf_counter()
+    for i in range(n):
+        await send(Msg(i))
+    await done.wait()
+    return n / (time.perf_counter() - t0)
 
 
 async def _raw_hop(n: int) -> float:
@@ -30,11 +40,7 @@ async def _raw_hop(n: int) -> float:
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consumer)
-        t0 = time.perf_counter()
-        for i in range(n):
-            await send.send(Msg(i))
-        await done.wait()
-        return n / (time.perf_counter() - t0)
+        return await _rate(n, send.send, done)
 
 
 class _Counter(Actor[Msg]):
@@ -56,11 +62,7 @@ async def _actor_hop(n: int) -> float:
     done = trio.Event()
     async with open_actor_system("bench") as system:
         ref = await system.spawn(ChildSpec("counter", _Counter, args=(n, done)))
-        t0 = time.perf_counter()
-        for i in range(n):
-            await ref.send(Msg(i))
-        await done.wait()
-        return n / (time.perf_counter() - t0)
+        return await _rate(n, ref.send, done)
 
 
 class _Idle(Actor[Msg]):

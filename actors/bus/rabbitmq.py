@@ -1,6 +1,7 @@
 """The RabbitMQ bus of the distributed profile: aio-pika behind the asyncio edge.
 
-Topology (declared at :meth:`RabbitBus.open` by the service that owns it):
+Topology (declared at :meth:`RabbitBus.open` by the service that owns it, see
+``actors.bus.topology``; the dead-letter tools are in ``actors.bus.deadletters``):
 
 * ``send_exchange`` (durable, direct) -> ``send_queue``, routing key = the queue name.
   Owned by email-server, with the retry delay queues ``<send_queue>.delay.<tier>``
@@ -52,11 +53,10 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, Literal, NamedTuple, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aio_pika
 import aiormq
@@ -65,20 +65,33 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
-    AbstractIncomingMessage,
 )
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
     AMQPChannelError,
     AuthenticationError,
-    ChannelAccessRefused,
-    ChannelLockedResource,
     ChannelNotFoundEntity,
-    ChannelPreconditionFailed,
     DeliveryError,
     PublishError,
 )
 
+from actors.bus.deadletters import (
+    ORIGIN_EXCHANGE_HEADER,
+    ORIGIN_KEY_HEADER,
+    ORIGIN_QUEUE_HEADER,
+    REASON_HEADER,
+    DeadLetter,
+    DeadLetterTools,
+)
+from actors.bus.topology import (
+    CLOSE_TIMEOUT_S,
+    DEFAULT_DELAY_TIERS,
+    ROLES,
+    Role,
+    Topology,
+    close_quietly,
+    delay_tier,
+)
 from actors.domain.edges import BusError, BusUnavailable
 from actors.domain.schema import EmailSendEvent, EmailStatusEvent, encode
 from config import BusConfig
@@ -98,42 +111,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-Role = Literal["auth", "email-server", "integration", "tool"]
-ROLES: tuple[Role, ...] = ("auth", "email-server", "integration", "tool")
-
-DEFAULT_DELAY_TIERS: tuple[float, ...] = (1.0, 5.0, 30.0, 120.0, 600.0, 3600.0)
-
-REASON_HEADER = "x-reject-reason"
-ORIGIN_QUEUE_HEADER = "x-original-queue"
-ORIGIN_EXCHANGE_HEADER = "x-original-exchange"
-ORIGIN_KEY_HEADER = "x-original-routing-key"
 _MAX_REASON_CHARS = 2000
-# Headers the broker or we add on the way to the dead-letter queue; a replayed
-# message starts clean.
-_DEAD_HEADERS = frozenset(
-    {
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        "x-delivery-count",
-        REASON_HEADER,
-        ORIGIN_QUEUE_HEADER,
-        ORIGIN_EXCHANGE_HEADER,
-        ORIGIN_KEY_HEADER,
-    }
-)
 _FIRST_BACKOFF_S = 0.1
-_CLOSE_TIMEOUT_S = 5.0
-
-
-class DeadLetter(NamedTuple):
-    queue: str  # the queue the message was dead-lettered from
-    body: bytes
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,16 +143,6 @@ class RabbitBusStatistics:
     multi_acks: int
     crossings: int
     buffered: Mapping[str, int]
-
-
-def delay_tier(delay_s: float, tiers: Sequence[float] = DEFAULT_DELAY_TIERS) -> float:
-    """The tier a delayed retry waits in: the largest tier <= delay_s, else the smallest."""
-    fitting = [t for t in tiers if t <= delay_s]
-    return max(fitting) if fitting else min(tiers)
-
-
-def _tier_label(tier: float) -> str:
-    return f"{tier:g}s"
 
 
 # -- deliveries ----------------------------------------------------------------
@@ -438,11 +407,10 @@ class RabbitBus:
     ) -> None:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
-        if not delay_tiers or any(t <= 0 for t in delay_tiers):
-            raise ValueError("delay_tiers must be positive and not empty")
         self.config = config
         self.role: Role = role
-        self.delay_tiers = tuple(sorted(set(delay_tiers)))
+        self.topology = Topology(config, tuple(delay_tiers))  # checks the tiers
+        self.delay_tiers = self.topology.delay_tiers
         self.connection_name = connection_name or (
             f"mailactors-{role}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         )
@@ -478,22 +446,16 @@ class RabbitBus:
         self._stale = 0
         self._multi_acks = 0
         self._crossings = 0
-        self._dlq_lock: asyncio.Lock | None = None  # one dead-letter reader per process
+        self._dead = DeadLetterTools(self.topology, self._aio_tool_channel)
 
     # -- names -------------------------------------------------------------------
 
     def delay_queue_name(self, tier: float) -> str:
-        return f"{self.config.send_queue}.delay.{_tier_label(tier)}"
+        return self.topology.delay_queue_name(tier)
 
     def queue_names(self) -> list[str]:
         """Every queue of this topology (whoever owns it)."""
-        c = self.config
-        return [
-            c.send_queue,
-            c.status_queue,
-            c.dead_letter_queue,
-            *(self.delay_queue_name(t) for t in self.delay_tiers),
-        ]
+        return self.topology.queue_names()
 
     def statistics(self) -> RabbitBusStatistics:
         return RabbitBusStatistics(
@@ -666,12 +628,12 @@ class RabbitBus:
     async def queue_depths(self) -> dict[str, int]:
         """Ready messages per queue of this topology (missing queues are left out)."""
         self._check_usable()
-        return await self._cross(self._aio_queue_depths)
+        return await self._cross(self._dead.queue_depths)
 
     async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
         """Up to *limit* messages from the dead-letter queue, oldest first, left in place."""
         self._check_usable()
-        return await self._cross(self._aio_dead_letters, limit)
+        return await self._cross(self._dead.dead_letters, limit)
 
     async def replay_dead_letters(self, n: int) -> int:
         """Send up to *n* dead letters back to the exchange they came from; return how many.
@@ -680,7 +642,7 @@ class RabbitBus:
         the dead-lettering headers are dropped, so it starts a fresh delivery count.
         """
         self._check_usable()
-        return await self._cross(self._aio_replay_dead_letters, n)
+        return await self._cross(self._dead.replay, n)
 
     # == asyncio side =============================================================
 
@@ -733,12 +695,12 @@ class RabbitBus:
             version = _server_version(connection)
             self._quorum = self.config.quorum and version >= (3, 8)
             pub = await connection.channel(publisher_confirms=True, on_return_raises=True)
-            await self._aio_declare(pub)
+            await self.topology.declare(pub, self.role, self._quorum)
             sub = await connection.channel(publisher_confirms=False)
             await sub.set_qos(prefetch_count=self.config.prefetch)
             raw_sub = await sub.get_underlay_channel()
             exchanges = {"": pub.default_exchange}
-            for name in self._exchange_names():
+            for name in self.topology.exchange_names():
                 exchanges[name] = await pub.get_exchange(name, ensure=False)
             # Current before consuming: the callback drops deliveries of other channels.
             self._raw_sub = raw_sub
@@ -749,7 +711,7 @@ class RabbitBus:
         except BaseException:
             self._raw_sub = None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
             raise
         lost: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
 
@@ -768,79 +730,6 @@ class RabbitBus:
         self._ready.set()
         if self._connects > 1:
             log.warning("reconnected to RabbitMQ (%s)", self.connection_name)
-
-    def _exchange_names(self) -> list[str]:
-        c = self.config
-        return [c.send_exchange, c.status_exchange, c.dead_letter_exchange]
-
-    async def _aio_declare(self, channel: AbstractChannel) -> None:
-        c = self.config
-        role = self.role
-        if role == "tool":
-            return
-        try:
-            direct = aio_pika.ExchangeType.DIRECT
-            exchanges = {
-                "auth": [c.send_exchange],
-                "email-server": [c.send_exchange, c.status_exchange, c.dead_letter_exchange],
-                "integration": [c.status_exchange, c.send_exchange, c.dead_letter_exchange],
-            }[role]
-            declared = {
-                name: await channel.declare_exchange(name, direct, durable=True)
-                for name in exchanges
-            }
-            owned = {"email-server": c.send_queue, "integration": c.status_queue}.get(role)
-            if owned is None:
-                return
-            source = c.send_exchange if owned == c.send_queue else c.status_exchange
-            queue = await channel.declare_queue(
-                owned, durable=True, arguments=self._work_queue_arguments(owned)
-            )
-            await queue.bind(declared[source], routing_key=owned)
-            dlq = await channel.declare_queue(
-                c.dead_letter_queue, durable=True, arguments=self._queue_type_arguments()
-            )
-            await dlq.bind(declared[c.dead_letter_exchange], routing_key=owned)
-            if owned == c.send_queue:
-                for tier in self.delay_tiers:
-                    arguments = {
-                        **self._queue_type_arguments(),
-                        "x-message-ttl": int(tier * 1000),
-                        "x-dead-letter-exchange": c.send_exchange,
-                        "x-dead-letter-routing-key": c.send_queue,
-                    }
-                    await channel.declare_queue(
-                        self.delay_queue_name(tier), durable=True, arguments=arguments
-                    )
-        except ChannelPreconditionFailed as exc:
-            raise BusError(
-                f"RabbitMQ topology differs from the configuration ({exc}); an existing "
-                "queue or exchange was declared with other arguments (quorum, delivery "
-                "limit, dead-letter settings): delete or migrate it"
-            ) from exc
-        except ChannelAccessRefused as exc:
-            raise BusError(f"RabbitMQ refused to declare the topology: {exc}") from exc
-
-    def _queue_type_arguments(self) -> dict[str, Any]:
-        if not self._quorum:
-            return {}
-        return {
-            "x-queue-type": "quorum",
-            # At-least-once dead-lettering (3.10+) needs reject-publish overflow.
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
-
-    def _work_queue_arguments(self, queue: str) -> dict[str, Any]:
-        arguments = {
-            **self._queue_type_arguments(),
-            "x-dead-letter-exchange": self.config.dead_letter_exchange,
-            "x-dead-letter-routing-key": queue,
-        }
-        if self._quorum:
-            # The limit counts returns: N - 1 of them means N deliveries in all.
-            arguments["x-delivery-limit"] = max(self.config.max_deliveries - 1, 0)
-        return arguments
 
     async def _aio_consume(self, raw: aiormq.abc.AbstractChannel, inbox: _Inbox) -> None:
         await raw.basic_consume(inbox.queue, partial(self._aio_on_message, inbox, raw))
@@ -871,7 +760,7 @@ class RabbitBus:
                     "email-server or integration, declares it when it opens)"
                 ) from exc
             finally:
-                await _close_quietly(channel)
+                await close_quietly(channel)
         inbox.wanted = True
         raw = self._raw_sub
         if raw is not None and not raw.is_closed:
@@ -925,7 +814,7 @@ class RabbitBus:
             inbox.items.clear()
         if connection is not None and not connection.is_closed:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(connection.close(), _CLOSE_TIMEOUT_S)
+                await asyncio.wait_for(connection.close(), CLOSE_TIMEOUT_S)
 
     async def _aio_publish_batch(self, ops: list[_PublishOp]) -> None:
         # aiormq matches a returned (unroutable) message to its publish by message_id,
@@ -1101,164 +990,6 @@ class RabbitBus:
             return await connection.channel(publisher_confirms=True, on_return_raises=True)
         return await connection.channel(publisher_confirms=False)
 
-    async def _aio_queue_depths(self) -> dict[str, int]:
-        depths: dict[str, int] = {}
-        channel = await self._aio_tool_channel()
-        try:
-            for name in self.queue_names():
-                if channel.is_closed:  # a missing queue closes the channel (404)
-                    channel = await self._aio_tool_channel()
-                try:
-                    queue = await channel.declare_queue(name, passive=True)
-                except ChannelNotFoundEntity:
-                    continue
-                count = queue.declaration_result.message_count
-                depths[name] = int(count or 0)
-        finally:
-            await _close_quietly(channel)
-        return depths
-
-    # How the dead-letter queue is read. A queue has no "peek": a reader takes
-    # messages unacknowledged and hands them back. While one reader holds some,
-    # another does not see them (each saw a different random part), and a
-    # quorum queue (3.10) puts what is handed back at its tail, so handing back
-    # a prefix rotated the queue. So readers take turns: each holds an
-    # exclusive queue named after the DLQ as a lock (the broker refuses a
-    # second holder, and drops the lock of a reader that dies), takes the whole
-    # queue in order with one consumer (up to its message count, plus whatever
-    # arrives meanwhile), keeps or acks what it needs, and hands everything
-    # else back with one nack(multiple, requeue): back in the same order.
-    # Only a message dead-lettered in the one round trip between the end of
-    # the read and the hand-back lands ahead of them. A stream would allow true
-    # browsing, but the DLQ must stay a queue: replay removes what it
-    # republishes, and at-least-once dead-lettering targets a queue.
-
-    @asynccontextmanager
-    async def _aio_holding_dead_letters(
-        self, limit: int, confirms: bool = False
-    ) -> AsyncIterator[tuple[AbstractChannel, list[AbstractIncomingMessage]] | None]:
-        """The first ``limit`` dead letters, in order, as the only reader.
-
-        Yields None if there is no dead-letter queue. The whole queue is held
-        during the block; whatever is not acked in it goes back, in its order,
-        when the block ends.
-        """
-        c = self.config
-        if self._dlq_lock is None:
-            self._dlq_lock = asyncio.Lock()
-        deadline = time.monotonic() + max(c.publish_timeout_s, 5.0)
-        async with self._dlq_lock:
-            lock_channel = await self._aio_take_dead_letter_lock(deadline)
-            channel: AbstractChannel | None = None
-            held: list[AbstractIncomingMessage] = []
-            try:
-                channel = await self._aio_tool_channel(confirms=confirms)
-                try:
-                    queue = await channel.declare_queue(c.dead_letter_queue, passive=True)
-                except ChannelNotFoundEntity:
-                    yield None
-                    return
-                count = int(queue.declaration_result.message_count or 0)
-                if limit > 0 and count > 0:
-                    await channel.set_qos(prefetch_count=0)  # the whole queue, not a prefix
-                    full = asyncio.Event()
-
-                    async def take(message: AbstractIncomingMessage) -> None:
-                        held.append(message)
-                        if len(held) >= count:
-                            full.set()
-
-                    tag = await queue.consume(take, no_ack=False, exclusive=True)
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        # Fewer arrive only if a consumer outside this protocol took some.
-                        await asyncio.wait_for(full.wait(), max(0.1, deadline - time.monotonic()))
-                    await queue.cancel(tag)
-                yield channel, held[:limit]
-            finally:
-                if channel is not None and held and not channel.is_closed:
-                    with contextlib.suppress(Exception):
-                        # One nack for every unacked message up to the last tag (if
-                        # the last was acked, all were: nothing to hand back).
-                        await held[-1].nack(multiple=True, requeue=True)
-                if channel is not None:
-                    await _close_quietly(channel)  # returns anything still held
-                with contextlib.suppress(Exception):
-                    await lock_channel.queue_delete(f"{c.dead_letter_queue}.reader-lock")
-                await _close_quietly(lock_channel)
-
-    async def _aio_take_dead_letter_lock(self, deadline: float) -> AbstractChannel:
-        name = f"{self.config.dead_letter_queue}.reader-lock"
-        backoff = 0.02
-        while True:
-            channel = await self._aio_tool_channel()
-            try:
-                await channel.declare_queue(name, exclusive=True, durable=False)
-                return channel
-            except ChannelLockedResource:
-                await _close_quietly(channel)
-            if time.monotonic() + backoff > deadline:
-                raise BusError(
-                    f"another reader holds the dead-letter queue {self.config.dead_letter_queue!r}"
-                    " (a dlq list/replay or a console); try again"
-                )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 0.5)
-
-    async def _aio_dead_letters(self, limit: int) -> list[DeadLetter]:
-        async with self._aio_holding_dead_letters(limit) as holding:
-            if holding is None:
-                return []
-            return [
-                DeadLetter(
-                    _origin_queue(dict(m.headers or {}), m.routing_key or ""),
-                    m.body,
-                    _reason(dict(m.headers or {})),
-                )
-                for m in holding[1]
-            ]
-
-    async def _aio_replay_dead_letters(self, n: int) -> int:
-        c = self.config
-        routes = {c.send_queue: c.send_exchange, c.status_queue: c.status_exchange}
-        replayed = 0
-        async with self._aio_holding_dead_letters(n, confirms=True) as holding:
-            if holding is None:
-                return 0
-            channel, messages = holding
-            for message in messages:
-                headers = dict(message.headers or {})
-                origin = _origin_queue(headers, message.routing_key or "")
-                if origin in routes:
-                    exchange_name, routing_key = routes[origin], origin
-                else:
-                    exchange_name = str(headers.get(ORIGIN_EXCHANGE_HEADER) or "")
-                    routing_key = str(headers.get(ORIGIN_KEY_HEADER) or origin)
-                clean = {k: v for k, v in headers.items() if k not in _DEAD_HEADERS}
-                republished = aio_pika.Message(
-                    message.body,
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    content_type=message.content_type or "application/json",
-                    message_id=message.message_id or uuid.uuid4().hex,
-                    headers=clean,
-                )
-                exchange = (
-                    channel.default_exchange
-                    if not exchange_name
-                    else await channel.get_exchange(exchange_name, ensure=False)
-                )
-                try:
-                    await exchange.publish(
-                        republished, routing_key, mandatory=True, timeout=c.publish_timeout_s
-                    )
-                except Exception as exc:
-                    raise BusError(
-                        f"could not replay a dead letter from {origin!r} to "
-                        f"{exchange_name!r}/{routing_key!r}: {exc!r}"
-                    ) from exc
-                await message.ack()
-                replayed += 1
-        return replayed
-
 
 def _server_version(connection: AbstractConnection) -> tuple[int, ...]:
     try:
@@ -1278,43 +1009,3 @@ def _unroutable(op: _PublishOp, exc: PublishError) -> BusError:
     )
     error.__cause__ = exc
     return error
-
-
-def _text(value: object) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-def _deaths(headers: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    deaths = headers.get("x-death")
-    if isinstance(deaths, Iterable) and not isinstance(deaths, str | bytes):
-        return [d for d in deaths if isinstance(d, Mapping)]
-    return []
-
-
-def _origin_queue(headers: Mapping[str, Any], routing_key: str) -> str:
-    if headers.get(ORIGIN_QUEUE_HEADER):
-        return _text(headers[ORIGIN_QUEUE_HEADER])
-    deaths = _deaths(headers)
-    if deaths and deaths[0].get("queue"):
-        return _text(deaths[0]["queue"])
-    return routing_key
-
-
-def _reason(headers: Mapping[str, Any]) -> str:
-    if headers.get(REASON_HEADER):
-        return _text(headers[REASON_HEADER])
-    deaths = _deaths(headers)
-    if deaths:
-        death = deaths[0]  # the most recent
-        why = _text(death.get("reason", "unknown"))
-        queue = _text(death.get("queue", "?"))
-        if why == "delivery_limit":
-            return f"delivery limit reached on {queue} (the broker dead-lettered it)"
-        return f"{why} on {queue} (the broker dead-lettered it)"
-    return "unknown (no reason recorded)"
-
-
-async def _close_quietly(channel: AbstractChannel) -> None:
-    with contextlib.suppress(Exception):
-        if not channel.is_closed:
-            await asyncio.wait_for(channel.close(), _CLOSE_TIMEOUT_S)

@@ -64,7 +64,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,19 +73,18 @@ import trio
 
 from actors.auth.service import event_id_for
 from actors.stores.claims import UNKNOWN_OUTCOME_REASON
-from actors.testing.localservices import elasticsearch_service, free_port, rabbitmq_service
+from actors.testing import cluster as testing_cluster
+from actors.testing.cluster import Cluster, delete_topology
+from actors.testing.localservices import elasticsearch_service, rabbitmq_service
 
 __all__ = [
     "SoakOptions",
-    "delete_bus_topology",
     "main_soak",
     "parse_faults",
     "register",
     "run_soak",
 ]
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-_READY = re.compile(r"\[(email-server-\d+)\] MAILACTORS_READY email-server pid=(\d+)")
 _TERMINAL = ("SENT", "FAILED", "SUPPRESSED")
 _NON_TERMINAL = ("PENDING", "SENDING", "RETRYING")
 
@@ -101,6 +100,22 @@ class Faults:
     accept_crashes: int = 0
 
 
+def _flag(value: str) -> bool:
+    return value.lower() not in ("0", "false", "no")
+
+
+# --faults NAME[=VALUE]: the Faults attribute, how VALUE reads, VALUE when it is left out.
+_FAULTS: dict[str, tuple[str, Callable[[str], object], str]] = {
+    "4xx": ("transient", float, "0.05"),
+    "5xx": ("permanent", float, "0.02"),
+    "kill": ("kills", int, "2"),
+    "auth": ("auth_crashes", int, "2"),
+    "double": ("doubles", float, "0.05"),
+    "accept": ("accept_crashes", int, "1"),
+    "broker": ("broker", _flag, "yes"),
+}
+
+
 def parse_faults(text: str) -> Faults:
     """``all``, ``none`` or ``4xx=0.05,5xx=0.02,kill=2,auth=2,broker``."""
     if text.strip() == "all":
@@ -111,22 +126,10 @@ def parse_faults(text: str) -> Faults:
             continue
         name, _, value = part.partition("=")
         try:
-            if name == "4xx":
-                faults.transient = float(value or 0.05)
-            elif name == "5xx":
-                faults.permanent = float(value or 0.02)
-            elif name == "kill":
-                faults.kills = int(value or 2)
-            elif name == "auth":
-                faults.auth_crashes = int(value or 2)
-            elif name == "double":
-                faults.doubles = float(value or 0.05)
-            elif name == "accept":
-                faults.accept_crashes = int(value or 1)
-            elif name == "broker":
-                faults.broker = value.lower() not in ("0", "false", "no")
-            else:
+            if name not in _FAULTS:
                 raise ValueError(f"unknown fault {name!r}")
+            attribute, parse, default = _FAULTS[name]
+            setattr(faults, attribute, parse(value or default))
         except ValueError as exc:
             raise ValueError(
                 f"--faults: {exc} (in {part!r}; known: 4xx=RATE, 5xx=RATE, kill=N, auth=N, broker, "
@@ -161,79 +164,7 @@ class SoakResult:
 
 
 # -- the cluster ----------------------------------------------------------------------------
-
-
-class Cluster:
-    """``supervisor.py up --profile distributed`` as a child process, its output in a log file."""
-
-    def __init__(self, env: dict[str, str], workers: int, log: Path) -> None:
-        self.env = env
-        self.workers = workers
-        self.log_path = log
-        self.lines: list[str] = []
-        self.changed = trio.Event()
-        self.proc: trio.Process | None = None
-
-    def ready(self, service: str) -> bool:
-        return any(f"MAILACTORS_READY {service}" in line for line in self.lines)
-
-    def worker_pids(self) -> dict[str, int]:
-        """The latest pid of each email-server worker that said it was ready."""
-        pids: dict[str, int] = {}
-        for line in self.lines:
-            if m := _READY.search(line):
-                pids[m.group(1)] = int(m.group(2))
-        return pids
-
-    async def _pump(self, proc: trio.Process) -> None:
-        assert proc.stdout is not None
-        buffer = b""
-        async with await trio.open_file(self.log_path, "ab") as out:
-            async for chunk in proc.stdout:
-                await out.write(chunk)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                self.lines.extend(line.decode(errors="replace") for line in lines)
-                self.changed.set()
-                self.changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
-        with trio.fail_after(timeout):
-            while not predicate():
-                await self.changed.wait()
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[Cluster]:
-        argv = [
-            sys.executable, "-u", str(ROOT / "supervisor.py"), "--profile", "distributed",
-            "up", "--workers", str(self.workers), "--drain", "10",
-        ]
-        proc = await trio.lowlevel.open_process(
-            argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.proc = proc
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._pump, proc)
-                try:
-                    await self.wait_for(lambda: self.ready("auth") or proc.returncode is not None, 120)
-                    if not self.ready("auth"):
-                        raise RuntimeError(
-                            "the cluster did not start:\n" + "\n".join(self.lines[-40:])
-                        )
-                    yield self
-                finally:
-                    with trio.CancelScope(shield=True):
-                        proc.send_signal(signal.SIGINT)
-                        with trio.move_on_after(60):
-                            await proc.wait()
-                        nursery.cancel_scope.cancel()
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+# The harness is actors.testing.cluster's; here, only the soak's settings.
 
 
 def cluster_env(
@@ -241,32 +172,11 @@ def cluster_env(
 ) -> dict[str, str]:
     """``crash_file`` counts auth's injected crashes; ``accept-crashes`` beside it the email servers'."""
     p = f"soak.{uuid.uuid4().hex[:10]}"
-    env = dict(os.environ)
-    env.update(
-        {
-            "MAILACTORS__SERVICE__LOG_FORMAT": "text",
+    return testing_cluster.cluster_env(
+        work, es_url, amqp_url, smtp_port, prefix="soak", sender="soak@mailactors.test",
+        extra={
             "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
-            "MAILACTORS__SERVICE__DATA_DIR": str(work),
             "MAILACTORS__SERVICE__RUN_DIR": str(work / "run"),
-            "MAILACTORS__STORE__URL": es_url,
-            "MAILACTORS__STORE__INDEX": f"emails-{p.replace('.', '-')}",
-            "MAILACTORS__BUS__URL": amqp_url,
-            "MAILACTORS__BUS__SEND_EXCHANGE": f"{p}.send.exchange",
-            "MAILACTORS__BUS__STATUS_EXCHANGE": f"{p}.status.exchange",
-            "MAILACTORS__BUS__SEND_QUEUE": f"{p}.send",
-            "MAILACTORS__BUS__STATUS_QUEUE": f"{p}.status",
-            "MAILACTORS__BUS__DEAD_LETTER_EXCHANGE": f"{p}.dead.exchange",
-            "MAILACTORS__BUS__DEAD_LETTER_QUEUE": f"{p}.dead",
-            "MAILACTORS__BUS__RECONNECT_MAX_S": "2",
-            "MAILACTORS__BUS__PUBLISH_TIMEOUT_S": "60",
-            "MAILACTORS__PROVIDER__KIND": "smtp",
-            "MAILACTORS__PROVIDER__SMTP__HOST": "127.0.0.1",
-            "MAILACTORS__PROVIDER__SMTP__PORT": str(smtp_port),
-            "MAILACTORS__PROVIDER__SENDER": "soak@mailactors.test",
-            "MAILACTORS__EMAIL_SERVER__IDEMPOTENCY_PATH": str(work / "sent.sqlite3"),
-            "MAILACTORS__GRPC__AUTH_PORT": str(free_port()),
-            "MAILACTORS__GRPC__INTEGRATION_PORT": str(free_port()),
-            "MAILACTORS__RETRY__BASE_DELAY_S": "0.5",
             "MAILACTORS__RETRY__MAX_DELAY_S": "5",
             "MAILACTORS__SWEEPER__PENDING_AGE_S": "20",
             "MAILACTORS__SWEEPER__INTERVAL_S": "5",
@@ -277,11 +187,8 @@ def cluster_env(
             "MAILACTORS_FAULT_CRASH_ACCEPT_EVERY": "1",
             "MAILACTORS__EMAIL_SERVER__CLAIMS_INDEX": f"claims-{p.replace('.', '-')}",
             "MAILACTORS__EMAIL_SERVER__UNKNOWN_OUTCOME": options.unknown_outcome,
-        }
+        },
     )
-    for name in ("MAILACTORS_PROFILE", "MAILACTORS__METRICS__PORT"):
-        env.pop(name, None)
-    return env
 
 
 # -- the client -----------------------------------------------------------------------------
@@ -570,47 +477,6 @@ async def _dead_letters(edge: Any, env: dict[str, str]) -> tuple[int, list[str]]
         await bus.close()
 
 
-def delete_bus_topology(env: dict[str, str]) -> None:
-    """Delete the queues and exchanges that the bus settings in ``env`` name (blocking).
-
-    Quorum queues left behind make every later broker start slower (each is
-    recovered at start-up), so a run that made its own names removes them. Runs
-    its own asyncio loop: call it from a thread (``trio.to_thread.run_sync``).
-    """
-    import asyncio
-
-    import aio_pika
-
-    from actors.bus.rabbitmq import RabbitBus
-    from config import load_config
-
-    c = load_config("distributed", env=env).bus
-    names = RabbitBus(c, role="tool").queue_names()
-    exchanges = (c.send_exchange, c.status_exchange, c.dead_letter_exchange)
-
-    async def delete() -> None:
-        connection = await aio_pika.connect(c.resolved_url(env), timeout=10)
-        try:
-            for kind, items in (("queue", names), ("exchange", exchanges)):
-                for name in items:
-                    channel = await connection.channel()
-                    with contextlib.suppress(Exception):
-                        if kind == "queue":
-                            await channel.queue_delete(name)
-                        else:
-                            await channel.exchange_delete(name)
-                    with contextlib.suppress(Exception):
-                        await channel.close()
-        finally:
-            await connection.close()
-
-    loop = asyncio.SelectorEventLoop()
-    try:
-        loop.run_until_complete(asyncio.wait_for(delete(), 60))
-    finally:
-        loop.close()
-
-
 def _max_per_second(times: list[float]) -> int:
     times = sorted(times)
     best = j = 0
@@ -652,7 +518,8 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
     async with smtp, open_asyncio_edge() as edge:
         env = cluster_env(work, es_url, amqp_url, smtp.port, options, crash_file)
         store = ElasticsearchStore(es_url, env["MAILACTORS__STORE__INDEX"])
-        cluster = Cluster(env, options.workers, work / "cluster.log")
+        # The topology outlives the cluster: the dead letters are read after it stopped.
+        cluster = Cluster(env, options.workers, work / "cluster.log", keep_topology=True)
         submit_s = options.emails / options.rate
         n_faults = options.faults.kills + options.faults.auth_crashes + int(options.faults.broker)
         duration = max(submit_s, (n_faults + 1) * options.fault_spacing_s)
@@ -730,7 +597,7 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
             if not options.keep:
                 with trio.move_on_after(60, shield=True):
                     with contextlib.suppress(Exception):
-                        await trio.to_thread.run_sync(delete_bus_topology, env)
+                        await trio.to_thread.run_sync(delete_topology, env)
                     with contextlib.suppress(Exception):
                         import httpx
 

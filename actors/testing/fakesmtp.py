@@ -23,8 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
-from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import trio
 from aiosmtpd.controller import Controller
@@ -34,6 +33,7 @@ __all__ = [
     "CapturingServer",
     "FaultServer",
     "ReceivedMessage",
+    "Served",
     "SmtpTestServer",
     "free_port",
 ]
@@ -46,6 +46,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
+
+
+class Served:
+    """A server run in a thread of its own: ``with`` or ``async with`` starts and stops it.
+
+    Subclasses give ``start()`` and ``stop()`` (blocking); from Trio they run in a worker
+    thread, the stop shielded so that a cancelled test still frees the port.
+    """
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:  # stops whatever happened
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        await trio.to_thread.run_sync(self.start)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:  # stops whatever happened
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(self.stop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +134,7 @@ class _Controller(Controller):
         return bind()
 
 
-class SmtpTestServer:
+class SmtpTestServer(Served):
     """Base of the test servers: start/stop, connection count, captured messages."""
 
     def __init__(self, *, delay: float = 0.0, **smtp_kwargs: Any) -> None:
@@ -199,42 +228,10 @@ class SmtpTestServer:
         self.stop()
         self.start()
 
-    def __enter__(self) -> SmtpTestServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    async def __aenter__(self) -> SmtpTestServer:
-        await trio.to_thread.run_sync(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(self.stop)
-
 
 class CapturingServer(SmtpTestServer):
     """Accepts everything and keeps each message (envelope and raw bytes)."""
 
-    def __enter__(self) -> CapturingServer:
-        self.start()
-        return self
-
-    async def __aenter__(self) -> CapturingServer:
-        await trio.to_thread.run_sync(self.start)
-        return self
 
 
 @dataclass
@@ -283,14 +280,6 @@ class FaultServer(SmtpTestServer):
         )
         self._rng = random.Random(seed)
         self.failed = 0
-
-    def __enter__(self) -> FaultServer:
-        self.start()
-        return self
-
-    async def __aenter__(self) -> FaultServer:
-        await trio.to_thread.run_sync(self.start)
-        return self
 
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import suppress
 from typing import Any
 
 import pytest
 import trio
 
-from actors.bus.rabbitmq import REASON_HEADER, RabbitBus
+from actors.bus import RabbitBus, delete_topology
+from actors.bus.deadletters import REASON_HEADER
 from config import BusConfig
 from runtime import AsyncioEdge, open_asyncio_edge
 
@@ -60,27 +60,6 @@ async def _publish_dead_letters(url: str, config: BusConfig, count: int) -> None
         await connection.close()
 
 
-async def _delete(url: str, config: BusConfig) -> None:
-    import aio_pika
-
-    connection = await aio_pika.connect(url)
-    try:
-        for name in RabbitBus(config, url=url, role="tool").queue_names():
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.queue_delete(name)
-            with suppress(Exception):
-                await channel.close()
-        for name in (config.send_exchange, config.status_exchange, config.dead_letter_exchange):
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.exchange_delete(name)
-            with suppress(Exception):
-                await channel.close()
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 async def edge() -> AsyncIterator[AsyncioEdge]:
     async with open_asyncio_edge() as e:
@@ -99,7 +78,7 @@ async def dead(rabbitmq_url: str, edge: AsyncioEdge) -> AsyncIterator[BusConfig]
     finally:
         with trio.CancelScope(shield=True):
             await owner.close()
-            await edge.run(_delete, rabbitmq_url, config)
+            await edge.run(delete_topology, config, url=rabbitmq_url)
 
 
 async def _open_reader(config: BusConfig) -> RabbitBus:

@@ -28,6 +28,7 @@ import pytest
 import trio
 import trio.lowlevel
 
+from actors.bus import delete_topology
 from actors.bus.rabbitmq import (
     BusError,
     BusUnavailable,
@@ -47,7 +48,7 @@ from actors.domain.schema import (
 from config import BusConfig
 from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.protocols import assert_implements
-from tests.support.rabbitmq import TIERS, delete_topology, make_config
+from tests.support.rabbitmq import TIERS, make_config
 from tests.support.services import local_broker_ctl
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,7 +61,7 @@ async def config(rabbitmq_url: str, edge: AsyncioEdge) -> AsyncIterator[BusConfi
         yield cfg
     finally:
         with trio.CancelScope(shield=True):
-            await edge.run(delete_topology, rabbitmq_url, cfg, TIERS)
+            await edge.run(delete_topology, cfg, url=rabbitmq_url, delay_tiers=TIERS)
 
 
 @asynccontextmanager
@@ -601,7 +602,7 @@ async def measure(url: str, n: int, concurrency: int = 1, quorum: bool = True) -
         await bus.close()
         from runtime import current_edge
 
-        await current_edge().run(delete_topology, url, cfg, TIERS)
+        await current_edge().run(delete_topology, cfg, url=url, delay_tiers=TIERS)
     return {
         "publish": n / (published - started),
         "consume": n / (consumed - published),
@@ -651,7 +652,7 @@ async def run_behaviour(url: str) -> list[str]:
         try:
             await test(cfg)
         finally:
-            await current_edge().run(delete_topology, url, cfg, TIERS)
+            await current_edge().run(delete_topology, cfg, url=url, delay_tiers=TIERS)
         passed.append(test.__name__)
     return passed
 
@@ -700,7 +701,7 @@ async def plain_workload(url: str, n: int, quorum: bool = True) -> dict[str, flo
                     break
         consumed = time.perf_counter()
     finally:
-        await delete_topology(url, cfg, TIERS)
+        await delete_topology(cfg, url=url, delay_tiers=TIERS)
         await connection.close()
     return {"publish": n / (published - started), "consume": n / (consumed - published)}
 

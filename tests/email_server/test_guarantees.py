@@ -319,8 +319,9 @@ class PoisonedProvider:
 async def test_a_poison_message_is_dead_lettered_after_max_deliveries(
     rabbitmq_url: str, edge: AsyncioEdge, tmp_path: Path
 ) -> None:
+    from actors.bus import delete_topology
     from actors.bus.rabbitmq import RabbitBus
-    from tests.support.rabbitmq import TIERS, delete_topology, make_config
+    from tests.support.rabbitmq import TIERS, make_config
 
     config: BusConfig = make_config(rabbitmq_url, max_deliveries=3)
     try:
@@ -337,7 +338,7 @@ async def test_a_poison_message_is_dead_lettered_after_max_deliveries(
                 await status_side.close()
     finally:
         with trio.CancelScope(shield=True):
-            await edge.run(delete_topology, rabbitmq_url, config, TIERS)
+            await edge.run(delete_topology, config, url=rabbitmq_url, delay_tiers=TIERS)
 
 
 async def _poison_run(

@@ -1,12 +1,10 @@
-"""RabbitMQ bus configs with unique names for tests, and their teardown."""
+"""RabbitMQ bus configs with unique names for tests (``actors.bus.delete_topology`` removes them)."""
 
 from __future__ import annotations
 
 import uuid
-from contextlib import suppress
 from typing import Any
 
-from actors.bus.rabbitmq import RabbitBus
 from config import BusConfig
 
 TIERS = (1.0, 5.0)
@@ -30,26 +28,3 @@ def make_config(url: str, **overrides: Any) -> BusConfig:
     }
     fields.update(overrides)
     return BusConfig(**fields)
-
-
-async def delete_topology(url: str, config: BusConfig, tiers: tuple[float, ...]) -> None:
-    """asyncio: delete every queue and exchange a test config names."""
-    import aio_pika
-
-    probe = RabbitBus(config, url=url, role="tool", delay_tiers=tiers)
-    connection = await aio_pika.connect(url)
-    try:
-        for name in probe.queue_names():
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.queue_delete(name)
-            with suppress(Exception):
-                await channel.close()
-        for name in (config.send_exchange, config.status_exchange, config.dead_letter_exchange):
-            channel = await connection.channel()
-            with suppress(Exception):
-                await channel.exchange_delete(name)
-            with suppress(Exception):
-                await channel.close()
-    finally:
-        await connection.close()

@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
+
+from actors.testing.fakesmtp import Served
 
 HOST = "127.0.0.1"
 ACCESS_KEY = "AKIDTESTINGMAILACTORS"
@@ -106,7 +107,7 @@ class Reply:
         return cls(200, message=json.dumps({"MessageId": message_id}))
 
 
-class FakeSesServer:
+class FakeSesServer(Served):
     """Answers each ``SendEmail`` with the next scripted :class:`Reply` (then ``default``)."""
 
     def __init__(self, replies: list[Reply] | None = None, default: Reply | None = None) -> None:
@@ -174,18 +175,6 @@ class FakeSesServer:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
-
-    def __enter__(self) -> FakeSesServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 # -- fixtures ----------------------------------------------------------------------

@@ -164,7 +164,7 @@ def topologies(rabbitmq_url: str) -> Iterator[list[dict[str, str]]]:
     envs: list[dict[str, str]] = []
     yield envs
     for env in envs:
-        delete_topology(rabbitmq_url, env)
+        delete_topology(env, url=rabbitmq_url)
 
 
 def actors_of(answer: dict[str, Any]) -> dict[str, dict[str, Any]]:
