@@ -13,6 +13,6 @@ runtime/ and config/).
  3  ``email_server/``   service: sends what the bus brings, within the delivery promises
  4  ``grpc/``           edge: the gRPC API of auth and integration, and auth's client
  5  ``profiles/``       assembly: a config profile becomes running service trees
-    ``testing/``        beside the layers: test servers, local services, the distributed-cluster harness
+    ``testing/``        beside the layers: test servers, local services, the cluster harness
  6  ``ops/``            operator commands of supervisor.py
 """

@@ -80,7 +80,9 @@ def embedded_e2e(quick: bool = False) -> dict[str, Any]:
     return {
         **result,
         "target": ">= 2000/s",
-        "conditions": f"{n} emails, {concurrency} concurrent callers, SQLite store, Maildir, 16 senders",
+        "conditions": (
+            f"{n} emails, {concurrency} concurrent callers, SQLite store, Maildir, 16 senders"
+        ),
     }
 
 

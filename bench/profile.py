@@ -54,7 +54,9 @@ def main(n: int = 5000) -> None:
         own = row[2]
         shares[component(filename, function)] += own
         total += own
-    print(f"{n} emails under cProfile: {result['emails_per_s']} emails/s (profiled, slower than real)")
+    print(
+        f"{n} emails under cProfile: {result['emails_per_s']} emails/s (profiled, slower than real)"
+    )
     for name, seconds in shares.most_common(25):
         print(f"{100 * seconds / total:5.1f}%  {name}")
 

@@ -170,10 +170,16 @@ class SoakResult:
 def cluster_env(
     work: Path, es_url: str, amqp_url: str, smtp_port: int, options: SoakOptions, crash_file: Path
 ) -> dict[str, str]:
-    """``crash_file`` counts auth's injected crashes; ``accept-crashes`` beside it the email servers'."""
+    """``crash_file`` counts auth's injected crashes; ``accept-crashes`` beside it the email
+    servers'."""
     p = f"soak.{uuid.uuid4().hex[:10]}"
     return testing_cluster.cluster_env(
-        work, es_url, amqp_url, smtp_port, prefix="soak", sender="soak@mailactors.test",
+        work,
+        es_url,
+        amqp_url,
+        smtp_port,
+        prefix="soak",
+        sender="soak@mailactors.test",
         extra={
             "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
             "MAILACTORS__SERVICE__RUN_DIR": str(work / "run"),
@@ -268,7 +274,11 @@ def _recipient(i: int, n: int, rng: random.Random, domains: list[str]) -> str:
 
 
 async def _submit(
-    client: Client, options: SoakOptions, state: _State, run_id: str, on_done: Callable[[], None],
+    client: Client,
+    options: SoakOptions,
+    state: _State,
+    run_id: str,
+    on_done: Callable[[], None],
     double: Callable[[str, str, str], Awaitable[None]] | None = None,
 ) -> None:
     rng = random.Random(options.seed)
@@ -309,7 +319,9 @@ async def _submit(
             nursery.start_soon(one, i, _recipient(i, options.emails, rng, domains))
 
 
-def _fault_schedule(options: SoakOptions, duration: float, rng: random.Random) -> list[tuple[float, str]]:
+def _fault_schedule(
+    options: SoakOptions, duration: float, rng: random.Random
+) -> list[tuple[float, str]]:
     kinds = (
         ["kill"] * options.faults.kills
         + ["auth"] * options.faults.auth_crashes
@@ -323,12 +335,19 @@ def _fault_schedule(options: SoakOptions, duration: float, rng: random.Random) -
     spacing = options.fault_spacing_s
     slack = max(0.0, duration * 0.85 - spacing * len(kinds))
     cuts = sorted(rng.uniform(0, slack) for _ in kinds)
-    return [(2.0 + cut + k * spacing, kind) for k, (cut, kind) in enumerate(zip(cuts, kinds, strict=True))]
+    return [
+        (2.0 + cut + k * spacing, kind)
+        for k, (cut, kind) in enumerate(zip(cuts, kinds, strict=True))
+    ]
 
 
 async def _inject(
-    cluster: Cluster, schedule: list[tuple[float, str]], state: _State, crash_file: Path,
-    amqp_url: str, rng: random.Random,
+    cluster: Cluster,
+    schedule: list[tuple[float, str]],
+    state: _State,
+    crash_file: Path,
+    amqp_url: str,
+    rng: random.Random,
 ) -> None:
     start = trio.current_time()
     for at, kind in schedule:
@@ -359,7 +378,9 @@ async def _inject(
             ctl = shutil.which("rabbitmqctl") or "/usr/sbin/rabbitmqctl"
             try:
                 for step in ("stop_app", "start_app", "await_startup"):
-                    await trio.run_process([ctl, "-q", step], capture_stdout=True, capture_stderr=True)
+                    await trio.run_process(
+                        [ctl, "-q", step], capture_stdout=True, capture_stderr=True
+                    )
                     if step == "stop_app":
                         await trio.sleep(2)
             except (OSError, subprocess.CalledProcessError) as exc:
@@ -395,7 +416,9 @@ async def _open_copier(env: dict[str, str]) -> _Copier:
     from actors.bus.rabbitmq import RabbitBus
     from config import load_config
 
-    bus = RabbitBus(load_config("distributed", env=env).bus, role="tool", connection_name="soak-copier")
+    bus = RabbitBus(
+        load_config("distributed", env=env).bus, role="tool", connection_name="soak-copier"
+    )
     await bus.open()
     return _Copier(bus)
 
@@ -410,7 +433,9 @@ async def _workers_report(run_dir: Path) -> dict[str, Any]:
         for actor in answer.get("snapshot", {}).get("actors", []):
             extra = actor.get("extra") or {}
             if actor.get("path", "").endswith("/senders/sender-0") and "window" in extra:
-                workers.setdefault(name, {}).update(window_ms=extra["window"], claims=extra.get("claims"))
+                workers.setdefault(name, {}).update(
+                    window_ms=extra["window"], claims=extra.get("claims")
+                )
             elif actor.get("path", "").endswith("/recorder"):
                 workers.setdefault(name, {})["writes"] = extra  # batches, claims, outcomes, lost
     windows = [w["window_ms"] for w in workers.values() if (w.get("window_ms") or {}).get("count")]
@@ -455,7 +480,9 @@ async def _all_documents(store: Any, status: str) -> list[Any]:
     docs: list[Any] = []
     token = ""
     while True:
-        page = await store.search(SearchQuery(status=Status(status), page_size=1000, page_token=token))
+        page = await store.search(
+            SearchQuery(status=Status(status), page_size=1000, page_token=token)
+        )
         docs.extend(page.documents)
         token = page.next_page_token
         if not token:
@@ -511,8 +538,12 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
     )
     console = Console(stderr=True)
     progress = Progress(
-        TextColumn("[bold]{task.description:<10}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("{task.fields[note]}"), console=console,
+        TextColumn("[bold]{task.description:<10}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[note]}"),
+        console=console,
         disable=not options.progress,
     )
     async with smtp, open_asyncio_edge() as edge:
@@ -535,7 +566,9 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         workers_report: dict[str, Any] = {}
         try:
             with progress:
-                submitted = progress.add_task("submitted", total=options.emails, note="starting the cluster")
+                submitted = progress.add_task(
+                    "submitted", total=options.emails, note="starting the cluster"
+                )
                 terminal = progress.add_task("terminal", total=options.emails, note="")
                 async with cluster.running():
                     await store.open()
@@ -544,7 +577,9 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                     try:
                         with trio.move_on_after(hard_limit) as hard:
                             async with trio.open_nursery() as nursery:
-                                progress.update(submitted, note=f"faults: {len(schedule)} scheduled")
+                                progress.update(
+                                    submitted, note=f"faults: {len(schedule)} scheduled"
+                                )
 
                                 async def watch_terminal(
                                     task_status: Any = trio.TASK_STATUS_IGNORED,
@@ -566,7 +601,10 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                                         _inject, cluster, schedule, state, crash_file, amqp_url, rng
                                     )
                                     await _submit(
-                                        client, options, state, run_id,
+                                        client,
+                                        options,
+                                        state,
+                                        run_id,
                                         lambda: progress.advance(submitted),
                                         copier.publish if copier is not None else None,
                                     )
@@ -582,7 +620,9 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                                 nursery.cancel_scope.cancel()
                         aborted = hard.cancelled_caught
                         with trio.move_on_after(20), contextlib.suppress(Exception):
-                            workers_report = await _workers_report(Path(env["MAILACTORS__SERVICE__RUN_DIR"]))
+                            workers_report = await _workers_report(
+                                Path(env["MAILACTORS__SERVICE__RUN_DIR"])
+                            )
                         with trio.move_on_after(120):
                             for status in final:
                                 final[status] = await _all_documents(store, status)
@@ -696,19 +736,38 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.set_defaults(handler=main_soak)
     parser.add_argument("--emails", type=int, default=300, help="emails to request (default 300)")
     parser.add_argument("--workers", type=int, default=2, help="email-server processes (default 2)")
-    parser.add_argument("--faults", default="all", help="all | none | 4xx=R,5xx=R,kill=N,auth=N,broker")
-    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
-    parser.add_argument("--concurrency", type=int, default=16, help="requests in flight (default 16)")
     parser.add_argument(
-        "--deadline", type=float, default=None,
+        "--faults", default="all", help="all | none | 4xx=R,5xx=R,kill=N,auth=N,broker"
+    )
+    parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="requests in flight (default 16)"
+    )
+    parser.add_argument(
+        "--deadline",
+        type=float,
+        default=None,
         help="seconds to wait, after the last request, for every email to end (default 60 + N/50)",
     )
-    parser.add_argument("--fault-spacing", type=float, default=13.0,
-                        help="least seconds between two injected faults (default 13)")
-    parser.add_argument("--domain-rate", action="append", default=None, metavar="DOMAIN=RATE",
-                        help="a limited recipient domain (default slow.example=10)")
-    parser.add_argument("--unknown-outcome", choices=("resend", "fail"), default="resend",
-                        help="the email servers' policy for a dead sender's claim (default resend)")
+    parser.add_argument(
+        "--fault-spacing",
+        type=float,
+        default=13.0,
+        help="least seconds between two injected faults (default 13)",
+    )
+    parser.add_argument(
+        "--domain-rate",
+        action="append",
+        default=None,
+        metavar="DOMAIN=RATE",
+        help="a limited recipient domain (default slow.example=10)",
+    )
+    parser.add_argument(
+        "--unknown-outcome",
+        choices=("resend", "fail"),
+        default="resend",
+        help="the email servers' policy for a dead sender's claim (default resend)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep logs and data here")
     parser.add_argument("--keep", action="store_true", help="keep queues, index and work dir")
@@ -764,11 +823,13 @@ def main_soak(args: argparse.Namespace) -> int:
         es.stop()
         shutil.rmtree(es_dir, ignore_errors=True)
     f = result.figures
+    window = f["window_ms"] or {}
     print(
-        f"soak: {f['submitted']} submitted in {f['seconds']}s: {f['sent']} SENT, {f['failed']} FAILED, "
+        f"soak: {f['submitted']} submitted in {f['seconds']}s: "
+        f"{f['sent']} SENT, {f['failed']} FAILED, "
         f"{f['suppressed']} SUPPRESSED, {f['lost']} lost, {f['duplicates']} duplicates "
         f"(allowed: {f['claims']['unknown_resent']} claims of dead senders resent), "
-        f"window p50/p99 {(f['window_ms'] or {}).get('p50')}/{(f['window_ms'] or {}).get('p99')} ms, "
+        f"window p50/p99 {window.get('p50')}/{window.get('p99')} ms, "
         f"{f['failed_without_reason']} FAILED without a reason; faults: {f['faults']}"
     )
     print(json.dumps(f))

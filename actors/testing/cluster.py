@@ -268,7 +268,8 @@ class Cluster(ProcessOutput):
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[Cluster]:
-        """Started and ready (auth last); stopped, and its topology deleted unless kept, on the way out."""
+        """Started and ready (auth last); stopped, and its topology deleted unless kept, on the
+        way out."""
         argv = supervisor_argv("up", "--workers", str(self.workers), "--drain", f"{self.drain_s:g}")
         proc = self.proc = await start(argv, self.env)
         try:

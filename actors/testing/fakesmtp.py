@@ -1,4 +1,5 @@
-"""aiosmtpd servers for tests and the soak: one that captures what it is sent, one that fails on purpose.
+"""aiosmtpd servers for tests and the soak: one that captures what it is sent, one that fails on
+purpose.
 
 (aiosmtpd is a development dependency: ``pip install -e '.[dev]'``.)
 
@@ -231,7 +232,6 @@ class SmtpTestServer(Served):
 
 class CapturingServer(SmtpTestServer):
     """Accepts everything and keeps each message (envelope and raw bytes)."""
-
 
 
 @dataclass

@@ -138,7 +138,9 @@ async def test_round_trip_of_both_event_types(config: BusConfig) -> None:
 
 
 @pytest.mark.services
-async def test_queues_are_quorum_with_a_delivery_limit(config: BusConfig, rabbitmq_url: str) -> None:
+async def test_queues_are_quorum_with_a_delivery_limit(
+    config: BusConfig, rabbitmq_url: str
+) -> None:
     # Ask the broker what was declared, not the code that builds the arguments.
     local_broker_ctl(rabbitmq_url, "rabbitmqctl list_queues")
     async with opened(config, "email-server"), opened(config, "integration"):
@@ -392,7 +394,9 @@ async def test_concurrent_acks_go_as_one_frame_but_never_cover_an_unsettled_deli
                 nursery.start_soon(delivery.ack)
         stats = server.statistics()
         assert stats.acked == 11
-        assert stats.multi_acks == 0, "held (the lowest tag) is unsettled: no run may start below it"
+        assert stats.multi_acks == 0, (
+            "held (the lowest tag) is unsettled: no run may start below it"
+        )
         await held.ack()  # now held, and with it everything, can be covered
         more = [send_event(100 + i) for i in range(6)]
         for event in more:

@@ -1,4 +1,7 @@
-"""RabbitMQ bus configs with unique names for tests (``actors.bus.delete_topology`` removes them)."""
+"""RabbitMQ bus configs with unique names for tests.
+
+``actors.bus.delete_topology`` removes them afterwards.
+"""
 
 from __future__ import annotations
 

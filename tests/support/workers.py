@@ -41,11 +41,17 @@ __all__ = ["StatusSink", "Workers", "received", "workers_env"]
 _READY = re.compile(r"MAILACTORS_READY email-server pid=(\d+)")
 
 
-def workers_env(tmp_path: Path, es_url: str, amqp_url: str, smtp_port: int, **extra: str) -> dict[str, str]:
+def workers_env(
+    tmp_path: Path, es_url: str, amqp_url: str, smtp_port: int, **extra: str
+) -> dict[str, str]:
     """Names of their own; the claims index too. Each worker's state dir is set per worker."""
     p = f"test.once.{uuid.uuid4().hex[:10]}"
     return cluster_env(
-        tmp_path, es_url, amqp_url, smtp_port, prefix="test.once",
+        tmp_path,
+        es_url,
+        amqp_url,
+        smtp_port,
+        prefix="test.once",
         extra={
             "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
             "MAILACTORS__EMAIL_SERVER__CLAIMS_INDEX": f"claims-{p.replace('.', '-')}",
@@ -57,7 +63,13 @@ def workers_env(tmp_path: Path, es_url: str, amqp_url: str, smtp_port: int, **ex
 class Workers(ProcessOutput):
     """N email-server processes; ``kill(i)`` SIGKILLs one, and it is started again."""
 
-    def __init__(self, env: dict[str, str], n: int, tmp_path: Path, per_worker: dict[int, dict[str, str]] | None = None) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        n: int,
+        tmp_path: Path,
+        per_worker: dict[int, dict[str, str]] | None = None,
+    ) -> None:
         super().__init__()
         self.env = env
         self.n = n
@@ -88,10 +100,16 @@ class Workers(ProcessOutput):
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(
-                        self.pump, proc, self.tmp / f"worker-{i}.log", f"[{i}] ", partial(self._note_pid, i)
+                        self.pump,
+                        proc,
+                        self.tmp / f"worker-{i}.log",
+                        f"[{i}] ",
+                        partial(self._note_pid, i),
                     )
                     nursery.start_soon(self.reap, proc)
-                    await self.wait_for(lambda p=proc: self.pids.get(i) == p.pid or p.returncode is not None, 60)
+                    await self.wait_for(
+                        lambda p=proc: self.pids.get(i) == p.pid or p.returncode is not None, 60
+                    )
                     if not started:
                         started = True
                         task_status.started()
