@@ -77,6 +77,35 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     return ""
 
 
+def _cpu_table(r: dict[str, Any], table_class: Any) -> Any:
+    """distributed_e2e's CPU per email by process, with the claims' share of it.
+
+    The claims' share is measured apart (claims and outcomes alone, in batches, on
+    the same Elasticsearch API after the run): a process's CPU cannot be split by
+    request inside the run.
+    """
+    cpu: dict[str, float] = r["cpu_ms_per_email"]
+    claims: dict[str, float] = r.get("claims_cpu_ms_per_email") or {}
+    table = table_class(title="distributed_e2e: CPU ms per email, by process")
+    table.add_column("process")
+    table.add_column("CPU ms per email", justify="right")
+    table.add_column("of which claims (measured apart)", justify="right")
+    workers = sum(1 for name in cpu if name.startswith("email-server"))
+    for name, ms in sorted(cpu.items(), key=lambda kv: (kv[0] == "other", -kv[1])):
+        if name.startswith("email-server"):
+            share = claims.get("email-server (client)")
+            share = None if share is None else share / max(workers, 1)
+        else:
+            share = claims.get(name) if name == "elasticsearch-api" else None
+        label = f"{name} (not the cluster: other work on the machine)" if name == "other" else name
+        table.add_row(label, f"{ms:.2f}", "" if share is None else f"{share:.3f}")
+    total = claims.get("total")
+    table.add_row(
+        "total (cluster)", f"{r.get('cpu_ms_per_email_total', 0):.2f}", "" if total is None else f"{total:.3f}"
+    )
+    return table
+
+
 def run(quick: bool, only: set[str] | None, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
     want = set(NAMES) if not only else only
     unknown = want - set(NAMES)
@@ -200,6 +229,8 @@ def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
             met = {True: "yes", False: "NO", None: "?"}[r.get("meets_target")]
             table.add_row(name, _headline(name, r), str(r.get("target", "")), met)
     Console().print(table)
+    if "cpu_ms_per_email" in results.get("distributed_e2e", {}):
+        Console().print(_cpu_table(results["distributed_e2e"], Table))
     line = json.dumps(results, default=str)
     if json_file:
         Path(json_file).write_text(json.dumps(results, indent=1, default=str) + "\n")
