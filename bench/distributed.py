@@ -68,12 +68,16 @@ async def slow_smtp(delay: float) -> AsyncIterator[int]:
     from aiosmtpd.controller import Controller
 
     class Slow:
-        async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        async def handle_MAIL(
+            self, server: Any, session: Any, envelope: Any, address: str, options: Any
+        ) -> str:
             await asyncio.sleep(delay)
             envelope.mail_from = address
             return "250 OK"
 
-        async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, options: Any) -> str:
+        async def handle_RCPT(
+            self, server: Any, session: Any, envelope: Any, address: str, options: Any
+        ) -> str:
             await asyncio.sleep(delay)
             envelope.rcpt_tos.append(address)
             return "250 OK"
@@ -101,9 +105,19 @@ async def elasticsearch(work: Path) -> AsyncIterator[str]:
     data = work / "noida"
     data.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        exe, "start", "--only", "elasticsearch", "--host", "127.0.0.1",
-        "--elasticsearch-port", str(port), "--data-dir", str(data),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, start_new_session=True,
+        exe,
+        "start",
+        "--only",
+        "elasticsearch",
+        "--host",
+        "127.0.0.1",
+        "--elasticsearch-port",
+        str(port),
+        "--data-dir",
+        str(data),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         await _wait_port(port, 30)
@@ -125,7 +139,9 @@ class Cluster:
     def __init__(self, env: dict[str, str], workers: int) -> None:
         self.env = env
         self.harness = testing_cluster.Cluster(
-            env, workers, Path(env["MAILACTORS__SERVICE__DATA_DIR"])
+            env,
+            workers,
+            Path(env["MAILACTORS__SERVICE__DATA_DIR"])
             / f"cluster-{env['MAILACTORS__BUS__SEND_QUEUE']}.log",
         )
         self.pids: dict[str, int] = {}
@@ -196,8 +212,16 @@ def _cpu_seconds() -> dict[int, tuple[float, str]]:
         with contextlib.suppress(OSError, ValueError, IndexError):
             stat = Path(f"/proc/{entry}/stat").read_text()
             fields = stat[stat.rindex(")") + 2 :].split()
-            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            out[int(entry)] = ((int(fields[11]) + int(fields[12])) / hz, cmd or stat[stat.index("(") + 1 : stat.rindex(")")])
+            cmd = (
+                Path(f"/proc/{entry}/cmdline")
+                .read_bytes()
+                .replace(b"\0", b" ")
+                .decode(errors="replace")
+            )
+            out[int(entry)] = (
+                (int(fields[11]) + int(fields[12])) / hz,
+                cmd or stat[stat.index("(") + 1 : stat.rindex(")")],
+            )
     return out
 
 
@@ -222,7 +246,12 @@ def cluster_env(work: Path, es_url: str, smtp_port: int, **extra: str) -> dict[s
     so the control sockets and the idempotency file are per cluster too."""
     p = f"bench.{uuid.uuid4().hex[:8]}"
     return testing_cluster.cluster_env(
-        work, es_url, None, smtp_port, prefix="bench", sender="bench@mailactors.test",
+        work,
+        es_url,
+        None,
+        smtp_port,
+        prefix="bench",
+        sender="bench@mailactors.test",
         extra={
             "MAILACTORS__SERVICE__LOG_LEVEL": "WARNING",
             "MAILACTORS__SERVICE__RUN_DIR": str(work / f"run-{p}"),  # control sockets: the window
@@ -244,8 +273,14 @@ def _request(i: int) -> Any:
     )
 
 
-async def submit(port: int, n: int, *, concurrency: int = 64, rate: float | None = None,
-                 on_progress: Callable[[int], None] | None = None) -> float:
+async def submit(
+    port: int,
+    n: int,
+    *,
+    concurrency: int = 64,
+    rate: float | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> float:
     """Send ``n`` RequestEmail calls (closed loop, or open loop at ``rate``/s); return seconds."""
     from grpclib.client import Channel
 
@@ -347,10 +382,19 @@ async def raw_transport(port: int, n: int, connections: int) -> tuple[float, int
 
     renderer = TemplateRenderer(ROOT / "templates")
     rendered = renderer.render("verification", _variables(1))
-    data = render_bytes(build_message(OutgoingEmail(
-        event_id="x", sender="bench@mailactors.test", recipient="user@example.com",
-        subject=rendered.subject, text=rendered.text, html=rendered.html, message_id="<x@mailactors.test>",
-    )))
+    data = render_bytes(
+        build_message(
+            OutgoingEmail(
+                event_id="x",
+                sender="bench@mailactors.test",
+                recipient="user@example.com",
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                message_id="<x@mailactors.test>",
+            )
+        )
+    )
     counter = iter(range(n))
 
     async def conn() -> None:
@@ -426,8 +470,9 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                             # provider acceptance -> durable outcome, per email, under this load
                             "window_ms": window,
                             "target": ">= 500/s and ratio >= 0.8",
-                            "conditions": f"{n} emails of about {size} B, 1 email-server worker x {POOL} SMTP "
-                            f"connections, 64 concurrent gRPC callers, smtp-sink, quorum queues, "
+                            "conditions": f"{n} emails of about {size} B, "
+                            f"1 email-server worker x {POOL} SMTP connections, "
+                            "64 concurrent gRPC callers, smtp-sink, quorum queues, "
                             f"store batch 500 / 20 ms",
                         }
                 if want("latency"):
@@ -447,11 +492,14 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                         "ideal_per_s": ideal,
                         "ratio": round(rate / ideal, 3),
                         "target": "ratio >= 0.8",
-                        "conditions": f"{m} emails, SMTP server waits 50 ms before its MAIL, RCPT and "
-                        f"DATA replies, pool {POOL}, ideal = pool / (4 x 50 ms) as the issue defines it",
+                        "conditions": f"{m} emails, SMTP server waits 50 ms before its MAIL, "
+                        f"RCPT and DATA replies, pool {POOL}, "
+                        "ideal = pool / (4 x 50 ms) as the issue defines it",
                     }
             if want("memory"):
-                results["memory"] = await _memory(work, es_url, http, 5_000 if quick else 100_000, progress)
+                results["memory"] = await _memory(
+                    work, es_url, http, 5_000 if quick else 100_000, progress
+                )
     return results
 
 
@@ -515,7 +563,15 @@ async def _claims_cost(es_url: str, n: int, batch: int) -> dict[str, float]:
             ids = [f"claim-{i}" for i in range(start, min(n, start + batch))]
             won = await claims.claim_many(ids, 60.0)
             await claims.settle_many(
-                [Settle(c, EmailStatusEvent(event_id=c.event_id, status=Status.SENT, attempt=1, requested_at=now)) for c in won]
+                [
+                    Settle(
+                        c,
+                        EmailStatusEvent(
+                            event_id=c.event_id, status=Status.SENT, attempt=1, requested_at=now
+                        ),
+                    )
+                    for c in won
+                ]
             )
         cpu = cpu_per_email(cpu0, _cpu_seconds(), n, roles)
         cpu.pop("other", None)
@@ -571,10 +627,18 @@ async def _probe_store(http: Any, es_url: str, stalls: list[float]) -> None:
 async def _latencies(cluster: Cluster, http: Any, m: int, rate: float) -> dict[str, Any]:
     reply = await http.post(
         f"{cluster.es_url}/{cluster.index}/_search",
-        json={"size": m, "sort": [{"createdAt": "desc"}], "_source": ["latencyMs"],
-              "query": {"term": {"status": "SENT"}}},
+        json={
+            "size": m,
+            "sort": [{"createdAt": "desc"}],
+            "_source": ["latencyMs"],
+            "query": {"term": {"status": "SENT"}},
+        },
     )
-    values = sorted(h["_source"]["latencyMs"] for h in reply.json()["hits"]["hits"] if h["_source"].get("latencyMs") is not None)
+    values = sorted(
+        h["_source"]["latencyMs"]
+        for h in reply.json()["hits"]["hits"]
+        if h["_source"].get("latencyMs") is not None
+    )
     return {
         "p50_ms": round(values[len(values) // 2], 1),
         "p99_ms": round(values[int(len(values) * 0.99) - 1], 1),
@@ -592,6 +656,7 @@ async def _memory(work: Path, es_url: str, http: Any, n: int, progress: Any) -> 
         env = cluster_env(work, es_url, port)
         peaks: dict[str, float] = {}
         async with Cluster(env, workers=1) as cluster:
+
             async def sample() -> None:
                 while True:
                     for k, v in cluster.rss_mb().items():

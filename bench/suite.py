@@ -51,7 +51,9 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     if "error" in r:
         return f"error: {r['error']}"
     if name == "actor_hop":
-        return f"{r['actor_msgs_per_s']:,}/s vs raw channel {r['raw_msgs_per_s']:,}/s = {r['ratio']}x"
+        return (
+            f"{r['actor_msgs_per_s']:,}/s vs raw channel {r['raw_msgs_per_s']:,}/s = {r['ratio']}x"
+        )
     if name == "snapshot":
         return f"{r['actors']} actors: median {r['median_ms']} ms, p95 {r['p95_ms']} ms"
     if name == "bridge":
@@ -62,11 +64,13 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     if name == "embedded_e2e":
         return f"{r['emails_per_s']:,} emails/s, p50 {r['p50_ms']} ms"
     if name == "distributed_e2e":
+        claims = r.get("claims_cpu_ms_per_email", {}).get("total")
+        window = r.get("window_ms") or {}
         return (
-            f"{r['emails_per_s']:,}/s vs raw aiosmtplib {r['raw_aiosmtplib_per_s']:,}/s = {r['ratio']}x "
-            f"(SMTP transport alone {r['raw_transport_per_s']:,}/s; CPU {r['cpu_ms_per_email_total']} ms/email, "
-            f"of which claims {r.get('claims_cpu_ms_per_email', {}).get('total')}; window p50/p99 "
-            f"{(r.get('window_ms') or {}).get('p50')}/{(r.get('window_ms') or {}).get('p99')} ms)"
+            f"{r['emails_per_s']:,}/s vs raw aiosmtplib {r['raw_aiosmtplib_per_s']:,}/s "
+            f"= {r['ratio']}x (SMTP transport alone {r['raw_transport_per_s']:,}/s; "
+            f"CPU {r['cpu_ms_per_email_total']} ms/email, of which claims {claims}; "
+            f"window p50/p99 {window.get('p50')}/{window.get('p99')} ms)"
         )
     if name == "latency":
         return f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms at {r['rate_per_s']}/s"
@@ -101,16 +105,22 @@ def _cpu_table(r: dict[str, Any], table_class: Any) -> Any:
         table.add_row(label, f"{ms:.2f}", "" if share is None else f"{share:.3f}")
     total = claims.get("total")
     table.add_row(
-        "total (cluster)", f"{r.get('cpu_ms_per_email_total', 0):.2f}", "" if total is None else f"{total:.3f}"
+        "total (cluster)",
+        f"{r.get('cpu_ms_per_email_total', 0):.2f}",
+        "" if total is None else f"{total:.3f}",
     )
     return table
 
 
-def run(quick: bool, only: set[str] | None, progress: Callable[[str, int], Callable[[int], None]]) -> dict[str, Any]:
+def run(
+    quick: bool, only: set[str] | None, progress: Callable[[str, int], Callable[[int], None]]
+) -> dict[str, Any]:
     want = set(NAMES) if not only else only
     unknown = want - set(NAMES)
     if unknown:
-        raise SystemExit(f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}")
+        raise SystemExit(
+            f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}"
+        )
     results: dict[str, Any] = {}
     broker = None
     if want & (DISTRIBUTED | {"bridge"}):
@@ -167,7 +177,9 @@ def _run(
         ("snapshot", lambda: runtime.snapshot(quick)),
         (
             "bridge",
-            lambda: bridge.measure(n=1500 if quick else 3000, url=broker_url, rounds=1 if quick else 3),
+            lambda: bridge.measure(
+                n=1500 if quick else 3000, url=broker_url, rounds=1 if quick else 3
+            ),
         ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
     ]

@@ -192,7 +192,9 @@ class Sender(Actor[SendJob]):
         self.renderer = renderer
         self.settings = settings
         self.claims = claims  # the claims writer runs beside the senders
-        self.guards = guards if guards is not None else SendGuards(gate=ThrottleGate(settings.throttled))
+        if guards is None:
+            guards = SendGuards(gate=ThrottleGate(settings.throttled))
+        self.guards = guards
         self.repeats = 0
 
     async def started(self) -> None:
@@ -204,7 +206,11 @@ class Sender(Actor[SendJob]):
             self.claimer: ActorRef[ClaimAsk | Settle] = self.ctx.lookup(f"{root}/recorder")
         # The provider's own counters (a chain: each provider's breaker state).
         self.ctx.report(
-            lambda: {"repeats": self.repeats, **provider_report(self.provider), **self.guards.report()}
+            lambda: {
+                "repeats": self.repeats,
+                **provider_report(self.provider),
+                **self.guards.report(),
+            }
         )
 
     async def receive(self, msg: SendJob) -> None:
@@ -267,7 +273,9 @@ class Sender(Actor[SendJob]):
     ) -> EmailStatusEvent:
         if rendered is None:
             try:
-                rendered = self.renderer.render(event.template, dict(event.variables), event.subject)
+                rendered = self.renderer.render(
+                    event.template, dict(event.variables), event.subject
+                )
             except TemplateError as exc:
                 log.warning("failed: render: %s", exc, extra={"event_id": event.event_id})
                 return _status(event, Status.FAILED, error=f"render: {exc}")
@@ -351,19 +359,31 @@ class Sender(Actor[SendJob]):
             found: str | None = await was_sent(email)
             if found is not None:
                 guards.found_sent += 1
-                log.warning("took over %s's claim: the provider has it, not sending again", claim.owner, extra=ids)
+                log.warning(
+                    "took over %s's claim: the provider has it, not sending again",
+                    claim.owner,
+                    extra=ids,
+                )
                 return SendResult(
-                    provider=self.provider.name, ok=True, message_id=found,
+                    provider=self.provider.name,
+                    ok=True,
+                    message_id=found,
                     reply="found at the provider after its sender died",
                 )
-            log.warning("took over %s's claim: the provider does not have it, sending", claim.owner, extra=ids)
+            log.warning(
+                "took over %s's claim: the provider does not have it, sending",
+                claim.owner,
+                extra=ids,
+            )
             return None
         if self.settings.policy_for(event.category) == "fail":
             guards.unknown_failed += 1
             log.warning("took over %s's claim: %s", claim.owner, UNKNOWN_OUTCOME_REASON, extra=ids)
             return _status(event, Status.FAILED, error=UNKNOWN_OUTCOME_REASON)
         guards.unknown_resent += 1
-        log.warning("took over %s's claim: outcome unknown, sending again (resend)", claim.owner, extra=ids)
+        log.warning(
+            "took over %s's claim: outcome unknown, sending again (resend)", claim.owner, extra=ids
+        )
         return None
 
     async def _classify(self, event: EmailSendEvent, result: SendResult) -> EmailStatusEvent:
@@ -376,7 +396,11 @@ class Sender(Actor[SendJob]):
             latency = (datetime.now(UTC) - event.requested_at).total_seconds() * 1000
             log.debug("sent", extra={"event_id": event.event_id})
             return _status(
-                event, Status.SENT, provider_message_id=result.message_id, latency_ms=latency, **common
+                event,
+                Status.SENT,
+                provider_message_id=result.message_id,
+                latency_ms=latency,
+                **common,
             )
         reason = f"{result.failure}: {result.code or ''} {result.reply or ''}".strip()
         policy = self.settings.retry
@@ -391,7 +415,9 @@ class Sender(Actor[SendJob]):
         if event.attempt >= policy.max_attempts or age >= policy.max_age_s:
             why = "attempts" if event.attempt >= policy.max_attempts else "age"
             log.warning("failed, retries exhausted (%s): %s", why, reason, extra=ids)
-            return _status(event, Status.FAILED, error=f"retries exhausted ({why}); last: {reason}", **common)
+            return _status(
+                event, Status.FAILED, error=f"retries exhausted ({why}); last: {reason}", **common
+            )
         delay = policy.delay(event.attempt, result.retry_after)
         # ask, not send: the retry must be held (durably, on a broker) before the
         # publisher acks the delivery this attempt came from.
@@ -478,7 +504,9 @@ class Consumer(Actor[Any]):
             if self.renderer is None:
                 event = await _decode_only(delivery, self.limits)
             else:
-                screened = await screen_send_delivery(delivery, self.bus, self.limits, self.renderer)
+                screened = await screen_send_delivery(
+                    delivery, self.bus, self.limits, self.renderer
+                )
                 event, rendered = (None, None) if screened is None else screened
             if event is None:  # undecodable or invalid: refused with the reason, settled
                 self.rejected += 1
@@ -541,7 +569,10 @@ def email_server_tree(
         [
             ChildSpec("publisher", Publisher, args=(bus,), shutdown=10.0),
             ChildSpec(
-                "throttler", Throttler, args=(rate, burst, per_domain or {}), kwargs=throttle_options
+                "throttler",
+                Throttler,
+                args=(rate, burst, per_domain or {}),
+                kwargs=throttle_options,
             ),
             ChildSpec("retrier", Retrier, args=(bus,)),
             *(

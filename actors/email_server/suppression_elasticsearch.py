@@ -42,7 +42,9 @@ def suppression_index(claims_index: str) -> str:
 class ElasticsearchSuppression:
     """The interface of :class:`actors.email_server.suppression.SuppressionList`, on one index."""
 
-    def __init__(self, url: str, index: str, *, refresh_s: float = 2.0, request_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, index: str, *, refresh_s: float = 2.0, request_timeout: float = 10.0
+    ) -> None:
         self.url = url
         self.index = index
         self.refresh_s = refresh_s
@@ -52,8 +54,11 @@ class ElasticsearchSuppression:
 
     async def open(self) -> None:
         client = AsyncElasticsearch(
-            self.url, node_class=HttpxAsyncHttpNode, request_timeout=self._request_timeout,
-            max_retries=1, retry_on_timeout=False,
+            self.url,
+            node_class=HttpxAsyncHttpNode,
+            request_timeout=self._request_timeout,
+            max_retries=1,
+            retry_on_timeout=False,
         )
         try:
             with _unavailable_on_outage("open suppression"):
@@ -89,7 +94,9 @@ class ElasticsearchSuppression:
             raise RuntimeError("ElasticsearchSuppression is not open")
         return self._client
 
-    async def keep_fresh(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def keep_fresh(
+        self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Reload the list every ``refresh_s`` (run in a nursery for the service's life)."""
         task_status.started()
         while True:
@@ -109,8 +116,11 @@ class ElasticsearchSuppression:
         self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
     ) -> bool:
         entry = Suppressed(
-            address=normalize(address), reason=reason, added_at=datetime.now(UTC),
-            event_id=event_id, source=source,
+            address=normalize(address),
+            reason=reason,
+            added_at=datetime.now(UTC),
+            event_id=event_id,
+            source=source,
         )
         with _unavailable_on_outage("suppress"):
             resp = await self._es.options(ignore_status=409).create(
@@ -123,14 +133,18 @@ class ElasticsearchSuppression:
     async def remove(self, address: str) -> bool:
         key = normalize(address)
         with _unavailable_on_outage("unsuppress"):
-            resp = await self._es.options(ignore_status=404).delete(index=self.index, id=key, refresh=True)
+            resp = await self._es.options(ignore_status=404).delete(
+                index=self.index, id=key, refresh=True
+            )
         self._known.pop(key, None)
         return resp.meta.status == 200
 
     async def entries(self, limit: int = 1000) -> list[Suppressed]:
         with _unavailable_on_outage("list suppressed"):
             resp = await self._es.search(
-                index=self.index, size=limit, sort=[{"addedAt": {"order": "desc"}}],
+                index=self.index,
+                size=limit,
+                sort=[{"addedAt": {"order": "desc"}}],
                 query={"match_all": {}},
             )
         return [msgspec.convert(h["_source"], Suppressed) for h in resp.body["hits"]["hits"]]

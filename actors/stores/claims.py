@@ -82,7 +82,8 @@ class Settle(msgspec.Struct, frozen=True):
 
 
 class ClaimStore(Protocol):
-    """The shared record of claims and outcomes (``actors.stores.claims_sqlite``, ``actors.stores.claims_elasticsearch``)."""
+    """The shared record of claims and outcomes (``actors.stores.claims_sqlite``,
+    ``actors.stores.claims_elasticsearch``)."""
 
     owner: str  # this process's identity, written into its claims
 
@@ -104,7 +105,8 @@ class ClaimStore(Protocol):
     async def write(
         self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]
     ) -> tuple[list[Claim], list[bool]]:
-        """:meth:`settle_many` and :meth:`claim_many` in one round trip (what the email server uses)."""
+        """:meth:`settle_many` and :meth:`claim_many` in one round trip (what the email server
+        uses)."""
         ...
 
     async def outcome(self, event_id: str) -> EmailStatusEvent | None:
@@ -154,4 +156,3 @@ def owner_dead(owner: str) -> bool:
     except PermissionError:
         return False  # alive, another user's
     return False
-

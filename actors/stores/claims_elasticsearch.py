@@ -1,4 +1,5 @@
-"""Claims in an Elasticsearch index: the distributed profile's shared record (``actors.stores.claims``).
+"""Claims in an Elasticsearch index: the distributed profile's shared record
+(``actors.stores.claims``).
 
 Every email-server worker, on any machine, reaches the deployment's
 Elasticsearch; the index (``email_server.claims_index``) belongs to the email
@@ -73,7 +74,8 @@ class ElasticsearchClaims:
             return
         client = AsyncElasticsearch(
             self.url,
-            node_class=HttpxAsyncHttpNode,  # runs on Trio, no bridge (see actors.stores.elasticsearch)
+            # runs on Trio, no bridge (see actors.stores.elasticsearch)
+            node_class=HttpxAsyncHttpNode,
             request_timeout=self._request_timeout,
             max_retries=1,
             retry_on_timeout=False,
@@ -110,7 +112,9 @@ class ElasticsearchClaims:
         return self._client
 
     def _source(self, until: float) -> bytes:
-        return _encoder.encode({"owner": self.owner, "state": ClaimState.SENDING, "leaseUntil": until})
+        return _encoder.encode(
+            {"owner": self.owner, "state": ClaimState.SENDING, "leaseUntil": until}
+        )
 
     async def claim_many(self, event_ids: Sequence[str], lease_s: float) -> list[Claim]:
         return (await self.write(event_ids, lease_s, ()))[0]
@@ -162,7 +166,11 @@ class ElasticsearchClaims:
                 answers[event_id] = Claim(event_id=event_id, decision=ClaimDecision.HELD)
                 continue
             src = doc["_source"]
-            state, holder, lease = src.get("state"), src.get("owner", ""), src.get("leaseUntil", 0.0)
+            state, holder, lease = (
+                src.get("state"),
+                src.get("owner", ""),
+                src.get("leaseUntil", 0.0),
+            )
             if state == ClaimState.DONE:
                 outcome = msgspec.convert(src["outcome"], EmailStatusEvent)
                 answers[event_id] = Claim(
@@ -211,7 +219,10 @@ class ElasticsearchClaims:
             else:
                 body["state"] = ClaimState.DONE
                 body["outcome"] = msgspec.to_builtins(s.outcome)
-            lines += [_encoder.encode({"index": {"_id": s.claim.event_id, **guard}}), _encoder.encode(body)]
+            lines += [
+                _encoder.encode({"index": {"_id": s.claim.event_id, **guard}}),
+                _encoder.encode(body),
+            ]
         return lines
 
     def _settled(self, settles: Sequence[Settle], items: list[dict[str, Any]]) -> list[bool]:

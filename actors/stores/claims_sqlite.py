@@ -59,7 +59,8 @@ class SqliteClaims(SqliteFile):
             ).fetchone()
             if old:
                 self._write.execute(
-                    "INSERT OR IGNORE INTO claims SELECT event_id, '', 0, 'done', 1, status FROM sent"
+                    "INSERT OR IGNORE INTO claims"
+                    " SELECT event_id, '', 0, 'done', 1, status FROM sent"
                 )
 
         async with self._lock:
@@ -117,7 +118,9 @@ class SqliteClaims(SqliteFile):
         return _decoder.decode(row[0]) if row and row[0] is not None else None
 
 
-def _claim_one(db: sqlite3.Connection, event_id: str, owner: str, now: float, until: float) -> Claim:
+def _claim_one(
+    db: sqlite3.Connection, event_id: str, owner: str, now: float, until: float
+) -> Claim:
     row = db.execute(
         "SELECT owner, lease_until, state, version, outcome FROM claims WHERE event_id = ?",
         (event_id,),
