@@ -17,11 +17,10 @@ from typing import Any
 
 import msgspec
 import trio
-from elastic_transport import HttpxAsyncHttpNode
-from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch
 
 from actors.email_server.suppression import Suppressed, normalize
-from actors.stores.elasticsearch import _unavailable_on_outage
+from actors.stores.elasticsearch import _unavailable_on_outage, close_client, open_index
 
 __all__ = ["ElasticsearchSuppression", "suppression_index"]
 
@@ -53,33 +52,18 @@ class ElasticsearchSuppression:
         self._known: dict[str, Suppressed] = {}
 
     async def open(self) -> None:
-        client = AsyncElasticsearch(
+        self._client = await open_index(
             self.url,
-            node_class=HttpxAsyncHttpNode,
+            self.index,
+            _MAPPING,
             request_timeout=self._request_timeout,
-            max_retries=1,
-            retry_on_timeout=False,
+            what="open suppression",
         )
-        try:
-            with _unavailable_on_outage("open suppression"):
-                if not await client.indices.exists(index=self.index):
-                    try:
-                        await client.indices.create(index=self.index, mappings=_MAPPING)
-                    except ApiError as exc:
-                        if exc.error != "resource_already_exists_exception":
-                            raise
-        except BaseException:
-            with trio.move_on_after(5, shield=True):
-                await client.close()
-            raise
-        self._client = client
         await self.reload()
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with trio.move_on_after(5, shield=True):
-                await client.close()
+        await close_client(client)
 
     async def __aenter__(self) -> ElasticsearchSuppression:
         await self.open()

@@ -26,14 +26,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-import trio
-from elastic_transport import HttpxAsyncHttpNode
-from elasticsearch import ApiError, AsyncElasticsearch
+from elasticsearch import AsyncElasticsearch
 
 from actors.domain.edges import StoreUnavailable
 from actors.domain.schema import EmailStatusEvent
 from actors.stores.claims import Claim, ClaimDecision, ClaimState, Settle, new_owner, owner_dead
-from actors.stores.elasticsearch import _ndjson, _unavailable_on_outage
+from actors.stores.elasticsearch import _ndjson, _unavailable_on_outage, close_client, open_index
 
 __all__ = ["CLAIMS_MAPPING", "ElasticsearchClaims"]
 
@@ -72,33 +70,17 @@ class ElasticsearchClaims:
     async def open(self) -> None:
         if self._client is not None:
             return
-        client = AsyncElasticsearch(
+        self._client = await open_index(
             self.url,
-            # runs on Trio, no bridge (see actors.stores.elasticsearch)
-            node_class=HttpxAsyncHttpNode,
+            self.index,
+            CLAIMS_MAPPING,
             request_timeout=self._request_timeout,
-            max_retries=1,
-            retry_on_timeout=False,
+            what="open claims",
         )
-        try:
-            with _unavailable_on_outage("open claims"):
-                if not await client.indices.exists(index=self.index):
-                    try:
-                        await client.indices.create(index=self.index, mappings=CLAIMS_MAPPING)
-                    except ApiError as exc:
-                        if exc.error != "resource_already_exists_exception":
-                            raise
-        except BaseException:
-            with trio.move_on_after(5, shield=True):
-                await client.close()
-            raise
-        self._client = client
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with trio.move_on_after(5, shield=True):
-                await client.close()
+        await close_client(client)
 
     async def delete_index(self) -> None:
         """Drop the index (tests and tools)."""

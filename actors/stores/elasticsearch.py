@@ -53,7 +53,7 @@ from actors.domain.edges import (
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
 
-__all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError"]
+__all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError", "close_client", "open_index"]
 
 _KEYWORD = {"type": "keyword"}
 _TEXT = {"type": "text"}
@@ -142,6 +142,52 @@ def _document(source: Any) -> EmailDocument:
     return msgspec.convert(source, EmailDocument)
 
 
+async def open_index(
+    url: str,
+    index: str,
+    mappings: dict[str, Any],
+    *,
+    request_timeout: float,
+    what: str,
+    add_fields: bool = False,
+) -> AsyncElasticsearch:
+    """A client that runs on Trio, with ``index`` created from ``mappings`` unless it exists
+    (then, with ``add_fields``, the mapping's fields are added: a no-op when they are there
+    already; a field mapped with another type is an error, not ignored). Written once for the
+    store, the claims and the suppression list: each owns one index the same way. The client
+    is closed again if this fails."""
+    client = AsyncElasticsearch(
+        url,
+        node_class=HttpxAsyncHttpNode,  # "httpxasync": the node that runs on Trio
+        request_timeout=request_timeout,
+        max_retries=1,
+        retry_on_timeout=False,
+    )
+    try:
+        with _unavailable_on_outage(what):
+            if await client.indices.exists(index=index):
+                if add_fields:
+                    await client.indices.put_mapping(index=index, properties=mappings["properties"])
+            else:
+                try:
+                    await client.indices.create(index=index, mappings=mappings)
+                except ApiError as exc:
+                    # Another process created it between our check and create.
+                    if exc.error != "resource_already_exists_exception":
+                        raise
+    except BaseException:
+        await close_client(client)
+        raise
+    return client
+
+
+async def close_client(client: AsyncElasticsearch | None) -> None:
+    """Close ``client``, bounded, even when cancelled."""
+    if client is not None:
+        with trio.move_on_after(5, shield=True):
+            await client.close()
+
+
 class ElasticsearchStore(OpenClose):
     """:class:`actors.domain.edges.Store` on one Elasticsearch index (created at :meth:`open`).
 
@@ -176,37 +222,18 @@ class ElasticsearchStore(OpenClose):
         """
         if self._client is not None:
             return
-        client = AsyncElasticsearch(
+        self._client = await open_index(
             self.url,
-            node_class=HttpxAsyncHttpNode,  # "httpxasync": the node that runs on Trio
+            self.index,
+            MAPPING,
             request_timeout=self._request_timeout,
-            max_retries=1,
-            retry_on_timeout=False,
+            what="open",
+            add_fields=True,
         )
-        try:
-            with _unavailable_on_outage("open"):
-                if await client.indices.exists(index=self.index):
-                    await client.indices.put_mapping(
-                        index=self.index, properties=MAPPING["properties"]
-                    )
-                else:
-                    try:
-                        await client.indices.create(index=self.index, mappings=MAPPING)
-                    except ApiError as exc:
-                        # Another process created it between our check and create.
-                        if exc.error != "resource_already_exists_exception":
-                            raise
-        except BaseException:
-            with trio.move_on_after(5, shield=True):  # bounded, even when cancelled
-                await client.close()
-            raise
-        self._client = client
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with trio.move_on_after(5, shield=True):  # bounded, even when cancelled
-                await client.close()
+        await close_client(client)
 
     async def refresh(self) -> None:
         """Make every write so far visible to search (tests and tools; never on the hot path)."""
