@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from actors.testing import cluster as testing_cluster
-from actors.testing.localservices import free_port
+from actors.testing.localservices import free_port, noida_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 POOL = 8  # SMTP connections per email-server worker (provider.smtp.pool_size)
@@ -105,16 +105,7 @@ async def elasticsearch(work: Path) -> AsyncIterator[str]:
     data = work / "noida"
     data.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
-        exe,
-        "start",
-        "--only",
-        "elasticsearch",
-        "--host",
-        "127.0.0.1",
-        "--elasticsearch-port",
-        str(port),
-        "--data-dir",
-        str(data),
+        *noida_argv(exe, port, data),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
         start_new_session=True,

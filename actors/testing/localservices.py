@@ -35,6 +35,7 @@ __all__ = [
     "elasticsearch_service",
     "free_port",
     "http_ok",
+    "noida_argv",
     "rabbitmq_service",
     "start_noida_elasticsearch",
     "tcp_open",
@@ -155,6 +156,12 @@ def _noida_executable() -> str | None:
     return shutil.which("noida-db")
 
 
+def noida_argv(exe: str, port: int, data_dir: Path) -> list[str]:
+    """The command line of noida-db serving only its Elasticsearch API on 127.0.0.1:``port``."""
+    return [exe, "start", "--only", "elasticsearch", "--host", "127.0.0.1",
+            "--elasticsearch-port", str(port), "--data-dir", str(data_dir)]  # fmt: skip
+
+
 def start_noida_elasticsearch(
     work_dir: Path, timeout: float = 30.0, port: int | None = None
 ) -> Service:
@@ -175,18 +182,7 @@ def start_noida_elasticsearch(
     log: IO[Any] = open(log_path, "ab")  # closed in stop(); appended to across restarts
     port = port or free_port()
     proc = subprocess.Popen(
-        [
-            exe,
-            "start",
-            "--only",
-            "elasticsearch",
-            "--host",
-            "127.0.0.1",
-            "--elasticsearch-port",
-            str(port),
-            "--data-dir",
-            str(data_dir),
-        ],
+        noida_argv(exe, port, data_dir),
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
