@@ -42,6 +42,7 @@ __all__ = [
     "ClaimDecision",
     "ClaimState",
     "ClaimStore",
+    "OneRoundTrip",
     "Settle",
     "new_owner",
     "owner_dead",
@@ -112,6 +113,22 @@ class ClaimStore(Protocol):
     async def outcome(self, event_id: str) -> EmailStatusEvent | None:
         """The recorded outcome of ``event_id``, if any (tests and tools)."""
         ...
+
+
+class OneRoundTrip:
+    """:meth:`claim_many` and :meth:`settle_many` as the two halves of :meth:`write`, written
+    once for both stores (each implements only ``write``: one round trip for both)."""
+
+    async def write(
+        self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]
+    ) -> tuple[list[Claim], list[bool]]:
+        raise NotImplementedError
+
+    async def claim_many(self, event_ids: Sequence[str], lease_s: float) -> list[Claim]:
+        return (await self.write(event_ids, lease_s, ()))[0]
+
+    async def settle_many(self, settles: Sequence[Settle]) -> list[bool]:
+        return (await self.write((), 0.0, settles))[1]
 
 
 MACHINE_ENV = "MAILACTORS_CLAIM_MACHINE"  # tests: stand for another machine (no pid shortcut)

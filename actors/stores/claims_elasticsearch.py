@@ -30,7 +30,15 @@ from elasticsearch import AsyncElasticsearch
 
 from actors.domain.edges import StoreUnavailable
 from actors.domain.schema import EmailStatusEvent
-from actors.stores.claims import Claim, ClaimDecision, ClaimState, Settle, new_owner, owner_dead
+from actors.stores.claims import (
+    Claim,
+    ClaimDecision,
+    ClaimState,
+    OneRoundTrip,
+    Settle,
+    new_owner,
+    owner_dead,
+)
 from actors.stores.elasticsearch import _ndjson, _unavailable_on_outage, close_client, open_index
 
 __all__ = ["CLAIMS_MAPPING", "ElasticsearchClaims"]
@@ -48,7 +56,7 @@ CLAIMS_MAPPING: dict[str, Any] = {
 _encoder = msgspec.json.Encoder()
 
 
-class ElasticsearchClaims:
+class ElasticsearchClaims(OneRoundTrip):
     """:class:`actors.stores.claims.ClaimStore` on one Elasticsearch index."""
 
     def __init__(
@@ -97,12 +105,6 @@ class ElasticsearchClaims:
         return _encoder.encode(
             {"owner": self.owner, "state": ClaimState.SENDING, "leaseUntil": until}
         )
-
-    async def claim_many(self, event_ids: Sequence[str], lease_s: float) -> list[Claim]:
-        return (await self.write(event_ids, lease_s, ()))[0]
-
-    async def settle_many(self, settles: Sequence[Settle]) -> list[bool]:
-        return (await self.write((), 0.0, settles))[1]
 
     async def write(
         self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]

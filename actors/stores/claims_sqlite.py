@@ -22,7 +22,15 @@ import msgspec
 import trio
 
 from actors.domain.schema import EmailStatusEvent
-from actors.stores.claims import Claim, ClaimDecision, ClaimState, Settle, new_owner, owner_dead
+from actors.stores.claims import (
+    Claim,
+    ClaimDecision,
+    ClaimState,
+    OneRoundTrip,
+    Settle,
+    new_owner,
+    owner_dead,
+)
 from actors.stores.sqlite_file import SqliteFile
 
 __all__ = ["SqliteClaims"]
@@ -37,7 +45,7 @@ _SCHEMA = (
 )
 
 
-class SqliteClaims(SqliteFile):
+class SqliteClaims(SqliteFile, OneRoundTrip):
     """:class:`actors.stores.claims.ClaimStore` in one SQLite file."""
 
     schema = _SCHEMA
@@ -65,12 +73,6 @@ class SqliteClaims(SqliteFile):
 
         async with self._lock:
             await trio.to_thread.run_sync(migrate)
-
-    async def claim_many(self, event_ids: Sequence[str], lease_s: float) -> list[Claim]:
-        return (await self.write(event_ids, lease_s, ()))[0]
-
-    async def settle_many(self, settles: Sequence[Settle]) -> list[bool]:
-        return (await self.write((), 0.0, settles))[1]
 
     async def write(
         self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]
