@@ -20,7 +20,7 @@ import trio
 from elasticsearch import AsyncElasticsearch
 
 from actors.email_server.suppression import Suppressed, normalize
-from actors.stores.elasticsearch import _unavailable_on_outage, close_client, open_index
+from actors.stores.elasticsearch import close_client, open_index, unavailable_on_outage
 
 __all__ = ["ElasticsearchSuppression", "suppression_index"]
 
@@ -106,7 +106,7 @@ class ElasticsearchSuppression:
             event_id=event_id,
             source=source,
         )
-        with _unavailable_on_outage("suppress"):
+        with unavailable_on_outage("suppress"):
             resp = await self._es.options(ignore_status=409).create(
                 index=self.index, id=entry.address, document=msgspec.to_builtins(entry)
             )
@@ -116,7 +116,7 @@ class ElasticsearchSuppression:
 
     async def remove(self, address: str) -> bool:
         key = normalize(address)
-        with _unavailable_on_outage("unsuppress"):
+        with unavailable_on_outage("unsuppress"):
             resp = await self._es.options(ignore_status=404).delete(
                 index=self.index, id=key, refresh=True
             )
@@ -124,7 +124,7 @@ class ElasticsearchSuppression:
         return resp.meta.status == 200
 
     async def entries(self, limit: int = 1000) -> list[Suppressed]:
-        with _unavailable_on_outage("list suppressed"):
+        with unavailable_on_outage("list suppressed"):
             resp = await self._es.search(
                 index=self.index,
                 size=limit,

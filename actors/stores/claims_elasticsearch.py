@@ -39,7 +39,7 @@ from actors.stores.claims import (
     new_owner,
     owner_dead,
 )
-from actors.stores.elasticsearch import _ndjson, _unavailable_on_outage, close_client, open_index
+from actors.stores.elasticsearch import _ndjson, close_client, open_index, unavailable_on_outage
 
 __all__ = ["CLAIMS_MAPPING", "ElasticsearchClaims"]
 
@@ -92,7 +92,7 @@ class ElasticsearchClaims(OneRoundTrip):
 
     async def delete_index(self) -> None:
         """Drop the index (tests and tools)."""
-        with _unavailable_on_outage("delete claims index"):
+        with unavailable_on_outage("delete claims index"):
             await self._es.indices.delete(index=self.index, ignore_unavailable=True)
 
     @property
@@ -139,7 +139,7 @@ class ElasticsearchClaims(OneRoundTrip):
 
     async def _resolve(self, event_ids: list[str], now: float, until: float) -> dict[str, Claim]:
         """Claimed already: an outcome, a live holder, or a claim to take over (guarded)."""
-        with _unavailable_on_outage("read claims"):
+        with unavailable_on_outage("read claims"):
             resp = await self._es.mget(index=self.index, ids=event_ids)
         answers: dict[str, Claim] = {}
         takeovers: list[tuple[str, dict[str, Any]]] = []
@@ -222,7 +222,7 @@ class ElasticsearchClaims(OneRoundTrip):
         return out
 
     async def outcome(self, event_id: str) -> EmailStatusEvent | None:
-        with _unavailable_on_outage("read claim"):
+        with unavailable_on_outage("read claim"):
             resp = await self._es.options(ignore_status=404).get(index=self.index, id=event_id)
         if not resp.body.get("found"):
             return None
@@ -232,7 +232,7 @@ class ElasticsearchClaims(OneRoundTrip):
         return msgspec.convert(src["outcome"], EmailStatusEvent)
 
     async def _bulk(self, lines: list[bytes]) -> list[dict[str, Any]]:
-        with _unavailable_on_outage("claims bulk"):
+        with unavailable_on_outage("claims bulk"):
             resp = await self._es.bulk(index=self.index, operations=_ndjson(lines))
         return [next(iter(item.values())) for item in resp.body["items"]]
 

@@ -53,7 +53,14 @@ from actors.domain.edges import (
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
 
-__all__ = ["MAPPING", "ElasticsearchStore", "StoreItemError", "close_client", "open_index"]
+__all__ = [
+    "MAPPING",
+    "ElasticsearchStore",
+    "StoreItemError",
+    "close_client",
+    "open_index",
+    "unavailable_on_outage",
+]
 
 _KEYWORD = {"type": "keyword"}
 _TEXT = {"type": "text"}
@@ -109,7 +116,7 @@ def _transient(status: int) -> bool:
 
 
 @contextlib.contextmanager
-def _unavailable_on_outage(what: str) -> Iterator[None]:
+def unavailable_on_outage(what: str) -> Iterator[None]:
     """Turn "the cluster cannot answer now" into StoreUnavailable; let the rest through."""
     try:
         yield
@@ -164,7 +171,7 @@ async def open_index(
         retry_on_timeout=False,
     )
     try:
-        with _unavailable_on_outage(what):
+        with unavailable_on_outage(what):
             if await client.indices.exists(index=index):
                 if add_fields:
                     await client.indices.put_mapping(index=index, properties=mappings["properties"])
@@ -237,12 +244,12 @@ class ElasticsearchStore(OpenClose):
 
     async def refresh(self) -> None:
         """Make every write so far visible to search (tests and tools; never on the hot path)."""
-        with _unavailable_on_outage("refresh"):
+        with unavailable_on_outage("refresh"):
             await self._es.indices.refresh(index=self.index)
 
     async def delete_index(self) -> None:
         """Drop the index and everything in it (tests and tools)."""
-        with _unavailable_on_outage("delete index"):
+        with unavailable_on_outage("delete index"):
             await self._es.indices.delete(index=self.index, ignore_unavailable=True)
 
     @property
@@ -392,7 +399,7 @@ class ElasticsearchStore(OpenClose):
         after: list[int | str] | None = None
         if query.page_token:
             after = list(decode_page_token(query.page_token))
-        with _unavailable_on_outage("search"):
+        with unavailable_on_outage("search"):
             resp = await self._es.search(
                 index=self.index,
                 query={"bool": {"filter": filters}},
@@ -416,7 +423,7 @@ class ElasticsearchStore(OpenClose):
         if limit < 1:
             await trio.lowlevel.checkpoint()
             return []
-        with _unavailable_on_outage("search"):
+        with unavailable_on_outage("search"):
             resp = await self._es.search(
                 index=self.index,
                 query={
@@ -435,7 +442,7 @@ class ElasticsearchStore(OpenClose):
     # -- plumbing ----------------------------------------------------------------
 
     async def _bulk(self, lines: list[bytes]) -> list[dict[str, Any]]:
-        with _unavailable_on_outage("bulk"):
+        with unavailable_on_outage("bulk"):
             resp = await self._es.bulk(index=self.index, operations=_ndjson(lines))
         items: list[dict[str, Any]] = resp["items"]
         return items
@@ -444,7 +451,7 @@ class ElasticsearchStore(OpenClose):
         """Real-time read: eventId -> (document, seq_no, primary_term) for those found."""
         if not ids:
             return {}
-        with _unavailable_on_outage("mget"):
+        with unavailable_on_outage("mget"):
             resp = await self._es.mget(index=self.index, ids=list(ids))
         found: dict[str, tuple[EmailDocument, int, int]] = {}
         for doc in resp["docs"]:
