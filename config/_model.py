@@ -347,6 +347,34 @@ class MetricsConfig(_Section, frozen=True):
     port: Port = 0  # 0 = no metrics endpoint
 
 
+class HttpConfig(_Section, frozen=True):
+    """The HTTP endpoint of a process: web view, SES feedback, unsubscribe links.
+
+    One server per process that has any of them (the embedded process; the
+    integration service in the distributed profile). It follows the gRPC API's
+    bind rules: off loopback it needs TLS and the gRPC token (its login secret).
+    """
+
+    enabled: bool = False
+    host: NonEmptyStr = "127.0.0.1"
+    port: Port = 8025  # 0 = any free port (tests)
+    public_url: str = ""  # how mail clients and AWS reach it; "" = http(s)://host:port
+    tls_cert_file: PathStr = ""
+    tls_key_file: PathStr = ""
+    allow_insecure: bool = False  # allow a non-loopback host without TLS and a token
+    max_body_bytes: PosInt = 1 * MIB  # a larger request body is refused (413) unread
+
+    def __post_init__(self) -> None:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.public_url:
+            _require_scheme("public_url", self.public_url, "http", "https")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert_file)
+
+
 class ControlConfig(_Section, frozen=True):
     """The control endpoint of each service process (``supervisor.py console``)."""
 
@@ -382,8 +410,25 @@ class Config(_Section, frozen=True):
     templates: TemplatesConfig = msgspec.field(default_factory=TemplatesConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     control: ControlConfig = msgspec.field(default_factory=ControlConfig)
+    http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     # Set by the loader (the profile file it read); not accepted from TOML or env.
     profile: str = ""
+
+    def __post_init__(self) -> None:
+        # Across sections: the HTTP endpoint's login secret is the gRPC token.
+        http = self.http
+        if http.enabled:
+            grpc = self.grpc
+            problem = exposure_problem(
+                http.host,
+                token=bool(grpc.token_env or grpc.token_file),
+                tls=http.tls,
+                allow_insecure=http.allow_insecure,
+                what="the HTTP endpoint (http.host)",
+                token_keys="grpc.token_env or grpc.token_file",
+            )
+            if problem:
+                raise ValueError(problem)
 
     def redacted(self) -> dict[str, Any]:
         """The whole config as plain data, safe to log or print (no secret values)."""

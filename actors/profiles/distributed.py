@@ -99,7 +99,12 @@ async def run_service(
                     return [IntegrationService(api, edge, checks, config.limits)]
 
                 api = trees.grpc_server(config, config.grpc.integration_port, integration_api)
-                await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)
+                specs: list[SupervisorSpec | ChildSpec] = [tree, api]
+                # The HTTP endpoint lives with the store's one writer and reader.
+                http = trees.http_server(config, trees.http_routes(config, store, None))
+                if http is not None:
+                    specs.append(http)
+                await _serve(service, config, specs, ready, bus=bus, metrics=metrics)
         elif service == "email-server":
             provider = instrument(metrics, trees.make_provider(config))
             claims = trees.make_claims(config)  # shared with every worker, on every machine

@@ -27,6 +27,8 @@ from actors.profiles.trees import (
     auth_service,
     email_server_service,
     grpc_server,
+    http_routes,
+    http_server,
     integration_service,
     make_bus,
     make_claims,
@@ -116,6 +118,9 @@ async def open_embedded(
                     ]
 
                 await system.spawn(grpc_server(config, config.grpc.auth_port, services))
+            http = http_server(config, http_routes(config, store, api))
+            if http is not None:
+                await system.spawn(http)
             yield Embedded(system, config, store, bus, provider, api, edge)
 
 

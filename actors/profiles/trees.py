@@ -9,7 +9,7 @@ read from the config are read here, once.
 from __future__ import annotations
 
 import gc
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from actors.auth.service import IntegrationClient, auth_tree
@@ -19,7 +19,8 @@ from actors.email_server.safeguards import SendGuards, throttle_options
 from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
 from actors.grpc.api import GrpcServer
 from actors.grpc.security import server_ssl_context
-from actors.integration.service import TerminalWatch, integration_tree
+from actors.http import HttpServer, RouteFactory, health_routes
+from actors.integration.service import IntegrationApi, TerminalWatch, integration_tree
 from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
 from config import Config
@@ -172,6 +173,28 @@ def grpc_server(
         GrpcServer,
         args=(services, config.grpc.host, port, config.grpc.token(), ssl),
         shutdown=5.0,
+    )
+
+
+def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> list[RouteFactory]:
+    """The route factories of the packages that answer HTTP in this process.
+
+    ``api`` is the in-process integration API where there is one (embedded; in
+    the distributed profile each factory looks up ``integration/writer``).
+    """
+    return []
+
+
+def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec | None:
+    """The process's HTTP endpoint with ``/healthz`` and the given routes; None when off.
+
+    Packages that answer HTTP (web view, SES feedback, unsubscribe) add their
+    route factory to ``factories`` in the profile that runs them.
+    """
+    if not config.http.enabled:
+        return None
+    return ChildSpec(
+        "http", HttpServer, args=(config.http, [health_routes, *factories]), shutdown=5.0
     )
 
 

@@ -29,6 +29,7 @@ LAYERS = [
     "integration",
     "email_server",
     "grpc",
+    "http",
     "profiles",
     "testing",
     "ops",
