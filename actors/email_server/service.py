@@ -281,7 +281,7 @@ class Sender(Actor[SendJob]):
                 return _status(event, Status.FAILED, error=f"render: {exc}")
         guards = self.guards
         if guards.suppression is not None:
-            entry = guards.suppression.lookup(event.recipient)
+            entry = guards.suppression.lookup(event.recipient, event.category)
             if entry is not None:  # refused for good before: the provider is not contacted
                 guards.suppressed += 1
                 log.info("suppressed: %s", entry.reason, extra={"event_id": event.event_id})

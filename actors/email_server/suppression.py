@@ -13,6 +13,11 @@ primary-key reads on the event loop's thread (microseconds); writes are rare (on
 bounce) and run in a worker thread. Addresses are compared case-insensitively. Operators
 edit it with ``supervisor.py suppression list|add ADDR|remove ADDR``, also while the
 services run: a lookup always reads the file, there is no cache to go stale.
+
+An entry is for every category (``category = ""``: a hard bounce, an operator's
+entry) or for one category (an unsubscribe from a newsletter, a complaint about
+it): a password reset still reaches an address that left the newsletter. A
+lookup names the email's category and finds either kind.
 """
 
 from __future__ import annotations
@@ -26,13 +31,30 @@ import trio
 from actors.domain.edges import Failure, SendResult
 from actors.stores.sqlite_file import SqliteFile
 
-__all__ = ["Suppressions", "SuppressionList", "Suppressed", "is_recipient_refusal", "normalize"]
+__all__ = [
+    "ALL_CATEGORIES",
+    "Suppressions",
+    "SuppressionList",
+    "Suppressed",
+    "is_recipient_refusal",
+    "normalize",
+]
 
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS suppressed ("
-    " address TEXT PRIMARY KEY, reason TEXT NOT NULL, added_at TEXT NOT NULL,"
-    " event_id TEXT, source TEXT NOT NULL)"
-)
+# ``suppressions`` replaced ``suppressed`` (one entry per address) when entries got a
+# category; a file written before is carried over at open, its entries for every category.
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS suppressions (
+  address TEXT NOT NULL, category TEXT NOT NULL, reason TEXT NOT NULL, added_at TEXT NOT NULL,
+  event_id TEXT, source TEXT NOT NULL, PRIMARY KEY (address, category));
+CREATE TABLE IF NOT EXISTS suppressed (
+  address TEXT PRIMARY KEY, reason TEXT NOT NULL, added_at TEXT NOT NULL,
+  event_id TEXT, source TEXT NOT NULL);
+INSERT OR IGNORE INTO suppressions
+  SELECT address, '', reason, added_at, event_id, source FROM suppressed;
+DROP TABLE suppressed;
+"""
+_COLUMNS = "address, category, reason, added_at, event_id, source"
+ALL_CATEGORIES = ""
 
 
 class Suppressed(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -40,7 +62,8 @@ class Suppressed(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     reason: str
     added_at: datetime
     event_id: str | None = None  # the email whose refusal added it (None: an operator)
-    source: str = "bounce"  # "bounce" or "operator"
+    source: str = "bounce"  # "bounce", "operator", "complaint", "unsubscribe", ...
+    category: str = ALL_CATEGORIES  # "" = every category
 
 
 def normalize(address: str) -> str:
@@ -65,62 +88,81 @@ class Suppressions(Protocol):
     """What senders use: this SQLite list, or
     ``actors.email_server.suppression_elasticsearch`` (distributed)."""
 
-    def lookup(self, address: str) -> Suppressed | None: ...
+    def lookup(self, address: str, category: str = ALL_CATEGORIES) -> Suppressed | None: ...
 
     async def add(
-        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+        self,
+        address: str,
+        reason: str,
+        *,
+        event_id: str | None = None,
+        source: str = "bounce",
+        category: str = ALL_CATEGORIES,
     ) -> bool: ...
 
 
 class SuppressionList(SqliteFile):
     schema = _SCHEMA
 
-    def lookup(self, address: str) -> Suppressed | None:
-        """The entry for ``address``, if it is suppressed (a primary-key read)."""
+    def lookup(self, address: str, category: str = ALL_CATEGORIES) -> Suppressed | None:
+        """The entry that stops an email of ``category`` to ``address``, if any.
+
+        An entry for every category wins over one for ``category`` (primary-key reads).
+        """
         assert self._read is not None, "SuppressionList.lookup() before open()"
         row = self._read.execute(
-            "SELECT address, reason, added_at, event_id, source FROM suppressed WHERE address = ?",
-            (normalize(address),),
+            f"SELECT {_COLUMNS} FROM suppressions WHERE address = ? AND category IN ('', ?)"
+            " ORDER BY category LIMIT 1",
+            (normalize(address), category),
         ).fetchone()
         return _entry(row) if row else None
 
     async def add(
-        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+        self,
+        address: str,
+        reason: str,
+        *,
+        event_id: str | None = None,
+        source: str = "bounce",
+        category: str = ALL_CATEGORIES,
     ) -> bool:
-        """Suppress ``address`` durably; False if it already was (the first entry stays)."""
-        row = (normalize(address), reason, datetime.now(UTC).isoformat(), event_id, source)
+        """Suppress ``address`` (for ``category``, or all) durably; False if it already was."""
+        now = datetime.now(UTC).isoformat()
+        row = (normalize(address), category, reason, now, event_id, source)
 
         def write() -> bool:
             assert self._write is not None, "SuppressionList.add() before open()"
             cur = self._write.execute(
-                "INSERT OR IGNORE INTO suppressed VALUES (?, ?, ?, ?, ?)", row
+                "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?, ?, ?)", row
             )
             return cur.rowcount == 1
 
         async with self._lock:
             return await trio.to_thread.run_sync(write)
 
-    async def remove(self, address: str) -> bool:
-        """Let ``address`` receive email again; False if it was not suppressed."""
+    async def remove(self, address: str, category: str | None = None) -> bool:
+        """Let ``address`` receive email again (of ``category``; None: every entry for it).
+
+        False if there was no such entry.
+        """
+        where = "address = ?" if category is None else "address = ? AND category = ?"
+        args = (normalize(address),) if category is None else (normalize(address), category)
 
         def write() -> bool:
             assert self._write is not None, "SuppressionList.remove() before open()"
-            cur = self._write.execute(
-                "DELETE FROM suppressed WHERE address = ?", (normalize(address),)
-            )
-            return cur.rowcount == 1
+            cur = self._write.execute(f"DELETE FROM suppressions WHERE {where}", args)
+            return cur.rowcount >= 1
 
         async with self._lock:
             return await trio.to_thread.run_sync(write)
 
     async def entries(self, limit: int = 1000) -> list[Suppressed]:
-        """Suppressed addresses, newest first."""
+        """Suppression entries, newest first."""
 
         def read() -> list[Suppressed]:
             assert self._read is not None, "SuppressionList.entries() before open()"
             rows = self._read.execute(
-                "SELECT address, reason, added_at, event_id, source FROM suppressed"
-                " ORDER BY added_at DESC, address LIMIT ?",
+                f"SELECT {_COLUMNS} FROM suppressions ORDER BY added_at DESC, address LIMIT ?",
                 (limit,),
             ).fetchall()
             return [_entry(r) for r in rows]
@@ -128,10 +170,11 @@ class SuppressionList(SqliteFile):
         return await trio.to_thread.run_sync(read)
 
 
-def _entry(row: tuple[str, str, str, str | None, str]) -> Suppressed:
-    address, reason, added_at, event_id, source = row
+def _entry(row: tuple[str, str, str, str, str | None, str]) -> Suppressed:
+    address, category, reason, added_at, event_id, source = row
     return Suppressed(
         address=address,
+        category=category,
         reason=reason,
         added_at=datetime.fromisoformat(added_at),
         event_id=event_id,

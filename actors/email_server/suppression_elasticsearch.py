@@ -2,9 +2,10 @@
 
 The distributed profile's counterpart of the SQLite table (``actors.email_server.suppression``),
 in an index the email server owns (``<email_server.claims_index>-suppressed``),
-one document per address (``_id`` = the normalized address, created with
-``op_type=create``, so the first entry stays). Senders look addresses up once
-per email, so lookups read an in-memory copy of the list that every worker
+one document per address and category (``_id`` = the normalized address for an
+entry for every category, ``address#category`` for one category: categories hold
+no ``#``), created with ``op_type=create``, so the first entry stays). Senders
+look addresses up once per email, so lookups read an in-memory copy of the list that every worker
 refreshes every ``refresh_s`` (a search; the list is small) and that its own
 additions update at once: an address refused on one machine is refused on the
 others within ``refresh_s`` plus the index's refresh interval (about a second).
@@ -19,7 +20,7 @@ import msgspec
 import trio
 from elasticsearch import AsyncElasticsearch
 
-from actors.email_server.suppression import Suppressed, normalize
+from actors.email_server.suppression import ALL_CATEGORIES, Suppressed, normalize
 from actors.stores.elasticsearch import close_client, open_index, unavailable_on_outage
 
 __all__ = ["ElasticsearchSuppression", "suppression_index"]
@@ -28,6 +29,7 @@ _MAPPING: dict[str, Any] = {
     "dynamic": "false",
     "properties": {
         "address": {"type": "keyword"},
+        "category": {"type": "keyword"},
         "addedAt": {"type": "date"},
         "source": {"type": "keyword"},
     },
@@ -49,7 +51,7 @@ class ElasticsearchSuppression:
         self.refresh_s = refresh_s
         self._request_timeout = request_timeout
         self._client: AsyncElasticsearch | None = None
-        self._known: dict[str, Suppressed] = {}
+        self._known: dict[str, Suppressed] = {}  # by document id
 
     async def open(self) -> None:
         self._client = await open_index(
@@ -91,13 +93,23 @@ class ElasticsearchSuppression:
                 continue
 
     async def reload(self) -> None:
-        self._known = {e.address: e for e in await self.entries(10_000)}
+        self._known = {_id(e.address, e.category): e for e in await self.entries(10_000)}
 
-    def lookup(self, address: str) -> Suppressed | None:
-        return self._known.get(normalize(address))
+    def lookup(self, address: str, category: str = ALL_CATEGORIES) -> Suppressed | None:
+        key = normalize(address)
+        found = self._known.get(key)
+        if found is None and category:
+            found = self._known.get(_id(key, category))
+        return found
 
     async def add(
-        self, address: str, reason: str, *, event_id: str | None = None, source: str = "bounce"
+        self,
+        address: str,
+        reason: str,
+        *,
+        event_id: str | None = None,
+        source: str = "bounce",
+        category: str = ALL_CATEGORIES,
     ) -> bool:
         entry = Suppressed(
             address=normalize(address),
@@ -105,23 +117,34 @@ class ElasticsearchSuppression:
             added_at=datetime.now(UTC),
             event_id=event_id,
             source=source,
+            category=category,
         )
+        doc_id = _id(entry.address, category)
         with unavailable_on_outage("suppress"):
             resp = await self._es.options(ignore_status=409).create(
-                index=self.index, id=entry.address, document=msgspec.to_builtins(entry)
+                index=self.index, id=doc_id, document=msgspec.to_builtins(entry)
             )
         created = resp.meta.status == 201
-        self._known.setdefault(entry.address, entry)
+        self._known.setdefault(doc_id, entry)
         return created
 
-    async def remove(self, address: str) -> bool:
+    async def remove(self, address: str, category: str | None = None) -> bool:
+        """Delete the entry of ``category`` (None: every entry for ``address``)."""
         key = normalize(address)
-        with unavailable_on_outage("unsuppress"):
-            resp = await self._es.options(ignore_status=404).delete(
-                index=self.index, id=key, refresh=True
-            )
-        self._known.pop(key, None)
-        return resp.meta.status == 200
+        if category is None:
+            ids = [i for i, e in self._known.items() if e.address == key]
+            ids = ids or [key]
+        else:
+            ids = [_id(key, category)]
+        removed = False
+        for doc_id in ids:
+            with unavailable_on_outage("unsuppress"):
+                resp = await self._es.options(ignore_status=404).delete(
+                    index=self.index, id=doc_id, refresh=True
+                )
+            self._known.pop(doc_id, None)
+            removed = removed or resp.meta.status == 200
+        return removed
 
     async def entries(self, limit: int = 1000) -> list[Suppressed]:
         with unavailable_on_outage("list suppressed"):
@@ -132,3 +155,7 @@ class ElasticsearchSuppression:
                 query={"match_all": {}},
             )
         return [msgspec.convert(h["_source"], Suppressed) for h in resp.body["hits"]["hits"]]
+
+
+def _id(address: str, category: str) -> str:
+    return f"{address}#{category}" if category else address

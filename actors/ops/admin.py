@@ -132,7 +132,12 @@ def dlq_replay(config: Any, limit: int | None) -> int:
 
 
 def suppression_command(
-    config: Any, action: str, address: str | None, reason: str, limit: int
+    config: Any,
+    action: str,
+    address: str | None,
+    reason: str,
+    limit: int,
+    category: str | None = None,
 ) -> int:
     from actors.email_server.safeguards import open_suppression
 
@@ -155,10 +160,12 @@ def suppression_command(
                 print(f"address: not an email address: {address!r}", file=sys.stderr)
                 return 2
             if action == "add":
-                added = await suppression.add(address, reason, source="operator")
+                added = await suppression.add(
+                    address, reason, source="operator", category=category or ""
+                )
                 print(json.dumps({"address": normalize(address), "added": added}))
                 return 0
-            removed = await suppression.remove(address)
+            removed = await suppression.remove(address, category)
             print(json.dumps({"address": normalize(address), "removed": removed}))
             return 0 if removed else 1
 
@@ -193,11 +200,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sup_add = sup_sub.add_parser("add", help="never send to ADDR (its emails end SUPPRESSED)")
     sup_add.add_argument("address")
     sup_add.add_argument("--reason", default="added by an operator")
+    sup_add.add_argument(
+        "--category", default="", help="only emails of this category (default: all)"
+    )
     sup_add.set_defaults(
-        handler=lambda a: suppression_command(load_config(a.profile), "add", a.address, a.reason, 0)
+        handler=lambda a: suppression_command(
+            load_config(a.profile), "add", a.address, a.reason, 0, a.category
+        )
     )
     sup_remove = sup_sub.add_parser("remove", help="let ADDR receive email again")
     sup_remove.add_argument("address")
+    sup_remove.add_argument(
+        "--category", default=None, help="remove only this category's entry (default: every entry)"
+    )
     sup_remove.set_defaults(
-        handler=lambda a: suppression_command(load_config(a.profile), "remove", a.address, "", 0)
+        handler=lambda a: suppression_command(
+            load_config(a.profile), "remove", a.address, "", 0, a.category
+        )
     )

@@ -14,7 +14,7 @@ import trio
 
 
 class SqliteFile:
-    schema: ClassVar[str]  # run once at open (CREATE TABLE IF NOT EXISTS ...)
+    schema: ClassVar[str]  # run once at open (CREATE TABLE IF NOT EXISTS ...; may be a script)
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -32,7 +32,7 @@ class SqliteFile:
         def setup() -> None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._write = self._connect()
-            self._write.execute(self.schema)
+            self._write.executescript(self.schema)
             self._read = self._connect()
 
         await trio.to_thread.run_sync(setup)

@@ -1,0 +1,81 @@
+"""Suppression entries for every category or for one, in both stores (SQLite and Elasticsearch).
+
+An unsubscribe from a newsletter must not stop a password reset; a hard bounce stops all.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors.email_server.suppression import SuppressionList
+
+
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])
+async def suppressions(request: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    if request.param == "sqlite":
+        async with SuppressionList(tmp_path / "sent.sqlite3") as sqlite_list:
+            yield sqlite_list
+        return
+    from actors.email_server.suppression_elasticsearch import ElasticsearchSuppression
+
+    url = request.getfixturevalue("elasticsearch_url")
+    async with ElasticsearchSuppression(url, f"supp-{uuid.uuid4().hex[:8]}") as es_list:
+        yield es_list
+
+
+async def test_a_category_entry_stops_only_that_category(suppressions: Any) -> None:
+    assert await suppressions.add("Ada@Example.com", "unsubscribed", category="newsletter",
+                                  source="unsubscribe")  # fmt: skip
+    entry = suppressions.lookup("ada@example.com", "newsletter")
+    assert entry is not None
+    assert (entry.category, entry.source) == ("newsletter", "unsubscribe")
+    assert suppressions.lookup("ada@example.com", "transactional") is None
+    assert suppressions.lookup("ada@example.com") is None  # no entry for every category
+    # A second entry for the same category is not added; the first stays.
+    assert not await suppressions.add("ada@example.com", "again", category="newsletter")
+
+
+async def test_an_entry_for_every_category_wins_and_remove_takes_what_it_names(
+    suppressions: Any,
+) -> None:
+    await suppressions.add("bob@example.com", "unsubscribed", category="newsletter")
+    await suppressions.add("bob@example.com", "550 no such user")
+    for category in ("newsletter", "transactional"):
+        entry = suppressions.lookup("bob@example.com", category)
+        assert entry is not None and entry.category == ""
+    assert await suppressions.remove("bob@example.com", "")
+    entry = suppressions.lookup("bob@example.com", "newsletter")
+    assert entry is not None and entry.category == "newsletter"
+    assert suppressions.lookup("bob@example.com", "transactional") is None
+    await suppressions.add("bob@example.com", "550 no such user")
+    assert await suppressions.remove("bob@example.com")  # None: every entry for the address
+    assert suppressions.lookup("bob@example.com", "newsletter") is None
+    assert not await suppressions.remove("bob@example.com")
+    assert [e.address for e in await suppressions.entries()] == []
+
+
+async def test_a_file_from_before_categories_is_carried_over(tmp_path: Path) -> None:
+    path = tmp_path / "sent.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE suppressed (address TEXT PRIMARY KEY, reason TEXT NOT NULL,"
+        " added_at TEXT NOT NULL, event_id TEXT, source TEXT NOT NULL)"
+    )
+    db.execute(
+        "INSERT INTO suppressed VALUES ('old@example.com', '550 gone', "
+        "'2026-11-01T00:00:00+00:00', 'ev-1', 'bounce')"
+    )
+    db.commit()
+    db.close()
+    async with SuppressionList(path) as suppressions:
+        entry = suppressions.lookup("old@example.com", "newsletter")
+        assert entry is not None
+        assert (entry.reason, entry.event_id, entry.category) == ("550 gone", "ev-1", "")
+    async with SuppressionList(path) as again:  # a second open finds nothing left to carry
+        assert len(await again.entries()) == 1
