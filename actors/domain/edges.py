@@ -164,6 +164,9 @@ class OutgoingEmail(msgspec.Struct, frozen=True, kw_only=True):
     message_id: str  # "<...>", derived from the eventId
     attachments: list[tuple[str, str, bytes]] = []  # (filename, content type, bytes)
     headers: dict[str, str] = {}
+    # RFC 8058 one-click unsubscribe (issue 19): (https URL, mailto URL) -> List-Unsubscribe
+    # and List-Unsubscribe-Post. Set by the sender for unsubscribable categories only.
+    list_unsubscribe: tuple[str, str] | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 import trio
@@ -50,6 +51,15 @@ class SaveEmails(msgspec.Struct, frozen=True):
 class StatusUpdate(msgspec.Struct, frozen=True):
     event: EmailStatusEvent
     delivery: Any  # edges.Delivery, acked once the store has the update
+
+
+class StatusListener(Protocol):
+    """Told of each stored batch before it is acked (webhooks): raises StoreUnavailable
+    while it cannot take them, and the batch waits."""
+
+    async def statuses_applied(
+        self, applied: Sequence[tuple[EmailStatusEvent, ApplyResult]]
+    ) -> None: ...
 
 
 class TerminalWatch:
@@ -126,11 +136,13 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
         batch_size: int = 500,
         batch_ms: float = 20.0,
         retry_max_s: float = 5.0,
+        listener: StatusListener | None = None,
     ) -> None:
         super().__init__(batch_size, batch_ms)
         self.store = store
         self.watch = watch
         self.retry_max_s = retry_max_s
+        self.listener = listener
         self.outcomes: dict[str, int] = {o.value: 0 for o in ApplyOutcome}
         self.orphans: deque[str] = deque(maxlen=20)  # the latest eventIds without a document
 
@@ -185,6 +197,12 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 log.debug("status %s: applied", event.status.value, extra=ids)
             if result.status is not None and result.status.terminal:
                 self.watch.notify(result.event_id)
+        if self.listener is not None:  # webhooks: queued durably before the events are acked
+            listener, applied = self.listener, list(zip(events, results, strict=True))
+            await self.write_until_stored(
+                lambda: listener.statuses_applied(applied), log, "webhook queue",
+                f"{len(applied)} status events", max_delay=self.retry_max_s,
+            )  # fmt: skip
         # Stored: now ack them, all at once (the bus groups concurrent acks).
         async with trio.open_nursery() as nursery:
             for update in items:
@@ -275,15 +293,20 @@ def integration_tree(
     batch_ms: float = 20.0,
     name: str = "integration",
     sweeper: SweeperSettings | None = None,
+    listener: StatusListener | None = None,
 ) -> SupervisorSpec:
-    """``sweeper``: run the outbox sweeper with these settings (None: no sweeper)."""
+    """``sweeper``: run the outbox sweeper with these settings (None: no sweeper);
+    ``listener``: told of every stored batch of statuses (webhooks)."""
     sweeping = [ChildSpec("sweeper", OutboxSweeper, args=(store, bus, sweeper))] if sweeper else []
     return SupervisorSpec(
         name,
         [
             ChildSpec("writer", DocumentWriter, args=(store, batch_size, min(batch_ms, 10.0))),
             ChildSpec(
-                "updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0
+                "updater",
+                StatusUpdater,
+                args=(store, watch, batch_size, batch_ms, 5.0, listener),
+                shutdown=15.0,
             ),
             ChildSpec("status-consumer", StatusConsumer, args=(bus,)),
             *sweeping,
@@ -299,6 +322,7 @@ __all__ = [
     "SaveEmail",
     "SaveEmails",
     "StatusConsumer",
+    "StatusListener",
     "StatusUpdate",
     "StatusUpdater",
     "TerminalWatch",

@@ -20,7 +20,12 @@ from actors.email_server.service import RetryPolicy, SenderSettings, email_serve
 from actors.grpc.api import GrpcServer
 from actors.grpc.security import server_ssl_context
 from actors.http import HttpServer, RouteFactory, health_routes
-from actors.integration.service import IntegrationApi, TerminalWatch, integration_tree
+from actors.integration.service import (
+    IntegrationApi,
+    StatusListener,
+    TerminalWatch,
+    integration_tree,
+)
 from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
 from config import Config
@@ -107,6 +112,7 @@ def sender_settings(config: Config) -> SenderSettings:
         claims_batch_ms=e.claims_batch_ms,
         unknown_outcome=e.unknown_outcome,
         unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
+        unsubscribe=unsubscribe_headers(config, p.sender.rpartition("@")[2] or domain),
     )
 
 
@@ -114,9 +120,14 @@ def sender_settings(config: Config) -> SenderSettings:
 
 
 def integration_service(
-    config: Config, store: Store, bus: Bus, watch: TerminalWatch
+    config: Config,
+    store: Store,
+    bus: Bus,
+    watch: TerminalWatch,
+    listener: StatusListener | None = None,
 ) -> SupervisorSpec:
-    """The writer of email documents, and the sweeper that re-publishes those left PENDING."""
+    """The writer of email documents, and the sweeper that re-publishes those left PENDING;
+    ``listener`` (webhooks) is told of every stored batch of statuses."""
     s = config.store
     return integration_tree(
         store,
@@ -125,6 +136,7 @@ def integration_service(
         batch_size=s.batch_size,
         batch_ms=s.batch_ms,
         sweeper=sweeper_settings(config),
+        listener=listener,
     )
 
 
@@ -182,7 +194,10 @@ def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> lis
     ``api`` is the in-process integration API where there is one (embedded; in
     the distributed profile each factory looks up ``integration/writer``).
     """
-    return []
+    from actors.email_server.safeguards import open_suppression
+    from actors.webhooks import unsubscribe_routes
+
+    return [unsubscribe_routes(config, lambda: open_suppression(config))]
 
 
 def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec | None:
@@ -210,3 +225,19 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+def unsubscribe_headers(
+    config: Config, sender_domain: str
+) -> Callable[[str, str], tuple[str, str] | None] | None:
+    """What the senders put in List-Unsubscribe, for ``[unsubscribe] categories`` (issue 19)."""
+    from functools import partial
+
+    from actors.http import public_url
+    from actors.webhooks import UnsubscribeTokens, list_unsubscribe
+
+    tokens = UnsubscribeTokens.from_config(config.unsubscribe)
+    if tokens is None:
+        return None
+    domain = config.unsubscribe.mailto_domain or sender_domain
+    return partial(list_unsubscribe, tokens, public_url(config.http), domain)

@@ -1,0 +1,179 @@
+"""The WebhookDispatcher actor: one delivery loop per endpoint, each with its own limits.
+
+Per endpoint: its own HTTP connection pool, at most ``concurrency`` requests in
+flight, and a circuit breaker (``actors.providers.CircuitBreaker``: opened by
+``breaker_failures`` failures in a row, one probe after ``breaker_cool_down_s``). So
+an endpoint that hangs holds only its own slots; the others keep going. A failed try
+is retried after ``base_delay_s * 2**(tries-1)`` (at most ``max_delay_s``, shortened by
+up to ``jitter`` at random) while the delivery is younger than ``max_age_s``; then it
+is given up (``webhooks list-failed``, ``webhooks replay``). Nothing about a retry is
+kept in memory only: the queue holds it (SQLite row, RabbitMQ retry queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+import httpx
+import trio
+from prometheus_client import CollectorRegistry, Counter
+
+from actors.providers.breaker import CircuitBreaker, Ticket
+from actors.webhooks.delivery import post
+from actors.webhooks.outbox import Job, WebhookQueue
+from config import WebhookEndpointConfig, WebhooksConfig
+from runtime import Actor
+
+__all__ = ["WebhookDispatcher", "backoff"]
+
+log = logging.getLogger("mailactors.webhooks")
+
+
+def backoff(settings: WebhooksConfig, tries: int) -> float:
+    """Seconds before the next try after ``tries`` failed ones (exponential, jittered)."""
+    delay: float = min(settings.max_delay_s, settings.base_delay_s * 2.0 ** min(tries - 1, 60))
+    return delay * (1.0 - settings.jitter * random.random())
+
+
+class _Endpoint:
+    """One endpoint's state in the dispatcher (its counters are what the console shows)."""
+
+    def __init__(self, config: WebhookEndpointConfig, settings: WebhooksConfig) -> None:
+        self.config = config
+        self.secret = config.secret()  # resolved once; never logged (registered as a secret)
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cool_down_s)
+        self.slots = trio.Semaphore(config.concurrency)
+        self.verdict = trio.Event()  # set whenever a try ends (a breaker may admit again)
+        self.delivered = 0
+        self.retried = 0
+        self.failed = 0
+        self.in_flight = 0
+        self.last_errors: deque[str] = deque(maxlen=5)
+
+    def report(self) -> dict[str, object]:
+        b = self.breaker.statistics()
+        return {
+            "delivered": self.delivered,
+            "retried": self.retried,
+            "failed": self.failed,
+            "in_flight": self.in_flight,
+            "breaker": b.state.value,
+            "last_errors": list(self.last_errors),
+        }
+
+
+class WebhookDispatcher(Actor[Any]):
+    """Takes deliveries from ``queue`` and POSTs them, per endpoint, until stopped."""
+
+    accepts: ClassVar[tuple[type, ...]] = ()
+
+    def __init__(
+        self,
+        settings: WebhooksConfig,
+        queue: WebhookQueue,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.registry = registry
+
+    async def started(self) -> None:
+        self.endpoints = {e.name: _Endpoint(e, self.settings) for e in self.settings.endpoints}
+        self.outcomes = (
+            Counter(
+                "mailactors_webhook_deliveries",
+                "Webhook tries by endpoint and outcome (delivered, retried, failed = given up)",
+                ["endpoint", "outcome"],
+                registry=self.registry,
+            )
+            if self.registry is not None and "mailactors_webhook_deliveries" not in _names(
+                self.registry
+            )
+            else None
+        )
+        self.ctx.report(lambda: {name: e.report() for name, e in self.endpoints.items()})
+        for endpoint in self.endpoints.values():
+            self.ctx.start_soon(self._serve, endpoint)
+
+    def _count(self, endpoint: str, outcome: str) -> None:
+        if self.outcomes is not None:
+            self.outcomes.labels(endpoint, outcome).inc()
+
+    async def _serve(self, endpoint: _Endpoint) -> None:
+        cfg = endpoint.config
+        async with httpx.AsyncClient(
+            timeout=None,  # trio.fail_after(timeout_s) bounds each whole try instead
+            follow_redirects=False,
+            trust_env=False,  # no proxy from the environment: the SSRF guard checks the target
+            limits=httpx.Limits(max_connections=cfg.concurrency),
+        ) as client, trio.open_nursery() as nursery:
+            while True:
+                await endpoint.slots.acquire()
+                ticket = endpoint.breaker.acquire()
+                while ticket is None:  # open: wait out the cool-down, or for the probe's verdict
+                    endpoint.verdict = trio.Event()
+                    with trio.move_on_after(max(endpoint.breaker.retry_in(), 0.01)):
+                        await endpoint.verdict.wait()
+                    ticket = endpoint.breaker.acquire()
+                try:
+                    job = await self.queue.take(cfg.name)
+                except BaseException:
+                    endpoint.breaker.release(ticket)
+                    endpoint.slots.release()
+                    raise
+                nursery.start_soon(self._deliver, client, endpoint, job, ticket)
+
+    async def _deliver(
+        self, client: httpx.AsyncClient, endpoint: _Endpoint, job: Job, ticket: Ticket
+    ) -> None:
+        cfg, item = endpoint.config, job.item
+        ids = {"event_id": item.event_id}
+        endpoint.in_flight += 1
+        try:
+            answer = await post(
+                client, cfg.url, endpoint.secret, item,
+                timeout_s=cfg.timeout_s, allow_private=self.settings.allow_private,
+            )  # fmt: skip
+            if answer.ok:
+                endpoint.breaker.success(ticket)
+                await self.queue.delivered(job)
+                endpoint.delivered += 1
+                self._count(cfg.name, "delivered")
+                return
+            error = answer.error or "failed"
+            endpoint.last_errors.append(f"{item.webhook_id}: {error}")
+            if answer.permanent:
+                endpoint.breaker.release(ticket)
+            else:
+                endpoint.breaker.failure(ticket)
+            tries = item.attempts + 1
+            delay = backoff(self.settings, tries)
+            age = time.time() - item.created_at
+            if answer.permanent or age + delay > self.settings.max_age_s:
+                await self.queue.give_up(job, error)
+                endpoint.failed += 1
+                self._count(cfg.name, "failed")
+                log.warning(
+                    "webhook %s to %s given up after %d tries: %s",
+                    item.webhook_id, cfg.name, tries, error, extra=ids,
+                )  # fmt: skip
+            else:
+                await self.queue.retry(job, delay, error)
+                endpoint.retried += 1
+                self._count(cfg.name, "retried")
+                log.info(
+                    "webhook %s to %s failed (try %d), again in %.1fs: %s",
+                    item.webhook_id, cfg.name, tries, delay, error, extra=ids,
+                )  # fmt: skip
+        finally:
+            endpoint.in_flight -= 1
+            endpoint.slots.release()
+            endpoint.verdict.set()
+
+
+def _names(registry: CollectorRegistry) -> set[str]:
+    return set(getattr(registry, "_names_to_collectors", {}))

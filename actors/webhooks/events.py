@@ -1,0 +1,179 @@
+"""What a webhook delivery holds: the queued item, its JSON body, and who gets which event.
+
+Integration calls :meth:`WebhookEvents.statuses_applied` after each batch of status
+events is stored (it is the single source of truth), before the batch is acked: the
+deliveries are durable in the outbox before the broker forgets the events, so a crash
+in between only repeats them. A repeated event is not applied again (the store
+answers IGNORED), so such a repeat is queued again here, under the same webhook-id:
+the outbox (SQLite) or the receiver (RabbitMQ: dedupe on webhook-id) drops it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import msgspec
+import trio
+
+from actors.domain.edges import ApplyOutcome, ApplyResult, BusUnavailable, Store, StoreUnavailable
+from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
+from config import ConfigError, WebhookEndpointConfig
+
+__all__ = ["Routes", "WebhookEvents", "WebhookItem", "event_body", "webhook_id"]
+
+log = logging.getLogger("mailactors.webhooks")
+
+# The document's fields that other parts add (issue 17: tags and metadata), passed
+# through to the receiver when the document has them.
+PASSED_THROUGH = ("tags", "metadata")
+
+
+class WebhookItem(msgspec.Struct, frozen=True, kw_only=True):
+    """One delivery to one endpoint, as queued (its body is fixed when it is queued)."""
+
+    webhook_id: str
+    endpoint: str
+    event_id: str
+    sequence: int
+    body: bytes
+    created_at: float  # epoch seconds when first queued: webhooks.max_age_s counts from here
+    attempts: int = 0  # tries so far
+    last_error: str | None = None
+
+
+class Routes:
+    """Which endpoints want an event of a status and category; status names checked once."""
+
+    def __init__(self, endpoints: Sequence[WebhookEndpointConfig]) -> None:
+        known = set(Status.__members__)
+        for e in endpoints:
+            unknown = [s for s in e.statuses if s not in known]
+            if unknown:
+                raise ConfigError(
+                    f"webhooks.endpoints[{e.name}].statuses",
+                    f"unknown status {', '.join(map(repr, unknown))}; known: {', '.join(known)}",
+                )
+        self.endpoints = tuple(endpoints)
+
+    def wants(self, status: str) -> bool:
+        return any(not e.statuses or status in e.statuses for e in self.endpoints)
+
+    def endpoints_for(self, status: str, category: str) -> list[str]:
+        return [
+            e.name
+            for e in self.endpoints
+            if (not e.statuses or status in e.statuses)
+            and (not e.categories or category in e.categories)
+        ]
+
+
+def webhook_id(endpoint: str, event: EmailStatusEvent) -> str:
+    """The same for every copy of one status event to one endpoint (the receiver's dedupe)."""
+    key = "\0".join(
+        (endpoint, event.event_id, event.status.value, str(event.attempt),
+         event.occurred_at.isoformat())
+    )  # fmt: skip
+    return "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def event_body(doc: EmailDocument, event: EmailStatusEvent, sequence: int) -> bytes:
+    """The JSON a receiver gets (camelCase, like the bus messages)."""
+    body: dict[str, Any] = {
+        "eventId": event.event_id,
+        "status": event.status.value,
+        "time": event.occurred_at.isoformat(),
+        "sequence": sequence,
+        "recipient": doc.recipient,
+        "category": doc.category,
+        "attempt": event.attempt,
+        "provider": event.provider or doc.provider,
+        "providerMessageId": event.provider_message_id or doc.provider_message_id,
+        "smtpCode": event.smtp_code,
+        "reply": event.smtp_reply or doc.smtp_reply,
+        "error": event.error,
+    }
+    for name in PASSED_THROUGH:
+        value = getattr(doc, name, None)
+        if value:
+            body[name] = value
+    return json.dumps(body, separators=(",", ":"), default=str).encode()
+
+
+class Outbox(Protocol):
+    async def add_many(self, items: Sequence[WebhookItem]) -> None: ...
+
+
+class WebhookEvents:
+    """Integration's one call: statuses it applied become queued deliveries.
+
+    ``sequence`` is integration's clock in microseconds when it applied the status,
+    made strictly increasing in the process: integration applies one email's
+    statuses in order, so a later status of an email always has a larger number.
+    """
+
+    def __init__(self, routes: Routes, store: Store, outbox: Outbox) -> None:
+        self.routes = routes
+        self.store = store
+        self.outbox = outbox
+        self._last = 0
+        self.queued = 0
+
+    def _sequence(self) -> int:
+        self._last = max(self._last + 1, time.time_ns() // 1000)
+        return self._last
+
+    async def statuses_applied(
+        self, applied: Sequence[tuple[EmailStatusEvent, ApplyResult]]
+    ) -> None:
+        """Queue the deliveries for these stored statuses; raises StoreUnavailable while the
+        outbox cannot take them (integration retries the batch, unacked)."""
+        wanted = [
+            event
+            for event, result in applied
+            if (
+                result.outcome is ApplyOutcome.APPLIED
+                or (result.outcome is ApplyOutcome.IGNORED and result.status == event.status)
+            )
+            and self.routes.wants(event.status.value)
+        ]
+        if not wanted:
+            return
+        docs: dict[str, EmailDocument | None] = {}
+        limit = trio.CapacityLimiter(16)
+
+        async def fetch(event_id: str) -> None:
+            async with limit:
+                docs[event_id] = await self.store.get(event_id)
+
+        async with trio.open_nursery() as nursery:
+            for event_id in {e.event_id for e in wanted}:
+                nursery.start_soon(fetch, event_id)
+        items: list[WebhookItem] = []
+        now = time.time()
+        for event in wanted:
+            doc = docs.get(event.event_id)
+            if doc is None:
+                continue
+            endpoints = self.routes.endpoints_for(event.status.value, doc.category)
+            if not endpoints:
+                continue
+            body = event_body(doc, event, self._sequence())
+            items += [
+                WebhookItem(
+                    webhook_id=webhook_id(name, event), endpoint=name, event_id=event.event_id,
+                    sequence=self._last, body=body, created_at=now,
+                )  # fmt: skip
+                for name in endpoints
+            ]
+        if not items:
+            return
+        try:
+            await self.outbox.add_many(items)
+        except BusUnavailable as exc:
+            raise StoreUnavailable(f"webhook queue: {exc}") from exc
+        self.queued += len(items)
