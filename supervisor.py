@@ -9,6 +9,7 @@
     python supervisor.py send --batch FILE          many requests (JSON lines), progress bar
     python supervisor.py dlq list|replay [--limit N] dead letters, with the reasons
     python supervisor.py suppression list|add ADDR|remove ADDR
+    python supervisor.py webhooks list-failed|replay [--endpoint NAME]   webhooks given up
     python supervisor.py soak --emails N [--faults ...] [--workers W]   the distributed
                                                     profile under faults, every email accounted for
     python supervisor.py console [SERVICE] [--json] live actor trees; --restart PATH, --pause,
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from actors.ops import admin, client, console, soak
 from actors.profiles import cli as profiles_cli
+from actors.webhooks import cli as webhooks_cli
 from bench import suite
 from config import ConfigError
 
@@ -45,6 +47,7 @@ COMMANDS: list[Register] = [
     suite.register,  # bench
     admin.register,  # dlq, suppression
     soak.register,  # soak
+    webhooks_cli.register,  # webhooks list-failed | replay
 ]
 
 

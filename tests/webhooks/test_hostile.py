@@ -1,0 +1,105 @@
+"""Endpoints that hang, fail, answer late, redirect or sit on a private address: none of
+them holds up the others, crashes anything, or loses what it was owed."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import trio
+
+from actors.webhooks import SqliteOutbox, WebhookItem
+from actors.webhooks.delivery import NotAllowed, post, resolve_allowed
+from tests.support.embedded import embedded_config, request, running
+from tests.support.waiting import poll_until
+from tests.support.webhooks import open_receiver, webhook_sections
+
+SECRET = "a plain-text secret works too"
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "localhost", "10.1.2.3", "192.168.0.10", "169.254.169.254", "::1",
+             "::ffff:127.0.0.1", "fe80::1", "0.0.0.0"],
+)  # fmt: skip
+async def test_private_loopback_and_link_local_targets_are_refused(host: str) -> None:
+    with pytest.raises(NotAllowed, match="webhooks.allow_private"):
+        await resolve_allowed(host, 443, allow_private=False)
+    address = await resolve_allowed(host, 443, allow_private=True)
+    assert isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
+
+
+async def test_a_refused_target_is_never_contacted_and_not_retried() -> None:
+    async with open_receiver(SECRET) as receiver, httpx.AsyncClient() as client:
+        item = WebhookItem(webhook_id="msg_1", endpoint="e", event_id="x", sequence=1,
+                           body=b"{}", created_at=time.time())  # fmt: skip
+        answer = await post(client, receiver.url, SECRET, item, timeout_s=5, allow_private=False)
+    assert not answer.ok and answer.permanent
+    assert "127.0.0.1" in (answer.error or "")
+    assert receiver.requests == 0
+
+
+async def test_a_redirect_is_not_followed() -> None:
+    async with open_receiver(SECRET, mode="redirect") as receiver, httpx.AsyncClient() as client:
+        item = WebhookItem(webhook_id="msg_2", endpoint="e", event_id="x", sequence=1,
+                           body=b"{}", created_at=time.time())  # fmt: skip
+        answer = await post(client, receiver.url, SECRET, item, timeout_s=5, allow_private=True)
+    assert not answer.ok and not answer.permanent
+    assert answer.error is not None and "302 redirect" in answer.error
+    assert receiver.requests == 1  # the redirect target (port 9) was never asked
+
+
+async def test_hostile_endpoints_do_not_hold_up_a_good_one_and_get_everything_on_replay(
+    tmp_path: Path,
+) -> None:
+    n = 6
+    async with (
+        open_receiver(SECRET) as good,
+        open_receiver(SECRET, mode="hang") as hang,
+        open_receiver(SECRET, mode="fail") as error500,
+        open_receiver(SECRET, mode="slow", delay=30.0) as late,
+        open_receiver(SECRET, mode="redirect") as redirect,
+    ):
+        bad = {"hang": hang, "error500": error500, "late": late, "redirect": redirect}
+        endpoints = [{"name": "good", "url": good.url, "secret": SECRET, "statuses": ["SENT"]}]
+        endpoints += [
+            {"name": name, "url": r.url, "secret": SECRET, "statuses": ["SENT"], "timeout_s": 0.5}
+            for name, r in bad.items()
+        ]
+        hooks = webhook_sections(tmp_path, endpoints, max_age_s=1.5)
+        config = embedded_config(tmp_path, webhooks=hooks)
+        async with running(config) as app:
+            start = trio.current_time()
+            ids = [(await app.request(request(to=f"u{i}@example.com"))).event_id for i in range(n)]
+            with trio.fail_after(10):
+                await good.wait_for(n)
+            assert trio.current_time() - start < 3.0  # tries to the others time out at 0.5 s
+            # Every try to the others fails until the deliveries are 1.5 s old: given up.
+            async with SqliteOutbox(config.webhooks.outbox_path) as outbox:
+
+                async def all_given_up() -> bool:
+                    return len(await outbox.failed(1000)) == 4 * n
+
+                await poll_until(all_given_up, timeout=15, what="the deliveries given up")
+                failed = await outbox.failed(1000)
+                assert {f.endpoint for f in failed} == set(bad)
+                errors = {f.endpoint: f.last_error or "" for f in failed}
+                assert "no answer within 0.5 s" in errors["hang"]
+                assert "no answer within 0.5 s" in errors["late"]
+                assert "HTTP 500" in errors["error500"]
+                assert "302 redirect" in errors["redirect"]
+                info = app.system.snapshot().by_path()["webhooks"]
+                assert info.restarts == 0
+                # They recover; the operator replays (the CLI does this from another process).
+                for receiver in bad.values():
+                    receiver.mode = "ok"
+                assert await outbox.replay() == 4 * n
+            with trio.fail_after(15):
+                for receiver in bad.values():
+                    await receiver.wait_for(n)
+        for receiver in (good, *bad.values()):
+            assert receiver.bad == 0
+            assert {body["eventId"] for body in receiver.order} == set(ids)
+        assert good.repeats == 0
