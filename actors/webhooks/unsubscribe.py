@@ -5,11 +5,11 @@ For each category in ``unsubscribe.categories`` every email carries::
     List-Unsubscribe: <https://PUBLIC/unsubscribe/TOKEN>, <mailto:unsubscribe+TOKEN@DOMAIN>
     List-Unsubscribe-Post: List-Unsubscribe=One-Click
 
-TOKEN is base64url of ``expiry (4 bytes) | category | NUL | recipient | MAC``, the MAC
-being the first 16 bytes of HMAC-SHA256 under the ``unsubscribe.secret_env`` /
-``secret_file`` key. Nothing is stored to make a link: the token says who and what,
-and only the key's holder can make one. A short recipient keeps the mailto's local
-part within RFC 5321's 64 octets; a long one makes it longer (most servers take it).
+TOKEN is base64url of ``expiry | category tag | recipient | MAC``, the MAC being 12
+bytes of HMAC-SHA256 under the ``unsubscribe.secret_env`` / ``secret_file`` key.
+Nothing is stored to make a link: the token says who and what, and only the key's
+holder can make one. For recipients up to about 20 characters the mailto's local part
+stays within RFC 5321's 64 octets; a longer one makes it longer (most servers take it).
 
 ``POST /unsubscribe/TOKEN`` (body ``List-Unsubscribe=One-Click``) suppresses that
 recipient for that category (source ``unsubscribe``), idempotently; ``GET`` only shows
@@ -26,7 +26,6 @@ import hashlib
 import hmac
 import html
 import logging
-import struct
 import time
 import urllib.parse
 from collections.abc import Callable, Sequence
@@ -50,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger("mailactors.unsubscribe")
 
-MAC_BYTES = 16
+MAC_BYTES = 12
 MAX_FORM_BYTES = 4096  # an RFC 8058 body is 26 bytes; anything much larger is not one
 MAX_TOKEN_CHARS = 1024
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -67,7 +66,13 @@ class TokenError(ValueError):
 
 
 class UnsubscribeTokens:
-    """Makes and checks tokens for the configured categories."""
+    """Makes and checks tokens for the configured categories.
+
+    Compact, so that ``unsubscribe+TOKEN`` stays within a local part's 64 octets for
+    addresses up to about 20 characters: the expiry in hours (3 bytes), the category as
+    a 2-byte tag (its SHA-256 prefix, matched against the configured categories), the
+    recipient, and a 96-bit MAC.
+    """
 
     def __init__(
         self,
@@ -79,6 +84,9 @@ class UnsubscribeTokens:
     ) -> None:
         self._key = hashlib.sha256(b"mailactors-unsubscribe\0" + secret.encode()).digest()
         self.categories = frozenset(categories)
+        self._by_tag = {_tag(c): c for c in self.categories}
+        if len(self._by_tag) != len(self.categories):  # 1 in 65536 per pair: rename one
+            raise ValueError(f"unsubscribe.categories: two of {sorted(categories)} share a tag")
         self.ttl_s = ttl_s
         self.clock = clock
 
@@ -94,8 +102,8 @@ class UnsubscribeTokens:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:MAC_BYTES]
 
     def make(self, recipient: str, category: str) -> str:
-        expiry = min(int(self.clock() + self.ttl_s), 2**32 - 1)
-        payload = struct.pack(">I", expiry) + category.encode() + b"\0" + recipient.encode()
+        hours = min(max(int((self.clock() + self.ttl_s) // 3600), 0), 2**24 - 1)
+        payload = hours.to_bytes(3, "big") + _tag(category) + recipient.encode()
         raw = payload + self._mac(payload)
         return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
@@ -108,21 +116,24 @@ class UnsubscribeTokens:
         except (binascii.Error, ValueError):
             raise TokenError(400, "malformed unsubscribe link") from None
         payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
-        if len(payload) < 6 or b"\0" not in payload[4:]:
+        if len(payload) < 6:
             raise TokenError(400, "malformed unsubscribe link")
         if not hmac.compare_digest(mac, self._mac(payload)):
             raise TokenError(403, "this unsubscribe link is not valid")
-        (expiry,) = struct.unpack(">I", payload[:4])
-        category_b, _, recipient_b = payload[4:].partition(b"\0")
+        category = self._by_tag.get(payload[3:5])
+        if category is None:
+            raise TokenError(403, "emails of this category cannot be unsubscribed from")
         try:
-            category, recipient = category_b.decode(), recipient_b.decode()
+            recipient = payload[5:].decode()
         except UnicodeDecodeError:
             raise TokenError(400, "malformed unsubscribe link") from None
-        if category not in self.categories:
-            raise TokenError(403, f"emails of category {category!r} cannot be unsubscribed from")
-        if expiry < self.clock():
+        if int.from_bytes(payload[:3], "big") * 3600 < self.clock():
             raise TokenError(410, "this unsubscribe link has expired")
         return recipient, category
+
+
+def _tag(category: str) -> bytes:
+    return hashlib.sha256(category.encode()).digest()[:2]
 
 
 def list_unsubscribe(
