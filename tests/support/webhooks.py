@@ -123,3 +123,21 @@ def webhook_sections(
         "endpoints": out,
         **settings,
     }
+
+
+async def delete_webhook_queues(edge: Any, url: str, prefix: str, endpoints: list[str]) -> None:
+    """Delete the RabbitMQ queues a distributed test's webhooks declared (``queue_prefix``)."""
+    import aio_pika
+
+    names = [f"{prefix}.failed"] + [f"{prefix}.{e}{s}" for e in endpoints for s in ("", ".retry")]
+
+    async def delete() -> None:
+        connection = await aio_pika.connect(url)
+        try:
+            channel = await connection.channel()
+            for name in names:
+                await channel.queue_delete(name)
+        finally:
+            await connection.close()
+
+    await edge.run(delete)
