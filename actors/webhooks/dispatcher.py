@@ -28,7 +28,7 @@ from actors.webhooks.outbox import Job, WebhookQueue
 from config import WebhookEndpointConfig, WebhooksConfig
 from runtime import Actor
 
-__all__ = ["WebhookDispatcher", "backoff"]
+__all__ = ["WebhookDispatcher", "backoff", "outcome_counter"]
 
 log = logging.getLogger("mailactors.webhooks")
 
@@ -75,26 +75,14 @@ class WebhookDispatcher(Actor[Any]):
         self,
         settings: WebhooksConfig,
         queue: WebhookQueue,
-        registry: CollectorRegistry | None = None,
+        outcomes: Counter | None = None,
     ) -> None:
         self.settings = settings
         self.queue = queue
-        self.registry = registry
+        self.outcomes = outcomes  # made once per process (see outcome_counter): outlives restarts
 
     async def started(self) -> None:
         self.endpoints = {e.name: _Endpoint(e, self.settings) for e in self.settings.endpoints}
-        self.outcomes = (
-            Counter(
-                "mailactors_webhook_deliveries",
-                "Webhook tries by endpoint and outcome (delivered, retried, failed = given up)",
-                ["endpoint", "outcome"],
-                registry=self.registry,
-            )
-            if self.registry is not None and "mailactors_webhook_deliveries" not in _names(
-                self.registry
-            )
-            else None
-        )
         self.ctx.report(lambda: {name: e.report() for name, e in self.endpoints.items()})
         for endpoint in self.endpoints.values():
             self.ctx.start_soon(self._serve, endpoint)
@@ -175,5 +163,16 @@ class WebhookDispatcher(Actor[Any]):
             endpoint.verdict.set()
 
 
-def _names(registry: CollectorRegistry) -> set[str]:
-    return set(getattr(registry, "_names_to_collectors", {}))
+def outcome_counter(registry: CollectorRegistry, endpoints: list[str]) -> Counter:
+    """``mailactors_webhook_deliveries_total{endpoint,outcome}`` in ``registry``."""
+    counter = Counter(
+        "mailactors_webhook_deliveries",
+        "Webhook tries by endpoint and outcome (delivered; retried: failed, tried again later; "
+        "failed: given up, see supervisor.py webhooks list-failed)",
+        ["endpoint", "outcome"],
+        registry=registry,
+    )
+    for endpoint in endpoints:  # graphed series read 0 instead of missing
+        for outcome in ("delivered", "retried", "failed"):
+            counter.labels(endpoint, outcome)
+    return counter

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from prometheus_client import CollectorRegistry
 
 from actors.domain.edges import Store
-from actors.webhooks.dispatcher import WebhookDispatcher
+from actors.webhooks.dispatcher import WebhookDispatcher, outcome_counter
 from actors.webhooks.events import Routes, WebhookEvents
 from actors.webhooks.outbox import SqliteOutbox, WebhookQueue
 from config import Config
@@ -65,7 +65,9 @@ async def open_webhooks(
     queue = make_queue(config)
     await queue.open()
     try:
-        spec = ChildSpec("webhooks", WebhookDispatcher, args=(w, queue, registry), shutdown=5.0)
+        names = [e.name for e in w.endpoints]
+        counter = outcome_counter(registry, names) if registry is not None else None
+        spec = ChildSpec("webhooks", WebhookDispatcher, args=(w, queue, counter), shutdown=5.0)
         yield Webhooks(WebhookEvents(routes, store, queue), spec, queue)
     finally:
         await queue.close()

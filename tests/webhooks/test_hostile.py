@@ -11,9 +11,11 @@ import httpx
 import pytest
 import trio
 
+from actors.profiles.embedded import open_embedded
+from actors.telemetry.metrics import EmailMetrics
 from actors.webhooks import SqliteOutbox, WebhookItem
 from actors.webhooks.delivery import NotAllowed, post, resolve_allowed
-from tests.support.embedded import embedded_config, request, running
+from tests.support.embedded import embedded_config, request
 from tests.support.waiting import poll_until
 from tests.support.webhooks import open_receiver, webhook_sections
 
@@ -70,7 +72,8 @@ async def test_hostile_endpoints_do_not_hold_up_a_good_one_and_get_everything_on
         ]
         hooks = webhook_sections(tmp_path, endpoints, max_age_s=1.5)
         config = embedded_config(tmp_path, webhooks=hooks)
-        async with running(config) as app:
+        metrics = EmailMetrics()
+        async with open_embedded(config, grpc=False, shutdown=10.0, metrics=metrics) as app:
             start = trio.current_time()
             ids = [(await app.request(request(to=f"u{i}@example.com"))).event_id for i in range(n)]
             with trio.fail_after(10):
@@ -92,6 +95,13 @@ async def test_hostile_endpoints_do_not_hold_up_a_good_one_and_get_everything_on
                 assert "302 redirect" in errors["redirect"]
                 info = app.system.snapshot().by_path()["webhooks"]
                 assert info.restarts == 0
+                assert info.extra is not None and info.extra["hang"]["failed"] == n  # console
+                count = metrics.registry.get_sample_value
+                for name in bad:
+                    labels = {"endpoint": name, "outcome": "failed"}
+                    assert count("mailactors_webhook_deliveries_total", labels) == n
+                assert count("mailactors_webhook_deliveries_total",
+                             {"endpoint": "good", "outcome": "delivered"}) == n  # fmt: skip
                 # They recover; the operator replays (the CLI does this from another process).
                 for receiver in bad.values():
                     receiver.mode = "ok"
