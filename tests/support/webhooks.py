@@ -48,8 +48,15 @@ class Receiver:
             self.changed = trio.Event()
             await self.changed.wait()
 
+    async def wait_requests(self, n: int) -> None:
+        """Until ``n`` requests have come in, answered or not (held ones too)."""
+        while self.requests < n:
+            self.changed = trio.Event()
+            await self.changed.wait()
+
     async def handle(self, request: Request) -> Response:
         self.requests += 1
+        self.changed.set()
         body = await request.body()
         try:
             payload = verify(self.secret, dict(request.headers), body)
@@ -141,3 +148,43 @@ async def delete_webhook_queues(edge: Any, url: str, prefix: str, endpoints: lis
             await connection.close()
 
     await edge.run(delete)
+
+
+def webhook_env(prefix: str, endpoints: list[dict[str, Any]], secret: str) -> dict[str, str]:
+    """Environment of a distributed cluster whose webhooks go to ``endpoints`` (secret in env)."""
+    return {
+        "HOOK_SECRET": secret,
+        "MAILACTORS__WEBHOOKS__ENABLED": "true",
+        "MAILACTORS__WEBHOOKS__ALLOW_PRIVATE": "true",
+        "MAILACTORS__WEBHOOKS__QUEUE_PREFIX": prefix,
+        "MAILACTORS__WEBHOOKS__BASE_DELAY_S": "0.1",
+        "MAILACTORS__WEBHOOKS__MAX_DELAY_S": "0.5",
+        "MAILACTORS__WEBHOOKS__BREAKER_COOL_DOWN_S": "0.3",
+        "MAILACTORS__WEBHOOKS__ENDPOINTS": json.dumps(
+            [{"secret_env": "HOOK_SECRET", **e} for e in endpoints]
+        ),
+        "MAILACTORS__EMAIL_SERVER__REPORT_SENDING": "true",
+    }
+
+
+async def request_email(edge: Any, port: int, to: str) -> str:
+    """RequestEmail over gRPC to auth on ``port`` (through the asyncio edge): the eventId."""
+    from grpclib.client import Channel
+
+    from actors.grpc.convert import variables_to_struct
+    from protos import email_grpc, email_pb2
+
+    req = email_pb2.RequestEmailRequest(
+        recipient=to,
+        template="verification",
+        variables=variables_to_struct({"name": "Ada", "code": "1", "expires_minutes": 5}),
+    )
+
+    async def go() -> Any:
+        channel = Channel("127.0.0.1", port)
+        try:
+            return await email_grpc.AuthServiceStub(channel).RequestEmail(req, timeout=30)
+        finally:
+            channel.close()
+
+    return str((await edge.run(go)).event_id)

@@ -2,43 +2,37 @@
 
 from __future__ import annotations
 
-import json
+import os
+import signal
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 
-from actors.grpc.convert import variables_to_struct
-from protos import email_grpc, email_pb2
 from runtime import AsyncioEdge
 from tests.support.cluster import Cluster, cluster_env
 from tests.support.smtp_servers import CapturingServer
-from tests.support.webhooks import delete_webhook_queues, open_receiver
+from tests.support.webhooks import (
+    Receiver,
+    delete_webhook_queues,
+    open_receiver,
+    request_email,
+    webhook_env,
+)
 
 pytestmark = pytest.mark.services
 
 SECRET = "distributed-webhook-secret"
 
 
-async def request(edge: AsyncioEdge, port: int, to: str) -> str:
-    from grpclib.client import Channel
-
-    req = email_pb2.RequestEmailRequest(
-        recipient=to,
-        template="verification",
-        variables=variables_to_struct({"name": "Ada", "code": "1", "expires_minutes": 5}),
-    )
-
-    async def go() -> Any:
-        channel = Channel("127.0.0.1", port)
-        try:
-            return await email_grpc.AuthServiceStub(channel).RequestEmail(req, timeout=30)
-        finally:
-            channel.close()
-
-    return str((await edge.run(go)).event_id)
+def assert_everything(receiver: Receiver, ids: list[str]) -> None:
+    assert receiver.bad == 0
+    assert {b["eventId"] for b in receiver.order} == set(ids)
+    for event_id in ids:
+        events = sorted(receiver.events_for(event_id), key=lambda b: b["sequence"])
+        # RabbitMQ does not keep the order; the sequence number tells it.
+        assert [e["status"] for e in events] == ["SENDING", "SENT"]
 
 
 async def test_every_event_reaches_the_receivers_through_rabbitmq(
@@ -48,26 +42,16 @@ async def test_every_event_reaches_the_receivers_through_rabbitmq(
     prefix = f"test.hooks.{uuid.uuid4().hex[:8]}"
     async with open_receiver(SECRET) as good, open_receiver(SECRET, mode="fail") as flaky:
         endpoints = [
-            {"name": "good", "url": good.url, "secret_env": "HOOK_SECRET"},
-            {"name": "flaky", "url": flaky.url, "secret_env": "HOOK_SECRET", "concurrency": 2},
+            {"name": "good", "url": good.url},
+            {"name": "flaky", "url": flaky.url, "concurrency": 2},
         ]
-        extra = {
-            "HOOK_SECRET": SECRET,
-            "MAILACTORS__WEBHOOKS__ENABLED": "true",
-            "MAILACTORS__WEBHOOKS__ALLOW_PRIVATE": "true",
-            "MAILACTORS__WEBHOOKS__QUEUE_PREFIX": prefix,
-            "MAILACTORS__WEBHOOKS__BASE_DELAY_S": "0.1",
-            "MAILACTORS__WEBHOOKS__MAX_DELAY_S": "0.5",
-            "MAILACTORS__WEBHOOKS__BREAKER_COOL_DOWN_S": "0.3",
-            "MAILACTORS__WEBHOOKS__ENDPOINTS": json.dumps(endpoints),
-            "MAILACTORS__EMAIL_SERVER__REPORT_SENDING": "true",
-        }
         try:
             with CapturingServer() as smtp:
-                env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port) | extra
+                env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+                env |= webhook_env(prefix, endpoints, SECRET)
                 log = tmp_path / "cluster.log"
                 async with Cluster(env, workers=1, log=log).running() as cluster:
-                    ids = [await request(edge, cluster.auth_port, f"u{i}@example.com")
+                    ids = [await request_email(edge, cluster.auth_port, f"u{i}@example.com")
                            for i in range(n)]  # fmt: skip
                     with trio.fail_after(60):
                         await good.wait_for(2 * n)  # SENDING and SENT of each
@@ -77,10 +61,34 @@ async def test_every_event_reaches_the_receivers_through_rabbitmq(
                         await flaky.wait_for(2 * n)
         finally:
             await delete_webhook_queues(edge, rabbitmq_url, prefix, ["good", "flaky"])
-    for receiver in (good, flaky):
-        assert receiver.bad == 0
-        assert {b["eventId"] for b in receiver.order} == set(ids)
-        for event_id in ids:
-            events = sorted(receiver.events_for(event_id), key=lambda b: b["sequence"])
-            # RabbitMQ does not keep the order; the sequence number tells it.
-            assert [e["status"] for e in events] == ["SENDING", "SENT"]
+    assert_everything(good, ids)
+    assert_everything(flaky, ids)
+
+
+async def test_integration_killed_with_deliveries_in_flight_loses_none(
+    tmp_path: Path, elasticsearch_url: str, rabbitmq_url: str, edge: AsyncioEdge
+) -> None:
+    n = 8
+    prefix = f"test.hooks.{uuid.uuid4().hex[:8]}"
+    async with open_receiver(SECRET, mode="hang") as receiver:
+        endpoints = [{"name": "held", "url": receiver.url, "timeout_s": 60, "concurrency": 4}]
+        try:
+            with CapturingServer() as smtp:
+                env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
+                env |= webhook_env(prefix, endpoints, SECRET)
+                log = tmp_path / "cluster.log"
+                async with Cluster(env, workers=1, log=log).running() as cluster:
+                    ids = [await request_email(edge, cluster.auth_port, f"u{i}@example.com")
+                           for i in range(n)]  # fmt: skip
+                    with trio.fail_after(60):
+                        await receiver.wait_requests(4)
+                    held = receiver.requests  # in flight, unanswered: not acked in RabbitMQ
+                    receiver.mode = "ok"
+                    os.kill(cluster.pids("integration")[0], signal.SIGKILL)
+                    await cluster.wait_for(lambda: len(cluster.ready_lines("integration")) >= 2, 60)
+                    with trio.fail_after(60):
+                        await receiver.wait_for(2 * n)
+        finally:
+            await delete_webhook_queues(edge, rabbitmq_url, prefix, ["held"])
+    assert held >= 4
+    assert_everything(receiver, ids)
