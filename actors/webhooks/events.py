@@ -73,11 +73,17 @@ class Routes:
 
 
 def webhook_id(endpoint: str, event: EmailStatusEvent) -> str:
-    """The same for every copy of one status event to one endpoint (the receiver's dedupe)."""
-    key = "\0".join(
-        (endpoint, event.event_id, event.status.value, str(event.attempt),
-         event.occurred_at.isoformat())
-    )  # fmt: skip
+    """The same for every copy of one status event to one endpoint (the receiver's dedupe).
+
+    An email reaches a terminal status once, so every event of it is the same news
+    (a repeat published by a claim, a second copy ending SUPPRESSED): the status names
+    it. A non-terminal one (RETRYING, DELAYED...) can happen again: its attempt and
+    time tell the happenings apart, and a redelivered copy keeps both.
+    """
+    parts = [endpoint, event.event_id, event.status.value]
+    if not event.status.terminal:
+        parts += [str(event.attempt), event.occurred_at.isoformat()]
+    key = "\0".join(parts)
     return "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
 
 
