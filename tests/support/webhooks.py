@@ -167,7 +167,7 @@ def webhook_env(prefix: str, endpoints: list[dict[str, Any]], secret: str) -> di
     }
 
 
-async def request_email(edge: Any, port: int, to: str) -> str:
+async def request_email(edge: Any, port: int, to: str, category: str = "") -> str:
     """RequestEmail over gRPC to auth on ``port`` (through the asyncio edge): the eventId."""
     from grpclib.client import Channel
 
@@ -178,6 +178,7 @@ async def request_email(edge: Any, port: int, to: str) -> str:
         recipient=to,
         template="verification",
         variables=variables_to_struct({"name": "Ada", "code": "1", "expires_minutes": 5}),
+        category=category,
     )
 
     async def go() -> Any:
@@ -188,3 +189,22 @@ async def request_email(edge: Any, port: int, to: str) -> str:
             channel.close()
 
     return str((await edge.run(go)).event_id)
+
+
+async def email_status(edge: Any, port: int, event_id: str) -> str:
+    """The email's status, by GetEmail over gRPC to integration on ``port``."""
+    from grpclib.client import Channel
+
+    from actors.grpc.convert import document_from_proto
+    from protos import email_grpc, email_pb2
+
+    async def go() -> Any:
+        channel = Channel("127.0.0.1", port)
+        try:
+            return await email_grpc.IntegrationServiceStub(channel).GetEmail(
+                email_pb2.GetEmailRequest(event_id=event_id), timeout=10
+            )
+        finally:
+            channel.close()
+
+    return str(document_from_proto((await edge.run(go)).document).status.value)
