@@ -118,49 +118,63 @@ class WebhookDispatcher(Actor[Any]):
     async def _deliver(
         self, client: httpx.AsyncClient, endpoint: _Endpoint, job: Job, ticket: Ticket
     ) -> None:
-        cfg, item = endpoint.config, job.item
-        ids = {"event_id": item.event_id}
         endpoint.in_flight += 1
+        settled = judged = False
         try:
             answer = await post(
-                client, cfg.url, endpoint.secret, item,
-                timeout_s=cfg.timeout_s, allow_private=self.settings.allow_private,
+                client, endpoint.config.url, endpoint.secret, job.item,
+                timeout_s=endpoint.config.timeout_s, allow_private=self.settings.allow_private,
             )  # fmt: skip
+            judged = True
             if answer.ok:
                 endpoint.breaker.success(ticket)
-                await self.queue.delivered(job)
-                endpoint.delivered += 1
-                self._count(cfg.name, "delivered")
-                return
-            error = answer.error or "failed"
-            endpoint.last_errors.append(f"{item.webhook_id}: {error}")
-            if answer.permanent:
+            elif answer.permanent:
                 endpoint.breaker.release(ticket)
             else:
                 endpoint.breaker.failure(ticket)
-            tries = item.attempts + 1
-            delay = backoff(self.settings, tries)
-            age = time.time() - item.created_at
-            if answer.permanent or age + delay > self.settings.max_age_s:
-                await self.queue.give_up(job, error)
-                endpoint.failed += 1
-                self._count(cfg.name, "failed")
-                log.warning(
-                    "webhook %s to %s given up after %d tries: %s",
-                    item.webhook_id, cfg.name, tries, error, extra=ids,
-                )  # fmt: skip
-            else:
-                await self.queue.retry(job, delay, error)
-                endpoint.retried += 1
-                self._count(cfg.name, "retried")
-                log.info(
-                    "webhook %s to %s failed (try %d), again in %.1fs: %s",
-                    item.webhook_id, cfg.name, tries, delay, error, extra=ids,
-                )  # fmt: skip
+            await self._settle(endpoint, job, answer.ok, answer.permanent, answer.error)
+            settled = True
         finally:
             endpoint.in_flight -= 1
+            if not judged:
+                endpoint.breaker.release(ticket)
+            if not settled:  # cancelled (stopping) or the queue failed: back to the queue
+                with trio.CancelScope(shield=True), trio.move_on_after(5.0):
+                    await self.queue.release(job)
             endpoint.slots.release()
             endpoint.verdict.set()
+
+    async def _settle(
+        self, endpoint: _Endpoint, job: Job, ok: bool, permanent: bool, error: str | None
+    ) -> None:
+        name, item = endpoint.config.name, job.item
+        ids = {"event_id": item.event_id}
+        if ok:
+            await self.queue.delivered(job)
+            endpoint.delivered += 1
+            self._count(name, "delivered")
+            return
+        error = error or "failed"
+        endpoint.last_errors.append(f"{item.webhook_id}: {error}")
+        tries = item.attempts + 1
+        delay = backoff(self.settings, tries)
+        age = time.time() - item.created_at
+        if permanent or age + delay > self.settings.max_age_s:
+            await self.queue.give_up(job, error)
+            endpoint.failed += 1
+            self._count(name, "failed")
+            log.warning(
+                "webhook %s to %s given up after %d tries: %s",
+                item.webhook_id, name, tries, error, extra=ids,
+            )  # fmt: skip
+        else:
+            await self.queue.retry(job, delay, error)
+            endpoint.retried += 1
+            self._count(name, "retried")
+            log.info(
+                "webhook %s to %s failed (try %d), again in %.1fs: %s",
+                item.webhook_id, name, tries, delay, error, extra=ids,
+            )  # fmt: skip
 
 
 def outcome_counter(registry: CollectorRegistry, endpoints: list[str]) -> Counter:

@@ -59,6 +59,10 @@ class WebhookQueue(Protocol):
 
     async def give_up(self, job: Job, error: str) -> None: ...
 
+    async def release(self, job: Job) -> None:
+        """Hand a job back unsettled (its try was cancelled): it is taken again later."""
+        ...
+
     async def failed(self, limit: int = 100) -> list[WebhookItem]:
         """Deliveries given up (left in place), oldest first."""
         ...
@@ -194,6 +198,10 @@ class SqliteOutbox(SqliteFile):
             )
         finally:
             self._landed(job)
+
+    async def release(self, job: Job) -> None:
+        self._landed(job)  # the row is still pending as it was
+        await trio.lowlevel.checkpoint()
 
     async def failed(self, limit: int = 100) -> list[WebhookItem]:
         assert self._read is not None, "SqliteOutbox.failed() before open()"

@@ -22,6 +22,7 @@ queues and consumers after a lost connection (deliveries taken before it are red
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -37,6 +38,8 @@ from actors.webhooks.outbox import Job
 from runtime import AsyncioEdge, current_edge
 
 __all__ = ["RabbitWebhookQueue"]
+
+log = logging.getLogger("mailactors.webhooks")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(WebhookItem).decode
@@ -155,13 +158,22 @@ class RabbitWebhookQueue:
     # -- consuming ---------------------------------------------------------------------------
 
     async def take(self, endpoint: str) -> Job:
-        message: AbstractIncomingMessage = await self._run(self._inboxes[endpoint].get)
+        while True:
+            message: AbstractIncomingMessage = await self._run(self._inboxes[endpoint].get)
+            try:
+                return Job(_decode(message.body), message)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                # Not a delivery we queued (someone published here): dropped, loudly.
+                log.warning("dropped a message in %s that is not a delivery: %s",
+                            self.queue(endpoint), exc)  # fmt: skip
+                await self._run(message.reject)
+
+    async def release(self, job: Job) -> None:
+        message: AbstractIncomingMessage = job.handle
         try:
-            item = _decode(message.body)
-        except msgspec.ValidationError:  # not ours: dropped loudly rather than retried forever
-            await self._run(message.reject)
-            raise
-        return Job(item, message)
+            await self._run(message.nack, True)  # requeue
+        except aio_pika.exceptions.ChannelInvalidStateError:
+            pass  # its channel died: the broker redelivers it anyway
 
     async def _ack(self, job: Job) -> None:
         message: AbstractIncomingMessage = job.handle

@@ -15,6 +15,8 @@ from actors.profiles.embedded import open_embedded
 from actors.telemetry.metrics import EmailMetrics
 from actors.webhooks import SqliteOutbox, WebhookItem
 from actors.webhooks.delivery import NotAllowed, post, resolve_allowed
+from runtime import ActorState
+from runtime.testing import wait_for_state
 from tests.support.embedded import embedded_config, request
 from tests.support.waiting import poll_until
 from tests.support.webhooks import open_receiver, webhook_sections
@@ -113,3 +115,21 @@ async def test_hostile_endpoints_do_not_hold_up_a_good_one_and_get_everything_on
             assert receiver.bad == 0
             assert {body["eventId"] for body in receiver.order} == set(ids)
         assert good.repeats == 0
+
+
+async def test_a_dispatcher_crash_mid_delivery_hands_the_delivery_back(tmp_path: Path) -> None:
+    async with open_receiver(SECRET, mode="hang") as receiver:
+        endpoints = [{"name": "held", "url": receiver.url, "secret": SECRET, "timeout_s": 60,
+                      "statuses": ["SENT"]}]  # fmt: skip
+        config = embedded_config(tmp_path, webhooks=webhook_sections(tmp_path, endpoints))
+        async with open_embedded(config, grpc=False, shutdown=10.0) as app:
+            event_id = (await app.request(request())).event_id
+            with trio.fail_after(10):
+                await receiver.wait_requests(1)  # held, unanswered
+            receiver.mode = "ok"
+            await app.system.inject_crash("webhooks", RuntimeError("crashed on purpose"))
+            await wait_for_state(app.system, "webhooks", ActorState.RUNNING, restarts=1)
+            with trio.fail_after(10):
+                await receiver.wait_for(1)  # the restarted dispatcher takes it again
+    assert [body["eventId"] for body in receiver.order] == [event_id]
+    assert receiver.requests == 2  # the held try, then the one after the restart
