@@ -54,12 +54,10 @@ class StatusUpdate(msgspec.Struct, frozen=True):
 
 
 class StatusListener(Protocol):
-    """Told of each stored batch before it is acked (webhooks): raises StoreUnavailable
-    while it cannot take them, and the batch waits."""
+    """Told of each batch just before it is stored (webhooks: an outbox written first);
+    raises StoreUnavailable while it cannot take them, and the batch waits."""
 
-    async def statuses_applied(
-        self, applied: Sequence[tuple[EmailStatusEvent, ApplyResult]]
-    ) -> None: ...
+    async def statuses_to_apply(self, events: Sequence[EmailStatusEvent]) -> None: ...
 
 
 class TerminalWatch:
@@ -165,6 +163,12 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
 
     async def flush(self, items: list[StatusUpdate]) -> list[None]:
         events = [u.event for u in items]
+        if self.listener is not None:  # webhooks: queued durably before the store has them
+            listener = self.listener
+            await self.write_until_stored(
+                lambda: listener.statuses_to_apply(events), log, "webhook queue",
+                f"{len(events)} status events", max_delay=self.retry_max_s,
+            )  # fmt: skip
         results: list[ApplyResult] = await self.write_until_stored(
             lambda: self.store.apply_status_many(events),
             log,
@@ -197,12 +201,6 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 log.debug("status %s: applied", event.status.value, extra=ids)
             if result.status is not None and result.status.terminal:
                 self.watch.notify(result.event_id)
-        if self.listener is not None:  # webhooks: queued durably before the events are acked
-            listener, applied = self.listener, list(zip(events, results, strict=True))
-            await self.write_until_stored(
-                lambda: listener.statuses_applied(applied), log, "webhook queue",
-                f"{len(applied)} status events", max_delay=self.retry_max_s,
-            )  # fmt: skip
         # Stored: now ack them, all at once (the bus groups concurrent acks).
         async with trio.open_nursery() as nursery:
             for update in items:
@@ -296,7 +294,7 @@ def integration_tree(
     listener: StatusListener | None = None,
 ) -> SupervisorSpec:
     """``sweeper``: run the outbox sweeper with these settings (None: no sweeper);
-    ``listener``: told of every stored batch of statuses (webhooks)."""
+    ``listener``: told of every batch of statuses before it is stored (webhooks)."""
     sweeping = [ChildSpec("sweeper", OutboxSweeper, args=(store, bus, sweeper))] if sweeper else []
     return SupervisorSpec(
         name,

@@ -1,11 +1,13 @@
 """What a webhook delivery holds: the queued item, its JSON body, and who gets which event.
 
-Integration calls :meth:`WebhookEvents.statuses_applied` after each batch of status
-events is stored (it is the single source of truth), before the batch is acked: the
-deliveries are durable in the outbox before the broker forgets the events, so a crash
-in between only repeats them. A repeated event is not applied again (the store
-answers IGNORED), so such a repeat is queued again here, under the same webhook-id:
-the outbox (SQLite) or the receiver (RabbitMQ: dedupe on webhook-id) drops it.
+Integration (the single source of truth) calls :meth:`WebhookEvents.statuses_to_apply`
+with each batch of status events just before it stores them: the deliveries are
+durable in the queue first (a transactional outbox), so no crash can leave a status
+stored and its webhook unqueued. Which events apply is decided here exactly as the
+store will decide it: :func:`actors.domain.edges.apply_status` on the current document,
+the batch's events of one email in order (integration is the only writer). A crash
+before the store write repeats the batch: its deliveries are queued again under the
+same webhook-ids, and the outbox (SQLite) or the receiver (RabbitMQ) drops the copies.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 import msgspec
 import trio
 
-from actors.domain.edges import ApplyOutcome, ApplyResult, BusUnavailable, Store, StoreUnavailable
+from actors.domain.edges import BusUnavailable, Store, StoreUnavailable, apply_status
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from config import ConfigError, WebhookEndpointConfig
 
@@ -117,9 +119,9 @@ class Outbox(Protocol):
 class WebhookEvents:
     """Integration's one call: statuses it applied become queued deliveries.
 
-    ``sequence`` is integration's clock in microseconds when it applied the status,
-    made strictly increasing in the process: integration applies one email's
-    statuses in order, so a later status of an email always has a larger number.
+    ``sequence`` is integration's clock in microseconds when it queued the status,
+    made strictly increasing in the process: integration stores one email's statuses
+    in order, so a later status of an email always has a larger number.
     """
 
     def __init__(self, routes: Routes, store: Store, outbox: Outbox) -> None:
@@ -133,21 +135,12 @@ class WebhookEvents:
         self._last = max(self._last + 1, time.time_ns() // 1000)
         return self._last
 
-    async def statuses_applied(
-        self, applied: Sequence[tuple[EmailStatusEvent, ApplyResult]]
-    ) -> None:
-        """Queue the deliveries for these stored statuses; raises StoreUnavailable while the
-        outbox cannot take them (integration retries the batch, unacked)."""
-        wanted = [
-            event
-            for event, result in applied
-            if (
-                result.outcome is ApplyOutcome.APPLIED
-                or (result.outcome is ApplyOutcome.IGNORED and result.status == event.status)
-            )
-            and self.routes.wants(event.status.value)
-        ]
-        if not wanted:
+    async def statuses_to_apply(self, events: Sequence[EmailStatusEvent]) -> None:
+        """Queue the deliveries for the events of this batch that the store will apply;
+        raises StoreUnavailable while the store or the queue cannot be reached
+        (integration retries, nothing stored or acked meanwhile)."""
+        ids = {e.event_id for e in events if self.routes.wants(e.status.value)}
+        if not ids:
             return
         docs: dict[str, EmailDocument | None] = {}
         limit = trio.CapacityLimiter(16)
@@ -157,18 +150,22 @@ class WebhookEvents:
                 docs[event_id] = await self.store.get(event_id)
 
         async with trio.open_nursery() as nursery:
-            for event_id in {e.event_id for e in wanted}:
+            for event_id in ids:
                 nursery.start_soon(fetch, event_id)
         items: list[WebhookItem] = []
         now = time.time()
-        for event in wanted:
+        for event in events:  # in order: an email's earlier events change what its later do
             doc = docs.get(event.event_id)
             if doc is None:
                 continue
-            endpoints = self.routes.endpoints_for(event.status.value, doc.category)
+            new = apply_status(doc, event)
+            if new is None:  # a duplicate or late event: the store will not apply it either
+                continue
+            docs[event.event_id] = new
+            endpoints = self.routes.endpoints_for(event.status.value, new.category)
             if not endpoints:
                 continue
-            body = event_body(doc, event, self._sequence())
+            body = event_body(new, event, self._sequence())
             items += [
                 WebhookItem(
                     webhook_id=webhook_id(name, event), endpoint=name, event_id=event.event_id,

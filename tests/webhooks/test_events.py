@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from actors.domain.edges import ApplyOutcome, ApplyResult
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.stores.sqlite import SqliteStore
 from actors.webhooks import Routes, SqliteOutbox, WebhookEvents, event_body, webhook_id
@@ -68,7 +67,7 @@ def test_body_carries_the_reply_and_passes_tags_and_metadata_through() -> None:
     }  # fmt: skip
 
 
-async def test_applied_and_repeated_statuses_are_queued_others_not(tmp_path: Path) -> None:
+async def test_what_the_store_will_apply_is_queued_and_nothing_else(tmp_path: Path) -> None:
     routes = Routes([endpoint("a", statuses=("SENT", "RETRYING")), endpoint("b")])
     doc = EmailDocument(event_id="e1", recipient="ada@example.com", template="t")
     async with SqliteStore(tmp_path / "s.db") as store, SqliteOutbox(tmp_path / "o.db") as outbox:
@@ -77,23 +76,24 @@ async def test_applied_and_repeated_statuses_are_queued_others_not(tmp_path: Pat
         retrying = EmailStatusEvent(event_id="e1", status=Status.RETRYING, occurred_at=T0)
         sent = EmailStatusEvent(event_id="e1", status=Status.SENT, attempt=2, occurred_at=T0)
         orphan = EmailStatusEvent(event_id="nope", status=Status.SENT)
-        sending = EmailStatusEvent(event_id="e1", status=Status.SENDING, attempt=3)
-        await events.statuses_applied([
-            (retrying, ApplyResult("e1", ApplyOutcome.APPLIED, Status.RETRYING)),
-            (sent, ApplyResult("e1", ApplyOutcome.APPLIED, Status.SENT)),
-            (orphan, ApplyResult("nope", ApplyOutcome.NOT_FOUND)),
-            (sending, ApplyResult("e1", ApplyOutcome.IGNORED, Status.SENT)),  # out of order
-        ])  # fmt: skip
-        # A copy of SENT after a crash between the store write and the ack: queued again
-        # under the same webhook-id, which the outbox already holds.
-        repeat = ApplyResult("e1", ApplyOutcome.IGNORED, Status.SENT)
-        await events.statuses_applied([(sent, repeat)])
-        assert events.queued == 6
+        late = EmailStatusEvent(event_id="e1", status=Status.SENDING, attempt=1)  # after SENT
+        batch = [retrying, sent, orphan, late]
+        await events.statuses_to_apply(batch)
+        assert events.queued == 4  # RETRYING and SENT, to a and to b
+        # A crash before the store write: the same batch again, the same webhook-ids.
+        await events.statuses_to_apply(batch)
         assert await outbox.counts() == {"a": {"pending": 2}, "b": {"pending": 2}}
+        results = await store.apply_status_many(batch)
+        assert [r.outcome.value for r in results] == ["applied", "applied", "not_found", "ignored"]
+        # After the store write (a crash before the ack): the batch again queues nothing.
+        before = events.queued
+        await events.statuses_to_apply(batch)
+        assert events.queued == before
         first = await outbox.take("a")
         assert json.loads(first.item.body)["status"] == "RETRYING"
         # The email's next delivery to "a" waits until this one is settled (order per email).
         await outbox.delivered(first)
         second = await outbox.take("a")
-        assert json.loads(second.item.body)["status"] == "SENT"
+        body = json.loads(second.item.body)
+        assert body["status"] == "SENT" and body["attempt"] == 2
         assert second.item.sequence > first.item.sequence
