@@ -133,3 +133,25 @@ async def test_a_dispatcher_crash_mid_delivery_hands_the_delivery_back(tmp_path:
                 await receiver.wait_for(1)  # the restarted dispatcher takes it again
     assert [body["eventId"] for body in receiver.order] == [event_id]
     assert receiver.requests == 2  # the held try, then the one after the restart
+
+
+async def test_the_breaker_stops_hammering_a_failing_endpoint(tmp_path: Path) -> None:
+    async with open_receiver(SECRET, mode="fail") as receiver:
+        endpoints = [{"name": "down", "url": receiver.url, "secret": SECRET, "concurrency": 1,
+                      "statuses": ["SENT"]}]  # fmt: skip
+        hooks = webhook_sections(
+            tmp_path, endpoints, base_delay_s=0.01, max_delay_s=0.01, breaker_failures=3,
+            breaker_cool_down_s=30.0,
+        )  # fmt: skip
+        config = embedded_config(tmp_path, webhooks=hooks)
+        async with open_embedded(config, grpc=False, shutdown=10.0) as app:
+            for i in range(5):
+                await app.request(request(to=f"u{i}@example.com"))
+            with trio.fail_after(10):
+                await receiver.wait_requests(3)
+            # Without the breaker, 5 deliveries retried every 10 ms would be hundreds of tries
+            # in this half second; with it, the three that opened it and no more.
+            await trio.sleep(0.5)
+            info = app.system.snapshot().by_path()["webhooks"].extra or {}
+            assert info["down"]["breaker"] == "open"  # type: ignore[index]
+        assert receiver.requests == 3
