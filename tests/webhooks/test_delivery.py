@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+import pytest
 import trio
 
 from actors.domain.schema import Status
@@ -19,7 +21,10 @@ def _in_order(events: list[dict[str, object]]) -> bool:
     return seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # type: ignore[type-var]
 
 
-async def test_good_failing_and_slow_receivers(tmp_path: Path) -> None:
+async def test_good_failing_and_slow_receivers(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
     slow_delay = 2.0
     async with (
         open_receiver(SECRET) as good,
@@ -62,6 +67,8 @@ async def test_good_failing_and_slow_receivers(tmp_path: Path) -> None:
                 events = receiver.events_for(event_id)
                 assert [e["status"] for e in events] == ["SENDING", "SENT"], bodies(receiver)
                 assert _in_order(events)
+        assert SECRET not in caplog.text and SECRET.removeprefix("whsec_") not in caplog.text
+        assert "failed (try 1)" in caplog.text  # the flaky one's failures were logged
         assert good.repeats == 0  # exactly once (at-least-once, but nothing failed there)
         sent = good.events_for(ids[0])[1]
         assert sent["recipient"] == "user0@example.com"
