@@ -9,6 +9,7 @@ keeps what it accepted, deduplicated by webhook-id as a real receiver would. Its
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -208,3 +209,27 @@ async def email_status(edge: Any, port: int, event_id: str) -> str:
             channel.close()
 
     return str(document_from_proto((await edge.run(go)).document).status.value)
+
+
+@asynccontextmanager
+async def webhook_cluster(
+    tmp_path: Any, es_url: str, amqp_url: str, edge: Any, endpoints: list[dict[str, Any]],
+    secret: str, emails: int,
+) -> AsyncIterator[tuple[Any, list[str]]]:  # fmt: skip
+    """A distributed cluster whose webhooks go to ``endpoints``, after ``emails`` requests:
+    (the cluster, their eventIds). Its webhook queues are deleted afterwards."""
+    from tests.support.cluster import Cluster, cluster_env
+    from tests.support.smtp_servers import CapturingServer
+
+    prefix = f"test.hooks.{uuid.uuid4().hex[:8]}"
+    try:
+        with CapturingServer() as smtp:
+            env = cluster_env(tmp_path, es_url, amqp_url, smtp.port)
+            env |= webhook_env(prefix, endpoints, secret)
+            log = tmp_path / "cluster.log"
+            async with Cluster(env, workers=1, log=log).running() as cluster:
+                ids = [await request_email(edge, cluster.auth_port, f"u{i}@example.com")
+                       for i in range(emails)]  # fmt: skip
+                yield cluster, ids
+    finally:
+        await delete_webhook_queues(edge, amqp_url, prefix, [e["name"] for e in endpoints])

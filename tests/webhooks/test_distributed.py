@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import uuid
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -24,11 +23,10 @@ from tests.support.smtp_servers import CapturingServer
 from tests.support.waiting import poll_until
 from tests.support.webhooks import (
     Receiver,
-    delete_webhook_queues,
     email_status,
     open_receiver,
     request_email,
-    webhook_env,
+    webhook_cluster,
 )
 
 TERMINAL = {"SENT", "FAILED", "SUPPRESSED"}
@@ -51,28 +49,20 @@ async def test_every_event_reaches_the_receivers_through_rabbitmq(
     tmp_path: Path, elasticsearch_url: str, rabbitmq_url: str, edge: AsyncioEdge
 ) -> None:
     n = 20
-    prefix = f"test.hooks.{uuid.uuid4().hex[:8]}"
     async with open_receiver(SECRET) as good, open_receiver(SECRET, mode="fail") as flaky:
         endpoints = [
             {"name": "good", "url": good.url},
             {"name": "flaky", "url": flaky.url, "concurrency": 2},
         ]
-        try:
-            with CapturingServer() as smtp:
-                env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
-                env |= webhook_env(prefix, endpoints, SECRET)
-                log = tmp_path / "cluster.log"
-                async with Cluster(env, workers=1, log=log).running() as cluster:
-                    ids = [await request_email(edge, cluster.auth_port, f"u{i}@example.com")
-                           for i in range(n)]  # fmt: skip
-                    with trio.fail_after(60):
-                        await good.wait_for(2 * n)  # SENDING and SENT of each
-                    assert flaky.requests > 0 and not flaky.accepted
-                    flaky.mode = "ok"  # it recovers: the retry queue brings everything back
-                    with trio.fail_after(60):
-                        await flaky.wait_for(2 * n)
-        finally:
-            await delete_webhook_queues(edge, rabbitmq_url, prefix, ["good", "flaky"])
+        async with webhook_cluster(
+            tmp_path, elasticsearch_url, rabbitmq_url, edge, endpoints, SECRET, n
+        ) as (_, ids):
+            with trio.fail_after(60):
+                await good.wait_for(2 * n)  # SENDING and SENT of each
+            assert flaky.requests > 0 and not flaky.accepted
+            flaky.mode = "ok"  # it recovers: the retry queue brings everything back
+            with trio.fail_after(60):
+                await flaky.wait_for(2 * n)
     assert_everything(good, ids)
     assert_everything(flaky, ids)
 
@@ -81,27 +71,19 @@ async def test_integration_killed_with_deliveries_in_flight_loses_none(
     tmp_path: Path, elasticsearch_url: str, rabbitmq_url: str, edge: AsyncioEdge
 ) -> None:
     n = 8
-    prefix = f"test.hooks.{uuid.uuid4().hex[:8]}"
     async with open_receiver(SECRET, mode="hang") as receiver:
         endpoints = [{"name": "held", "url": receiver.url, "timeout_s": 60, "concurrency": 4}]
-        try:
-            with CapturingServer() as smtp:
-                env = cluster_env(tmp_path, elasticsearch_url, rabbitmq_url, smtp.port)
-                env |= webhook_env(prefix, endpoints, SECRET)
-                log = tmp_path / "cluster.log"
-                async with Cluster(env, workers=1, log=log).running() as cluster:
-                    ids = [await request_email(edge, cluster.auth_port, f"u{i}@example.com")
-                           for i in range(n)]  # fmt: skip
-                    with trio.fail_after(60):
-                        await receiver.wait_requests(4)
-                    held = receiver.requests  # in flight, unanswered: not acked in RabbitMQ
-                    receiver.mode = "ok"
-                    os.kill(cluster.pids("integration")[0], signal.SIGKILL)
-                    await cluster.wait_for(lambda: len(cluster.ready_lines("integration")) >= 2, 60)
-                    with trio.fail_after(60):
-                        await receiver.wait_for(2 * n)
-        finally:
-            await delete_webhook_queues(edge, rabbitmq_url, prefix, ["held"])
+        async with webhook_cluster(
+            tmp_path, elasticsearch_url, rabbitmq_url, edge, endpoints, SECRET, n
+        ) as (cluster, ids):
+            with trio.fail_after(60):
+                await receiver.wait_requests(4)
+            held = receiver.requests  # in flight, unanswered: not acked in RabbitMQ
+            receiver.mode = "ok"
+            os.kill(cluster.pids("integration")[0], signal.SIGKILL)
+            await cluster.wait_for(lambda: len(cluster.ready_lines("integration")) >= 2, 60)
+            with trio.fail_after(60):
+                await receiver.wait_for(2 * n)
     assert held >= 4
     assert_everything(receiver, ids)
 
