@@ -241,3 +241,15 @@ def unsubscribe_headers(
         return None
     domain = config.unsubscribe.mailto_domain or sender_domain
     return partial(list_unsubscribe, tokens, public_url(config.http), domain)
+
+
+def unsubscribe_mail(config: Config) -> Any:
+    """The inbound SMTP endpoint's handler for ``unsubscribe+TOKEN@...`` local parts
+    (``actors.webhooks.UnsubscribeMail``), or None when no category is unsubscribable."""
+    from actors.email_server.safeguards import open_suppression
+    from actors.webhooks import UnsubscribeMail, UnsubscribeTokens
+
+    tokens = UnsubscribeTokens.from_config(config.unsubscribe)
+    if tokens is None:
+        return None
+    return UnsubscribeMail(tokens, lambda: open_suppression(config))

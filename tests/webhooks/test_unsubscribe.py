@@ -11,6 +11,7 @@ import pytest
 
 from actors.domain.schema import Status
 from actors.email_server.suppression import SuppressionList
+from actors.profiles.trees import unsubscribe_mail
 from actors.testing.fakesmtp import CapturingServer, free_port
 from actors.webhooks import TokenError, UnsubscribeMail, UnsubscribeTokens
 from tests.support.embedded import embedded_config, request, running
@@ -47,19 +48,24 @@ def test_a_token_names_its_recipient_and_category_and_nothing_else_passes() -> N
 
 
 async def test_the_mailto_handler_suppresses_the_tokens_recipient(tmp_path: Path) -> None:
-    tokens = UnsubscribeTokens(KEY, CATEGORIES, ttl_s=3600)
-    path = tmp_path / "sent.sqlite3"
-    handler = UnsubscribeMail(tokens, lambda: SuppressionList(path))
-    token = tokens.make("bob@example.com", "promotions")
+    key_file = tmp_path / "unsubscribe.key"
+    key_file.write_text(KEY + "\n")
+    config = embedded_config(
+        tmp_path, unsubscribe={"categories": list(CATEGORIES), "secret_file": str(key_file)}
+    )
+    handler = unsubscribe_mail(config)  # what the inbound SMTP endpoint calls
+    assert isinstance(handler, UnsubscribeMail)
+    token = UnsubscribeTokens(KEY, CATEGORIES, ttl_s=3600).make("bob@example.com", "promotions")
     assert await handler(f"unsubscribe+{token}") == ("bob@example.com", "promotions", True)
     assert await handler(token) == ("bob@example.com", "promotions", False)  # idempotent
     with pytest.raises(TokenError):
         await handler(token[:-3] + "xyz")
-    async with SuppressionList(path) as suppression:
+    async with SuppressionList(config.email_server.idempotency_path) as suppression:
         entry = suppression.lookup("bob@example.com", "promotions")
         assert entry is not None and entry.source == "unsubscribe"
         assert suppression.lookup("bob@example.com", "newsletter") is None
         assert len(await suppression.entries()) == 1
+    assert unsubscribe_mail(embedded_config(tmp_path)) is None  # no category: no handler
 
 
 def _link(message: bytes) -> tuple[str, str, str]:
