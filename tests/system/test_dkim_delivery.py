@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from grpclib.client import Channel
 
 from actors.domain.dkim import Algorithm, DkimKey, private_key_pem
 from actors.domain.schema import Status
 from actors.grpc.convert import variables_to_struct
 from actors.profiles.embedded import open_embedded
 from config import ConfigError
-from protos import email_grpc, email_pb2
+from protos import email_pb2
 from tests.support.dkim import assert_wire_safe, key_for, signature_tags, verifies, write_key
-from tests.support.embedded import embedded_config
+from tests.support.embedded import embedded_config, grpc_request_email
 from tests.support.embedded_process import SUPERVISOR, embedded_env
 from tests.support.smtp_servers import CapturingServer
 
@@ -68,22 +67,11 @@ async def test_delivered_bytes_verify(tmp_path: Path, algorithm: Algorithm) -> N
             dkim=dkim_section(tmp_path, key),
         )
         async with open_embedded(config, grpc=True, shutdown=10.0) as app:
-            listening = app.system.snapshot().by_path()["api"].extra["listening"][0]
-            port = int(listening.rsplit(":", 1)[1])
-
-            async def call(request: Any) -> Any:
-                channel = Channel("127.0.0.1", port)
-                try:
-                    stub = email_grpc.AuthServiceStub(channel)
-                    return await stub.RequestEmail(request, timeout=10)
-                finally:
-                    channel.close()
-
             requests = [
                 welcome("Ada", "Acme", attachments=False),
                 welcome("Zoë Ådahl-Østergård", "Grüße aus Köln ✓ " * 6, attachments=True),
             ]
-            replies = [await app.edge.run(call, r) for r in requests]
+            replies = [await grpc_request_email(app, r) for r in requests]
             docs = [await app.wait_terminal(r.event_id) for r in replies]
         received = {m.event_id: m for m in server.messages()}
     assert [d.status for d in docs] == [Status.SENT, Status.SENT], [d.error for d in docs]
