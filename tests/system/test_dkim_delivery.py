@@ -1,5 +1,6 @@
 """DKIM through the whole system: a request to the gRPC API of a running embedded system is
-delivered to an SMTP server signed with the From domain's key, and the delivered bytes verify.
+delivered to an SMTP server (aiosmtpd) or SES (moto) signed with the From domain's key, and
+the delivered bytes verify.
 
 Keys come from files named in ``[dkim]`` (an ed25519 key from an environment variable in the
 process test), exactly as an operator configures them; the verifier is dkimpy's, against the
@@ -27,6 +28,7 @@ from protos import email_pb2
 from tests.support.dkim import assert_wire_safe, key_for, signature_tags, verifies, write_key
 from tests.support.embedded import embedded_config, grpc_request_email
 from tests.support.embedded_process import SUPERVISOR, embedded_env
+from tests.support.ses_servers import MotoSes
 from tests.support.smtp_servers import CapturingServer
 
 DOMAIN = "mailactors.test"  # the sender of embedded_config: noreply@mailactors.test
@@ -90,6 +92,25 @@ async def test_delivered_bytes_verify(tmp_path: Path, algorithm: Algorithm) -> N
         "Quittung Köln №42.pdf",
         "notes.txt",
     ]
+
+
+async def test_ses_through_the_embedded_system_verifies(tmp_path: Path, moto_ses: MotoSes) -> None:
+    key = key_for(DOMAIN, "ed25519-sha256", selector="ses1")
+    moto_ses.verify(f"noreply@{DOMAIN}", "eu-west-1")
+    config = embedded_config(
+        tmp_path,
+        provider={"kind": "ses", "ses": {"region": "eu-west-1", "endpoint_url": moto_ses.url}},
+        dkim=dkim_section(tmp_path, key),
+    )
+    async with open_embedded(config, grpc=True, shutdown=10.0) as app:
+        reply = await grpc_request_email(app, welcome("Zoë", "Köln ✓", attachments=True))
+        doc = await app.wait_terminal(reply.event_id)
+    assert doc.status is Status.SENT and doc.provider == "ses", doc.error
+    [sent] = moto_ses.sent("eu-west-1")
+    assert_wire_safe(sent.data)
+    assert verifies(sent.data, key)
+    tags = signature_tags(sent.data)
+    assert tags["d"] == DOMAIN and "message-id" not in tags["h"].split(":")
 
 
 async def test_a_bad_key_stops_start_up_with_one_line(tmp_path: Path) -> None:
