@@ -145,7 +145,9 @@ def load_private_key(data: str | bytes, algorithm: Algorithm) -> PrivateKey:
                 f"key/algorithm mismatch: an Ed25519 key, but algorithm is {algorithm!r}"
             )
         return key
-    raise ValueError(f"a {type(key).__name__.removeprefix('_')}: DKIM signs with RSA or Ed25519")
+    raise ValueError(
+        f"unsupported key type ({type(key).__name__}): DKIM signs with RSA or Ed25519"
+    )
 
 
 def _ed25519_seed(raw: bytes) -> ed25519.Ed25519PrivateKey | None:
@@ -203,6 +205,8 @@ class DkimKey:
             raise ValueError(f"not a lowercase domain name: {self.domain!r}")
         if not re.fullmatch(SELECTOR_PATTERN, self.selector):
             raise ValueError(f"not a DKIM selector: {self.selector!r}")
+        if len(self.dns_name) > 253:  # RFC 1035's limit on a name
+            raise ValueError(f"selector too long: {self.dns_name!r} is over 253 characters")
         want = rsa.RSAPrivateKey if self.algorithm == "rsa-sha256" else ed25519.Ed25519PrivateKey
         if not isinstance(self.private_key, want):
             raise ValueError(f"key/algorithm mismatch for {self.algorithm!r}")
@@ -219,7 +223,8 @@ class DkimKey:
     def public_key_b64(self) -> str:
         return _public_key_b64(self.private_key)
 
-    def _signature(self, digest: bytes) -> bytes:
+    def sign_digest(self, digest: bytes) -> bytes:
+        """The signature of a SHA-256 ``digest`` (what b= holds, before base64)."""
         key = self.private_key
         if isinstance(key, rsa.RSAPrivateKey):
             return key.sign(digest, padding.PKCS1v15(), Prehashed(hashes.SHA256()))
@@ -321,11 +326,11 @@ class DkimSigner:
         # its value is appended after the hash (RE_BTAG strips it, and its folds, again).
         value = b"".join(
             (
-                b" v=1; a=" + key.algorithm.encode("ascii"),
-                b"; c=relaxed/relaxed; d=" + key.domain.encode("ascii"),
+                b" v=1; a=" + key.algorithm.encode("ascii") + b"; c=relaxed/relaxed;",
+                b"\r\n d=" + key.domain.encode("ascii"),
                 b"; s=" + key.selector.encode("ascii"),
-                b";\r\n t=" + str(now).encode("ascii"),
-                b"; h=" + _fold_names(include),
+                b"; t=" + str(now).encode("ascii"),
+                b";\r\n h=" + _fold_names(include),
                 b";\r\n bh=" + body_hash,
                 b";\r\n b=",
             )
@@ -339,7 +344,7 @@ class DkimSigner:
             (b"DKIM-Signature", value),
             {},
         )
-        signature = base64.b64encode(key._signature(hasher.digest()))
+        signature = base64.b64encode(key.sign_digest(hasher.digest()))
         folded = b"\r\n ".join(
             signature[i : i + _B64_LINE] for i in range(0, len(signature), _B64_LINE)
         )
