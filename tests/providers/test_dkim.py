@@ -245,3 +245,18 @@ def test_bad_dkim_config_stops_start_up_with_one_line_naming_the_field(tmp_path:
         dkim_config(tmp_path, {"example.com": {"selector": "s1", "algorithm": "rsa"}})
     with pytest.raises(ConfigError, match=r"dkim\.domains\.example\.com\.key: unknown key"):
         dkim_config(tmp_path, {"example.com": {"selector": "s1", "key": "inline!"}})
+
+
+def test_every_provider_gets_its_bytes_from_final_bytes() -> None:
+    # Signing happens in final_bytes; a provider rendering bytes itself would send them unsigned.
+    import actors.providers as package
+
+    sources = {
+        path.name: path.read_text()
+        for path in Path(package.__file__).parent.glob("*.py")
+        if path.name not in ("__init__.py", "build.py", "chain.py", "breaker.py")
+    }
+    assert set(sources) == {"maildir.py", "smtp.py", "ses.py"}
+    for name, text in sources.items():
+        assert "final_bytes(" in text, name
+        assert "render_bytes(" not in text and "as_bytes(" not in text, name
