@@ -252,11 +252,11 @@ def test_every_provider_gets_its_bytes_from_final_bytes() -> None:
     import actors.providers as package
 
     sources = {
-        path.name: path.read_text()
-        for path in Path(package.__file__).parent.glob("*.py")
-        if path.name not in ("__init__.py", "build.py", "chain.py", "breaker.py")
+        path.name: path.read_text() for path in Path(package.__file__).parent.glob("*.py")
     }
-    assert set(sources) == {"maildir.py", "smtp.py", "ses.py"}
-    for name, text in sources.items():
-        assert "final_bytes(" in text, name
-        assert "render_bytes(" not in text and "as_bytes(" not in text, name
+    signature = "async def send(self, email: OutgoingEmail)"
+    senders = {name for name, text in sources.items() if signature in text}
+    assert {"maildir.py", "smtp.py", "ses.py", "chain.py"} <= senders
+    for name in senders - {"chain.py"}:  # the chain hands each email to its providers
+        assert "final_bytes(" in sources[name], name
+        assert "render_bytes(" not in sources[name] and "as_bytes(" not in sources[name], name
