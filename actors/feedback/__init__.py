@@ -9,8 +9,11 @@ Modules:
 
 - ``events``: the :class:`Feedback` record and the :class:`FeedbackSink` interface
   that every source hands its records to.
+- ``verp``: the VERP return path: each email's envelope sender names its eventId, signed.
 """
 
 from actors.feedback.events import BounceType, Feedback, FeedbackKind, FeedbackSink
+from actors.feedback.verp import VerpAddress, VerpCodec, verp_codec
 
 __all__ = ["BounceType", "Feedback", "FeedbackKind", "FeedbackSink"]
+__all__ += ["VerpAddress", "VerpCodec", "verp_codec"]

@@ -1,0 +1,119 @@
+"""The VERP return path: round trip for every eventId form, tampering refused, 64 octets."""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from actors.feedback import VerpCodec
+from actors.feedback.verp import MAX_LOCAL_PART, decode_event_id, encode_event_id
+
+KEY = "k" * 32
+codec = VerpCodec(KEY, "bounces.example.com")
+
+# Every eventId the system accepts: actors.domain.event_checks.EVENT_ID_PATTERN.
+event_ids = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+
+# RFC 5321 dot-atom: atext runs separated by single dots.
+DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
+
+
+@given(event_ids)
+def test_every_event_id_round_trips_in_a_valid_local_part(event_id: str) -> None:
+    address = codec.address(event_id)
+    local, _, domain = address.rpartition("@")
+    assert domain == "bounces.example.com"
+    assert len(local.encode()) <= MAX_LOCAL_PART
+    assert DOT_ATOM.fullmatch(local), local
+    verified = codec.verify(address)
+    assert verified is not None
+    assert codec.matches(verified, event_id)
+    assert not codec.matches(verified, event_id + "x")
+    # An MTA that folds the case of the return path does not break it.
+    assert codec.verify(address.upper()) == verified
+    assert codec.verify(address.lower()) == verified
+
+
+@given(st.text(alphabet="abcXYZ019._:-", min_size=1, max_size=40))
+def test_encoding_is_reversible(text: str) -> None:
+    encoded = encode_event_id(text)
+    assert encoded == encoded.lower()
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._:-]*", text):
+        assert decode_event_id(encoded) == text
+        assert decode_event_id(encoded.upper()) == text
+
+
+def test_uuid_event_ids_are_written_as_they_are() -> None:
+    event_id = str(uuid.uuid4())
+    local = codec.local_part(event_id)
+    assert local.startswith(f"bounces+{event_id}.")
+    assert codec.verify(codec.address(event_id)) is not None
+    assert codec.verify(codec.address(event_id)).event_id == event_id  # type: ignore[union-attr]
+
+
+def test_a_long_event_id_uses_the_digest_form() -> None:
+    event_id = "Order:" + "A" * 120
+    address = codec.address(event_id)
+    assert address.startswith("bounces+=")
+    verified = codec.verify(address)
+    assert verified is not None and verified.event_id is None
+    assert codec.matches(verified, event_id)
+    assert not codec.matches(verified, "Order:" + "A" * 119)
+
+
+def test_tampering_is_refused() -> None:
+    event_id = "9b2f0d3c-1111-4aaa-8bbb-123456789abc"
+    address = codec.address(event_id)
+    local, _, domain = address.rpartition("@")
+    token = local.partition("+")[2]
+    body, _, tag = token.rpartition(".")
+    other = codec.address("9b2f0d3c-1111-4aaa-8bbb-123456789abd")
+    forged = [
+        # another eventId with this tag
+        f"bounces+{body[:-1]}d.{tag}@{domain}",
+        # a tag changed in one character
+        f"bounces+{body}.{tag[:-1]}{'a' if tag[-1] != 'a' else 'b'}@{domain}",
+        # the tag of another eventId
+        f"bounces+{body}.{other.rpartition('.')[2].partition('@')[0]}@{domain}",
+        # a key we do not hold
+        VerpCodec("x" * 32, domain).address(event_id),
+        # another domain, another prefix
+        address.replace("@bounces.example.com", "@example.org"),
+        address.replace("bounces+", "bounce+"),
+        # no tag, a truncated tag, a malformed token, a bad escape
+        f"bounces+{body}@{domain}",
+        f"bounces+{body}.{tag[:10]}@{domain}",
+        f"bounces+..{tag}@{domain}",
+        f"bounces+a_9.{tag}@{domain}",
+        f"bounces+={'a' * 16}.{tag}@{domain}",
+        "",
+        "@",
+    ]
+    for candidate in forged:
+        assert codec.verify(candidate) is None, candidate
+    assert codec.verify(f"<{address}>") is not None
+
+
+def test_bad_keys_and_ids_are_refused_with_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="16 bytes"):
+        VerpCodec("short", "example.com")
+    with pytest.raises(ValueError, match="domain"):
+        VerpCodec(KEY, "a@b")
+    with pytest.raises(ValueError, match="prefix"):
+        VerpCodec(KEY, "example.com", "Bounces")
+    with pytest.raises(ValueError, match="eventId"):
+        codec.address("has space")
+    assert "k" * 16 not in repr(codec)
+
+
+def test_a_longer_prefix_still_fits() -> None:
+    long = VerpCodec(KEY, "example.com", "p" * 16)
+    for event_id in (str(uuid.uuid4()), "x" * 128, "A:B.C_D" * 6):
+        local = long.local_part(event_id)
+        assert len(local) <= MAX_LOCAL_PART
+        verified = long.verify(long.address(event_id))
+        assert verified is not None and long.matches(verified, event_id)
