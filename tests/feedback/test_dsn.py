@@ -6,11 +6,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from actors.feedback import BounceType, FeedbackKind, VerpCodec
-from actors.feedback.dsn import (
+from actors.feedback import (
+    BounceType,
+    FeedbackKind,
     Mismatch,
     ReportKind,
     ReportRefused,
+    VerpCodec,
     feedback_records,
     parse_report,
 )

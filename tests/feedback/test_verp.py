@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.feedback import VerpCodec
-from actors.feedback.verp import MAX_LOCAL_PART, decode_event_id, encode_event_id
+from actors.feedback.verp import MAX_LOCAL_PART, decode_event_id, encode_event_id  # internals
 
 KEY = "k" * 32
 codec = VerpCodec(KEY, "bounces.example.com")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import trio
 
-from actors.feedback import Feedback
+from actors.feedback import Feedback, FeedbackSink, RecipientHandler, inbound_smtp_server
+from config import Config, load_config
+from runtime import ActorSystem, open_actor_system, open_asyncio_edge
 
 DATA = Path(__file__).resolve().parent.parent / "feedback" / "data"
 SAMPLES = sorted(p.stem for p in DATA.glob("*.eml"))
@@ -36,3 +40,29 @@ class RecordingSink:
         self.records.append(feedback)
         self._changed.set()
         self._changed = trio.Event()
+
+
+KEY = "feedback-test-key-0123456789abcdef"
+DOMAIN = "bounce.mailactors.test"
+
+
+def bounces_config(tmp_path: Path, **fields: object) -> Config:
+    """The embedded profile with ``[bounces]`` on: a key file, loopback, a free port."""
+    key_file = tmp_path / "verp-key"
+    key_file.write_text(KEY + "\n")
+    section = {"enabled": True, "domain": DOMAIN, "secret_file": str(key_file),
+               "host": "127.0.0.1", "port": 0, **fields}  # fmt: skip
+    return load_config("embedded", env={}, overrides={"bounces": section})
+
+
+@asynccontextmanager
+async def running_inbound(
+    config: Config, sink: FeedbackSink, handlers: Mapping[str, RecipientHandler] | None = None
+) -> AsyncIterator[tuple[ActorSystem, int]]:
+    """The inbound SMTP endpoint in an actor system of its own; yields it and its port."""
+    spec = inbound_smtp_server(config, sink, handlers)
+    assert spec is not None
+    async with open_asyncio_edge(), open_actor_system("feedback-test", shutdown=10.0) as system:
+        await system.spawn(spec)
+        listening = system.snapshot().by_path()["inbound-smtp"].extra["listening"]
+        yield system, int(listening[0].rpartition(":")[2])
