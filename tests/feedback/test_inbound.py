@@ -254,3 +254,65 @@ def test_the_bounce_prefix_cannot_be_taken(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="bounces"):
         inbound_smtp_server(bounces_config(tmp_path), RecordingSink(), {"Bounces": object()})  # type: ignore[dict-item]
+
+
+async def test_a_report_too_slow_to_read_is_deferred_and_the_loop_keeps_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from actors.feedback import inbound
+
+    release = threading.Event()
+    real = inbound.parse_report
+
+    def stuck(raw: bytes, **kw: int) -> object:
+        if b"STUCK" in raw:
+            release.wait(30)  # a pathological message: the worker thread is busy with it
+        return real(raw, **kw)
+
+    monkeypatch.setattr(inbound, "parse_report", stuck)
+    sink = RecordingSink()
+    event_id = str(uuid.uuid4())
+    verp = codec.address(event_id)
+    config = bounces_config(tmp_path, parse_timeout_s=0.5)
+    try:
+        async with running_inbound(config, sink) as (system, port):
+            async with trio.open_nursery() as nursery:
+                results: list[tuple[int, str]] = []
+
+                async def slow() -> None:
+                    results.append(await send(port, verp, b"Subject: STUCK\r\n\r\nx"))
+
+                nursery.start_soon(slow)
+                # While that one is stuck, the endpoint still answers and applies others.
+                code, _ = await send(port, verp, sample("postfix_hard", event_id, verp))
+                assert code == 250
+            assert results[0][0] == 451
+            extra = system.snapshot().by_path()["inbound-smtp"].extra
+    finally:
+        release.set()
+    assert extra["deferred_slow"] == 1 and len(sink.records) == 1
+
+
+async def test_a_flood_of_reports_is_applied_without_loss(tmp_path: Path) -> None:
+    sink = RecordingSink()
+    ids = [str(uuid.uuid4()) for _ in range(60)]
+    names = ["postfix_hard", "gmail_soft", "exim_hard", "arf_yahoo", "vacation"]
+    async with running_inbound(bounces_config(tmp_path), sink) as (system, port):
+        codes: list[int] = []
+
+        async def worker(batch: list[str]) -> None:
+            for i, event_id in enumerate(batch):
+                verp = codec.address(event_id)
+                name = names[i % len(names)]
+                codes.append((await send(port, verp, sample(name, event_id, verp)))[0])
+
+        async with trio.open_nursery() as nursery:
+            for k in range(6):
+                nursery.start_soon(worker, ids[k::6])
+        extra = system.snapshot().by_path()["inbound-smtp"].extra
+    assert codes == [250] * 60
+    applied = {r.event_id for r in sink.records}
+    assert len(sink.records) == len(applied) == 60 - extra["ignored_auto-reply"]
+    assert extra["messages"] == 60

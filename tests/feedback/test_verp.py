@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -117,3 +118,25 @@ def test_a_longer_prefix_still_fits() -> None:
         assert len(local) <= MAX_LOCAL_PART
         verified = long.verify(long.address(event_id))
         assert verified is not None and long.matches(verified, event_id)
+
+
+def test_the_key_comes_from_the_environment_or_a_file_only(tmp_path: Path) -> None:
+    from actors.feedback import verp_codec
+    from config import BouncesConfig, ConfigError, load_config
+
+    assert verp_codec(BouncesConfig()) is None  # off by default
+    section = BouncesConfig(enabled=True, domain="b.example.com", secret_env="VERP_KEY")
+    codec = verp_codec(section, env={"VERP_KEY": KEY})
+    assert codec is not None and codec.verify(codec.address("e-1")) is not None
+    with pytest.raises(ConfigError, match="VERP_KEY") as err:
+        verp_codec(section, env={})
+    assert KEY not in str(err.value)
+    with pytest.raises(ConfigError, match="16 bytes"):
+        verp_codec(section, env={"VERP_KEY": "short"})
+    with pytest.raises(ConfigError, match="secret"):
+        load_config("embedded", env={}, overrides={"bounces": {"enabled": True, "domain": "b.x"}})
+    with pytest.raises(ConfigError, match="domain"):
+        load_config("embedded", env={}, overrides={"bounces": {"enabled": True,
+                                                                 "secret_env": "K"}})  # fmt: skip
+    with pytest.raises(ConfigError, match="secret"):  # no key field in TOML, by design
+        load_config("embedded", env={}, overrides={"bounces": {"secret": KEY}})
