@@ -45,6 +45,19 @@ async def send(port: int, rcpt: str, data: bytes, *, sender: str = "") -> tuple[
     return await current_edge().run(go)
 
 
+async def declared_size(port: int, rcpt: str) -> int:
+    """MAIL FROM:<> SIZE=<too big>: the reply code (refused before any data is sent)."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
+    await client.connect()
+    try:
+        await client.mail("", options=["SIZE=999999999"])
+        return 250
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code
+    finally:
+        client.close()
+
+
 CASES = [  # sample, kind, bounce type / feedback type
     ("postfix_hard", FeedbackKind.BOUNCE, BounceType.HARD),
     ("exim_hard", FeedbackKind.BOUNCE, BounceType.HARD),
@@ -133,6 +146,7 @@ async def test_an_over_size_message_is_refused_552_unread(tmp_path: Path) -> Non
     async with running_inbound(config, sink) as (system, port):
         code, text = await send(port, verp, big)
         assert code == 552, text
+        assert await current_edge().run(declared_size, port, verp) == 552  # MAIL ... SIZE=
         # The connection limit per size is for this message only: the next one goes through.
         assert (await send(port, verp, sample("postfix_hard", event_id, verp)))[0] == 250
         extra = system.snapshot().by_path()["inbound-smtp"].extra
