@@ -309,8 +309,10 @@ class InboundSmtpServer(Actor[Any]):
             self.domain,
             ", ".join(sorted(self.handlers)),
         )
+        # inbound_smtp: the counters, exported as mailactors_inbound_smtp_total{outcome}.
         self.ctx.report(lambda: {"listening": [f"{h}:{p}" for h, p in self.bound],
-                                 "connections_open": len(self._open), **self.counts})  # fmt: skip
+                                 "connections_open": len(self._open),
+                                 "inbound_smtp": dict(self.counts)})  # fmt: skip
 
     async def _listen(self) -> asyncio.Server:
         loop = asyncio.get_running_loop()

@@ -17,6 +17,7 @@ from tests.support.feedback import (
     KEY,
     RecordingSink,
     bounces_config,
+    inbound_counts,
     running_inbound,
     sample,
 )
@@ -87,7 +88,7 @@ async def test_reports_by_smtp_reach_the_sink_for_their_email(tmp_path: Path) ->
         code, _ = await send(port, codec.address(long_id),
                              sample("postfix_hard", long_id, codec.address(long_id)))  # fmt: skip
         assert code == 250
-        counts = system.snapshot().by_path()["inbound-smtp"].extra
+        counts = inbound_counts(system)
     by_id = {r.event_id: r for r in sink.records}
     assert len(sink.records) == len(CASES) + 1
     for event_id, name in sent.items():
@@ -112,7 +113,7 @@ async def test_auto_replies_are_accepted_and_not_counted_as_bounces(tmp_path: Pa
             verp = codec.address(event_id)
             code, text = await send(port, verp, sample(name, event_id, verp), sender="ada@x.test")
             assert (code, "ignored" in text) == (250, True)
-        extra = system.snapshot().by_path()["inbound-smtp"].extra
+        extra = inbound_counts(system)
     assert sink.records == [] and sink.calls == 0
     assert extra["ignored_auto-reply"] == 2
 
@@ -132,7 +133,7 @@ async def test_a_forged_return_path_is_refused_at_rcpt(tmp_path: Path) -> None:
             assert code == 550, (address, text)
         assert (await send(port, f"postmaster@{DOMAIN}", b"Subject: hi\n\nx"))[0] == 550
         assert (await send(port, genuine.replace(DOMAIN, "example.org"), b"x"))[0] == 550
-        extra = system.snapshot().by_path()["inbound-smtp"].extra
+        extra = inbound_counts(system)
     assert sink.calls == 0
     assert extra["rcpt_forged"] == 3 and extra["rcpt_refused"] == 5
 
@@ -149,7 +150,7 @@ async def test_an_over_size_message_is_refused_552_unread(tmp_path: Path) -> Non
         assert await current_edge().run(declared_size, port, verp) == 552  # MAIL ... SIZE=
         # The connection limit per size is for this message only: the next one goes through.
         assert (await send(port, verp, sample("postfix_hard", event_id, verp)))[0] == 250
-        extra = system.snapshot().by_path()["inbound-smtp"].extra
+        extra = inbound_counts(system)
     assert len(sink.records) == 1
     assert extra.get("messages") == 1  # the big one never reached a handler
 
@@ -188,7 +189,7 @@ async def test_malformed_and_mismatched_reports_are_answered_and_never_applied(
         assert code == 250 and "another email" in text
         code, _ = await send(port, verp, b"Subject: hello\r\n\r\njust a note\r\n")
         assert code == 250
-        extra = system.snapshot().by_path()["inbound-smtp"].extra
+        extra = inbound_counts(system)
     assert sink.calls == 0
     assert extra["refused_malformed"] == 1 and extra["ignored_mismatch"] == 1
     assert extra["ignored_unrecognised"] == 1
@@ -235,7 +236,7 @@ async def test_a_flood_of_connections_is_bounded(tmp_path: Path) -> None:
 
     async with running_inbound(config, sink) as (system, port):
         codes = await current_edge().run(flood, port)
-        extra = system.snapshot().by_path()["inbound-smtp"].extra
+        extra = inbound_counts(system)
     assert codes == [220, 220, 220, 421, 421, 421]
     assert extra["connections_refused"] == 3
 
@@ -303,7 +304,7 @@ async def test_a_report_too_slow_to_read_is_deferred_and_the_loop_keeps_serving(
                 code, _ = await send(port, verp, sample("postfix_hard", event_id, verp))
                 assert code == 250
             assert results[0][0] == 451
-            extra = system.snapshot().by_path()["inbound-smtp"].extra
+            extra = inbound_counts(system)
     finally:
         release.set()
     assert extra["deferred_slow"] == 1 and len(sink.records) == 1
@@ -325,8 +326,39 @@ async def test_a_flood_of_reports_is_applied_without_loss(tmp_path: Path) -> Non
         async with trio.open_nursery() as nursery:
             for k in range(6):
                 nursery.start_soon(worker, ids[k::6])
-        extra = system.snapshot().by_path()["inbound-smtp"].extra
+        extra = inbound_counts(system)
     assert codes == [250] * 60
     applied = {r.event_id for r in sink.records}
     assert len(sink.records) == len(applied) == 60 - extra["ignored_auto-reply"]
     assert extra["messages"] == 60
+
+
+async def test_the_counters_are_prometheus_metrics(tmp_path: Path) -> None:
+    from prometheus_client.exposition import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+    from prometheus_client.registry import CollectorRegistry
+
+    from actors.telemetry.metrics import Observation, families
+    from runtime import GateStatistics
+
+    event_id = str(uuid.uuid4())
+    async with running_inbound(bounces_config(tmp_path), RecordingSink()) as (system, port):
+        verp = codec.address(event_id)
+        await send(port, verp, sample("postfix_hard", event_id, verp))
+        await send(port, f"bounces+{event_id}.aaaaaaaaaaaaaaaa@{DOMAIN}", b"x")
+        obs = Observation(system.snapshot(), GateStatistics(False, None, 0, 0), None, None)
+
+    class One:
+        def collect(self) -> object:
+            return families("feedback", obs)
+
+    registry = CollectorRegistry()
+    registry.register(One())  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    samples = {
+        s.labels["outcome"]: s.value
+        for family in text_string_to_metric_families(text)
+        if family.name == "mailactors_inbound_smtp"
+        for s in family.samples
+    }
+    assert samples["feedback_bounce"] == 1 and samples["rcpt_forged"] == 1

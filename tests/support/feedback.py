@@ -66,3 +66,10 @@ async def running_inbound(
         await system.spawn(spec)
         listening = system.snapshot().by_path()["inbound-smtp"].extra["listening"]
         yield system, int(listening[0].rpartition(":")[2])
+
+
+def inbound_counts(system: ActorSystem) -> dict[str, int]:
+    """The inbound endpoint's counters, as its actor reports them (and metrics export them)."""
+    counts = system.snapshot().by_path()["inbound-smtp"].extra["inbound_smtp"]
+    assert isinstance(counts, dict)
+    return counts
