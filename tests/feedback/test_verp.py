@@ -140,3 +140,12 @@ def test_the_key_comes_from_the_environment_or_a_file_only(tmp_path: Path) -> No
                                                                  "secret_env": "K"}})  # fmt: skip
     with pytest.raises(ConfigError, match="secret"):  # no key field in TOML, by design
         load_config("embedded", env={}, overrides={"bounces": {"secret": KEY}})
+
+
+def test_the_key_is_hidden_in_every_log_line(tmp_path: Path) -> None:
+    from actors.telemetry.redact import redact, register_config_secrets
+    from tests.support.feedback import KEY as FILE_KEY
+    from tests.support.feedback import bounces_config
+
+    register_config_secrets(bounces_config(tmp_path))
+    assert FILE_KEY not in redact(f"something logged the key {FILE_KEY} by mistake")
