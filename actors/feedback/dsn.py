@@ -61,6 +61,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("mailactors.feedback")
+# flufl.bounce logs every detector it runs (17 lines per message, at INFO) and every detector
+# that trips over malformed input as an ERROR traceback: anyone can send us such input, and
+# _non_standard logs it once, in one line.
+logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 MAX_DIAGNOSTIC_CHARS = 500
 MAX_RECIPIENTS = 100  # per report; each of our emails has one recipient
@@ -326,6 +330,8 @@ def _auto_reply(msg: Message) -> str | None:
 
 
 def _non_standard(msg: Message, date: datetime | None) -> list[FoundRecipient]:
+    if not getaddresses([_header(msg, "From")]):
+        return []  # every MTA's bounce has a sender; flufl's Yale detector trips without one
     try:
         temporary, permanent = all_failures(msg)
     except Exception as exc:  # a detector tripped over malformed input (flufl logs which)
