@@ -13,6 +13,8 @@
                                                     profile under faults, every email accounted for
     python supervisor.py console [SERVICE] [--json] live actor trees; --restart PATH, --pause,
                                                     --resume, --dead-letters
+    python supervisor.py dkim show DOMAIN           the DNS TXT record of DOMAIN's DKIM key
+    python supervisor.py dkim keygen DOMAIN --selector S [--algorithm rsa|ed25519] --out FILE
 
 ``send``, ``status`` and ``search`` talk gRPC to a running ``up``.
 
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from actors.ops import admin, client, console, soak
+from actors.ops import dkim as dkim_cli
 from actors.profiles import cli as profiles_cli
 from bench import suite
 from config import ConfigError
@@ -45,6 +48,7 @@ COMMANDS: list[Register] = [
     suite.register,  # bench
     admin.register,  # dlq, suppression
     soak.register,  # soak
+    dkim_cli.register,  # dkim show, dkim keygen
 ]
 
 

@@ -264,6 +264,45 @@ class ProviderConfig(_Section, frozen=True):
             )
 
 
+# Checked in full (labels, hyphens) when the key is loaded; here only the characters.
+DkimDomain = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+DkimSelector = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")]
+
+
+class DkimDomainConfig(_Section, frozen=True):
+    """One signing domain: its selector, algorithm and where its private key is (never here)."""
+
+    selector: DkimSelector
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    key_file: PathStr = ""  # a PEM file (mode 0600), e.g. from `supervisor.py dkim keygen`
+    key_env: EnvName = ""  # or an env var holding the PEM text; wins over key_file when set
+
+    def private_key(self, domain: str, env: Mapping[str, str] | None = None) -> str:
+        """The key's text (PEM); ConfigError naming this domain's key field when it is missing.
+
+        (Checked here, not in ``__post_init__``: msgspec's error path hides a table's key, and
+        the error must say which domain.)
+        """
+        where = f'dkim.domains."{domain}".'
+        if not (self.key_file or self.key_env):
+            raise ConfigError(where + "key_file", "missing key: set key_file or key_env")
+        key = resolve_secret(
+            env_var=self.key_env,
+            file=self.key_file,
+            env=env,
+            key=where + ("key_env" if self.key_env else "key_file"),
+        )
+        assert key is not None  # one of the two is set
+        return key
+
+
+class DkimConfig(_Section, frozen=True):
+    """DKIM signing of every message, with the key of its From domain."""
+
+    require: bool = False  # a From domain without a key: FAILED, instead of sent unsigned
+    domains: dict[DkimDomain, DkimDomainConfig] = {}
+
+
 class EmailServerConfig(_Section, frozen=True):
     workers: PosInt = 1
     concurrency: PosInt = 16
@@ -452,6 +491,7 @@ class Config(_Section, frozen=True):
     control: ControlConfig = msgspec.field(default_factory=ControlConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     bounces: BouncesConfig = msgspec.field(default_factory=BouncesConfig)
+    dkim: DkimConfig = msgspec.field(default_factory=DkimConfig)
     # Set by the loader (the profile file it read); not accepted from TOML or env.
     profile: str = ""
 

@@ -70,10 +70,12 @@ def make_bus(config: Config, role: str) -> Bus:
 
 
 def make_provider(config: Config) -> Provider:
-    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers.build."""
+    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers.build;
+    each signs with the ``[dkim]`` keys, read here (a bad key stops start-up)."""
     from actors.providers.build import make_provider as build
+    from actors.providers.build import make_signer
 
-    return build(config.provider)
+    return build(config.provider, signer=make_signer(config.dkim))
 
 
 def make_claims(config: Config) -> ClaimStore:
