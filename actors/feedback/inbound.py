@@ -234,7 +234,12 @@ class _Handlers:
         if handler is None:
             owner.counts["rcpt_refused"] += 1
             return "550 5.1.1 No such mailbox"
-        refusal = handler.check(detail)
+        try:
+            refusal = handler.check(detail)
+        except Exception:  # a handler's bug: the sender tries again later, nothing is lost
+            owner.counts["deferred_error"] += 1
+            log.exception("the %s handler could not check a recipient", prefix)
+            return DEFER
         if refusal is not None:
             owner.counts["rcpt_refused"] += 1
             log.info("refused RCPT TO from %s: %s", _peer(session), refusal)

@@ -254,9 +254,14 @@ async def test_another_prefix_plugs_in_without_editing_the_server(tmp_path: Path
             self.got.append(message)
             return "250 2.0.0 Unsubscribed"
 
+    class Broken(Unsubscribe):
+        def check(self, detail: str) -> str | None:
+            raise RuntimeError("a bug in a handler")
+
     handler = Unsubscribe()
-    async with running_inbound(bounces_config(tmp_path), RecordingSink(),
-                               {"unsubscribe": handler}) as (_, port):  # fmt: skip
+    handlers = {"unsubscribe": handler, "broken": Broken()}
+    async with running_inbound(bounces_config(tmp_path), RecordingSink(), handlers) as (_, port):
+        assert (await send(port, f"broken+x@{DOMAIN}", b"x"))[0] == 451
         assert await send(port, f"unsubscribe+tok123@{DOMAIN}", b"Subject: x\r\n\r\n",
                           sender="ada@example.com") == (250, "2.0.0 Unsubscribed")  # fmt: skip
         assert (await send(port, f"unsubscribe+bad@{DOMAIN}", b"x"))[0] == 550
