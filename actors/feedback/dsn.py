@@ -367,7 +367,15 @@ def _texts(msg: Message) -> Iterator[str]:
             continue
         payload = part.get_payload(decode=True)
         if isinstance(payload, bytes):
-            yield payload.decode(part.get_content_charset() or "utf-8", "replace")
+            yield _decode(payload, part.get_content_charset())
+
+
+def _decode(payload: bytes, charset: str | None) -> str:
+    """Text in its declared charset; an unknown or broken one is read as UTF-8."""
+    try:
+        return payload.decode(charset or "utf-8", "replace")
+    except (LookupError, ValueError):  # "s-ascii", "utf\x00-8"...: anything can be declared
+        return payload.decode("utf-8", "replace")
 
 
 def _reply_near(text: str, address: str) -> tuple[str | None, str | None]:

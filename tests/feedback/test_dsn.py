@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.feedback import (
     BounceType,
@@ -189,3 +191,38 @@ def test_enormous_structures_are_refused_unparsed() -> None:
         parse_report(wide)
     # Within the bounds it parses.
     assert parse_report(wide, max_parts=2000).kind is ReportKind.UNRECOGNISED
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(sorted(EXPECTED)),
+    st.lists(st.tuples(st.integers(0, 4000), st.binary(min_size=0, max_size=40)), max_size=6),
+    st.integers(0, 4000),
+)
+def test_damaged_samples_never_crash_the_reader(
+    name: str, edits: list[tuple[int, bytes]], cut: int
+) -> None:
+    raw = bytearray(sample(name, EVENT_ID, VERP))
+    for at, junk in edits:  # overwrite bytes anywhere: headers, boundaries, fields
+        at %= max(len(raw), 1)
+        raw[at : at + len(junk)] = junk
+    damaged = bytes(raw[: max(cut, 1) if cut < len(raw) else len(raw)])
+    try:
+        report = parse_report(damaged)
+    except ReportRefused:
+        return
+    for found in report.found:
+        assert found.kind in set(FeedbackKind)
+    try:
+        feedback_records(report, codec.verify(VERP), NOW)  # type: ignore[arg-type]
+    except Mismatch:
+        pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=3000))
+def test_random_bytes_never_crash_the_reader(raw: bytes) -> None:
+    try:
+        parse_report(raw)
+    except ReportRefused:
+        pass
