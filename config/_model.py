@@ -428,6 +428,9 @@ class BouncesConfig(_Section, frozen=True):
     local_prefix: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$")] = "bounces"
     secret_env: EnvName = ""  # env var holding the HMAC key of the return paths
     secret_file: PathStr = ""  # or a file holding it
+    # The key before a rotation: its return paths are still accepted, none is made with it.
+    previous_secret_env: EnvName = ""
+    previous_secret_file: PathStr = ""
     host: NonEmptyStr = "127.0.0.1"  # the inbound SMTP endpoint (an MX: 0.0.0.0 and port 25)
     port: Port = 2525  # 0 = any free port (tests)
     max_message_bytes: PosInt = 1 * MIB  # a larger report is refused at DATA (552), unread
@@ -451,6 +454,15 @@ class BouncesConfig(_Section, frozen=True):
         """The HMAC key of the return paths, or None when none is configured."""
         return resolve_secret(
             env_var=self.secret_env, file=self.secret_file, env=env, key="bounces.secret"
+        )
+
+    def previous_secret(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The key before the last rotation, or None."""
+        return resolve_secret(
+            env_var=self.previous_secret_env,
+            file=self.previous_secret_file,
+            env=env,
+            key="bounces.previous_secret",
         )
 
 

@@ -108,29 +108,47 @@ class VerpAddress:
 class VerpCodec:
     """Builds and verifies the return paths of one bounce domain under one key.
 
-    The key is held privately and never shown (``repr`` hides it).
+    The key is held privately and never shown (``repr`` hides it). Addresses are
+    made with ``key``; ``previous`` keys (the ones before a rotation) are still
+    accepted, so that bounces of emails sent before it keep coming in.
     """
 
-    __slots__ = ("_key", "domain", "prefix")
+    __slots__ = ("_key", "_keys", "domain", "prefix")
 
-    def __init__(self, key: str | bytes, domain: str, prefix: str = "bounces") -> None:
-        raw = key.encode() if isinstance(key, str) else key
-        if len(raw) < 16:
+    def __init__(
+        self,
+        key: str | bytes,
+        domain: str,
+        prefix: str = "bounces",
+        previous: tuple[str | bytes, ...] = (),
+    ) -> None:
+        keys = [k.encode() if isinstance(k, str) else k for k in (key, *previous)]
+        if any(len(k) < 16 for k in keys):
             raise ValueError("the VERP key must have at least 16 bytes (128 bits)")
+        raw = keys[0]
         if not domain or "@" in domain:
             raise ValueError(f"domain: not a domain name: {domain!r}")
         if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,15}", prefix):
             raise ValueError(f"prefix: 1-16 lower-case letters, digits or '-', got {prefix!r}")
         self._key = raw
+        self._keys = tuple(keys)
         self.domain = domain.lower().rstrip(".")
         self.prefix = prefix
 
     def __repr__(self) -> str:
         return f"VerpCodec(key='***', domain={self.domain!r}, prefix={self.prefix!r})"
 
-    def _tag(self, form: bytes, data: bytes) -> str:
-        mac = hmac.new(self._key, b"mailactors-verp-1\0" + form + b"\0" + data, hashlib.sha256)
+    def _tag(self, form: bytes, data: bytes, key: bytes | None = None) -> str:
+        message = b"mailactors-verp-1\0" + form + b"\0" + data
+        mac = hmac.new(self._key if key is None else key, message, hashlib.sha256)
         return _b32(mac.digest()[:TAG_BYTES])
+
+    def _tag_ok(self, form: bytes, data: bytes, tag: str) -> bool:
+        """Whether ``tag`` is the tag of ``data`` under the key or a previous one."""
+        ok = False
+        for key in self._keys:  # every key compared, in constant time each
+            ok |= hmac.compare_digest(self._tag(form, data, key), tag)
+        return ok
 
     def local_part(self, event_id: str) -> str:
         """``<prefix>+<token>``, at most 64 octets, for an eventId the system accepts."""
@@ -156,13 +174,11 @@ class VerpCodec:
             if len(body) != _B32_CHARS or not re.fullmatch(r"[a-z2-7]+", body):
                 return None
             digest = _unb32(body)
-            expected = self._tag(b"h", digest)
-            return VerpAddress(None, digest) if hmac.compare_digest(expected, tag) else None
+            return VerpAddress(None, digest) if self._tag_ok(b"h", digest, tag) else None
         event_id = decode_event_id(body)
         if event_id is None:
             return None
-        expected = self._tag(b"d", event_id.encode())
-        return VerpAddress(event_id) if hmac.compare_digest(expected, tag) else None
+        return VerpAddress(event_id) if self._tag_ok(b"d", event_id.encode(), tag) else None
 
     def verify(self, address: str) -> VerpAddress | None:
         """A whole return path checked: prefix, domain and tag; None if any is wrong."""
@@ -194,7 +210,10 @@ def verp_codec(bounces: BouncesConfig, env: Mapping[str, str] | None = None) -> 
     key = bounces.secret(env)
     if key is None:  # BouncesConfig refuses enabled without a secret source
         raise ConfigError("bounces.secret", "enabled without secret_env or secret_file")
+    previous = bounces.previous_secret(env)
     try:
-        return VerpCodec(key, bounces.domain, bounces.local_prefix)
+        return VerpCodec(
+            key, bounces.domain, bounces.local_prefix, (previous,) if previous else ()
+        )
     except ValueError as exc:
         raise ConfigError("bounces", str(exc)) from None

@@ -149,3 +149,17 @@ def test_the_key_is_hidden_in_every_log_line(tmp_path: Path) -> None:
 
     register_config_secrets(bounces_config(tmp_path))
     assert FILE_KEY not in redact(f"something logged the key {FILE_KEY} by mistake")
+
+
+def test_after_a_rotation_the_previous_key_is_still_accepted() -> None:
+    old = VerpCodec("old-key-" + "o" * 24, "bounces.example.com")
+    new = VerpCodec("new-key-" + "n" * 24, "bounces.example.com")
+    rotated = VerpCodec("new-key-" + "n" * 24, "bounces.example.com",
+                        previous=("old-key-" + "o" * 24,))  # fmt: skip
+    for event_id in ("e-1", "x" * 128):
+        before = old.address(event_id)
+        assert new.verify(before) is None  # without the previous key: refused
+        verified = rotated.verify(before)
+        assert verified is not None and rotated.matches(verified, event_id)
+        assert rotated.address(event_id) == new.address(event_id)  # made with the new key only
+    assert "o" * 24 not in repr(rotated)
