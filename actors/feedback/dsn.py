@@ -153,17 +153,14 @@ def parse_report(raw: bytes, *, max_parts: int = 256, max_multiparts: int = 32) 
     )
     date = _date(_header(msg, "Date"))
     originals = frozenset(_original_event_ids(msg))
-    content_type = msg.get_content_type()
-    report_type = (msg.get_param("report-type") or "") if content_type == "multipart/report" else ""
-    report_type = report_type.lower() if isinstance(report_type, str) else ""
-    if report_type == "feedback-report":
-        found = _arf(msg, date)
-        if found:
-            return Report(ReportKind.ARF, report_id, found, originals, date, "RFC 5965")
-    if report_type == "delivery-status":
-        found = _dsn(msg, date)
-        if found:
-            return Report(ReportKind.DSN, report_id, found, originals, date, "RFC 3464")
+    # By the parts, not only the top-level report-type: some MTAs wrap the report in
+    # multipart/mixed or get the report-type parameter wrong.
+    found = _arf(msg, date)
+    if found:
+        return Report(ReportKind.ARF, report_id, found, originals, date, "RFC 5965")
+    found = _dsn(msg, date)
+    if found:
+        return Report(ReportKind.DSN, report_id, found, originals, date, "RFC 3464")
     why = _auto_reply(msg)
     if why is not None:
         return Report(ReportKind.AUTO_REPLY, report_id, [], originals, date, why)

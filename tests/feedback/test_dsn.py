@@ -226,3 +226,13 @@ def test_random_bytes_never_crash_the_reader(raw: bytes) -> None:
         parse_report(raw)
     except ReportRefused:
         pass
+
+
+def test_a_dsn_wrapped_in_multipart_mixed_is_still_a_dsn() -> None:
+    raw = sample("postfix_hard", EVENT_ID, VERP).replace(
+        b"Content-Type: multipart/report; report-type=delivery-status;",
+        b"Content-Type: multipart/mixed;",
+    )
+    report = parse_report(raw)
+    assert report.kind is ReportKind.DSN
+    assert [(f.recipient, f.bounce_type) for f in report.found] == [("nobody@example.net", H)]
