@@ -367,3 +367,22 @@ async def test_the_counters_are_prometheus_metrics(tmp_path: Path) -> None:
         for s in family.samples
     }
     assert samples["feedback_bounce"] == 1 and samples["rcpt_forged"] == 1
+
+
+async def test_the_endpoint_stops_with_connections_still_open(tmp_path: Path) -> None:
+    clients: list[aiosmtplib.SMTP] = []
+
+    async def connect(port: int) -> None:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
+        await client.connect()
+        await client.mail("")
+        clients.append(client)
+
+    t0 = trio.current_time()
+    async with running_inbound(bounces_config(tmp_path), RecordingSink()) as (system, port):
+        for _ in range(3):
+            await current_edge().run(connect, port)
+        assert system.snapshot().by_path()["inbound-smtp"].extra["connections_open"] == 3
+    assert trio.current_time() - t0 < 5  # the sessions were closed, not waited for
+    for client in clients:
+        client.close()
