@@ -17,46 +17,14 @@ from tests.support.feedback import (
     KEY,
     RecordingSink,
     bounces_config,
+    declared_size,
     inbound_counts,
     running_inbound,
     sample,
+    send,
 )
 
 codec = VerpCodec(KEY, DOMAIN)
-
-
-async def send(port: int, rcpt: str, data: bytes, *, sender: str = "") -> tuple[int, str]:
-    """One message by SMTP (MAIL FROM:<> as an MTA sends a bounce); the final reply."""
-
-    async def go() -> tuple[int, str]:
-        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
-        await client.connect()
-        try:
-            await client.mail(sender)
-            code, text = await client.rcpt(rcpt)
-            if code >= 300:
-                return code, text
-            response = await client.data(data)
-            return response.code, response.message
-        except aiosmtplib.SMTPResponseException as exc:
-            return exc.code, exc.message
-        finally:
-            client.close()
-
-    return await current_edge().run(go)
-
-
-async def declared_size(port: int, rcpt: str) -> int:
-    """MAIL FROM:<> SIZE=<too big>: the reply code (refused before any data is sent)."""
-    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
-    await client.connect()
-    try:
-        await client.mail("", options=["SIZE=999999999"])
-        return 250
-    except aiosmtplib.SMTPResponseException as exc:
-        return exc.code
-    finally:
-        client.close()
 
 
 CASES = [  # sample, kind, bounce type / feedback type

@@ -6,11 +6,12 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import aiosmtplib
 import trio
 
 from actors.feedback import Feedback, FeedbackSink, RecipientHandler, inbound_smtp_server
 from config import Config, load_config
-from runtime import ActorSystem, open_actor_system, open_asyncio_edge
+from runtime import ActorSystem, current_edge, open_actor_system, open_asyncio_edge
 
 DATA = Path(__file__).resolve().parent.parent / "feedback" / "data"
 SAMPLES = sorted(p.stem for p in DATA.glob("*.eml"))
@@ -73,3 +74,37 @@ def inbound_counts(system: ActorSystem) -> dict[str, int]:
     counts = system.snapshot().by_path()["inbound-smtp"].extra["inbound_smtp"]
     assert isinstance(counts, dict)
     return counts
+
+
+async def send(port: int, rcpt: str, data: bytes, *, sender: str = "") -> tuple[int, str]:
+    """One message by SMTP (MAIL FROM:<> as an MTA sends a bounce); the final reply."""
+
+    async def go() -> tuple[int, str]:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
+        await client.connect()
+        try:
+            await client.mail(sender)
+            code, text = await client.rcpt(rcpt)
+            if code >= 300:
+                return code, text
+            response = await client.data(data)
+            return response.code, response.message
+        except aiosmtplib.SMTPResponseException as exc:
+            return exc.code, exc.message
+        finally:
+            client.close()
+
+    return await current_edge().run(go)
+
+
+async def declared_size(port: int, rcpt: str) -> int:
+    """MAIL FROM:<> SIZE=<too big>: the reply code (refused before any data is sent)."""
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, timeout=20)
+    await client.connect()
+    try:
+        await client.mail("", options=["SIZE=999999999"])
+        return 250
+    except aiosmtplib.SMTPResponseException as exc:
+        return exc.code
+    finally:
+        client.close()
