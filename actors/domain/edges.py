@@ -164,6 +164,8 @@ class OutgoingEmail(msgspec.Struct, frozen=True, kw_only=True):
     message_id: str  # "<...>", derived from the eventId
     attachments: list[tuple[str, str, bytes]] = []  # (filename, content type, bytes)
     headers: dict[str, str] = {}
+    # SMTP MAIL FROM (the return path bounces go to); None = the address of ``sender``.
+    envelope_from: str | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):

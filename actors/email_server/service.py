@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -152,6 +153,9 @@ class SenderSettings(msgspec.Struct, frozen=True):
     claims_batch_ms: float = 5.0  # under load, claims and outcomes wait this long to share a write
     unknown_outcome: str = "resend"  # "resend" or "fail": a dead owner's claim without outcome
     unknown_outcome_by_category: dict[str, str] = {}
+    # The envelope sender (return path) of an email, from its eventId: the VERP address
+    # bounces come back to (actors.feedback.verp). None: the sender's own address.
+    envelope_from: Callable[[str], str] | None = None
 
     def policy_for(self, category: str) -> str:
         return self.unknown_outcome_by_category.get(category, self.unknown_outcome)
@@ -315,6 +319,9 @@ class Sender(Actor[SendJob]):
             html=rendered.html,
             message_id=message_id_for(event.event_id, self.settings.message_id_domain),
             attachments=[(a.filename, a.content_type, a.content) for a in event.attachments],
+            envelope_from=(
+                self.settings.envelope_from(event.event_id) if self.settings.envelope_from else None
+            ),
         )
         if self.claims:
             # Claimed last, just before the provider is contacted: a claim without an

@@ -17,6 +17,7 @@ from actors.domain.edges import Bus, Provider, Store
 from actors.domain.templates import TemplateRenderer
 from actors.email_server.safeguards import SendGuards, throttle_options
 from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
+from actors.feedback import verp_codec
 from actors.grpc.api import GrpcServer
 from actors.grpc.security import server_ssl_context
 from actors.http import HttpServer, RouteFactory, health_routes
@@ -109,6 +110,7 @@ def sender_settings(config: Config) -> SenderSettings:
         claims_batch_ms=e.claims_batch_ms,
         unknown_outcome=e.unknown_outcome,
         unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
+        envelope_from=codec.address if (codec := verp_codec(config.bounces)) else None,
     )
 
 

@@ -143,7 +143,8 @@ class SmtpProvider:
     ``starttls`` upgrades a plain connection with STARTTLS (and fails if the server
     does not offer it); ``use_tls`` connects with implicit TLS (port 465). With a
     ``username``, each connection logs in after connecting. ``timeout`` bounds the
-    connect and each SMTP command. The envelope sender is each email's own sender.
+    connect and each SMTP command. The envelope sender is each email's ``envelope_from``
+    (a VERP return path, :mod:`actors.feedback.verp`), else the address of its sender.
     """
 
     def __init__(
@@ -261,7 +262,7 @@ class SmtpProvider:
         except ValueError as exc:
             self._failed += 1
             return self._failure(None, str(exc), Failure.PERMANENT)
-        sender = _envelope_address(email.sender)
+        sender = email.envelope_from or _envelope_address(email.sender)
         async with self._slots:
             conn = self._idle.pop()
             try:
