@@ -14,6 +14,8 @@
                                                     profile under faults, every email accounted for
     python supervisor.py console [SERVICE] [--json] live actor trees; --restart PATH, --pause,
                                                     --resume, --dead-letters
+    python supervisor.py dkim show DOMAIN           the DNS TXT record of DOMAIN's DKIM key
+    python supervisor.py dkim keygen DOMAIN --selector S [--algorithm rsa|ed25519] --out FILE
 
 ``send``, ``status`` and ``search`` talk gRPC to a running ``up``.
 
@@ -31,6 +33,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from actors.ops import admin, client, console, soak
+from actors.ops import dkim as dkim_cli
 from actors.profiles import cli as profiles_cli
 from actors.webhooks import cli as webhooks_cli
 from bench import suite
@@ -48,6 +51,7 @@ COMMANDS: list[Register] = [
     admin.register,  # dlq, suppression
     soak.register,  # soak
     webhooks_cli.register,  # webhooks list-failed | replay
+    dkim_cli.register,  # dkim show, dkim keygen
 ]
 
 

@@ -329,6 +329,15 @@ def _resolve_paths(config: Config) -> Config:
                 items = tuple(fix(v) if isinstance(v, msgspec.Struct) else v for v in value)
                 if any(a is not b for a, b in zip(items, value, strict=True)):
                     changes[field.name] = items
+            elif isinstance(value, dict) and any(
+                isinstance(v, msgspec.Struct) for v in value.values()
+            ):
+                # a table of sections ([dkim.domains."example.com"]): paths inside them too
+                entries = {
+                    k: fix(v) if isinstance(v, msgspec.Struct) else v for k, v in value.items()
+                }
+                if any(entries[k] is not value[k] for k in value):
+                    changes[field.name] = entries
             elif _is_path(field.type) and isinstance(value, str) and value:
                 resolved = os.path.normpath(root / Path(value).expanduser())
                 if resolved != value:

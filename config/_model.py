@@ -265,6 +265,45 @@ class ProviderConfig(_Section, frozen=True):
             )
 
 
+# Checked in full (labels, hyphens) when the key is loaded; here only the characters.
+DkimDomain = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9.-]*$")]
+DkimSelector = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]*$")]
+
+
+class DkimDomainConfig(_Section, frozen=True):
+    """One signing domain: its selector, algorithm and where its private key is (never here)."""
+
+    selector: DkimSelector
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    key_file: PathStr = ""  # a PEM file (mode 0600), e.g. from `supervisor.py dkim keygen`
+    key_env: EnvName = ""  # or an env var holding the PEM text; wins over key_file when set
+
+    def private_key(self, domain: str, env: Mapping[str, str] | None = None) -> str:
+        """The key's text (PEM); ConfigError naming this domain's key field when it is missing.
+
+        (Checked here, not in ``__post_init__``: msgspec's error path hides a table's key, and
+        the error must say which domain.)
+        """
+        where = f'dkim.domains."{domain}".'
+        if not (self.key_file or self.key_env):
+            raise ConfigError(where + "key_file", "missing key: set key_file or key_env")
+        key = resolve_secret(
+            env_var=self.key_env,
+            file=self.key_file,
+            env=env,
+            key=where + ("key_env" if self.key_env else "key_file"),
+        )
+        assert key is not None  # one of the two is set
+        return key
+
+
+class DkimConfig(_Section, frozen=True):
+    """DKIM signing of every message, with the key of its From domain."""
+
+    require: bool = False  # a From domain without a key: FAILED, instead of sent unsigned
+    domains: dict[DkimDomain, DkimDomainConfig] = {}
+
+
 class EmailServerConfig(_Section, frozen=True):
     workers: PosInt = 1
     concurrency: PosInt = 16
@@ -376,6 +415,58 @@ class HttpConfig(_Section, frozen=True):
         return bool(self.tls_cert_file)
 
 
+class BouncesConfig(_Section, frozen=True):
+    """Bounces and complaints by SMTP: the VERP return path and the inbound endpoint.
+
+    Every outgoing email's envelope sender becomes
+    ``<local_prefix>+<eventId>.<hmac>@<domain>``; the domain's MX points at the
+    inbound SMTP endpoint (``host``:``port``), which takes DSNs and ARF reports
+    sent there. The HMAC key comes from ``secret_env`` or ``secret_file`` only.
+    """
+
+    enabled: bool = False
+    domain: str = ""  # right side of the return path; its MX is the inbound endpoint
+    local_prefix: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,15}$")] = "bounces"
+    secret_env: EnvName = ""  # env var holding the HMAC key of the return paths
+    secret_file: PathStr = ""  # or a file holding it
+    # The key before a rotation: its return paths are still accepted, none is made with it.
+    previous_secret_env: EnvName = ""
+    previous_secret_file: PathStr = ""
+    host: NonEmptyStr = "127.0.0.1"  # the inbound SMTP endpoint (an MX: 0.0.0.0 and port 25)
+    port: Port = 2525  # 0 = any free port (tests)
+    max_message_bytes: PosInt = 1 * MIB  # a larger report is refused at DATA (552), unread
+    max_parts: PosInt = 256  # MIME parts a report may have; more is refused (554), unparsed
+    max_multiparts: PosInt = 32  # multipart containers (so nesting depth) a report may have
+    parse_timeout_s: PosFloat = 5.0  # a report that takes longer to parse is refused (451)
+    max_connections: PosInt = 64  # concurrent SMTP connections; more are told 421
+    max_commands: PosInt = 100  # commands of one kind per connection (a flood is cut off)
+    idle_timeout_s: PosFloat = 60.0  # a connection silent this long is closed
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            if not self.domain:
+                raise ValueError("enabled: needs a domain (the return path's right side)")
+            if not (self.secret_env or self.secret_file):
+                raise ValueError("enabled: needs the HMAC key: set secret_env or secret_file")
+        if self.domain and ("@" in self.domain or "." not in self.domain.strip(".")):
+            raise ValueError(f"domain: not a domain name: {self.domain!r}")
+
+    def secret(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The HMAC key of the return paths, or None when none is configured."""
+        return resolve_secret(
+            env_var=self.secret_env, file=self.secret_file, env=env, key="bounces.secret"
+        )
+
+    def previous_secret(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The key before the last rotation, or None."""
+        return resolve_secret(
+            env_var=self.previous_secret_env,
+            file=self.previous_secret_file,
+            env=env,
+            key="bounces.previous_secret",
+        )
+
+
 class ControlConfig(_Section, frozen=True):
     """The control endpoint of each service process (``supervisor.py console``)."""
 
@@ -414,6 +505,8 @@ class Config(_Section, frozen=True):
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
     webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
     unsubscribe: UnsubscribeConfig = msgspec.field(default_factory=UnsubscribeConfig)
+    bounces: BouncesConfig = msgspec.field(default_factory=BouncesConfig)
+    dkim: DkimConfig = msgspec.field(default_factory=DkimConfig)
     # Set by the loader (the profile file it read); not accepted from TOML or env.
     profile: str = ""
 

@@ -5,6 +5,8 @@ that everything above depends on, never a client.
 
 Modules:
 
+* ``dkim``           DKIM signing (RFC 6376) of a rendered message: rsa-sha256 and ed25519-sha256
+                     (RFC 8463).
 * ``edges``          The edge interfaces: store, provider, bus. Actors depend on these, never on a
                      client.
 * ``event_checks``   Checks on what arrives from the bus and through SaveEmail: the same rules as a

@@ -167,6 +167,8 @@ class OutgoingEmail(msgspec.Struct, frozen=True, kw_only=True):
     # RFC 8058 one-click unsubscribe (issue 19): (https URL, mailto URL) -> List-Unsubscribe
     # and List-Unsubscribe-Post. Set by the sender for unsubscribable categories only.
     list_unsubscribe: tuple[str, str] | None = None
+    # SMTP MAIL FROM (the return path bounces go to); None = the address of ``sender``.
+    envelope_from: str | None = None
 
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):

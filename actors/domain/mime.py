@@ -24,6 +24,7 @@ import re
 import secrets
 import time
 import urllib.parse
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import errors, headerregistry
 from email.message import EmailMessage, MIMEPart
@@ -39,6 +40,7 @@ __all__ = [
     "build_message",
     "encode_address",
     "encode_text",
+    "final_bytes",
     "message_id_for",
     "needs_smtputf8",
     "render_bytes",
@@ -473,6 +475,23 @@ def render_bytes(msg: EmailMessage, *, eight_bit: bool = True) -> bytes:
         if _render_simple(msg, eight_bit, out, 0):
             return b"".join(out)
     return _render_stdlib(msg, eight_bit)
+
+
+def final_bytes(
+    msg: EmailMessage,
+    *,
+    eight_bit: bool = True,
+    sign: Callable[[bytes], bytes] | None = None,
+) -> bytes:
+    """The bytes a provider hands to its transport: ``render_bytes``, then ``sign`` (DKIM,
+    :meth:`actors.domain.dkim.DkimSigner.sign`) as the very last step.
+
+    Every provider gets its bytes here and nowhere else. Whatever changes the message
+    (a header added for a request, a List-Unsubscribe) must be in ``msg`` before this call:
+    a byte changed after signing breaks the signature.
+    """
+    data = render_bytes(msg, eight_bit=eight_bit)
+    return sign(data) if sign is not None else data
 
 
 # The generator cost ~50 us a message (a policy clone and a buffer per part, the

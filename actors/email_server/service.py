@@ -155,6 +155,9 @@ class SenderSettings(msgspec.Struct, frozen=True):
     unknown_outcome_by_category: dict[str, str] = {}
     # (recipient, category) -> List-Unsubscribe's (url, mailto), or None (issue 19)
     unsubscribe: Callable[[str, str], tuple[str, str] | None] | None = None
+    # The envelope sender (return path) of an email, from its eventId: the VERP address
+    # bounces come back to (actors.feedback.verp). None: the sender's own address.
+    envelope_from: Callable[[str], str] | None = None
 
     def policy_for(self, category: str) -> str:
         return self.unknown_outcome_by_category.get(category, self.unknown_outcome)
@@ -322,6 +325,9 @@ class Sender(Actor[SendJob]):
                 self.settings.unsubscribe(event.recipient, event.category)
                 if self.settings.unsubscribe is not None
                 else None
+            ),
+            envelope_from=(
+                self.settings.envelope_from(event.event_id) if self.settings.envelope_from else None
             ),
         )
         if self.claims:

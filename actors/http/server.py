@@ -31,6 +31,7 @@ __all__ = ["HttpServer", "RouteFactory", "health_routes", "public_url"]
 RouteFactory = Callable[[Actor[Any]], Sequence[BaseRoute]]
 """Builds a package's routes once the server actor runs (refs are looked up by path)."""
 
+DRAIN_BYTES = 64 * 1024  # read past the limit, so that the client gets its 413
 GRACE_S = 3.0  # requests in flight get this long to finish when the server stops
 
 
@@ -48,9 +49,12 @@ def public_url(http: HttpConfig, bound: str | None = None) -> str:
 class BodyLimit:
     """Refuses a request body over ``limit`` bytes with 413, before the app reads it.
 
-    A declared Content-Length over the limit is refused unread; a chunked body is
-    counted as it streams and answered 413 once it passes the limit (whatever the
-    app would have answered instead is dropped).
+    A declared Content-Length over the limit is refused without passing the body
+    to the app; a chunked body is counted as it streams and answered 413 once it
+    passes the limit (whatever the app would have answered instead is dropped).
+    Up to ``DRAIN_BYTES`` of the rest is read and discarded first: a server that
+    closes with the client's bytes unread makes the kernel reset the connection,
+    and the client then loses the 413 it was sent. Past that, the reset is cheaper.
     """
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
@@ -69,6 +73,8 @@ class BodyLimit:
                     await _plain(send, 400, "bad Content-Length")
                     return
                 if declared > self.limit:
+                    if declared - self.limit <= DRAIN_BYTES:
+                        await _drain(receive, DRAIN_BYTES + self.limit)
                     await _plain(send, 413, f"request body over {self.limit} bytes")
                     return
         seen = 0
@@ -91,11 +97,23 @@ class BodyLimit:
         try:
             await self.app(scope, counted, guarded)
         except _TooLarge:
+            await _drain(receive, DRAIN_BYTES)
             await _plain(send, 413, f"request body over {self.limit} bytes")
 
 
 class _TooLarge(Exception):
     pass
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the request body, up to ``budget`` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 async def _plain(send: Send, status: int, text: str) -> None:

@@ -1,6 +1,6 @@
 """Layer 6, operator commands of supervisor.py.
 
-console, dead letters and suppression, soak, the gRPC client commands, batch send, and
+console, dead letters and suppression, DKIM keys, soak, the gRPC client commands, batch send, and
 their progress bars. Each command module has ``register(commands)``, which supervisor.py
 calls to add its subcommands.
 
@@ -12,6 +12,8 @@ Modules:
                    ``up``.
 * ``console``      ``supervisor.py console``: the actor trees of running services, live, and
                    commands on them.
+* ``dkim``         ``supervisor.py dkim show DOMAIN`` and ``dkim keygen DOMAIN``: DKIM keys and
+                   their DNS records.
 * ``progress``     Progress bars for long commands (``send --batch``, ``soak``, ``bench``), on
                    stderr.
 * ``send_batch``   ``supervisor.py send --batch FILE``: many requests from a JSON-lines file, with

@@ -17,6 +17,7 @@ from actors.domain.edges import Bus, Provider, Store
 from actors.domain.templates import TemplateRenderer
 from actors.email_server.safeguards import SendGuards, throttle_options
 from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
+from actors.feedback import verp_codec
 from actors.grpc.api import GrpcServer
 from actors.grpc.security import server_ssl_context
 from actors.http import HttpServer, RouteFactory, health_routes
@@ -74,10 +75,12 @@ def make_bus(config: Config, role: str) -> Bus:
 
 
 def make_provider(config: Config) -> Provider:
-    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers.build."""
+    """maildir, smtp, ses or a chain of them: one builder per kind in actors.providers.build;
+    each signs with the ``[dkim]`` keys, read here (a bad key stops start-up)."""
     from actors.providers.build import make_provider as build
+    from actors.providers.build import make_signer
 
-    return build(config.provider)
+    return build(config.provider, signer=make_signer(config.dkim))
 
 
 def make_claims(config: Config) -> ClaimStore:
@@ -113,6 +116,7 @@ def sender_settings(config: Config) -> SenderSettings:
         unknown_outcome=e.unknown_outcome,
         unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
         unsubscribe=unsubscribe_headers(config, p.sender.rpartition("@")[2] or domain),
+        envelope_from=codec.address if (codec := verp_codec(config.bounces)) else None,
     )
 
 

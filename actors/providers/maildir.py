@@ -33,8 +33,9 @@ from pathlib import Path
 
 import trio
 
+from actors.domain.dkim import DkimSigner
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
-from actors.domain.mime import build_message, render_bytes
+from actors.domain.mime import build_message, final_bytes
 
 __all__ = ["MaildirProvider", "MaildirStatistics"]
 
@@ -65,15 +66,23 @@ class MaildirProvider:
 
     ``send`` never blocks the event loop: file I/O runs in a worker thread. A
     write error (disk full, permissions) is a TRANSIENT failure; a message that
-    cannot be built (a line break in a header) is PERMANENT. Cancelling ``send``
-    after its message was handed to the worker thread does not un-write it.
+    cannot be built (a line break in a header) is PERMANENT. With a ``signer`` each message
+    is DKIM-signed as an SMTP relay would get it, so the outbox shows the signature.
+    Cancelling ``send`` after its message was handed to the worker thread does not un-write it.
     """
 
     name = "maildir"
 
-    def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        fsync: bool = False,
+        signer: DkimSigner | None = None,
+    ) -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.signer = signer
         self._tmp = str(self.path / "tmp")
         self._new = str(self.path / "new")
         self._host = ""
@@ -109,7 +118,9 @@ class MaildirProvider:
         if not self._open:
             raise RuntimeError("MaildirProvider.send() before open() or after close()")
         try:
-            data = render_bytes(build_message(email))
+            data = final_bytes(
+                build_message(email), sign=self.signer.sign if self.signer else None
+            )
         except ValueError as exc:
             self._failed += 1
             return SendResult(

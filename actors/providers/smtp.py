@@ -18,6 +18,11 @@ TRANSIENT, or THROTTLED when the reply asks to slow down (a 4.7.x enhanced code,
 454 4.7.x, "rate", "too many", "throttl...", "slow down"); disconnects, refused
 connections and timeouts TRANSIENT. A "retry after N seconds" hint in the reply
 becomes ``retry_after``. The password is held in a wrapper that never prints it.
+
+DKIM: with a ``signer`` the bytes are signed after they are rendered for the connection's
+server (8-bit, or 7-bit for a server without 8BITMIME), so the signature covers exactly what
+is sent; a message the signer refuses (see :meth:`~actors.domain.dkim.DkimSigner.sign`) is a
+PERMANENT failure and nothing is sent.
 """
 
 from __future__ import annotations
@@ -34,8 +39,9 @@ from email.utils import parseaddr
 import aiosmtplib
 import trio
 
+from actors.domain.dkim import DkimSigner
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
-from actors.domain.mime import build_message, needs_smtputf8, render_bytes
+from actors.domain.mime import build_message, final_bytes, needs_smtputf8
 from runtime import AsyncioEdge, current_edge
 
 __all__ = ["SmtpProvider", "SmtpStatistics", "classify_reply", "parse_retry_after"]
@@ -137,7 +143,8 @@ class SmtpProvider:
     ``starttls`` upgrades a plain connection with STARTTLS (and fails if the server
     does not offer it); ``use_tls`` connects with implicit TLS (port 465). With a
     ``username``, each connection logs in after connecting. ``timeout`` bounds the
-    connect and each SMTP command. The envelope sender is each email's own sender.
+    connect and each SMTP command. The envelope sender is each email's ``envelope_from``
+    (a VERP return path, :mod:`actors.feedback.verp`), else the address of its sender.
     """
 
     def __init__(
@@ -155,6 +162,7 @@ class SmtpProvider:
         local_hostname: str | None = None,
         validate_certs: bool = True,
         tls_context: ssl.SSLContext | None = None,
+        signer: DkimSigner | None = None,
     ) -> None:
         if starttls and use_tls:
             raise ValueError("starttls and use_tls are exclusive: choose one")
@@ -174,6 +182,7 @@ class SmtpProvider:
         self.local_hostname = local_hostname
         self.validate_certs = validate_certs
         self.tls_context = tls_context
+        self.signer = signer
         self._edge: AsyncioEdge | None = None
         self._closing = False
         self._slots = trio.Semaphore(pool_size)
@@ -253,7 +262,7 @@ class SmtpProvider:
         except ValueError as exc:
             self._failed += 1
             return self._failure(None, str(exc), Failure.PERMANENT)
-        sender = _envelope_address(email.sender)
+        sender = email.envelope_from or _envelope_address(email.sender)
         async with self._slots:
             conn = self._idle.pop()
             try:
@@ -311,7 +320,12 @@ class SmtpProvider:
                         await smtp.helo()  # a server from before ESMTP
             stage = "MAIL"
             eight_bit = smtp.supports_extension("8bitmime")
-            data = render_bytes(msg, eight_bit=eight_bit)
+            try:
+                data = final_bytes(
+                    msg, eight_bit=eight_bit, sign=self.signer.sign if self.signer else None
+                )
+            except ValueError as exc:  # the signer refused it: nothing was said to the server
+                return self._failure(None, str(exc), Failure.PERMANENT)
             options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
             if eight_bit:
                 options.append("BODY=8BITMIME")

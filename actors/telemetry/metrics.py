@@ -283,6 +283,12 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
         "Tokens in a throttle bucket (negative: debt being waited out)",
         labels=["service", "path", "bucket"],
     )
+    inbound = CounterMetricFamily(
+        "mailactors_inbound_smtp",
+        "What the inbound SMTP endpoint (bounces) did, by outcome: feedback_bounce, "
+        "rcpt_forged, refused_malformed, ignored_auto-reply, deferred_error, ...",
+        labels=["service", "path", "outcome"],
+    )
     for a in obs.snapshot.actors:
         values = [service, a.path, a.kind]
         if a.mailbox_capacity:
@@ -293,6 +299,11 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
         restarts.add_metric(values, a.restarts)
         running.add_metric(values, 1.0 if a.state.value == "running" else 0.0)
         extra = a.extra or {}
+        outcomes = extra.get("inbound_smtp")
+        if isinstance(outcomes, dict):
+            for outcome, n in outcomes.items():
+                if isinstance(n, int | float):
+                    inbound.add_metric([service, a.path, str(outcome)], n)
         buckets = extra.get("buckets")
         if isinstance(buckets, dict):
             waits = extra.get("waits")
@@ -302,6 +313,7 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
                 if isinstance(bucket, dict) and isinstance(bucket.get("tokens"), int | float):
                     tokens.add_metric([service, a.path, str(name)], bucket["tokens"])
     yield from (depth, capacity, processed, failures, restarts, running, throttle_waits, tokens)
+    yield inbound
     dead = CounterMetricFamily(
         "mailactors_dead_letters",
         "Messages no actor could take (runtime dead letters)",

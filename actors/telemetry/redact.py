@@ -86,6 +86,8 @@ def register_config_secrets(config: Config) -> None:
         _try(config.grpc.token),
         _try(config.store.password),
         _try(config.store.api_key),
+        _try(config.bounces.secret),  # the VERP key (actors.feedback.verp)
+        _try(config.bounces.previous_secret),
         _url_password(_try(config.bus.resolved_url)),
         _url_password(_try(config.store.resolved_url)),
     ]

@@ -166,10 +166,13 @@ async def _suppress(opener: SuppressionOpener, recipient: str, category: str, vi
 class UnsubscribeMail:
     """The inbound SMTP endpoint's handler for ``unsubscribe+TOKEN@...``.
 
-    ``await handler(token)`` suppresses the token's recipient for its category and
-    returns ``(recipient, category, added)``; a bad token raises TokenError (answer
-    the message 550 with its reason, or drop it). The local part's ``unsubscribe+``
-    prefix may be passed along; it is stripped.
+    A ``RecipientHandler`` of ``actors.feedback.inbound``: register it under the prefix
+    ``unsubscribe``. :meth:`check` refuses a bad token at RCPT TO (550, or 551 when
+    expired, with the reason); :meth:`deliver` suppresses the token's recipient for its
+    category (whatever the message says: the token is the request) and answers 250.
+    ``await handler(token)`` does the same without SMTP and returns ``(recipient,
+    category, added)``; a bad token raises TokenError. An ``unsubscribe+`` prefix on the
+    token is stripped.
     """
 
     def __init__(self, tokens: UnsubscribeTokens, opener: SuppressionOpener) -> None:
@@ -179,6 +182,18 @@ class UnsubscribeMail:
     async def __call__(self, token: str) -> tuple[str, str, bool]:
         recipient, category = self.tokens.check(token.removeprefix(MAILTO_PREFIX))
         return recipient, category, await _suppress(self.opener, recipient, category, "mailto")
+
+    def check(self, detail: str) -> str | None:
+        try:
+            self.tokens.check(detail)
+        except TokenError as exc:
+            code = "551 5.1.1" if exc.status == 410 else "550 5.7.1"
+            return f"{code} {exc.reason}"
+        return None
+
+    async def deliver(self, message: Any) -> str:
+        recipient, category, added = await self(message.detail)
+        return "250 2.0.0 " + ("Unsubscribed" if added else "Already unsubscribed")
 
 
 # -- HTTP ----------------------------------------------------------------------------------

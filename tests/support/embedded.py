@@ -57,6 +57,26 @@ async def running(config: Any, grpc: bool = False) -> AsyncIterator[Embedded]:
         yield embedded
 
 
+async def grpc_request_email(app: Embedded, request: Any) -> Any:
+    """``AuthService.RequestEmail`` through the gRPC API of ``app`` (started with grpc=True),
+    with grpclib over loopback; a refusal raises ``grpclib.GRPCError``."""
+    from grpclib.client import Channel
+
+    from protos import email_grpc
+
+    listening = app.system.snapshot().by_path()["api"].extra["listening"][0]
+    port = int(listening.rsplit(":", 1)[1])
+
+    async def call() -> Any:
+        channel = Channel("127.0.0.1", port)
+        try:
+            return await email_grpc.AuthServiceStub(channel).RequestEmail(request, timeout=10)
+        finally:
+            channel.close()
+
+    return await app.edge.run(call)
+
+
 def request(template: str = "verification", to: str = "ada@example.com", **kw: Any) -> RequestEmail:
     variables = kw.pop(
         "variables", {"name": "Ada", "code": "493817", "expires_minutes": 10}

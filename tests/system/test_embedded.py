@@ -19,7 +19,14 @@ from actors.domain.edges import SearchQuery
 from actors.domain.schema import EmailDocument, Status
 from actors.domain.validation import InvalidField
 from actors.profiles.embedded import open_embedded
-from tests.support.embedded import FlakyServer, embedded_config, maildir_messages, request, running
+from tests.support.embedded import (
+    FlakyServer,
+    embedded_config,
+    grpc_request_email,
+    maildir_messages,
+    request,
+    running,
+)
 from tests.support.smtp_servers import CapturingServer, FaultServer
 
 
@@ -241,38 +248,31 @@ async def test_republished_send_event_is_not_sent_twice(tmp_path):
 async def test_grpc_api_answers_invalid_argument_naming_the_field(tmp_path):
     from grpclib import GRPCError
     from grpclib import Status as GrpcStatus
-    from grpclib.client import Channel
 
     from actors.grpc.convert import variables_to_struct
-    from protos import email_grpc, email_pb2
+    from protos import email_pb2
 
     config = embedded_config(tmp_path)
     async with open_embedded(config, grpc=True, shutdown=10.0) as app:
-        listening = app.system.snapshot().by_path()["api"].extra["listening"][0]
-        port = int(listening.rsplit(":", 1)[1])
 
         async def call(request: Any) -> Any:
-            channel = Channel("127.0.0.1", port)
-            try:
-                return await email_grpc.AuthServiceStub(channel).RequestEmail(request, timeout=10)
-            finally:
-                channel.close()
+            return await grpc_request_email(app, request)
 
         good = email_pb2.RequestEmailRequest(
             recipient="ada@example.com",
             template="welcome",
             variables=variables_to_struct({"name": "Ada", "product": "P"}),
         )
-        reply = await app.edge.run(call, good)
+        reply = await call(good)
         bad = email_pb2.RequestEmailRequest(
             recipient="ada@@example.com", template="welcome",
             variables=variables_to_struct({"name": "Ada", "product": "P"}),
         )
         with pytest.raises(GRPCError) as info:
-            await app.edge.run(call, bad)
+            await call(bad)
         missing = email_pb2.RequestEmailRequest(recipient="ada@example.com", template="welcome")
         with pytest.raises(GRPCError) as info2:
-            await app.edge.run(call, missing)
+            await call(missing)
         await app.wait_terminal(reply.event_id)
         page = await app.store.search(SearchQuery())
     assert info.value.status is GrpcStatus.INVALID_ARGUMENT and "recipient" in info.value.message

@@ -7,6 +7,7 @@ from email import message_from_bytes, policy
 from pathlib import Path
 
 import httpx
+import msgspec
 import pytest
 
 from actors.domain.schema import Status
@@ -14,7 +15,9 @@ from actors.email_server.suppression import SuppressionList
 from actors.profiles.trees import unsubscribe_mail
 from actors.testing.fakesmtp import CapturingServer, free_port
 from actors.webhooks import TokenError, UnsubscribeMail, UnsubscribeTokens
+from config import UnsubscribeConfig
 from tests.support.embedded import embedded_config, request, running
+from tests.support.feedback import DOMAIN, RecordingSink, bounces_config, running_inbound, send
 
 KEY = "unsubscribe-key-for-tests"
 CATEGORIES = ("newsletter", "promotions")
@@ -66,6 +69,41 @@ async def test_the_mailto_handler_suppresses_the_tokens_recipient(tmp_path: Path
         assert suppression.lookup("bob@example.com", "newsletter") is None
         assert len(await suppression.entries()) == 1
     assert unsubscribe_mail(embedded_config(tmp_path)) is None  # no category: no handler
+
+
+async def test_the_mailto_form_through_the_inbound_smtp_endpoint(tmp_path: Path) -> None:
+    key_file = tmp_path / "unsubscribe.key"
+    key_file.write_text(KEY + "\n")
+    unsubscribe = {"categories": list(CATEGORIES), "secret_file": str(key_file)}
+    config = bounces_config(tmp_path)
+    config = msgspec.structs.replace(
+        config,
+        unsubscribe=UnsubscribeConfig(**unsubscribe),  # type: ignore[arg-type]
+        email_server=msgspec.structs.replace(
+            config.email_server, idempotency_path=str(tmp_path / "sent.sqlite3")
+        ),
+    )
+    handlers = {"unsubscribe": unsubscribe_mail(config)}
+    make = UnsubscribeTokens(KEY, CATEGORIES, ttl_s=3600).make
+    good = make("carol@example.com", "newsletter")
+    async with running_inbound(config, RecordingSink(), handlers) as (_, port):
+        mail = b"Subject: unsubscribe\r\n\r\n"
+        forged = good[:-4] + ("AAAA" if not good.endswith("AAAA") else "BBBB")
+        assert (await send(port, f"unsubscribe+{forged}@{DOMAIN}", mail))[0] == 550
+        other = make("carol@example.com", "news")  # not an unsubscribable category
+        assert (await send(port, f"unsubscribe+{other}@{DOMAIN}", mail))[0] == 550
+        stale = UnsubscribeTokens(KEY, CATEGORIES, ttl_s=-7200).make("carol@example.com",
+                                                                     "newsletter")  # fmt: skip
+        assert (await send(port, f"unsubscribe+{stale}@{DOMAIN}", mail))[0] == 551
+        reply = await send(port, f"unsubscribe+{good}@{DOMAIN}", mail, sender="carol@example.com")
+        assert reply == (250, "2.0.0 Unsubscribed")
+        again = await send(port, f"unsubscribe+{good}@{DOMAIN}", mail, sender="carol@example.com")
+        assert again == (250, "2.0.0 Already unsubscribed")
+    async with SuppressionList(config.email_server.idempotency_path) as suppression:
+        entries = await suppression.entries()
+    assert [(e.address, e.category, e.source) for e in entries] == [
+        ("carol@example.com", "newsletter", "unsubscribe")
+    ]
 
 
 def _link(message: bytes) -> tuple[str, str, str]:
