@@ -22,6 +22,7 @@ __all__ = ["Answer", "NotAllowed", "post", "resolve_allowed"]
 
 USER_AGENT = "mailactors-webhooks/1"
 REPLY_CHARS = 200  # of a receiver's answer kept in the error text
+REPLY_BYTES = 4096  # read of an answer's body at most
 
 
 class NotAllowed(Exception):
@@ -91,22 +92,34 @@ async def post(
             headers = {
                 "content-type": "application/json",
                 "user-agent": USER_AGENT,
+                "accept-encoding": "identity",  # what is read of the answer is what was sent
                 "host": target.netloc.decode("ascii"),
                 "webhook-id": item.webhook_id,
                 "webhook-timestamp": str(timestamp),
                 "webhook-signature": sign(secret, item.webhook_id, timestamp, item.body),
             }
-            response = await client.post(
+            request = client.build_request(
+                "POST",
                 target.copy_with(host=str(address)),
                 content=item.body,
                 headers=headers,
                 extensions={"sni_hostname": host},
-                follow_redirects=False,
             )
+            # Streamed, and only the start of the answer read: an endpoint that sends a
+            # huge body costs no memory (the connection is closed, not drained).
+            response = await client.send(request, stream=True, follow_redirects=False)
+            try:
+                head = b""
+                async for chunk in response.aiter_raw():
+                    head += chunk
+                    if len(head) >= REPLY_BYTES:
+                        break
+            finally:
+                await response.aclose()
             status = response.status_code
             if 200 <= status < 300:
                 return Answer(True, status=status)
-            text = response.text[:REPLY_CHARS].strip()
+            text = head[:REPLY_CHARS].decode("utf-8", "replace").strip()
             if 300 <= status < 400:
                 where = response.headers.get("location", "?")[:REPLY_CHARS]
                 return Answer(False, f"HTTP {status} redirect to {where} (not followed)",

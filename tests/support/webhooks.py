@@ -3,7 +3,8 @@
 A :class:`Receiver` checks every request with the documented ``verify`` helper and
 keeps what it accepted, deduplicated by webhook-id as a real receiver would. Its
 ``mode`` says how it answers: ``ok``, ``fail`` (500), ``slow`` (200 after ``delay``),
-``hang`` (never), ``redirect`` (302); tests change it while it runs.
+``hang`` (never), ``redirect`` (302), ``flood`` (500 with a body that never ends);
+tests change it while it runs.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from actors.webhooks import WebhookVerificationError, verify
@@ -68,6 +69,8 @@ class Receiver:
             return PlainTextResponse("down for maintenance", status_code=500)
         if self.mode == "hang":
             await trio.sleep_forever()
+        if self.mode == "flood":  # an answer that never ends
+            return StreamingResponse(_endless(), status_code=500)
         if self.mode == "redirect":
             return RedirectResponse("http://127.0.0.1:9/elsewhere", status_code=302)
         if self.mode == "slow":
@@ -81,6 +84,13 @@ class Receiver:
             self.arrived_at[msg_id] = trio.current_time()
         self.changed.set()
         return PlainTextResponse("ok")
+
+
+async def _endless() -> AsyncIterator[bytes]:
+    chunk = b"x" * 65536
+    while True:
+        yield chunk
+        await trio.lowlevel.checkpoint()
 
 
 @asynccontextmanager

@@ -55,6 +55,17 @@ async def test_a_redirect_is_not_followed() -> None:
     assert receiver.requests == 1  # the redirect target (port 9) was never asked
 
 
+async def test_an_endless_answer_is_cut_short() -> None:
+    async with open_receiver(SECRET, mode="flood") as receiver, httpx.AsyncClient() as client:
+        item = WebhookItem(webhook_id="msg_3", endpoint="e", event_id="x", sequence=1,
+                           body=b"{}", created_at=time.time())  # fmt: skip
+        with trio.fail_after(5):
+            answer = await post(client, receiver.url, SECRET, item, timeout_s=30,
+                                allow_private=True)  # fmt: skip
+    assert not answer.ok and answer.error is not None
+    assert answer.error.startswith("HTTP 500: xxx") and len(answer.error) < 300
+
+
 async def test_hostile_endpoints_do_not_hold_up_a_good_one_and_get_everything_on_replay(
     tmp_path: Path,
 ) -> None:
