@@ -29,6 +29,7 @@ from runtime import AsyncioEdge, ChildSpec, SupervisorSpec
 __all__ = [
     "auth_service",
     "email_server_service",
+    "feedback_service",
     "grpc_server",
     "integration_service",
     "make_bus",
@@ -182,7 +183,23 @@ def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> lis
     ``api`` is the in-process integration API where there is one (embedded; in
     the distributed profile each factory looks up ``integration/writer``).
     """
-    return []
+    factories: list[RouteFactory] = []
+    if config.feedback.ses.enabled:  # SES events over SNS, to the feedback sink
+        from actors.feedback import ses_routes
+
+        factories.append(ses_routes(config))
+    return factories
+
+
+def feedback_service(
+    config: Config, store: Store, bus: Bus, resources: Any
+) -> SupervisorSpec | None:
+    """The feedback sink (``actors.feedback``), where ``open_feedback`` gave resources."""
+    if resources is None:
+        return None
+    from actors.feedback import feedback_tree
+
+    return feedback_tree(config, store, bus, resources)
 
 
 def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec | None:
