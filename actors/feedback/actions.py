@@ -14,12 +14,13 @@ For each :class:`~actors.feedback.events.Feedback` record, in this order:
    category: ``feedback.complaint_scope``); soft and undetermined bounces are
    counted in the ledger and suppress after ``soft_bounce_limit`` in
    ``soft_bounce_window_s``. A reject, a delivery or a delay suppresses nothing.
-4. The status event (BOUNCED, COMPLAINED, DELIVERED, DELAYED; FAILED for a reject)
+4. For a bounce or a complaint, the rates of the email's category are checked (at
+   most every ``rate_check_s``): over a threshold, a warning, and with
+   ``pause_on_threshold`` the category is paused.
+5. The status event (BOUNCED, COMPLAINED, DELIVERED, DELAYED; FAILED for a reject)
    is published on the status exchange, like the email server's, so integration
-   stays the only writer of documents and orders it by event time.
-5. The ledger marks the report applied; the rates of the email's category are
-   checked (at most every ``rate_check_s``): over a threshold, a warning, and
-   with ``pause_on_threshold`` the category is paused.
+   stays the only writer of documents and orders it by event time; then the ledger
+   marks the report applied.
 
 A failure at any step raises (the store or the bus unavailable): the source must
 not acknowledge the report, and its retry finds every action idempotent.
@@ -118,12 +119,16 @@ class FeedbackActions:
             )  # fmt: skip
             self.refuse(fb.source, "wrong_recipient")
             return Outcome(False, "wrong_recipient")
-        key = f"{fb.source}|{fb.source_id}|{fb.kind}|{address}"
+        key = f"{fb.source}|{fb.source_id}|{fb.kind}|{fb.event_id}|{address}"
         if await self.ledger.seen(key):
             log.info("%s %s: a repeat, applied before", fb.source, fb.kind, extra=ids)
             self.refuse(fb.source, "repeat")
             return Outcome(False, "repeat")
         suppressed = await self._act(fb, address, doc.category, key)
+        if fb.kind in (FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT):
+            # Before the status event is published, so the store cannot count it yet: it is
+            # counted here as moved, once.
+            await self.check_rates(doc.category, moved=(doc.status, STATUS_OF[fb.kind]))
         await self.bus.publish_status(self._status_event(fb, doc.attempts, doc.provider))
         await self.ledger.mark_seen(key, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
@@ -135,8 +140,6 @@ class FeedbackActions:
             "%s %s%s applied%s", fb.source, fb.kind, f" ({bounce_type})" if bounce_type else "",
             f"; suppressed ({suppressed})" if suppressed else "", extra=ids,
         )  # fmt: skip
-        if fb.kind in (FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT):
-            await self.check_rates(doc.category)
         return Outcome(True, "applied", suppressed)
 
     async def _act(self, fb: Feedback, address: str, category: str, key: str) -> str | None:
@@ -195,9 +198,12 @@ class FeedbackActions:
             ),
         )
 
-    async def check_rates(self, category: str, *, force: bool = False) -> dict[str, float]:
+    async def check_rates(
+        self, category: str, *, force: bool = False, moved: tuple[Status, Status] | None = None
+    ) -> dict[str, float]:
         """The bounce and complaint rates of ``category`` over the window, from the store
-        (every process's emails, surviving restarts); warn or pause past a threshold."""
+        (every process's emails, surviving restarts); warn or pause past a threshold.
+        ``moved``: one email the store does not show in its new status yet (from, to)."""
         s = self.settings
         now = trio.current_time()
         last = self._checked.get(category)
@@ -211,6 +217,11 @@ class FeedbackActions:
                 SearchQuery(status=status, category=category, created_from=since, page_size=1)
             )
             counts[status] = page.total
+        if moved is not None and moved[0] in counts and moved[1] in counts:
+            old, new = moved
+            if counts[old] > 0 and old is not new:
+                counts[old] -= 1
+                counts[new] += 1
         sent = sum(counts.values())
         rates = {
             "complaint": counts[Status.COMPLAINED] / sent if sent else 0.0,
