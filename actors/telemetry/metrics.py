@@ -99,6 +99,8 @@ class EmailMetrics:
         self.feedback = FeedbackMetrics(r)
 
     def published(self, event: EmailStatusEvent) -> None:
+        if event.feedback is not None:
+            return  # the feedback sink's, not an email server outcome: FeedbackMetrics counts it
         self.emails.labels("email-server", event.status.value).inc()
         if event.status is Status.SENT and event.latency_ms is not None:
             self.latency.observe(event.latency_ms / 1000.0)

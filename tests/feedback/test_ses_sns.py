@@ -394,3 +394,7 @@ async def test_a_complaint_rate_over_the_threshold_pauses_the_category(tmp_path:
         paused = await s.app.wait_terminal(later.event_id)
         assert paused.status is Status.SUPPRESSED and "category paused" in (paused.error or "")
         assert (await s.app.wait_terminal(other.event_id)).status is Status.SENT
+        # What `supervisor.py suppression remove '*' --category promo` does: resumed.
+        assert await s.suppression.remove("*", "promo")
+        resumed = await s.app.request(request(to="new@example.org", category="promo"))
+        assert (await s.app.wait_terminal(resumed.event_id)).status is Status.SENT
