@@ -17,17 +17,17 @@ import trio
 from actors.domain.schema import EmailDocument, Status
 from actors.email_server.suppression import SuppressionList
 from actors.profiles.embedded import Embedded
-from tests.support.embedded import embedded_config, request, running
-from tests.support.feedback import (
+from actors.testing.sns import (
     SnsHost,
     SnsSigner,
     fresh,
     open_sns_host,
     ses_event,
     sns_notification,
-    sns_settings,
     sns_subscription,
 )
+from tests.support.embedded import embedded_config, request, running
+from tests.support.feedback import sns_settings
 from tests.support.http import http_config, http_url
 from tests.support.waiting import poll_until
 

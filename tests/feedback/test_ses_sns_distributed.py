@@ -15,11 +15,7 @@ import pytest
 from actors.domain.schema import EmailDocument, Status
 from actors.grpc.convert import document_from_proto
 from actors.testing.localservices import free_port
-from protos import email_pb2
-from runtime import AsyncioEdge
-from tests.support.cluster import Cluster, cluster_env
-from tests.support.embedded import grpc_request
-from tests.support.feedback import (
+from actors.testing.sns import (
     TOPIC,
     SnsSigner,
     fresh,
@@ -27,6 +23,10 @@ from tests.support.feedback import (
     ses_event,
     sns_notification,
 )
+from protos import email_pb2
+from runtime import AsyncioEdge
+from tests.support.cluster import Cluster, cluster_env
+from tests.support.embedded import grpc_request
 from tests.support.security import GrpcClient
 from tests.support.smtp_servers import CapturingServer
 from tests.support.waiting import poll_until
