@@ -106,6 +106,10 @@ class FeedbackActions:
 
     async def apply(self, fb: Feedback) -> Outcome:
         ids = {"event_id": fb.event_id}
+        when = fb.occurred_at
+        # UTC everywhere after this: the ledger compares times as ISO text.
+        when = when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        fb = msgspec.structs.replace(fb, occurred_at=when)
         doc = await self.store.get(fb.event_id)
         if doc is None:
             log.warning("%s %s ignored: no email with this eventId", fb.source, fb.kind, extra=ids)
@@ -177,13 +181,12 @@ class FeedbackActions:
 
     @staticmethod
     def _status_event(fb: Feedback, attempts: int, provider: str | None) -> EmailStatusEvent:
-        occurred = fb.occurred_at if fb.occurred_at.tzinfo else fb.occurred_at.replace(tzinfo=UTC)
         return EmailStatusEvent(
             event_id=fb.event_id,
             status=STATUS_OF[fb.kind],
             attempt=max(attempts, 1),
             provider=provider,
-            occurred_at=occurred,
+            occurred_at=fb.occurred_at,
             schema_version=STATUS_EVENT_VERSION,
             feedback=FeedbackDetail(
                 kind=fb.kind.value,

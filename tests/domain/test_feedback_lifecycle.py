@@ -7,8 +7,6 @@ import itertools
 
 import msgspec
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from actors.domain.edges import apply_status
 from actors.domain.event_checks import BadMessage, decode_status_event
@@ -130,13 +128,14 @@ _REPORTS = [
 ]
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.permutations(_REPORTS))
-def test_the_outcome_does_not_depend_on_arrival_order(order: list[EmailStatusEvent]) -> None:
+def test_the_outcome_does_not_depend_on_arrival_order() -> None:
     reference = _apply(sent_document(), *_REPORTS)
-    doc = _apply(sent_document(), *order)
-    assert doc.status is reference.status is Status.COMPLAINED
-    assert [(r.status, r.at) for r in doc.history] == [(r.status, r.at) for r in reference.history]
+    assert reference.status is Status.COMPLAINED
+    expected = [(r.status, r.at) for r in reference.history]
+    for order in itertools.permutations(_REPORTS):  # all 120 arrival orders
+        doc = _apply(sent_document(), *order)
+        assert doc.status is Status.COMPLAINED
+        assert [(r.status, r.at) for r in doc.history] == expected
 
 
 def test_every_pair_of_reports_in_either_order_ends_the_same() -> None:
