@@ -465,6 +465,47 @@ class BouncesConfig(_Section, frozen=True):
             env=env,
             key="bounces.previous_secret",
         )
+class SnsConfig(_Section, frozen=True):
+    """SES event notifications over SNS HTTP(S): ``POST <path>`` on the HTTP endpoint."""
+
+    enabled: bool = False
+    path: NonEmptyStr = "/feedback/ses"
+    topic_arns: tuple[str, ...] = ()  # the SNS topics accepted; empty = any topic
+    # Hosts (host[:port], fully matched) the signing certificate and the SubscribeURL may
+    # be fetched from, always over https. Tests add their local server here, nowhere else.
+    host_pattern: NonEmptyStr = r"sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?"
+    ca_file: PathStr = ""  # CA bundle for those fetches; "" = the system's
+    max_age_s: PosFloat = 3600.0  # older messages (SNS Timestamp) are refused: replays
+    confirm_subscriptions: bool = True  # fetch the SubscribeURL of a SubscriptionConfirmation
+    fetch_timeout_s: PosFloat = 10.0
+
+    def __post_init__(self) -> None:
+        import re
+
+        try:
+            re.compile(self.host_pattern)
+        except re.error as exc:
+            raise ValueError(f"host_pattern: not a regular expression: {exc}") from None
+
+
+class FeedbackConfig(_Section, frozen=True):
+    """What bounces, complaints and deliveries do (actors.feedback); the sink runs with the
+    HTTP endpoint (embedded: the process; distributed: integration)."""
+
+    ledger_path: PathStr = "var/feedback.sqlite3"  # embedded: repeats seen, soft bounces
+    ledger_index: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,200}$")] = (
+        "email-feedback"  # distributed: the same, in Elasticsearch
+    )
+    complaint_scope: Literal["category", "all"] = "category"  # what a complaint suppresses
+    soft_bounce_limit: PosInt = 3  # soft bounces of one address within the window: suppressed
+    soft_bounce_window_s: PosFloat = 7 * 86400.0
+    rate_window_s: PosFloat = 86400.0  # bounce and complaint rates over this window
+    rate_check_s: NonNegFloat = 60.0  # at most one rate check per category this often
+    rate_min_emails: PosInt = 1000  # fewer emails in the window: no threshold applies
+    complaint_rate_threshold: Fraction = 0.003  # Gmail and Yahoo's 0.3%
+    bounce_rate_threshold: Fraction = 0.05
+    pause_on_threshold: bool = False  # crossing a threshold pauses the category (else: warns)
+    ses: SnsConfig = msgspec.field(default_factory=SnsConfig)
 
 
 class ControlConfig(_Section, frozen=True):
@@ -507,6 +548,7 @@ class Config(_Section, frozen=True):
     unsubscribe: UnsubscribeConfig = msgspec.field(default_factory=UnsubscribeConfig)
     bounces: BouncesConfig = msgspec.field(default_factory=BouncesConfig)
     dkim: DkimConfig = msgspec.field(default_factory=DkimConfig)
+    feedback: FeedbackConfig = msgspec.field(default_factory=FeedbackConfig)
     # Set by the loader (the profile file it read); not accepted from TOML or env.
     profile: str = ""
 
@@ -525,6 +567,8 @@ class Config(_Section, frozen=True):
             )
             if problem:
                 raise ValueError(problem)
+        if self.feedback.ses.enabled and not http.enabled:
+            raise ValueError("feedback.ses.enabled needs the HTTP endpoint: set http.enabled")
 
     def redacted(self) -> dict[str, Any]:
         """The whole config as plain data, safe to log or print (no secret values)."""

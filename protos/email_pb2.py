@@ -26,45 +26,47 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x65mail.proto\x12\rmailactors.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"E\n\nAttachment\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\xdc\x01\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x15\n\x08provider\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tsmtp_code\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05reply\x18\x06 \x01(\tH\x02\x88\x01\x01\x42\x0b\n\t_providerB\x0c\n\n_smtp_codeB\x08\n\x06_reply\"\xce\x05\n\rEmailDocument\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12*\n\tvariables\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x14\n\x07subject\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x07 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x1c\n\x0fidempotency_key\x18\t \x01(\tH\x01\x88\x01\x01\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\r \x01(\x05\x12\x12\n\x05\x65rror\x18\x0e \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08provider\x18\x0f \x01(\tH\x03\x88\x01\x01\x12 \n\x13provider_message_id\x18\x10 \x01(\tH\x04\x88\x01\x01\x12\x17\n\nsmtp_reply\x18\x11 \x01(\tH\x05\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x12 \x01(\x01H\x06\x88\x01\x01\x12-\n\x07history\x18\x13 \x03(\x0b\x32\x1c.mailactors.v1.AttemptRecordB\n\n\x08_subjectB\x12\n\x10_idempotency_keyB\x08\n\x06_errorB\x0b\n\t_providerB\x16\n\x14_provider_message_idB\r\n\x0b_smtp_replyB\r\n\x0b_latency_ms\"B\n\x10SaveEmailRequest\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"f\n\x11SaveEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"D\n\x11SaveEmailsRequest\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\"E\n\x12SaveEmailsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.mailactors.v1.SaveEmailResult\"s\n\x0fSaveEmailResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"#\n\x0fGetEmailRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"B\n\x10GetEmailResponse\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"\xa4\x02\n\x13SearchEmailsRequest\x12\x16\n\trecipient\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatusH\x01\x88\x01\x01\x12\x15\n\x08\x63\x61tegory\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x0c\x63reated_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0c\n\n_recipientB\t\n\x07_statusB\x0b\n\t_category\"o\n\x14SearchEmailsResponse\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"\xfc\x01\n\x13RequestEmailRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\x12*\n\tvariables\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x07subject\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x06 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12\x1c\n\x0fidempotency_key\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_subjectB\x12\n\x10_idempotency_key\"g\n\x14RequestEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08*s\n\x0b\x45mailStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07SENDING\x10\x02\x12\x0c\n\x08RETRYING\x10\x03\x12\x08\n\x04SENT\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0e\n\nSUPPRESSED\x10\x06\x32\xdd\x02\n\x12IntegrationService\x12N\n\tSaveEmail\x12\x1f.mailactors.v1.SaveEmailRequest\x1a .mailactors.v1.SaveEmailResponse\x12Q\n\nSaveEmails\x12 .mailactors.v1.SaveEmailsRequest\x1a!.mailactors.v1.SaveEmailsResponse\x12K\n\x08GetEmail\x12\x1e.mailactors.v1.GetEmailRequest\x1a\x1f.mailactors.v1.GetEmailResponse\x12W\n\x0cSearchEmails\x12\".mailactors.v1.SearchEmailsRequest\x1a#.mailactors.v1.SearchEmailsResponse2f\n\x0b\x41uthService\x12W\n\x0cRequestEmail\x12\".mailactors.v1.RequestEmailRequest\x1a#.mailactors.v1.RequestEmailResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x65mail.proto\x12\rmailactors.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\tsource_id\x18\x04 \x01(\t\x12\x18\n\x0b\x62ounce_type\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bstatus_code\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x17\n\ndiagnostic\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\rfeedback_type\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x15\n\x08reporter\x18\t \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_bounce_typeB\x0e\n\x0c_status_codeB\r\n\x0b_diagnosticB\x10\n\x0e_feedback_typeB\x0b\n\t_reporter\"E\n\nAttachment\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x9f\x02\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x15\n\x08provider\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tsmtp_code\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05reply\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x34\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x07 \x01(\x0b\x32\x1d.mailactors.v1.FeedbackDetailH\x03\x88\x01\x01\x42\x0b\n\t_providerB\x0c\n\n_smtp_codeB\x08\n\x06_replyB\x0b\n\t_feedback\"\xce\x05\n\rEmailDocument\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12*\n\tvariables\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x14\n\x07subject\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x07 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x1c\n\x0fidempotency_key\x18\t \x01(\tH\x01\x88\x01\x01\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\r \x01(\x05\x12\x12\n\x05\x65rror\x18\x0e \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08provider\x18\x0f \x01(\tH\x03\x88\x01\x01\x12 \n\x13provider_message_id\x18\x10 \x01(\tH\x04\x88\x01\x01\x12\x17\n\nsmtp_reply\x18\x11 \x01(\tH\x05\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x12 \x01(\x01H\x06\x88\x01\x01\x12-\n\x07history\x18\x13 \x03(\x0b\x32\x1c.mailactors.v1.AttemptRecordB\n\n\x08_subjectB\x12\n\x10_idempotency_keyB\x08\n\x06_errorB\x0b\n\t_providerB\x16\n\x14_provider_message_idB\r\n\x0b_smtp_replyB\r\n\x0b_latency_ms\"B\n\x10SaveEmailRequest\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"f\n\x11SaveEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"D\n\x11SaveEmailsRequest\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\"E\n\x12SaveEmailsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.mailactors.v1.SaveEmailResult\"s\n\x0fSaveEmailResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"#\n\x0fGetEmailRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"B\n\x10GetEmailResponse\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"\xa4\x02\n\x13SearchEmailsRequest\x12\x16\n\trecipient\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatusH\x01\x88\x01\x01\x12\x15\n\x08\x63\x61tegory\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x0c\x63reated_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0c\n\n_recipientB\t\n\x07_statusB\x0b\n\t_category\"o\n\x14SearchEmailsResponse\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"\xfc\x01\n\x13RequestEmailRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\x12*\n\tvariables\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x07subject\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x06 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12\x1c\n\x0fidempotency_key\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_subjectB\x12\n\x10_idempotency_key\"g\n\x14RequestEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08*\xac\x01\n\x0b\x45mailStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07SENDING\x10\x02\x12\x0c\n\x08RETRYING\x10\x03\x12\x08\n\x04SENT\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0e\n\nSUPPRESSED\x10\x06\x12\x0b\n\x07\x42OUNCED\x10\n\x12\x0e\n\nCOMPLAINED\x10\x0b\x12\r\n\tDELIVERED\x10\x0c\x12\x0b\n\x07\x44\x45LAYED\x10\r2\xdd\x02\n\x12IntegrationService\x12N\n\tSaveEmail\x12\x1f.mailactors.v1.SaveEmailRequest\x1a .mailactors.v1.SaveEmailResponse\x12Q\n\nSaveEmails\x12 .mailactors.v1.SaveEmailsRequest\x1a!.mailactors.v1.SaveEmailsResponse\x12K\n\x08GetEmail\x12\x1e.mailactors.v1.GetEmailRequest\x1a\x1f.mailactors.v1.GetEmailResponse\x12W\n\x0cSearchEmails\x12\".mailactors.v1.SearchEmailsRequest\x1a#.mailactors.v1.SearchEmailsResponse2f\n\x0b\x41uthService\x12W\n\x0cRequestEmail\x12\".mailactors.v1.RequestEmailRequest\x1a#.mailactors.v1.RequestEmailResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'email_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMAILSTATUS']._serialized_start=2411
-  _globals['_EMAILSTATUS']._serialized_end=2526
-  _globals['_ATTACHMENT']._serialized_start=93
-  _globals['_ATTACHMENT']._serialized_end=162
-  _globals['_ATTEMPTRECORD']._serialized_start=165
-  _globals['_ATTEMPTRECORD']._serialized_end=385
-  _globals['_EMAILDOCUMENT']._serialized_start=388
-  _globals['_EMAILDOCUMENT']._serialized_end=1106
-  _globals['_SAVEEMAILREQUEST']._serialized_start=1108
-  _globals['_SAVEEMAILREQUEST']._serialized_end=1174
-  _globals['_SAVEEMAILRESPONSE']._serialized_start=1176
-  _globals['_SAVEEMAILRESPONSE']._serialized_end=1278
-  _globals['_SAVEEMAILSREQUEST']._serialized_start=1280
-  _globals['_SAVEEMAILSREQUEST']._serialized_end=1348
-  _globals['_SAVEEMAILSRESPONSE']._serialized_start=1350
-  _globals['_SAVEEMAILSRESPONSE']._serialized_end=1419
-  _globals['_SAVEEMAILRESULT']._serialized_start=1421
-  _globals['_SAVEEMAILRESULT']._serialized_end=1536
-  _globals['_GETEMAILREQUEST']._serialized_start=1538
-  _globals['_GETEMAILREQUEST']._serialized_end=1573
-  _globals['_GETEMAILRESPONSE']._serialized_start=1575
-  _globals['_GETEMAILRESPONSE']._serialized_end=1641
-  _globals['_SEARCHEMAILSREQUEST']._serialized_start=1644
-  _globals['_SEARCHEMAILSREQUEST']._serialized_end=1936
-  _globals['_SEARCHEMAILSRESPONSE']._serialized_start=1938
-  _globals['_SEARCHEMAILSRESPONSE']._serialized_end=2049
-  _globals['_REQUESTEMAILREQUEST']._serialized_start=2052
-  _globals['_REQUESTEMAILREQUEST']._serialized_end=2304
-  _globals['_REQUESTEMAILRESPONSE']._serialized_start=2306
-  _globals['_REQUESTEMAILRESPONSE']._serialized_end=2409
-  _globals['_INTEGRATIONSERVICE']._serialized_start=2529
-  _globals['_INTEGRATIONSERVICE']._serialized_end=2878
-  _globals['_AUTHSERVICE']._serialized_start=2880
-  _globals['_AUTHSERVICE']._serialized_end=2982
+  _globals['_EMAILSTATUS']._serialized_start=2772
+  _globals['_EMAILSTATUS']._serialized_end=2944
+  _globals['_FEEDBACKDETAIL']._serialized_start=94
+  _globals['_FEEDBACKDETAIL']._serialized_end=384
+  _globals['_ATTACHMENT']._serialized_start=386
+  _globals['_ATTACHMENT']._serialized_end=455
+  _globals['_ATTEMPTRECORD']._serialized_start=458
+  _globals['_ATTEMPTRECORD']._serialized_end=745
+  _globals['_EMAILDOCUMENT']._serialized_start=748
+  _globals['_EMAILDOCUMENT']._serialized_end=1466
+  _globals['_SAVEEMAILREQUEST']._serialized_start=1468
+  _globals['_SAVEEMAILREQUEST']._serialized_end=1534
+  _globals['_SAVEEMAILRESPONSE']._serialized_start=1536
+  _globals['_SAVEEMAILRESPONSE']._serialized_end=1638
+  _globals['_SAVEEMAILSREQUEST']._serialized_start=1640
+  _globals['_SAVEEMAILSREQUEST']._serialized_end=1708
+  _globals['_SAVEEMAILSRESPONSE']._serialized_start=1710
+  _globals['_SAVEEMAILSRESPONSE']._serialized_end=1779
+  _globals['_SAVEEMAILRESULT']._serialized_start=1781
+  _globals['_SAVEEMAILRESULT']._serialized_end=1896
+  _globals['_GETEMAILREQUEST']._serialized_start=1898
+  _globals['_GETEMAILREQUEST']._serialized_end=1933
+  _globals['_GETEMAILRESPONSE']._serialized_start=1935
+  _globals['_GETEMAILRESPONSE']._serialized_end=2001
+  _globals['_SEARCHEMAILSREQUEST']._serialized_start=2004
+  _globals['_SEARCHEMAILSREQUEST']._serialized_end=2296
+  _globals['_SEARCHEMAILSRESPONSE']._serialized_start=2298
+  _globals['_SEARCHEMAILSRESPONSE']._serialized_end=2409
+  _globals['_REQUESTEMAILREQUEST']._serialized_start=2412
+  _globals['_REQUESTEMAILREQUEST']._serialized_end=2664
+  _globals['_REQUESTEMAILRESPONSE']._serialized_start=2666
+  _globals['_REQUESTEMAILRESPONSE']._serialized_end=2769
+  _globals['_INTEGRATIONSERVICE']._serialized_start=2947
+  _globals['_INTEGRATIONSERVICE']._serialized_end=3296
+  _globals['_AUTHSERVICE']._serialized_start=3298
+  _globals['_AUTHSERVICE']._serialized_end=3400
 # @@protoc_insertion_point(module_scope)

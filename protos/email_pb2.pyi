@@ -20,6 +20,10 @@ class EmailStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SENT: _ClassVar[EmailStatus]
     FAILED: _ClassVar[EmailStatus]
     SUPPRESSED: _ClassVar[EmailStatus]
+    BOUNCED: _ClassVar[EmailStatus]
+    COMPLAINED: _ClassVar[EmailStatus]
+    DELIVERED: _ClassVar[EmailStatus]
+    DELAYED: _ClassVar[EmailStatus]
 STATUS_UNSPECIFIED: EmailStatus
 PENDING: EmailStatus
 SENDING: EmailStatus
@@ -27,6 +31,32 @@ RETRYING: EmailStatus
 SENT: EmailStatus
 FAILED: EmailStatus
 SUPPRESSED: EmailStatus
+BOUNCED: EmailStatus
+COMPLAINED: EmailStatus
+DELIVERED: EmailStatus
+DELAYED: EmailStatus
+
+class FeedbackDetail(_message.Message):
+    __slots__ = ("kind", "recipient", "source", "source_id", "bounce_type", "status_code", "diagnostic", "feedback_type", "reporter")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    RECIPIENT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_ID_FIELD_NUMBER: _ClassVar[int]
+    BOUNCE_TYPE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
+    DIAGNOSTIC_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REPORTER_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    recipient: str
+    source: str
+    source_id: str
+    bounce_type: str
+    status_code: str
+    diagnostic: str
+    feedback_type: str
+    reporter: str
+    def __init__(self, kind: _Optional[str] = ..., recipient: _Optional[str] = ..., source: _Optional[str] = ..., source_id: _Optional[str] = ..., bounce_type: _Optional[str] = ..., status_code: _Optional[str] = ..., diagnostic: _Optional[str] = ..., feedback_type: _Optional[str] = ..., reporter: _Optional[str] = ...) -> None: ...
 
 class Attachment(_message.Message):
     __slots__ = ("filename", "content_type", "content")
@@ -39,20 +69,22 @@ class Attachment(_message.Message):
     def __init__(self, filename: _Optional[str] = ..., content_type: _Optional[str] = ..., content: _Optional[bytes] = ...) -> None: ...
 
 class AttemptRecord(_message.Message):
-    __slots__ = ("attempt", "at", "status", "provider", "smtp_code", "reply")
+    __slots__ = ("attempt", "at", "status", "provider", "smtp_code", "reply", "feedback")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     SMTP_CODE_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
     attempt: int
     at: _timestamp_pb2.Timestamp
     status: EmailStatus
     provider: str
     smtp_code: int
     reply: str
-    def __init__(self, attempt: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., provider: _Optional[str] = ..., smtp_code: _Optional[int] = ..., reply: _Optional[str] = ...) -> None: ...
+    feedback: FeedbackDetail
+    def __init__(self, attempt: _Optional[int] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., status: _Optional[_Union[EmailStatus, str]] = ..., provider: _Optional[str] = ..., smtp_code: _Optional[int] = ..., reply: _Optional[str] = ..., feedback: _Optional[_Union[FeedbackDetail, _Mapping]] = ...) -> None: ...
 
 class EmailDocument(_message.Message):
     __slots__ = ("event_id", "recipient", "template", "variables", "category", "subject", "attachments", "status", "idempotency_key", "created_at", "updated_at", "sent_at", "attempts", "error", "provider", "provider_message_id", "smtp_reply", "latency_ms", "history")

@@ -15,6 +15,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from actors.domain.schema import (
+    AFTER_SENT,
     AttemptRecord,
     EmailDocument,
     EmailSendEvent,
@@ -102,7 +103,10 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
 
     This is the one place that decides the lifecycle; every store calls it, so
     a terminal state never regresses and duplicates or late events are harmless.
+    Feedback (an event with ``feedback``) goes to :func:`apply_feedback`.
     """
+    if event.feedback is not None:
+        return apply_feedback(doc, event)
     if not event.status.terminal and event.attempt < doc.attempts:
         return None  # a late event from an earlier attempt
     if event.status is Status.SENDING and doc.history and doc.history[-1].attempt >= event.attempt:
@@ -121,8 +125,8 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
         next_attempt_at=event.next_attempt_at if event.status is Status.RETRYING else None,
     )
     if event.status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
-        new.history = [
-            *doc.history,
+        new.history = _in_time_order(
+            doc.history,
             AttemptRecord(
                 attempt=event.attempt,
                 at=event.occurred_at,
@@ -131,7 +135,7 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
                 smtp_code=event.smtp_code,
                 reply=event.smtp_reply or event.error,
             ),
-        ]
+        )
     for field in ("error", "provider", "provider_message_id", "smtp_reply"):
         value = getattr(event, field)
         if value is not None:  # an event without it keeps what the document knew
@@ -140,7 +144,77 @@ def apply_status(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument |
         new.sent_at = event.occurred_at
         new.error = None
         new.latency_ms = event.latency_ms
+        _replay_feedback(new)  # feedback that overtook SENT on the bus now counts
     return new
+
+
+def apply_feedback(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument | None:
+    """The document after a feedback event (BOUNCED, COMPLAINED, DELIVERED, DELAYED, or
+    FAILED for a provider's reject), or None for a report it already has.
+
+    Every report is kept in the history, at its place in event time; the status is
+    the replay of all reports in event time along ``schema.AFTER_SENT``, starting
+    from SENT, so a late or out-of-order report never moves the status back and
+    the result does not depend on the order reports arrive in. Before the email's
+    SENT is recorded (feedback overtook it on the bus) the report waits in the
+    history and counts once SENT arrives.
+    """
+    fb = event.feedback
+    assert fb is not None
+    for r in doc.history:
+        if (
+            r.feedback is not None
+            and r.status is event.status
+            and r.feedback.source == fb.source
+            and r.feedback.source_id == fb.source_id
+        ):
+            return None  # this report, again
+    record = AttemptRecord(
+        attempt=max(doc.attempts, 1),
+        at=event.occurred_at,
+        status=event.status,
+        provider=event.provider or doc.provider,
+        reply=fb.diagnostic,
+        feedback=fb,
+    )
+    new = msgspec.structs.replace(
+        doc,
+        history=_in_time_order(doc.history, record),
+        updated_at=max(doc.updated_at, event.occurred_at),
+    )
+    _replay_feedback(new)
+    return new
+
+
+def _in_time_order(history: list[AttemptRecord], record: AttemptRecord) -> list[AttemptRecord]:
+    """``history`` with ``record`` after the last record not later than it (event-time
+    order, without reordering what is there): a report that overtook SENT goes after it."""
+    at = len(history)
+    while at > 0 and history[at - 1].at > record.at and history[at - 1].feedback is not None:
+        at -= 1
+    return [*history[:at], record, *history[at:]]
+
+
+def _replay_feedback(doc: EmailDocument) -> None:
+    """Set the status of a SENT (or later) document from its feedback records, in event time."""
+    if doc.status is not Status.SENT and doc.status not in AFTER_SENT:
+        return  # not sent yet (or SUPPRESSED): the reports wait in the history
+    if doc.status is Status.FAILED and doc.sent_at is None:
+        return  # FAILED by the email server: feedback never changes it
+    status = Status.SENT
+    last: AttemptRecord | None = None
+    for r in sorted((r for r in doc.history if r.feedback is not None), key=lambda r: r.at):
+        if r.status in AFTER_SENT.get(status, frozenset()):
+            status, last = r.status, r
+    doc.status = status
+    if last is not None and last.feedback is not None and status in (
+        Status.BOUNCED,
+        Status.FAILED,
+    ):
+        fb = last.feedback
+        what = f"bounced ({fb.bounce_type})" if status is Status.BOUNCED else "rejected"
+        detail = " ".join(x for x in (fb.status_code, fb.diagnostic) if x)
+        doc.error = f"{what} by {fb.source}: {detail}".rstrip(": ")
 
 
 # -- provider ------------------------------------------------------------------

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 
 from actors.domain.schema import (
+    FEEDBACK_STATUSES,
+    STATUS_EVENT_VERSION,
     EmailDocument,
     EmailSendEvent,
     EmailStatusEvent,
@@ -75,6 +77,17 @@ _STATUS_TEXT_LIMITS = {
     "smtpReply": 16384,
     "provider": 256,
     "providerMessageId": 1024,
+}
+_FEEDBACK_TEXT_LIMITS = {
+    "kind": 32,
+    "recipient": 320,
+    "source": 64,
+    "sourceId": 1024,
+    "bounceType": 32,
+    "statusCode": 32,
+    "diagnostic": 16384,
+    "feedbackType": 256,
+    "reporter": 1024,
 }
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -187,6 +200,35 @@ def check_status_event(event: EmailStatusEvent) -> None:
         value = getattr(event, _snake(field))
         if value is not None and len(value) > limit:
             raise InvalidField(field, f"is {len(value)} characters, more than the limit of {limit}")
+    _check_feedback(event)
+
+
+def _check_feedback(event: EmailStatusEvent) -> None:
+    """schemaVersion 2: the feedback statuses come with their report, and only they do
+    (besides FAILED for a provider's reject); a newer version is not guessed at."""
+    if not 1 <= event.schema_version <= STATUS_EVENT_VERSION:
+        raise InvalidField(
+            "schemaVersion",
+            f"must be 1..{STATUS_EVENT_VERSION} (the newest this consumer reads), "
+            f"got {event.schema_version}",
+        )
+    fb = event.feedback
+    if event.status in FEEDBACK_STATUSES and fb is None:
+        raise InvalidField("feedback", f"{event.status.value} comes with the report (feedback)")
+    if fb is None:
+        return
+    if event.status not in FEEDBACK_STATUSES and event.status is not Status.FAILED:
+        raise InvalidField("feedback", f"not allowed with status {event.status.value}")
+    if event.schema_version < 2:
+        raise InvalidField("schemaVersion", "feedback needs schemaVersion 2")
+    for field, limit in _FEEDBACK_TEXT_LIMITS.items():
+        value = getattr(fb, _snake(field))
+        if value is not None and len(value) > limit:
+            raise InvalidField(
+                f"feedback.{field}", f"is {len(value)} characters, more than the limit of {limit}"
+            )
+    if not fb.source_id:
+        raise InvalidField("feedback.sourceId", "must not be empty")
 
 
 def decode_status_event(body: bytes) -> EmailStatusEvent:

@@ -26,13 +26,21 @@ class Status(enum.StrEnum):
     SENT = "SENT"
     FAILED = "FAILED"
     SUPPRESSED = "SUPPRESSED"
+    # After SENT: what the provider or the recipient's side reported back (actors.feedback).
+    BOUNCED = "BOUNCED"
+    COMPLAINED = "COMPLAINED"
+    DELIVERED = "DELIVERED"
+    DELAYED = "DELAYED"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.SUPPRESSED})
+# The feedback statuses are terminal for sending (nothing more is sent); they change
+# only by feedback, along AFTER_SENT.
+FEEDBACK_STATUSES = frozenset({Status.BOUNCED, Status.COMPLAINED, Status.DELIVERED, Status.DELAYED})
+TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.SUPPRESSED, *FEEDBACK_STATUSES})
 
 # Which status may follow which. A terminal state never regresses; a status
 # event that is not allowed here is a duplicate or arrived out of order and is
@@ -48,6 +56,23 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.SENT: frozenset(),
     Status.FAILED: frozenset(),
     Status.SUPPRESSED: frozenset(),
+    **{status: frozenset() for status in FEEDBACK_STATUSES},
+}
+
+# What feedback may do to a document's status once it is SENT, replayed in event-time
+# order (``edges.apply_status``), so the result does not depend on arrival order. A
+# delivery can still bounce later (the receiving MTA accepted it, the mailbox did not);
+# a complaint ends it; a late or repeated report is kept in the history without moving
+# the status back. FAILED here is SES's Reject: the provider took it but never sent it.
+AFTER_SENT: dict[Status, frozenset[Status]] = {
+    Status.SENT: frozenset(
+        {Status.DELIVERED, Status.DELAYED, Status.BOUNCED, Status.COMPLAINED, Status.FAILED}
+    ),
+    Status.DELAYED: frozenset({Status.DELIVERED, Status.BOUNCED, Status.COMPLAINED}),
+    Status.DELIVERED: frozenset({Status.BOUNCED, Status.COMPLAINED}),
+    Status.BOUNCED: frozenset({Status.COMPLAINED}),
+    Status.COMPLAINED: frozenset(),
+    Status.FAILED: frozenset(),
 }
 
 
@@ -75,6 +100,24 @@ class EmailSendEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     attempt: int = 1
 
 
+class FeedbackDetail(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
+    """What a feedback status event carries about the report (schemaVersion 2).
+
+    The wire form of ``actors.feedback.Feedback`` minus what the event itself says
+    (eventId, status, occurredAt); kept in the document's history as it came.
+    """
+
+    kind: str  # bounce, complaint, delivery, delay, reject
+    recipient: str
+    source: str  # "ses", "dsn", "arf", ...
+    source_id: str  # the report's own id: one report is recorded once
+    bounce_type: str | None = None  # hard, soft, undetermined
+    status_code: str | None = None  # enhanced status code, e.g. "5.1.1"
+    diagnostic: str | None = None
+    feedback_type: str | None = None  # complaints: abuse, fraud, ...
+    reporter: str | None = None
+
+
 class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     """One try at handing an email to a provider."""
 
@@ -84,6 +127,13 @@ class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     provider: str | None = None
     smtp_code: int | None = None
     reply: str | None = None
+    feedback: FeedbackDetail | None = None  # a report after SENT, not an attempt
+
+
+# The version of the status event schema a consumer must understand to read an event:
+# 1 = the send lifecycle (PENDING..SUPPRESSED); 2 = also the feedback statuses and their
+# ``feedback`` detail. A missing schemaVersion is 1, so events of older producers decode.
+STATUS_EVENT_VERSION = 2
 
 
 class EmailStatusEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -103,6 +153,8 @@ class EmailStatusEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     # RETRYING: when the next attempt is due. The embedded outbox sweeper re-publishes
     # an email still RETRYING well past it (its in-memory wait died with the process).
     next_attempt_at: datetime | None = None
+    schema_version: int = 1  # see STATUS_EVENT_VERSION
+    feedback: FeedbackDetail | None = None  # BOUNCED, COMPLAINED, DELIVERED, DELAYED (v2)
 
 
 class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):

@@ -33,6 +33,7 @@ from actors.stores.sqlite_file import SqliteFile
 
 __all__ = [
     "ALL_CATEGORIES",
+    "CATEGORY_PAUSE",
     "Suppressions",
     "SuppressionList",
     "Suppressed",
@@ -55,6 +56,9 @@ DROP TABLE suppressed;
 """
 _COLUMNS = "address, category, reason, added_at, event_id, source"
 ALL_CATEGORIES = ""
+# The entry for this "address" in a category pauses the whole category (actors.feedback:
+# a complaint rate over its threshold); no real address can be "*".
+CATEGORY_PAUSE = "*"
 
 
 class Suppressed(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):

@@ -13,9 +13,15 @@ Modules:
 - ``dsn``: reading what comes back to a return path: DSNs, ARF complaints, other bounce
   formats (flufl.bounce), auto-replies.
 - ``inbound``: the inbound SMTP endpoint (aiosmtpd on the asyncio edge) and its registry of
-  recipient handlers by local-part prefix (``bounces+``, later ``unsubscribe+``).
+  recipient handlers by local-part prefix (``bounces+``, ``unsubscribe+``).
+- ``actions``: the sink's decisions (suppress, count, pause, publish the status event).
+- ``ledger``, ``ledger_elasticsearch``: reports already applied, soft bounces (durable).
+- ``sns``: SNS messages parsed and their signatures checked (AWS's string to sign).
+- ``ses``: SES event notifications (Bounce, Complaint, Delivery, Reject, DeliveryDelay).
+- ``service``: the sink actor and its tree, ``SinkRef``, the SES route of the HTTP edge.
 """
 
+from actors.feedback.actions import FeedbackActions, Outcome
 from actors.feedback.dsn import (
     FoundRecipient,
     Mismatch,
@@ -34,11 +40,43 @@ from actors.feedback.inbound import (
     RecipientHandler,
     inbound_smtp_server,
 )
+from actors.feedback.service import (
+    FeedbackResources,
+    SinkRef,
+    feedback_enabled,
+    feedback_tree,
+    open_feedback,
+    ses_routes,
+)
 from actors.feedback.verp import VerpAddress, VerpCodec, verp_codec
 
-__all__ = ["BounceType", "Feedback", "FeedbackKind", "FeedbackSink"]
-__all__ += ["VerpAddress", "VerpCodec", "verp_codec"]
-__all__ += ["FoundRecipient", "Mismatch", "Report", "ReportKind", "ReportRefused"]
-__all__ += ["feedback_records", "parse_report"]
-__all__ += ["BounceHandler", "InboundMessage", "InboundSmtpServer", "InboundStatistics"]
-__all__ += ["RecipientHandler", "inbound_smtp_server"]
+__all__ = [
+    "BounceHandler",
+    "BounceType",
+    "Feedback",
+    "FeedbackActions",
+    "FeedbackKind",
+    "FeedbackResources",
+    "FeedbackSink",
+    "FoundRecipient",
+    "InboundMessage",
+    "InboundSmtpServer",
+    "InboundStatistics",
+    "Mismatch",
+    "Outcome",
+    "RecipientHandler",
+    "Report",
+    "ReportKind",
+    "ReportRefused",
+    "SinkRef",
+    "VerpAddress",
+    "VerpCodec",
+    "feedback_enabled",
+    "feedback_records",
+    "feedback_tree",
+    "inbound_smtp_server",
+    "open_feedback",
+    "parse_report",
+    "ses_routes",
+    "verp_codec",
+]

@@ -32,7 +32,14 @@ from typing import Any
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.message import Message
 
-from actors.domain.schema import Attachment, AttemptRecord, EmailDocument, Status, utcnow
+from actors.domain.schema import (
+    Attachment,
+    AttemptRecord,
+    EmailDocument,
+    FeedbackDetail,
+    Status,
+    utcnow,
+)
 from protos import email_pb2
 
 __all__ = [
@@ -80,6 +87,10 @@ _STATUS_TO_PROTO: dict[Status, email_pb2.EmailStatus] = {
     Status.SENT: email_pb2.SENT,
     Status.FAILED: email_pb2.FAILED,
     Status.SUPPRESSED: email_pb2.SUPPRESSED,
+    Status.BOUNCED: email_pb2.BOUNCED,
+    Status.COMPLAINED: email_pb2.COMPLAINED,
+    Status.DELIVERED: email_pb2.DELIVERED,
+    Status.DELAYED: email_pb2.DELAYED,
 }
 _STATUS_FROM_PROTO: dict[int, Status] = {int(v): k for k, v in _STATUS_TO_PROTO.items()}
 
@@ -249,7 +260,31 @@ def attempt_to_proto(record: AttemptRecord) -> email_pb2.AttemptRecord:
     msg = email_pb2.AttemptRecord(attempt=record.attempt, status=status_to_proto(record.status))
     msg.at.FromDatetime(record.at)
     _set_optional(msg, record, ("provider", "smtp_code", "reply"))
+    if record.feedback is not None:
+        fb = record.feedback
+        msg.feedback.CopyFrom(
+            email_pb2.FeedbackDetail(
+                kind=fb.kind, recipient=fb.recipient, source=fb.source, source_id=fb.source_id
+            )
+        )
+        _set_optional(msg.feedback, fb, _FEEDBACK_OPTIONAL)
     return msg
+
+
+_FEEDBACK_OPTIONAL = ("bounce_type", "status_code", "diagnostic", "feedback_type", "reporter")
+
+
+def _feedback_from_proto(msg: email_pb2.AttemptRecord) -> FeedbackDetail | None:
+    if not msg.HasField("feedback"):
+        return None
+    fb = msg.feedback
+    return FeedbackDetail(
+        kind=fb.kind,
+        recipient=fb.recipient,
+        source=fb.source,
+        source_id=fb.source_id,
+        **{name: _optional(fb, name) for name in _FEEDBACK_OPTIONAL},
+    )
 
 
 def attempt_from_proto(msg: email_pb2.AttemptRecord, *, field: str = "attempt") -> AttemptRecord:
@@ -263,6 +298,7 @@ def attempt_from_proto(msg: email_pb2.AttemptRecord, *, field: str = "attempt") 
         provider=_optional(msg, "provider"),
         smtp_code=_optional(msg, "smtp_code"),
         reply=_optional(msg, "reply"),
+        feedback=_feedback_from_proto(msg),
     )
 
 

@@ -199,7 +199,8 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 )
             else:
                 log.debug("status %s: applied", event.status.value, extra=ids)
-            if result.status is not None and result.status.terminal:
+            # Feedback after SENT is not the end of a send: waiters were woken at SENT.
+            if result.status is not None and result.status.terminal and event.feedback is None:
                 self.watch.notify(result.event_id)
         # Stored: now ack them, all at once (the bus groups concurrent acks).
         async with trio.open_nursery() as nursery:

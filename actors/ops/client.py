@@ -19,7 +19,8 @@ from config import Config, load_config
 
 __all__ = ["parse_vars", "register"]
 
-STATUSES = ("PENDING", "SENDING", "RETRYING", "SENT", "FAILED", "SUPPRESSED")
+STATUSES = ("PENDING", "SENDING", "RETRYING", "SENT", "FAILED", "SUPPRESSED",
+            "BOUNCED", "COMPLAINED", "DELIVERED", "DELAYED")  # fmt: skip
 
 
 def parse_vars(pairs: Sequence[str], json_pairs: Sequence[str] = ()) -> dict[str, Any]:

@@ -32,6 +32,13 @@ Integration sends every terminal status as a signed webhook to a receiver in thi
 process that refuses ``--webhook-fail-rate`` (default 10%) of the requests with 500;
 each email's terminal status must still reach it (``webhooks`` in the report).
 
+With ``--bounces RATE`` / ``--complaints RATE``, that share of the emails that end SENT
+gets a hard bounce / a complaint back as an SES event over SNS, signed with a key made
+for the run and POSTed to integration's HTTP endpoint (``actors.testing.sns``; the
+certificate is served over HTTPS on loopback, the only host the run's configuration
+allows); each must end BOUNCED / COMPLAINED, and a notification answered "try again"
+is posted again, as SNS does.
+
 Every email also goes to one of a few recipient domains, one of them limited by
 ``--domain-rate`` (default ``slow.example=10``), and addresses repeat, so that
 a permanent refusal suppresses later emails to the same address.
@@ -90,7 +97,7 @@ __all__ = [
     "run_soak",
 ]
 
-_TERMINAL = ("SENT", "FAILED", "SUPPRESSED")
+_TERMINAL = ("SENT", "FAILED", "SUPPRESSED", "BOUNCED", "COMPLAINED", "DELIVERED", "DELAYED")
 _NON_TERMINAL = ("PENDING", "SENDING", "RETRYING")
 
 
@@ -161,6 +168,8 @@ class SoakOptions:
     progress: bool = True
     unknown_outcome: str = "resend"
     webhook_fail_rate: float = 0.1  # the webhook receiver fails this share of requests
+    bounces: float = 0.0  # share of SENT emails that get a hard bounce over SNS
+    complaints: float = 0.0  # ... a complaint
 
 
 @dataclass
@@ -271,6 +280,8 @@ class _State:
     broker_restarts: int = 0
     fault_log: list[str] = field(default_factory=list)
     terminal: int = 0
+    feedback_sent: dict[str, str] = field(default_factory=dict)  # eventId -> expected status
+    feedback_retries: int = 0
 
 
 def _recipient(i: int, n: int, rng: random.Random, domains: list[str]) -> str:
@@ -479,6 +490,15 @@ async def _terminal_count(store: Any) -> int:
     return total
 
 
+async def _feedback_pending(store: Any, state: _State) -> int:
+    """Emails given a bounce or a complaint whose document does not show it yet."""
+    pending = 0
+    for event_id, expected in list(state.feedback_sent.items()):
+        doc = await store.get(event_id)
+        pending += doc is None or doc.status.value != expected
+    return pending
+
+
 async def _all_documents(store: Any, status: str) -> list[Any]:
     from actors.domain.edges import SearchQuery
     from actors.domain.schema import Status
@@ -520,6 +540,77 @@ def _max_per_second(times: list[float]) -> int:
     return best
 
 
+class _Feedback:
+    """SES events over SNS for a share of the SENT emails (``--bounces``, ``--complaints``)."""
+
+    def __init__(self, signer: Any, host: Any, http_port: int) -> None:
+        self.signer = signer
+        self.host = host
+        self.url = f"http://127.0.0.1:{http_port}/feedback/ses"
+
+    def env(self, ledger_index: str) -> dict[str, str]:
+        from actors.testing.sns import TOPIC
+
+        return {
+            "MAILACTORS__HTTP__ENABLED": "true",
+            "MAILACTORS__HTTP__PORT": self.url.split(":")[2].split("/")[0],
+            "MAILACTORS__FEEDBACK__LEDGER_INDEX": ledger_index,
+            "MAILACTORS__FEEDBACK__SES__ENABLED": "true",
+            "MAILACTORS__FEEDBACK__SES__HOST_PATTERN": r"localhost:\d+",
+            "MAILACTORS__FEEDBACK__SES__CA_FILE": self.host.ca,
+            "MAILACTORS__FEEDBACK__SES__TOPIC_ARNS": json.dumps([TOPIC]),
+        }
+
+    async def run(self, store: Any, options: SoakOptions, state: _State) -> None:
+        """For each email, once it ends: if SENT, maybe a bounce or a complaint, until applied."""
+        import httpx
+
+        from actors.testing.sns import ses_event, sns_notification
+
+        rng = random.Random(options.seed + 1)
+        limiter = trio.Semaphore(8)
+
+        async def one(http: Any, event_id: str, recipient: str, kind: str) -> None:
+            async with limiter:
+                while True:  # until it ends (the deadline bounds the whole soak)
+                    doc = await store.get(event_id)
+                    if doc is not None and doc.status.terminal:
+                        break
+                    await trio.sleep(0.5)
+                if doc.status.value != "SENT":
+                    return  # FAILED or SUPPRESSED: nothing came back
+                body = json.dumps(sns_notification(
+                    ses_event(kind, event_id, recipient, domain="mailactors.test"),
+                    self.host.cert_url, self.signer, message_id=f"soak-{event_id}",
+                ))  # fmt: skip
+                state.feedback_sent[event_id] = "BOUNCED" if kind == "Bounce" else "COMPLAINED"
+                delay = 0.2
+                while True:  # SNS retries what is not answered 2xx: so does the soak
+                    with contextlib.suppress(httpx.HTTPError):
+                        reply = await http.post(self.url, content=body)
+                        if reply.status_code == 200:
+                            return
+                    state.feedback_retries += 1
+                    await trio.sleep(delay)
+                    delay = min(2.0, delay * 2)
+
+        seen: set[str] = set()
+        async with httpx.AsyncClient(timeout=30) as http, trio.open_nursery() as nursery:
+            while True:
+                for event_id, recipient in list(state.submitted.items()):
+                    if event_id in seen:
+                        continue
+                    seen.add(event_id)
+                    draw = rng.random()
+                    if draw < options.bounces:
+                        nursery.start_soon(one, http, event_id, recipient, "Bounce")
+                    elif draw < options.bounces + options.complaints:
+                        nursery.start_soon(one, http, event_id, recipient, "Complaint")
+                if len(seen) >= options.emails:
+                    return
+                await trio.sleep(0.5)
+
+
 async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResult:
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -555,11 +646,22 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
     )
     hook_secret = secrets.token_hex(16)
     hook_prefix = f"{run_id}.webhooks"
-    async with smtp, open_asyncio_edge() as edge, open_receiver(
-        hook_secret, fail_rate=options.webhook_fail_rate, seed=options.seed
-    ) as hooks:
+    async with smtp, open_asyncio_edge() as edge, contextlib.AsyncExitStack() as stack:
+        hooks = await stack.enter_async_context(
+            open_receiver(hook_secret, fail_rate=options.webhook_fail_rate, seed=options.seed)
+        )
         env = cluster_env(work, es_url, amqp_url, smtp.port, options, crash_file)
         env.update(_webhook_env(hooks.url, hook_secret, hook_prefix))
+        feedback: _Feedback | None = None
+        if options.bounces > 0 or options.complaints > 0:
+            from actors.testing.localservices import free_port
+            from actors.testing.sns import SnsSigner, open_sns_host
+
+            signer = SnsSigner()
+            host = await stack.enter_async_context(open_sns_host(work / "sns", signer))
+            feedback = _Feedback(signer, host, free_port())
+            env.update(feedback.env(f"feedback-{run_id}"))
+        feedback_done = trio.Event()
         store = ElasticsearchStore(es_url, env["MAILACTORS__STORE__INDEX"])
         # The topology outlives the cluster: the dead letters are read after it stopped.
         cluster = Cluster(env, options.workers, work / "cluster.log", keep_topology=True)
@@ -608,6 +710,15 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                                         await trio.sleep(1.0)
 
                                 await nursery.start(watch_terminal)
+                                if feedback is not None:
+
+                                    async def post_feedback() -> None:
+                                        await feedback.run(store, options, state)
+                                        feedback_done.set()
+
+                                    nursery.start_soon(post_feedback)
+                                else:
+                                    feedback_done.set()
                                 async with trio.open_nursery() as work_nursery:
                                     work_nursery.start_soon(
                                         _inject, cluster, schedule, state, crash_file, amqp_url, rng
@@ -625,7 +736,11 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                                 )
                                 with trio.move_on_after(options.deadline_s) as waited:
                                     while True:
-                                        if state.terminal >= len(state.submitted):
+                                        if (
+                                            state.terminal >= len(state.submitted)
+                                            and feedback_done.is_set()
+                                            and not await _feedback_pending(store, state)
+                                        ):
                                             break
                                         await trio.sleep(0.5)
                                 deadline_passed = waited.cancelled_caught
@@ -664,6 +779,9 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
 
                         async with httpx.AsyncClient() as http:
                             await http.delete(f"{es_url}/{env['MAILACTORS__STORE__INDEX']}")
+                            if feedback is not None:
+                                ledger = env["MAILACTORS__FEEDBACK__LEDGER_INDEX"]
+                                await http.delete(f"{es_url}/{ledger}")
     received = smtp.messages()
     by_event: dict[str, list[float]] = {}
     for m in received:
@@ -685,6 +803,9 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
     terminal_ids = {i for i in ids if status_of.get(i) in _TERMINAL}
     lost = sorted(ids - terminal_ids)
     failed_no_reason = [d.event_id for d in final["FAILED"] if not (d.error or "").strip()]
+    feedback_not_applied = sorted(
+        i for i, expected in state.feedback_sent.items() if status_of.get(i) != expected
+    )
     sent_not_received = [d.event_id for d in final["SENT"] if d.event_id not in by_event]
     domain_max = {}
     for domain in options.domain_rates:
@@ -699,6 +820,15 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         "sent": sum(1 for i in ids if status_of.get(i) == "SENT"),
         "failed": sum(1 for i in ids if status_of.get(i) == "FAILED"),
         "suppressed": sum(1 for i in ids if status_of.get(i) == "SUPPRESSED"),
+        "bounced": sum(1 for i in ids if status_of.get(i) == "BOUNCED"),
+        "complained": sum(1 for i in ids if status_of.get(i) == "COMPLAINED"),
+        "feedback": {
+            "bounce_rate": options.bounces,
+            "complaint_rate": options.complaints,
+            "posted": len(state.feedback_sent),
+            "retries": state.feedback_retries,
+            "not_applied": len(feedback_not_applied),
+        },
         "lost": len(lost),
         "duplicates": duplicates,
         "duplicates_in_window": in_window,
@@ -740,6 +870,10 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         figures["lost_examples"] = [{"eventId": i, "status": status_of.get(i)} for i in lost[:5]]
     if reasons:
         figures["dead_letter_reasons"] = reasons
+    if feedback_not_applied:
+        figures["feedback_not_applied_examples"] = [
+            {"eventId": i, "status": status_of.get(i)} for i in feedback_not_applied[:5]
+        ]
     ok = (
         not aborted
         and not lost
@@ -749,6 +883,7 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         and not over_limit
         and not hooks_missing
         and not hooks.bad
+        and not feedback_not_applied
     )
     if ok and not options.keep and options.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
@@ -835,6 +970,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=0.1,
         help="share of requests the webhook receiver refuses with 500 (default 0.1)",
     )
+    parser.add_argument(
+        "--bounces", type=float, default=0.0,
+        help="share of SENT emails that get a hard bounce back over SNS (default 0)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--complaints", type=float, default=0.0,
+        help="share of SENT emails that get a complaint back over SNS (default 0)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=None, help="keep logs and data here")
     parser.add_argument("--keep", action="store_true", help="keep queues, index and work dir")
@@ -852,6 +995,10 @@ def main_soak(args: argparse.Namespace) -> int:
                 domains[name.strip().lower()] = float(rate)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not (0 <= args.bounces <= 1 and 0 <= args.complaints <= 1
+            and args.bounces + args.complaints <= 1):  # fmt: skip
+        print("error: --bounces and --complaints are shares, together at most 1", file=sys.stderr)
         return 2
     if args.emails < 1 or args.workers < 1 or args.rate <= 0:
         print("error: --emails, --workers and --rate must be positive", file=sys.stderr)
@@ -871,6 +1018,8 @@ def main_soak(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         unknown_outcome=args.unknown_outcome,
         webhook_fail_rate=args.webhook_fail_rate,
+        bounces=args.bounces,
+        complaints=args.complaints,
     )
     try:
         import aiosmtpd  # noqa: F401
@@ -895,7 +1044,9 @@ def main_soak(args: argparse.Namespace) -> int:
     print(
         f"soak: {f['submitted']} submitted in {f['seconds']}s: "
         f"{f['sent']} SENT, {f['failed']} FAILED, "
-        f"{f['suppressed']} SUPPRESSED, {f['lost']} lost, {f['duplicates']} duplicates "
+        f"{f['suppressed']} SUPPRESSED, {f['bounced']} BOUNCED, {f['complained']} COMPLAINED "
+        f"({f['feedback']['not_applied']} reports not applied), "
+        f"{f['lost']} lost, {f['duplicates']} duplicates "
         f"(allowed: {f['claims']['unknown_resent']} claims of dead senders resent), "
         f"window p50/p99 {window.get('p50')}/{window.get('p99')} ms, "
         f"{f['failed_without_reason']} FAILED without a reason; faults: {f['faults']}"

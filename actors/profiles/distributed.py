@@ -20,6 +20,7 @@ import trio
 
 from actors.domain.templates import TemplateRenderer
 from actors.email_server.safeguards import open_send_guards
+from actors.feedback import open_feedback
 from actors.grpc.api import AuthService, IntegrationService
 from actors.grpc.integration_client import GrpcIntegrationClient
 from actors.grpc.security import client_ssl_context, max_request_bytes
@@ -60,6 +61,7 @@ async def _serve(
     specs: list[SupervisorSpec | ChildSpec],
     ready: Callable[[ActorSystem], object] | None,
     *,
+    after: Callable[[ActorSystem], ChildSpec | None] | None = None,
     bus: Any = None,
     metrics: EmailMetrics | None = None,
 ) -> None:
@@ -69,6 +71,9 @@ async def _serve(
         ):
             for spec in specs:
                 await system.spawn(spec)
+            late = after(system) if after is not None else None  # needs what started above
+            if late is not None:
+                await system.spawn(late)
             trees.settle_heap()
             print(f"{READY} {service} pid={os.getpid()}", flush=True)
             log.info("%s ready", service)
@@ -88,7 +93,11 @@ async def run_service(
         bus = instrument(metrics, trees.make_bus(config, service))
         if service == "integration":
             store = instrument(metrics, trees.make_store(config))
-            async with _opened(store, bus), open_webhooks(config, store, metrics.registry) as hooks:
+            async with (
+                _opened(store, bus),
+                open_feedback(config, metrics=metrics) as feedback,
+                open_webhooks(config, store, metrics.registry) as hooks,
+            ):
                 watch = TerminalWatch()
                 listener = hooks.listener if hooks is not None else None
                 tree = trees.integration_service(config, store, bus, watch, listener)
@@ -102,13 +111,20 @@ async def run_service(
 
                 api = trees.grpc_server(config, config.grpc.integration_port, integration_api)
                 specs: list[SupervisorSpec | ChildSpec] = [tree, api]
+                sink = trees.feedback_service(config, store, bus, feedback)
+                if sink is not None:  # feedback is checked against the store it reads
+                    specs.append(sink)
                 if hooks is not None:  # deliveries out, beside their one producer
                     specs.append(hooks.spec)
                 # The HTTP endpoint lives with the store's one writer and reader.
                 http = trees.http_server(config, trees.http_routes(config, store, None))
                 if http is not None:
                     specs.append(http)
-                await _serve(service, config, specs, ready, bus=bus, metrics=metrics)
+                # Bounces by SMTP come in where the sink runs that applies them.
+                inbound = (lambda system: trees.inbound_smtp(config, system)) if sink else None
+                await _serve(
+                    service, config, specs, ready, after=inbound, bus=bus, metrics=metrics
+                )
         elif service == "email-server":
             provider = instrument(metrics, trees.make_provider(config))
             claims = trees.make_claims(config)  # shared with every worker, on every machine

@@ -21,14 +21,17 @@ from actors.domain.edges import Bus, Provider, Store
 from actors.domain.schema import EmailDocument, Status
 from actors.domain.templates import TemplateRenderer
 from actors.email_server.safeguards import open_send_guards
+from actors.feedback import open_feedback
 from actors.grpc.api import AuthService, IntegrationService
 from actors.integration.service import IntegrationApi, TerminalWatch
 from actors.profiles.trees import (
     auth_service,
     email_server_service,
+    feedback_service,
     grpc_server,
     http_routes,
     http_server,
+    inbound_smtp,
     integration_service,
     make_bus,
     make_claims,
@@ -100,6 +103,7 @@ async def open_embedded(
         open_asyncio_edge() as edge,
         open_edges(config) as (store, bus, provider, claims),
         open_send_guards(config) as guards,
+        open_feedback(config, guards.suppression, metrics) as feedback,
     ):
         store, bus, provider = (instrument(metrics, e) for e in (store, bus, provider))
         registry = metrics.registry if metrics is not None else None
@@ -126,6 +130,12 @@ async def open_embedded(
                     ]
 
                 await system.spawn(grpc_server(config, config.grpc.auth_port, services))
+            sink = feedback_service(config, store, bus, feedback)
+            if sink is not None:  # bounces and complaints; their sources come next
+                await system.spawn(sink)
+                inbound = inbound_smtp(config, system)
+                if inbound is not None:
+                    await system.spawn(inbound)
             http = http_server(config, http_routes(config, store, api))
             if http is not None:
                 await system.spawn(http)

@@ -30,11 +30,13 @@ from actors.integration.service import (
 from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
 from config import Config
-from runtime import AsyncioEdge, ChildSpec, SupervisorSpec
+from runtime import ActorSystem, AsyncioEdge, ChildSpec, SupervisorSpec
 
 __all__ = [
     "auth_service",
     "email_server_service",
+    "feedback_service",
+    "inbound_smtp",
     "grpc_server",
     "integration_service",
     "make_bus",
@@ -192,6 +194,16 @@ def grpc_server(
     )
 
 
+def inbound_smtp(config: Config, system: ActorSystem) -> ChildSpec | None:
+    """The inbound SMTP endpoint for bounces and complaints (``[bounces]``), reporting to the
+    feedback sink already running in ``system``; None when bounces are off."""
+    if not config.bounces.enabled:
+        return None
+    from actors.feedback import SinkRef, inbound_smtp_server
+
+    return inbound_smtp_server(config, SinkRef(system.lookup("feedback/sink")))
+
+
 def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> list[RouteFactory]:
     """The route factories of the packages that answer HTTP in this process.
 
@@ -201,7 +213,23 @@ def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> lis
     from actors.email_server.safeguards import open_suppression
     from actors.webhooks import unsubscribe_routes
 
-    return [unsubscribe_routes(config, lambda: open_suppression(config))]
+    factories: list[RouteFactory] = [unsubscribe_routes(config, lambda: open_suppression(config))]
+    if config.feedback.ses.enabled:  # SES events over SNS, to the feedback sink
+        from actors.feedback import ses_routes
+
+        factories.append(ses_routes(config))
+    return factories
+
+
+def feedback_service(
+    config: Config, store: Store, bus: Bus, resources: Any
+) -> SupervisorSpec | None:
+    """The feedback sink (``actors.feedback``), where ``open_feedback`` gave resources."""
+    if resources is None:
+        return None
+    from actors.feedback import feedback_tree
+
+    return feedback_tree(config, store, bus, resources)
 
 
 def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec | None:

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -96,8 +96,11 @@ class EmailMetrics:
         # Create the label sets people graph, so they read 0 instead of missing.
         for status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
             self.emails.labels("email-server", status.value)
+        self.feedback = FeedbackMetrics(r)
 
     def published(self, event: EmailStatusEvent) -> None:
+        if event.feedback is not None:
+            return  # the feedback sink's, not an email server outcome: FeedbackMetrics counts it
         self.emails.labels("email-server", event.status.value).inc()
         if event.status is Status.SENT and event.latency_ms is not None:
             self.latency.observe(event.latency_ms / 1000.0)
@@ -105,6 +108,64 @@ class EmailMetrics:
             self.retries.inc()
         elif event.status is Status.SUPPRESSED:
             self.suppressed.inc()
+
+
+class FeedbackMetrics:
+    """Bounces, complaints, deliveries and delays (``actors.feedback``), and what they did.
+
+    The rates are gauges the feedback sink computes from the store over
+    ``feedback.rate_window_s`` (so they survive restarts and count every process);
+    per recipient domain there are counters (domains past the first
+    ``MAX_DOMAINS`` seen are counted as ``other``, to bound the series).
+    """
+
+    MAX_DOMAINS = 200
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.reports = Counter(
+            "mailactors_feedback",
+            "Feedback applied, by source (ses, dsn, arf...), kind (bounce, complaint, delivery, "
+            "delay, reject), bounce type, category and recipient domain",
+            ["source", "kind", "bounce_type", "category", "domain"],
+            registry=r,
+        )
+        self.refused = Counter(
+            "mailactors_feedback_refused",
+            "Feedback refused or ignored, by source and reason (bad_signature, old_message, "
+            "unknown_email, wrong_recipient, repeat, malformed, ...)",
+            ["source", "reason"],
+            registry=r,
+        )
+        self.suppressions = Counter(
+            "mailactors_feedback_suppressions",
+            "Addresses suppressed because of feedback, by reason (hard_bounce, complaint, "
+            "soft_bounces)",
+            ["reason"],
+            registry=r,
+        )
+        self.rate = Gauge(
+            "mailactors_feedback_rate",
+            "Bounced or complained emails over the emails sent, per category, over the window",
+            ["kind", "category"],
+            registry=r,
+        )
+        self.paused = Gauge(
+            "mailactors_category_paused",
+            "1 when feedback paused the category (its emails end SUPPRESSED until resumed)",
+            ["category"],
+            registry=r,
+        )
+        self._domains: set[str] = set()
+
+    def domain(self, address: str) -> str:
+        domain = address.rpartition("@")[2].lower() or "?"
+        if domain in self._domains:
+            return domain
+        if len(self._domains) < self.MAX_DOMAINS:
+            self._domains.add(domain)
+            return domain
+        return "other"
 
 
 # -- wrappers around the edges -----------------------------------------------------
@@ -343,6 +404,7 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
 
 __all__ = [
     "EmailMetrics",
+    "FeedbackMetrics",
     "MeteredBus",
     "MeteredProvider",
     "MeteredStore",

@@ -90,10 +90,14 @@ def webhook_id(endpoint: str, event: EmailStatusEvent) -> str:
 
 
 def event_body(doc: EmailDocument, event: EmailStatusEvent, sequence: int) -> bytes:
-    """The JSON a receiver gets (camelCase, like the bus messages)."""
+    """The JSON a receiver gets (camelCase, like the bus messages), ``doc`` being the email
+    after the event: ``status`` is what happened, ``emailStatus`` where the email stands
+    now (they differ for feedback that arrives out of order: a report that overtook SENT,
+    a DELAYED after DELIVERED is recorded without moving the email back)."""
     body: dict[str, Any] = {
         "eventId": event.event_id,
         "status": event.status.value,
+        "emailStatus": doc.status.value,
         "time": event.occurred_at.isoformat(),
         "sequence": sequence,
         "recipient": doc.recipient,
