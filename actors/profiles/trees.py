@@ -201,7 +201,9 @@ def inbound_smtp(config: Config, system: ActorSystem) -> ChildSpec | None:
         return None
     from actors.feedback import SinkRef, inbound_smtp_server
 
-    return inbound_smtp_server(config, SinkRef(system.lookup("feedback/sink")))
+    unsubscribe = unsubscribe_mail(config)  # unsubscribe+TOKEN@, when a category has links
+    handlers = {"unsubscribe": unsubscribe} if unsubscribe is not None else None
+    return inbound_smtp_server(config, SinkRef(system.lookup("feedback/sink")), handlers)
 
 
 def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> list[RouteFactory]:
@@ -271,7 +273,9 @@ def unsubscribe_headers(
     tokens = UnsubscribeTokens.from_config(config.unsubscribe)
     if tokens is None:
         return None
-    domain = config.unsubscribe.mailto_domain or sender_domain
+    # The mailto goes where the inbound SMTP endpoint takes mail: the bounces domain, when on.
+    b = config.bounces
+    domain = config.unsubscribe.mailto_domain or (b.domain if b.enabled else "") or sender_domain
     return partial(list_unsubscribe, tokens, public_url(config.http), domain)
 
 

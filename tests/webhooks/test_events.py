@@ -60,7 +60,8 @@ def test_body_carries_the_reply_and_passes_tags_and_metadata_through() -> None:
                              occurred_at=T0)  # fmt: skip
     body = json.loads(event_body(doc, event, 7))
     assert body == {
-        "eventId": "e", "status": "FAILED", "emailStatus": "PENDING", "time": "2026-12-01T12:00:00+00:00", "sequence": 7,
+        "eventId": "e", "status": "FAILED", "emailStatus": "PENDING",
+        "time": "2026-12-01T12:00:00+00:00", "sequence": 7,
         "recipient": "ada@example.com", "category": "receipts", "attempt": 2, "provider": None,
         "providerMessageId": None, "smtpCode": 550, "reply": "550 5.1.1 no such user",
         "error": "permanent", "tags": ["order"], "metadata": {"orderId": "42"},

@@ -106,6 +106,40 @@ async def test_the_mailto_form_through_the_inbound_smtp_endpoint(tmp_path: Path)
     ]
 
 
+async def test_the_mailto_in_the_header_unsubscribes_through_the_systems_endpoint(
+    tmp_path: Path,
+) -> None:
+    key_file = tmp_path / "unsubscribe.key"
+    key_file.write_text(KEY + "\n")
+    with CapturingServer() as smtp:
+        config = embedded_config(
+            tmp_path,
+            provider={"kind": "smtp", "smtp": {"host": "127.0.0.1", "port": smtp.port}},
+            bounces=msgspec.structs.asdict(bounces_config(tmp_path).bounces),
+            unsubscribe={"categories": list(CATEGORIES), "secret_file": str(key_file)},
+            http={"enabled": True, "host": "127.0.0.1", "port": free_port()},
+        )
+        async with running(config) as app:
+            listening = app.system.snapshot().by_path()["inbound-smtp"].extra["listening"]
+            port = int(listening[0].rpartition(":")[2])  # type: ignore[index]
+            first = (await app.request(request(to="dan@example.com", category="news"))).event_id
+            await app.wait_terminal(first)  # "news" is not unsubscribable: no header
+            promo = await app.request(request(to="dan@example.com", category="promotions"))
+            assert (await app.wait_terminal(promo.event_id)).status is Status.SENT
+            plain, with_links = (m.data for m in smtp.messages())
+            assert b"List-Unsubscribe" not in plain
+            _, mailto, _ = _link(with_links)
+            address = mailto.removeprefix("mailto:")
+            assert address.endswith(f"@{DOMAIN}")  # where the inbound endpoint takes mail
+            code, text = await send(port, address, b"Subject: unsubscribe\r\n\r\n",
+                                    sender="dan@example.com")  # fmt: skip
+            assert (code, text) == (250, "2.0.0 Unsubscribed")
+            again = await app.request(request(to="dan@example.com", category="promotions"))
+            assert (await app.wait_terminal(again.event_id)).status is Status.SUPPRESSED
+            other = await app.request(request(to="dan@example.com", category="newsletter"))
+            assert (await app.wait_terminal(other.event_id)).status is Status.SENT
+
+
 def _link(message: bytes) -> tuple[str, str, str]:
     parsed = message_from_bytes(message, policy=policy.default)
     header = str(parsed["List-Unsubscribe"])
