@@ -26,13 +26,17 @@ class Status(enum.StrEnum):
     SENT = "SENT"
     FAILED = "FAILED"
     SUPPRESSED = "SUPPRESSED"
+    # Scheduled send (send_at): held in the store until due, then PENDING; or CANCELLED
+    # (terminal, never sent) by CancelEmail before it is due.
+    SCHEDULED = "SCHEDULED"
+    CANCELLED = "CANCELLED"
 
     @property
     def terminal(self) -> bool:
         return self in TERMINAL
 
 
-TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.SUPPRESSED})
+TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.SUPPRESSED, Status.CANCELLED})
 
 # Which status may follow which. A terminal state never regresses; a status
 # event that is not allowed here is a duplicate or arrived out of order and is
@@ -48,6 +52,9 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.SENT: frozenset(),
     Status.FAILED: frozenset(),
     Status.SUPPRESSED: frozenset(),
+    # Due: PENDING, then the usual lifecycle. Only a SCHEDULED email can be cancelled.
+    Status.SCHEDULED: frozenset({Status.PENDING, Status.CANCELLED}),
+    Status.CANCELLED: frozenset(),
 }
 
 
@@ -73,6 +80,15 @@ class EmailSendEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     attachments: list[Attachment] = []
     requested_at: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
+    # Addressing, headers, tags (issue 17); see EmailDocument.
+    from_address: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    cc: list[str] = []
+    bcc: list[str] = []
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
 
 
 class AttemptRecord(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -103,6 +119,10 @@ class EmailStatusEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     # RETRYING: when the next attempt is due. The embedded outbox sweeper re-publishes
     # an email still RETRYING well past it (its in-memory wait died with the process).
     next_attempt_at: datetime | None = None
+    # The email's tags and metadata, so that whoever reads status events (webhooks)
+    # can correlate them with the caller's own records without reading the document.
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
 
 
 class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
@@ -128,6 +148,18 @@ class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
     sent_at: datetime | None = None
     history: list[AttemptRecord] = []
     next_attempt_at: datetime | None = None  # while RETRYING: when the next attempt is due
+    # Issue 17. from_*: the sender (None: the category's default, else provider.sender);
+    # bcc recipients get the message but are never in its headers; headers are the
+    # caller's allow-listed extra headers; send_at: SCHEDULED until then.
+    from_address: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    cc: list[str] = []
+    bcc: list[str] = []
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
+    send_at: datetime | None = None
 
     def to_send_event(self) -> EmailSendEvent:
         return EmailSendEvent(
@@ -138,7 +170,16 @@ class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
             category=self.category,
             subject=self.subject,
             attachments=self.attachments,
-            requested_at=self.created_at,
+            # A scheduled email's age (retry.max_age_s, latency) counts from when it was due.
+            requested_at=self.send_at or self.created_at,
+            from_address=self.from_address,
+            from_name=self.from_name,
+            reply_to=self.reply_to,
+            cc=self.cc,
+            bcc=self.bcc,
+            headers=self.headers,
+            tags=self.tags,
+            metadata=self.metadata,
         )
 
 

@@ -51,7 +51,13 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
-from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
+from actors.stores.common import (
+    OpenClose,
+    decode_page_token,
+    encode_page_token,
+    exact_filters,
+    metadata_filters,
+)
 
 __all__ = [
     "MAPPING",
@@ -92,6 +98,16 @@ MAPPING: dict[str, Any] = {
         "variables": _OPAQUE,
         "attachments": _OPAQUE,
         "history": _OPAQUE,
+        # issue 17: searchable tags and metadata (exact values), the scheduled send time
+        "tags": _KEYWORD,
+        "metadata": {"type": "flattened"},
+        "sendAt": _DATE,
+        "fromAddress": _KEYWORD,
+        "fromName": _TEXT,
+        "replyTo": _KEYWORD,
+        "cc": _KEYWORD,
+        "bcc": _KEYWORD,
+        "headers": _OPAQUE,
     },
 }
 
@@ -396,6 +412,10 @@ class ElasticsearchStore(OpenClose):
             span["lt"] = _iso(query.created_to)
         if span:
             filters.append({"range": {"createdAt": span}})
+        for tag in query.tags:
+            filters.append({"term": {"tags": tag}})
+        for key, value in metadata_filters(query):
+            filters.append({"term": {f"metadata.{key}": value}})
         after: list[int | str] | None = None
         if query.page_token:
             after = list(decode_page_token(query.page_token))
@@ -435,6 +455,28 @@ class ElasticsearchStore(OpenClose):
                     }
                 },
                 sort=_SORT_OLDEST,
+                size=min(limit, _MAX_PAGE),
+            )
+        return [_document(hit["_source"]) for hit in resp["hits"]["hits"]]
+
+    async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
+        """Soonest first. Near-real-time, as :meth:`pending_older_than`: an email scheduled
+        less than a refresh interval before it is due may be seen a scan later."""
+        if limit < 1:
+            await trio.lowlevel.checkpoint()
+            return []
+        with unavailable_on_outage("search"):
+            resp = await self._es.search(
+                index=self.index,
+                query={
+                    "bool": {
+                        "filter": [
+                            {"term": {"status": Status.SCHEDULED.value}},
+                            {"range": {"sendAt": {"lt": _iso(before)}}},
+                        ]
+                    }
+                },
+                sort=[{"sendAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}],
                 size=min(limit, _MAX_PAGE),
             )
         return [_document(hit["_source"]) for hit in resp["hits"]["hits"]]
