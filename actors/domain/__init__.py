@@ -5,6 +5,8 @@ that everything above depends on, never a client.
 
 Modules:
 
+* ``addressing``     Checks on what a request adds to the basic email: sender, Reply-To, cc, bcc,
+                     headers, tags, metadata and send_at.
 * ``edges``          The edge interfaces: store, provider, bus. Actors depend on these, never on a
                      client.
 * ``event_checks``   Checks on what arrives from the bus and through SaveEmail: the same rules as a
