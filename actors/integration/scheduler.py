@@ -38,6 +38,9 @@ log = logging.getLogger("mailactors.scheduler")
 __all__ = ["ScanNow", "ScheduleReport", "ScheduledSender", "Wake"]
 
 BATCH = 500  # documents moved to PENDING per store call
+# A store whose search is near-real-time (Elasticsearch: a refresh a second) may not show an
+# email saved just before it fell due: the scan after a Wake is repeated once this much later.
+RECHECK_S = 1.5
 
 
 class Wake(msgspec.Struct, frozen=True):
@@ -86,6 +89,7 @@ class ScheduledSender(Actor[Wake | ScanNow]):
         self.lock = trio.Lock()  # one scan at a time
         self.next_due: datetime | None = None  # the soonest the store holds, not yet due
         self.wake_at: datetime | None = None  # the soonest a Wake told of
+        self.recheck_at: datetime | None = None  # one more look after a Wake's time
         self.woken = trio.Event()
         self.ctx.report(
             lambda: {
@@ -107,7 +111,7 @@ class ScheduledSender(Actor[Wake | ScanNow]):
 
     def _due_in(self) -> float | None:
         """Seconds until the soonest known email is due (None: none known)."""
-        known = [t for t in (self.next_due, self.wake_at) if t is not None]
+        known = [t for t in (self.next_due, self.wake_at, self.recheck_at) if t is not None]
         if not known:
             return None
         return (min(known) - self.wall()).total_seconds()
@@ -150,8 +154,11 @@ class ScheduledSender(Actor[Wake | ScanNow]):
             due = [d for d in docs if d.send_at is not None and d.send_at <= now]
             later = [d.send_at for d in docs if d.send_at is not None and d.send_at > now]
             self.next_due = min(later) if later else None
+            if self.recheck_at is not None and self.recheck_at <= now:
+                self.recheck_at = None
             if self.wake_at is not None and self.wake_at <= now:
-                self.wake_at = None  # looked for it (a store that shows it late: next scan)
+                self.recheck_at = self.wake_at + timedelta(seconds=RECHECK_S)
+                self.wake_at = None
             if not due:
                 return published, cancelled
             # PENDING first, then publish: a cancel that won the race keeps it unsent.
