@@ -15,7 +15,7 @@ import trio.testing
 
 from actors.domain.edges import ApplyOutcome, ApplyResult, StoreUnavailable, apply_status
 from actors.domain.schema import EmailDocument, EmailSendEvent, EmailStatusEvent, Status
-from actors.integration.scheduler import ScheduledSender, ScanNow, Wake
+from actors.integration.scheduler import ScanNow, ScheduledSender, Wake
 from runtime import ActorSystem, ChildSpec, SupervisorSpec
 
 EPOCH = datetime(2030, 1, 1, tzinfo=UTC)
