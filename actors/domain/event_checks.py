@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from actors.domain.addressing import check_event_addressing
 from actors.domain.schema import (
     EmailDocument,
     EmailSendEvent,
@@ -224,6 +225,7 @@ async def screen_send_delivery(
         return None
     try:
         _, rendered = validate_event_rendered(event, limits, renderer)
+        check_event_addressing(event)
     except Exception as exc:  # validate_request raises InvalidField only; be sure of it
         if isinstance(exc, InvalidField):
             why = str(exc)

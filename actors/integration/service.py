@@ -34,7 +34,15 @@ from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.integration.scheduler import ScheduledSender, Wake
 from actors.integration.sweeper import OutboxSweeper, SweeperSettings
 from actors.stores.batching import BatchingActor, Flush
-from runtime import Actor, ActorRef, ChildSpec, SupervisorSpec
+from runtime import (
+    Actor,
+    ActorNotFound,
+    ActorRef,
+    ActorStopped,
+    ChildSpec,
+    MailboxFull,
+    SupervisorSpec,
+)
 
 log = logging.getLogger("mailactors.integration")
 
@@ -120,8 +128,8 @@ class DocumentWriter(BatchingActor[EmailDocument]):
         if due:
             try:
                 self.ctx.lookup("scheduler").send_nowait(Wake(min(due)))
-            except Exception:  # no scheduler (a bare tree in a test), or its mailbox is full:
-                pass  # its next scan finds the email anyway
+            except (ActorNotFound, ActorStopped, MailboxFull):  # no scheduler (a bare tree),
+                pass  # or it is busy: its next scan finds the email anyway
 
 
 class StatusUpdater(BatchingActor[StatusUpdate]):

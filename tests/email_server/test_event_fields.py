@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from actors.bus.memory import MemoryBus
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
@@ -63,3 +64,39 @@ async def test_tags_and_metadata_ride_on_every_status_event(actor_system: ActorS
     assert email.sender == "News <news@example.com>" and email.reply_to == "help@example.com"
     assert email.envelope_recipients == ["ada@example.com", "carol@example.org", "bob@example.net"]
     assert email.headers == {"X-Campaign": "dec"}
+
+
+async def test_an_event_from_another_publisher_is_held_to_the_same_rules(
+    actor_system: ActorSystem,
+) -> None:
+    sent: list[OutgoingEmail] = []
+
+    class Provider:
+        name = "p"
+
+        async def send(self, email: OutgoingEmail) -> SendResult:
+            sent.append(email)
+            return SendResult(provider="p", ok=True, code=250, reply="ok")
+
+    bus = MemoryBus(100)
+    settings = SenderSettings(root="es", sender="me@x.org", message_id_domain="x.org")
+    provider: Any = Provider()
+    renderer = TemplateRenderer(ROOT / "templates")
+    await actor_system.spawn(email_server_tree(bus, provider, renderer, settings, name="es"))
+    await bus.publish_send(
+        EmailSendEvent(
+            event_id="e2", recipient="ada@example.com", template="welcome",
+            variables={"name": "Ada", "product": "Acme"}, tags=["t"],
+            headers={"Bcc": "victim@example.com"},
+        )
+    )
+    with trio.fail_after(30):
+        status = status_event_decoder.decode((await bus.next_status()).body)
+    assert status.status is Status.FAILED and status.tags == ["t"]
+    assert status.error is not None
+    assert status.error.startswith("refused by the email server: headers['Bcc']: ")
+    await trio.testing.wait_all_tasks_blocked()  # the reject follows the FAILED status
+    assert sent == []
+    assert [reason for _, _, reason in bus.dead_letters][-1].startswith(
+        "invalid EmailSendEvent: headers['Bcc']"
+    )
