@@ -30,13 +30,14 @@ import msgspec
 import trio
 
 from actors.domain.edges import ApplyOutcome, Bus, BusError, Store, StoreUnavailable
-from actors.domain.schema import EmailStatusEvent, Status
+from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from runtime import Actor
 
 log = logging.getLogger("mailactors.scheduler")
 
 __all__ = ["ScanNow", "ScheduleReport", "ScheduledSender", "Wake"]
 
+APPLIED = ApplyOutcome.APPLIED
 BATCH = 500  # documents moved to PENDING per store call
 # A store whose search is near-real-time (Elasticsearch: a refresh a second) may not show an
 # email saved just before it fell due: the scan after a Wake is repeated once this much later.
@@ -84,6 +85,9 @@ class ScheduledSender(Actor[Wake | ScanNow]):
         self.published = 0
         self.scans = 0
         self.last_error: str | None = None
+        # Moved to PENDING but not published (the bus refused): published first at the next
+        # scan. Only a crash loses this list; then the outbox sweeper finds them PENDING.
+        self.unpublished: dict[str, EmailDocument] = {}
 
     async def started(self) -> None:
         self.lock = trio.Lock()  # one scan at a time
@@ -97,6 +101,7 @@ class ScheduledSender(Actor[Wake | ScanNow]):
                 "scans": self.scans,
                 "next_due": self.next_due.isoformat() if self.next_due else None,
                 "last_error": self.last_error,
+                "unpublished": len(self.unpublished),
             }
         )
         self.ctx.start_soon(self._loop)
@@ -145,8 +150,17 @@ class ScheduledSender(Actor[Wake | ScanNow]):
             self.last_error = error
             return ScheduleReport(published, cancelled, error)
 
+    async def _publish(self, doc: EmailDocument) -> None:
+        await self.bus.publish_send(doc.to_send_event())
+        self.unpublished.pop(doc.event_id, None)
+        self.published += 1
+        log.debug("scheduled email due: published", extra={"event_id": doc.event_id})
+
     async def _scan(self) -> tuple[int, int]:
         published = cancelled = 0
+        for doc in list(self.unpublished.values()):
+            await self._publish(doc)
+            published += 1
         while True:
             now = self.wall()
             horizon = now + timedelta(seconds=self.interval_s)
@@ -170,16 +184,12 @@ class ScheduledSender(Actor[Wake | ScanNow]):
                     for d in due
                 ]
             )
-            moved = 0
-            for doc, result in zip(due, results, strict=True):
-                if result.outcome is not ApplyOutcome.APPLIED:
-                    cancelled += 1
-                    continue
-                await self.bus.publish_send(doc.to_send_event())
+            moved = [doc for doc, r in zip(due, results, strict=True) if r.outcome is APPLIED]
+            cancelled += len(due) - len(moved)
+            self.unpublished.update((doc.event_id, doc) for doc in moved)  # before any publish
+            for doc in moved:
+                await self._publish(doc)
                 published += 1
-                moved += 1
-                self.published += 1
-                log.debug("scheduled email due: published", extra={"event_id": doc.event_id})
             if len(due) < BATCH or not moved:  # not moved: a store still showing old ones
                 return published, cancelled
 

@@ -13,7 +13,13 @@ import pytest
 import trio
 import trio.testing
 
-from actors.domain.edges import ApplyOutcome, ApplyResult, StoreUnavailable, apply_status
+from actors.domain.edges import (
+    ApplyOutcome,
+    ApplyResult,
+    BusUnavailable,
+    StoreUnavailable,
+    apply_status,
+)
 from actors.domain.schema import EmailDocument, EmailSendEvent, EmailStatusEvent, Status
 from actors.integration.scheduler import ScanNow, ScheduledSender, Wake
 from runtime import ActorSystem, ChildSpec, SupervisorSpec
@@ -76,11 +82,15 @@ class Store:
 
 
 class Bus:
-    def __init__(self) -> None:
+    def __init__(self, refusals: int = 0) -> None:
         self.published: list[tuple[float, EmailSendEvent]] = []
+        self.refusals = refusals
 
     async def publish_send(self, event: EmailSendEvent) -> None:
         await trio.lowlevel.checkpoint()
+        if self.refusals:
+            self.refusals -= 1
+            raise BusUnavailable("broker down")
         self.published.append((trio.current_time(), event))
 
 
@@ -142,3 +152,18 @@ async def test_a_cancelled_email_is_never_published_and_an_outage_is_retried(
     report = await ref.ask(ScanNow(), timeout=5)
     assert report.published == 0 and report.error is None
     assert store.docs["doomed"].status is Status.CANCELLED
+
+
+async def test_an_email_moved_to_pending_is_published_once_the_bus_takes_it(
+    autojump_clock: trio.testing.MockClock, actor_system: ActorSystem
+) -> None:
+    store, bus = Store(), Bus(refusals=2)
+    store.add("a", at(0))
+    store.add("b", at(0))
+    await spawn(actor_system, store, bus, 3600)
+    await trio.sleep(5)
+    # Both left SCHEDULED for PENDING in one go; the bus refused the first publish, and the
+    # retry of the scan a second later refused it again: published at the one after.
+    assert sorted(e.event_id for _, e in bus.published) == ["a", "b"]
+    assert all(2.0 <= t < 2.01 for t, _ in bus.published)
+    assert {d.status for d in store.docs.values()} == {Status.PENDING}
