@@ -132,33 +132,30 @@ class GrpcIntegrationClient:
 
     async def cancel(self, event_id: str) -> ApplyResult:
         """IntegrationService.CancelEmail, its answer as the store's ApplyResult."""
-
-        async def call(request: Any) -> Any:
-            assert self.channel is not None
-            stub = email_grpc.IntegrationServiceStub(self.channel)
-            return await stub.CancelEmail(request, timeout=self.deadline, metadata=self.metadata)
-
         request = email_pb2.CancelEmailRequest(event_id=event_id)
         try:
-            reply = await self._with_retries(call, request, event_id)
+            reply = await self._unary("CancelEmail", request, event_id)
         except GRPCError as exc:
             if exc.status is GrpcStatus.NOT_FOUND:
                 return ApplyResult(event_id, ApplyOutcome.NOT_FOUND)
-            if exc.status is GrpcStatus.FAILED_PRECONDITION:
-                got = await self._status_of(event_id)
-                return ApplyResult(event_id, ApplyOutcome.IGNORED, got)
-            raise
+            if exc.status is not GrpcStatus.FAILED_PRECONDITION:
+                raise
+            get = email_pb2.GetEmailRequest(event_id=event_id)  # what it is instead
+            document = (await self._unary("GetEmail", get, event_id)).document
+            return ApplyResult(event_id, ApplyOutcome.IGNORED, status_from_proto(document.status))
         return ApplyResult(event_id, ApplyOutcome.APPLIED, status_from_proto(reply.status))
 
-    async def _status_of(self, event_id: str) -> Any:
+    async def _unary(self, method: str, request: Any, event_id: str) -> Any:
+        """IntegrationService.<method>(request), with the deadline, token and retries."""
+
         async def call(request: Any) -> Any:
             assert self.channel is not None
             stub = email_grpc.IntegrationServiceStub(self.channel)
-            return await stub.GetEmail(request, timeout=self.deadline, metadata=self.metadata)
+            return await getattr(stub, method)(
+                request, timeout=self.deadline, metadata=self.metadata
+            )
 
-        request = email_pb2.GetEmailRequest(event_id=event_id)
-        reply = await self._with_retries(call, request, event_id)
-        return status_from_proto(reply.document.status)
+        return await self._with_retries(call, request, event_id)
 
     def _take_batch(self) -> list[_Save]:
         """The oldest waiting saves, within ``max_batch`` and ``max_batch_bytes`` (at least one)."""

@@ -112,7 +112,6 @@ MAPPING: dict[str, Any] = {
 }
 
 _SORT_NEWEST = [{"createdAt": {"order": "desc"}}, {"eventId": {"order": "desc"}}]
-_SORT_OLDEST = [{"createdAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}]
 _MAX_PAGE = 10_000  # Elasticsearch's default index.max_result_window
 
 _encoder = msgspec.json.Encoder()
@@ -440,28 +439,17 @@ class ElasticsearchStore(OpenClose):
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Oldest first. Near-real-time: a document saved less than a refresh
         interval ago may be missing, which a sweeper looking for old ones can bear."""
-        if limit < 1:
-            await trio.lowlevel.checkpoint()
-            return []
-        with unavailable_on_outage("search"):
-            resp = await self._es.search(
-                index=self.index,
-                query={
-                    "bool": {
-                        "filter": [
-                            {"term": {"status": Status.PENDING.value}},
-                            {"range": {"createdAt": {"lt": _iso(before)}}},
-                        ]
-                    }
-                },
-                sort=_SORT_OLDEST,
-                size=min(limit, _MAX_PAGE),
-            )
-        return [_document(hit["_source"]) for hit in resp["hits"]["hits"]]
+        return await self._earliest(Status.PENDING, "createdAt", before, limit)
 
     async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Soonest first. Near-real-time, as :meth:`pending_older_than`: an email scheduled
         less than a refresh interval before it is due may be seen a scan later."""
+        return await self._earliest(Status.SCHEDULED, "sendAt", before, limit)
+
+    async def _earliest(
+        self, status: Status, field: str, before: datetime, limit: int
+    ) -> list[EmailDocument]:
+        """Documents in ``status`` with ``field`` (a time) before ``before``, earliest first."""
         if limit < 1:
             await trio.lowlevel.checkpoint()
             return []
@@ -471,12 +459,12 @@ class ElasticsearchStore(OpenClose):
                 query={
                     "bool": {
                         "filter": [
-                            {"term": {"status": Status.SCHEDULED.value}},
-                            {"range": {"sendAt": {"lt": _iso(before)}}},
+                            {"term": {"status": status.value}},
+                            {"range": {field: {"lt": _iso(before)}}},
                         ]
                     }
                 },
-                sort=[{"sendAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}],
+                sort=[{field: {"order": "asc"}}, {"eventId": {"order": "asc"}}],
                 size=min(limit, _MAX_PAGE),
             )
         return [_document(hit["_source"]) for hit in resp["hits"]["hits"]]

@@ -313,6 +313,15 @@ class SqliteStore(OpenClose):
 
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Oldest first, so a sweeper that takes ``limit`` at a time makes progress."""
+        return await self._earliest(Status.PENDING, "created_at", before, limit)
+
+    async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
+        return await self._earliest(Status.SCHEDULED, "send_at", before, limit)
+
+    async def _earliest(
+        self, status: Status, column: str, before: datetime, limit: int
+    ) -> list[EmailDocument]:
+        """Documents in ``status`` with ``column`` (a time) before ``before``, earliest first."""
         if limit < 1:  # SQLite reads a negative LIMIT as "no limit"
             await trio.lowlevel.checkpoint()
             return []
@@ -321,25 +330,9 @@ class SqliteStore(OpenClose):
             lambda conn: [
                 document_decoder.decode(doc)
                 for (doc,) in conn.execute(
-                    "SELECT doc FROM emails WHERE status = ? AND created_at < ?"
-                    " ORDER BY created_at, event_id LIMIT ?",
-                    (Status.PENDING.value, cutoff, limit),
-                )
-            ]
-        )
-
-    async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
-        if limit < 1:
-            await trio.lowlevel.checkpoint()
-            return []
-        cutoff = _micros(before)
-        return await self._run(
-            lambda conn: [
-                document_decoder.decode(doc)
-                for (doc,) in conn.execute(
-                    "SELECT doc FROM emails WHERE status = 'SCHEDULED' AND send_at < ?"
-                    " ORDER BY send_at, event_id LIMIT ?",
-                    (cutoff, limit),
+                    f"SELECT doc FROM emails WHERE status = ? AND {column} < ?"
+                    f" ORDER BY {column}, event_id LIMIT ?",
+                    (status.value, cutoff, limit),
                 )
             ]
         )
