@@ -172,19 +172,7 @@ class RequestHandler(Actor[RequestEmail]):
             raise
         try:  # not blank, at most 256 characters, no control characters
             check_idempotency_key(req.idempotency_key)
-            extra = check_addressing(
-                policy=self.senders,
-                category=req.category,
-                recipient=recipient,
-                from_address=req.from_address,
-                from_name=req.from_name,
-                reply_to=req.reply_to,
-                cc=req.cc,
-                bcc=req.bcc,
-                headers=req.headers,
-                tags=req.tags,
-                metadata=req.metadata,
-            )
+            extra = check_addressing(req, policy=self.senders, recipient=recipient)
             send_at = check_send_at(req.send_at, self.api.schedule_horizon_s)
         except ValueError:
             self.invalid += 1

@@ -250,22 +250,21 @@ def _check_metadata(metadata: Any, prefix: str) -> dict[str, str]:
 
 
 def check_addressing(
-    *,
-    policy: SenderPolicy,
-    category: str,
-    recipient: str,
-    from_address: Any = None,
-    from_name: Any = None,
-    reply_to: Any = None,
-    cc: Any = (),
-    bcc: Any = (),
-    headers: Any = None,
-    tags: Any = (),
-    metadata: Any = None,
-    prefix: str = "",
+    given: Any, *, policy: SenderPolicy, recipient: str, prefix: str = ""
 ) -> Addressing:
-    """Check the extras of a request for ``recipient`` (already normalized); raise
-    InvalidField naming the first bad field (``prefix`` goes before its name)."""
+    """Check the extras of ``given`` (a request or a send event: ``category``, ``from_address``,
+    ``from_name``, ``reply_to``, ``cc``, ``bcc``, ``headers``, ``tags``, ``metadata``; those it
+    lacks are unset), for ``recipient`` (already normalized). Raises InvalidField naming the
+    first bad field (``prefix`` goes before its name)."""
+    category = getattr(given, "category", "transactional")
+    from_address = getattr(given, "from_address", None)
+    from_name = getattr(given, "from_name", None)
+    reply_to = getattr(given, "reply_to", None)
+    cc = getattr(given, "cc", ())
+    bcc = getattr(given, "bcc", ())
+    headers = getattr(given, "headers", None)
+    tags = getattr(given, "tags", ())
+    metadata = getattr(given, "metadata", None)
     name: str | None = None
     if from_name is not None:
         name = _plain(f"{prefix}from_name", from_name, MAX_NAME_CHARS).strip() or None
@@ -346,16 +345,4 @@ def check_event_addressing(event: Any) -> None:
     """The checks of :func:`check_addressing` on a send event's fields, bar the sender policy
     (auth applied it): an event published by another program is held to the same syntax,
     header allow-list and sizes before anything reaches a provider. Raises InvalidField."""
-    check_addressing(
-        policy=_ANY_SENDER,
-        category=event.category,
-        recipient=event.recipient,
-        from_address=event.from_address,
-        from_name=event.from_name,
-        reply_to=event.reply_to,
-        cc=event.cc,
-        bcc=event.bcc,
-        headers=event.headers,
-        tags=event.tags,
-        metadata=event.metadata,
-    )
+    check_addressing(event, policy=_ANY_SENDER, recipient=event.recipient)
