@@ -131,6 +131,7 @@ def integration_service(
         batch_size=s.batch_size,
         batch_ms=s.batch_ms,
         sweeper=sweeper_settings(config),
+        schedule_interval_s=config.api.schedule_interval_s,
     )
 
 
@@ -165,7 +166,13 @@ def auth_service(
 ) -> SupervisorSpec:
     """Intake: *integration* is the in-process API (embedded) or its gRPC client."""
     return auth_tree(
-        integration, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s
+        integration,
+        bus,
+        renderer,
+        config.limits,
+        pending_repeat_s=config.sweeper.pending_repeat_s,
+        api=config.api,
+        provider_sender=config.provider.sender,
     )
 
 
