@@ -3,9 +3,12 @@
     python supervisor.py up [--profile embedded]   run until Ctrl-C
     python supervisor.py demo                       run, send three samples, print, exit
     python supervisor.py send --to ADDR --template NAME [--var k=v ...] [--json-var k=JSON ...]
-                              [--key KEY]
+                              [--key KEY] [--from ADDR] [--cc ADDR] [--bcc ADDR]
+                              [--header K=V] [--tag T] [--meta K=V] [--send-at RFC3339]
     python supervisor.py status EVENT_ID            the document, as JSON
-    python supervisor.py search [--recipient ..] [--status ..] [--category ..]
+    python supervisor.py search [--recipient ..] [--status ..] [--category ..] [--tag ..]
+                                [--meta K=V]
+    python supervisor.py cancel EVENT_ID            a scheduled email, before it is due
     python supervisor.py send --batch FILE          many requests (JSON lines), progress bar
     python supervisor.py dlq list|replay [--limit N] dead letters, with the reasons
     python supervisor.py suppression list|add ADDR|remove ADDR
@@ -17,7 +20,7 @@
     python supervisor.py dkim show DOMAIN           the DNS TXT record of DOMAIN's DKIM key
     python supervisor.py dkim keygen DOMAIN --selector S [--algorithm rsa|ed25519] --out FILE
 
-``send``, ``status`` and ``search`` talk gRPC to a running ``up``.
+``send``, ``status``, ``search`` and ``cancel`` talk gRPC to a running ``up``.
 
 Each command lives with its subsystem, in a module whose ``register(commands)`` adds its
 subparsers and sets ``handler`` (parsed arguments -> exit status); this file only holds the
@@ -45,7 +48,7 @@ if TYPE_CHECKING:  # argparse's classes are not subscriptable at run time
 # In the order `--help` lists the commands.
 COMMANDS: list[Register] = [
     profiles_cli.register,  # up, run, demo
-    client.register,  # send, status, search
+    client.register,  # send, status, search, cancel
     console.register,  # console
     suite.register,  # bench
     admin.register,  # dlq, suppression

@@ -11,6 +11,7 @@ from ._exposure import is_loopback
 from ._load import ENV_PREFIX, PROFILE_DIR, PROJECT_ROOT, load_config, profile_names, profile_path
 from ._model import (
     DEFAULT_ATTACHMENT_TYPES,
+    ApiConfig,
     BouncesConfig,
     BreakerConfig,
     BusConfig,
@@ -45,6 +46,7 @@ __all__ = [
     "PROFILE_DIR",
     "PROJECT_ROOT",
     "BouncesConfig",
+    "ApiConfig",
     "BreakerConfig",
     "BusConfig",
     "ChainEntryConfig",

@@ -378,6 +378,21 @@ class LimitsConfig(_Section, frozen=True):
             raise ValueError("max_attachment_bytes must not exceed max_message_bytes")
 
 
+class ApiConfig(_Section, frozen=True):
+    """What callers of the public API may ask for beyond a recipient (issue 17)."""
+
+    # Who may be the From of an email besides provider.sender: addresses
+    # ("billing@example.com") or domains ("example.com": every address at it).
+    senders: tuple[str, ...] = ()
+    # category -> its default sender, "address" or "Name <address>" (allowed as a sender).
+    default_senders: dict[str, str] = {}
+    max_batch: Annotated[int, Meta(ge=1, le=10_000)] = 1000  # requests per RequestEmails
+    schedule_horizon_s: PosFloat = 30 * 86400.0  # send_at at most this far ahead
+    # The due-scanner looks at the store at least this often (and at once when a
+    # scheduled email falls due earlier than its next look).
+    schedule_interval_s: PosFloat = 30.0
+
+
 class TemplatesConfig(_Section, frozen=True):
     dir: PathStr = "templates"
 
@@ -540,6 +555,7 @@ class Config(_Section, frozen=True):
     throttle: ThrottleConfig = msgspec.field(default_factory=ThrottleConfig)
     sweeper: SweeperConfig = msgspec.field(default_factory=SweeperConfig)
     limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
     templates: TemplatesConfig = msgspec.field(default_factory=TemplatesConfig)
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     control: ControlConfig = msgspec.field(default_factory=ControlConfig)

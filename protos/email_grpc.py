@@ -32,6 +32,10 @@ class IntegrationServiceBase(abc.ABC):
     async def SearchEmails(self, stream: 'grpclib.server.Stream[email_pb2.SearchEmailsRequest, email_pb2.SearchEmailsResponse]') -> None:
         pass
 
+    @abc.abstractmethod
+    async def CancelEmail(self, stream: 'grpclib.server.Stream[email_pb2.CancelEmailRequest, email_pb2.CancelEmailResponse]') -> None:
+        pass
+
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
         return {
             '/mailactors.v1.IntegrationService/SaveEmail': grpclib.const.Handler(
@@ -57,6 +61,12 @@ class IntegrationServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 email_pb2.SearchEmailsRequest,
                 email_pb2.SearchEmailsResponse,
+            ),
+            '/mailactors.v1.IntegrationService/CancelEmail': grpclib.const.Handler(
+                self.CancelEmail,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                email_pb2.CancelEmailRequest,
+                email_pb2.CancelEmailResponse,
             ),
         }
 
@@ -88,12 +98,26 @@ class IntegrationServiceStub:
             email_pb2.SearchEmailsRequest,
             email_pb2.SearchEmailsResponse,
         )
+        self.CancelEmail = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/mailactors.v1.IntegrationService/CancelEmail',
+            email_pb2.CancelEmailRequest,
+            email_pb2.CancelEmailResponse,
+        )
 
 
 class AuthServiceBase(abc.ABC):
 
     @abc.abstractmethod
     async def RequestEmail(self, stream: 'grpclib.server.Stream[email_pb2.RequestEmailRequest, email_pb2.RequestEmailResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def RequestEmails(self, stream: 'grpclib.server.Stream[email_pb2.RequestEmailsRequest, email_pb2.RequestEmailsResponse]') -> None:
+        pass
+
+    @abc.abstractmethod
+    async def CancelEmail(self, stream: 'grpclib.server.Stream[email_pb2.CancelEmailRequest, email_pb2.CancelEmailResponse]') -> None:
         pass
 
     def __mapping__(self) -> typing.Dict[str, grpclib.const.Handler]:
@@ -103,6 +127,18 @@ class AuthServiceBase(abc.ABC):
                 grpclib.const.Cardinality.UNARY_UNARY,
                 email_pb2.RequestEmailRequest,
                 email_pb2.RequestEmailResponse,
+            ),
+            '/mailactors.v1.AuthService/RequestEmails': grpclib.const.Handler(
+                self.RequestEmails,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                email_pb2.RequestEmailsRequest,
+                email_pb2.RequestEmailsResponse,
+            ),
+            '/mailactors.v1.AuthService/CancelEmail': grpclib.const.Handler(
+                self.CancelEmail,
+                grpclib.const.Cardinality.UNARY_UNARY,
+                email_pb2.CancelEmailRequest,
+                email_pb2.CancelEmailResponse,
             ),
         }
 
@@ -115,4 +151,16 @@ class AuthServiceStub:
             '/mailactors.v1.AuthService/RequestEmail',
             email_pb2.RequestEmailRequest,
             email_pb2.RequestEmailResponse,
+        )
+        self.RequestEmails = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/mailactors.v1.AuthService/RequestEmails',
+            email_pb2.RequestEmailsRequest,
+            email_pb2.RequestEmailsResponse,
+        )
+        self.CancelEmail = grpclib.client.UnaryUnaryMethod(
+            channel,
+            '/mailactors.v1.AuthService/CancelEmail',
+            email_pb2.CancelEmailRequest,
+            email_pb2.CancelEmailResponse,
         )

@@ -26,15 +26,25 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x65mail.proto\x12\rmailactors.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\tsource_id\x18\x04 \x01(\t\x12\x18\n\x0b\x62ounce_type\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bstatus_code\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x17\n\ndiagnostic\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\rfeedback_type\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x15\n\x08reporter\x18\t \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_bounce_typeB\x0e\n\x0c_status_codeB\r\n\x0b_diagnosticB\x10\n\x0e_feedback_typeB\x0b\n\t_reporter\"E\n\nAttachment\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x9f\x02\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x15\n\x08provider\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tsmtp_code\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05reply\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x34\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x07 \x01(\x0b\x32\x1d.mailactors.v1.FeedbackDetailH\x03\x88\x01\x01\x42\x0b\n\t_providerB\x0c\n\n_smtp_codeB\x08\n\x06_replyB\x0b\n\t_feedback\"\xce\x05\n\rEmailDocument\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12*\n\tvariables\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x14\n\x07subject\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x07 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x1c\n\x0fidempotency_key\x18\t \x01(\tH\x01\x88\x01\x01\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\r \x01(\x05\x12\x12\n\x05\x65rror\x18\x0e \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08provider\x18\x0f \x01(\tH\x03\x88\x01\x01\x12 \n\x13provider_message_id\x18\x10 \x01(\tH\x04\x88\x01\x01\x12\x17\n\nsmtp_reply\x18\x11 \x01(\tH\x05\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x12 \x01(\x01H\x06\x88\x01\x01\x12-\n\x07history\x18\x13 \x03(\x0b\x32\x1c.mailactors.v1.AttemptRecordB\n\n\x08_subjectB\x12\n\x10_idempotency_keyB\x08\n\x06_errorB\x0b\n\t_providerB\x16\n\x14_provider_message_idB\r\n\x0b_smtp_replyB\r\n\x0b_latency_ms\"B\n\x10SaveEmailRequest\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"f\n\x11SaveEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"D\n\x11SaveEmailsRequest\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\"E\n\x12SaveEmailsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.mailactors.v1.SaveEmailResult\"s\n\x0fSaveEmailResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"#\n\x0fGetEmailRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"B\n\x10GetEmailResponse\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"\xa4\x02\n\x13SearchEmailsRequest\x12\x16\n\trecipient\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatusH\x01\x88\x01\x01\x12\x15\n\x08\x63\x61tegory\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x0c\x63reated_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\tB\x0c\n\n_recipientB\t\n\x07_statusB\x0b\n\t_category\"o\n\x14SearchEmailsResponse\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"\xfc\x01\n\x13RequestEmailRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\x12*\n\tvariables\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x07subject\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x06 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12\x1c\n\x0fidempotency_key\x18\x07 \x01(\tH\x01\x88\x01\x01\x42\n\n\x08_subjectB\x12\n\x10_idempotency_key\"g\n\x14RequestEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08*\xac\x01\n\x0b\x45mailStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07SENDING\x10\x02\x12\x0c\n\x08RETRYING\x10\x03\x12\x08\n\x04SENT\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0e\n\nSUPPRESSED\x10\x06\x12\x0b\n\x07\x42OUNCED\x10\n\x12\x0e\n\nCOMPLAINED\x10\x0b\x12\r\n\tDELIVERED\x10\x0c\x12\x0b\n\x07\x44\x45LAYED\x10\r2\xdd\x02\n\x12IntegrationService\x12N\n\tSaveEmail\x12\x1f.mailactors.v1.SaveEmailRequest\x1a .mailactors.v1.SaveEmailResponse\x12Q\n\nSaveEmails\x12 .mailactors.v1.SaveEmailsRequest\x1a!.mailactors.v1.SaveEmailsResponse\x12K\n\x08GetEmail\x12\x1e.mailactors.v1.GetEmailRequest\x1a\x1f.mailactors.v1.GetEmailResponse\x12W\n\x0cSearchEmails\x12\".mailactors.v1.SearchEmailsRequest\x1a#.mailactors.v1.SearchEmailsResponse2f\n\x0b\x41uthService\x12W\n\x0cRequestEmail\x12\".mailactors.v1.RequestEmailRequest\x1a#.mailactors.v1.RequestEmailResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x0b\x65mail.proto\x12\rmailactors.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa2\x02\n\x0e\x46\x65\x65\x64\x62\x61\x63kDetail\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\tsource_id\x18\x04 \x01(\t\x12\x18\n\x0b\x62ounce_type\x18\x05 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bstatus_code\x18\x06 \x01(\tH\x01\x88\x01\x01\x12\x17\n\ndiagnostic\x18\x07 \x01(\tH\x02\x88\x01\x01\x12\x1a\n\rfeedback_type\x18\x08 \x01(\tH\x03\x88\x01\x01\x12\x15\n\x08reporter\x18\t \x01(\tH\x04\x88\x01\x01\x42\x0e\n\x0c_bounce_typeB\x0e\n\x0c_status_codeB\r\n\x0b_diagnosticB\x10\n\x0e_feedback_typeB\x0b\n\t_reporter\"E\n\nAttachment\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x14\n\x0c\x63ontent_type\x18\x02 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x03 \x01(\x0c\"\x9f\x02\n\rAttemptRecord\x12\x0f\n\x07\x61ttempt\x18\x01 \x01(\x05\x12&\n\x02\x61t\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x15\n\x08provider\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x16\n\tsmtp_code\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05reply\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x34\n\x08\x66\x65\x65\x64\x62\x61\x63k\x18\x07 \x01(\x0b\x32\x1d.mailactors.v1.FeedbackDetailH\x03\x88\x01\x01\x42\x0b\n\t_providerB\x0c\n\n_smtp_codeB\x08\n\x06_replyB\x0b\n\t_feedback\"\xf3\x08\n\rEmailDocument\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x11\n\trecipient\x18\x02 \x01(\t\x12\x10\n\x08template\x18\x03 \x01(\t\x12*\n\tvariables\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x05 \x01(\t\x12\x14\n\x07subject\x18\x06 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x07 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12*\n\x06status\x18\x08 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x1c\n\x0fidempotency_key\x18\t \x01(\tH\x01\x88\x01\x01\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x07sent_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61ttempts\x18\r \x01(\x05\x12\x12\n\x05\x65rror\x18\x0e \x01(\tH\x02\x88\x01\x01\x12\x15\n\x08provider\x18\x0f \x01(\tH\x03\x88\x01\x01\x12 \n\x13provider_message_id\x18\x10 \x01(\tH\x04\x88\x01\x01\x12\x17\n\nsmtp_reply\x18\x11 \x01(\tH\x05\x88\x01\x01\x12\x17\n\nlatency_ms\x18\x12 \x01(\x01H\x06\x88\x01\x01\x12-\n\x07history\x18\x13 \x03(\x0b\x32\x1c.mailactors.v1.AttemptRecord\x12\x19\n\x0c\x66rom_address\x18\x14 \x01(\tH\x07\x88\x01\x01\x12\x16\n\tfrom_name\x18\x15 \x01(\tH\x08\x88\x01\x01\x12\x15\n\x08reply_to\x18\x16 \x01(\tH\t\x88\x01\x01\x12\n\n\x02\x63\x63\x18\x17 \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x18 \x03(\t\x12:\n\x07headers\x18\x19 \x03(\x0b\x32).mailactors.v1.EmailDocument.HeadersEntry\x12\x0c\n\x04tags\x18\x1a \x03(\t\x12<\n\x08metadata\x18\x1b \x03(\x0b\x32*.mailactors.v1.EmailDocument.MetadataEntry\x12+\n\x07send_at\x18\x1c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_subjectB\x12\n\x10_idempotency_keyB\x08\n\x06_errorB\x0b\n\t_providerB\x16\n\x14_provider_message_idB\r\n\x0b_smtp_replyB\r\n\x0b_latency_msB\x0f\n\r_from_addressB\x0c\n\n_from_nameB\x0b\n\t_reply_to\"B\n\x10SaveEmailRequest\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"f\n\x11SaveEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"D\n\x11SaveEmailsRequest\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\"E\n\x12SaveEmailsResponse\x12/\n\x07results\x18\x01 \x03(\x0b\x32\x1e.mailactors.v1.SaveEmailResult\"s\n\x0fSaveEmailResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\x12.\n\x08\x64ocument\x18\x03 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\r\n\x05\x65rror\x18\x04 \x01(\t\"#\n\x0fGetEmailRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"B\n\x10GetEmailResponse\x12.\n\x08\x64ocument\x18\x01 \x01(\x0b\x32\x1c.mailactors.v1.EmailDocument\"\xa7\x03\n\x13SearchEmailsRequest\x12\x16\n\trecipient\x18\x01 \x01(\tH\x00\x88\x01\x01\x12/\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatusH\x01\x88\x01\x01\x12\x15\n\x08\x63\x61tegory\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x0c\x63reated_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\ncreated_to\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04tags\x18\x08 \x03(\t\x12\x42\n\x08metadata\x18\t \x03(\x0b\x32\x30.mailactors.v1.SearchEmailsRequest.MetadataEntry\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_recipientB\t\n\x07_statusB\x0b\n\t_category\"o\n\x14SearchEmailsResponse\x12/\n\tdocuments\x18\x01 \x03(\x0b\x32\x1c.mailactors.v1.EmailDocument\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\r\n\x05total\x18\x03 \x01(\x03\"&\n\x12\x43\x61ncelEmailRequest\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\"S\n\x13\x43\x61ncelEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\"\xa2\x05\n\x13RequestEmailRequest\x12\x11\n\trecipient\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\x12*\n\tvariables\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x14\n\x07subject\x18\x05 \x01(\tH\x00\x88\x01\x01\x12.\n\x0b\x61ttachments\x18\x06 \x03(\x0b\x32\x19.mailactors.v1.Attachment\x12\x1c\n\x0fidempotency_key\x18\x07 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0c\x66rom_address\x18\x08 \x01(\tH\x02\x88\x01\x01\x12\x16\n\tfrom_name\x18\t \x01(\tH\x03\x88\x01\x01\x12\x15\n\x08reply_to\x18\n \x01(\tH\x04\x88\x01\x01\x12\n\n\x02\x63\x63\x18\x0b \x03(\t\x12\x0b\n\x03\x62\x63\x63\x18\x0c \x03(\t\x12@\n\x07headers\x18\r \x03(\x0b\x32/.mailactors.v1.RequestEmailRequest.HeadersEntry\x12\x0c\n\x04tags\x18\x0e \x03(\t\x12\x42\n\x08metadata\x18\x0f \x03(\x0b\x32\x30.mailactors.v1.RequestEmailRequest.MetadataEntry\x12\x14\n\x07send_at\x18\x10 \x01(\tH\x05\x88\x01\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\n\n\x08_subjectB\x12\n\x10_idempotency_keyB\x0f\n\r_from_addressB\x0c\n\n_from_nameB\x0b\n\t_reply_toB\n\n\x08_send_at\"g\n\x14RequestEmailResponse\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08\"L\n\x14RequestEmailsRequest\x12\x34\n\x08requests\x18\x01 \x03(\x0b\x32\".mailactors.v1.RequestEmailRequest\"K\n\x15RequestEmailsResponse\x12\x32\n\x07results\x18\x01 \x03(\x0b\x32!.mailactors.v1.RequestEmailResult\"t\n\x12RequestEmailResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.mailactors.v1.EmailStatus\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t*\xca\x01\n\x0b\x45mailStatus\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0b\n\x07PENDING\x10\x01\x12\x0b\n\x07SENDING\x10\x02\x12\x0c\n\x08RETRYING\x10\x03\x12\x08\n\x04SENT\x10\x04\x12\n\n\x06\x46\x41ILED\x10\x05\x12\x0e\n\nSUPPRESSED\x10\x06\x12\r\n\tSCHEDULED\x10\x07\x12\r\n\tCANCELLED\x10\x08\x12\x0b\n\x07\x42OUNCED\x10\n\x12\x0e\n\nCOMPLAINED\x10\x0b\x12\r\n\tDELIVERED\x10\x0c\x12\x0b\n\x07\x44\x45LAYED\x10\r2\xb3\x03\n\x12IntegrationService\x12N\n\tSaveEmail\x12\x1f.mailactors.v1.SaveEmailRequest\x1a .mailactors.v1.SaveEmailResponse\x12Q\n\nSaveEmails\x12 .mailactors.v1.SaveEmailsRequest\x1a!.mailactors.v1.SaveEmailsResponse\x12K\n\x08GetEmail\x12\x1e.mailactors.v1.GetEmailRequest\x1a\x1f.mailactors.v1.GetEmailResponse\x12W\n\x0cSearchEmails\x12\".mailactors.v1.SearchEmailsRequest\x1a#.mailactors.v1.SearchEmailsResponse\x12T\n\x0b\x43\x61ncelEmail\x12!.mailactors.v1.CancelEmailRequest\x1a\".mailactors.v1.CancelEmailResponse2\x98\x02\n\x0b\x41uthService\x12W\n\x0cRequestEmail\x12\".mailactors.v1.RequestEmailRequest\x1a#.mailactors.v1.RequestEmailResponse\x12Z\n\rRequestEmails\x12#.mailactors.v1.RequestEmailsRequest\x1a$.mailactors.v1.RequestEmailsResponse\x12T\n\x0b\x43\x61ncelEmail\x12!.mailactors.v1.CancelEmailRequest\x1a\".mailactors.v1.CancelEmailResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'email_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EMAILSTATUS']._serialized_start=2772
-  _globals['_EMAILSTATUS']._serialized_end=2944
+  _globals['_EMAILDOCUMENT_HEADERSENTRY']._loaded_options = None
+  _globals['_EMAILDOCUMENT_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_EMAILDOCUMENT_METADATAENTRY']._loaded_options = None
+  _globals['_EMAILDOCUMENT_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_SEARCHEMAILSREQUEST_METADATAENTRY']._loaded_options = None
+  _globals['_SEARCHEMAILSREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_REQUESTEMAILREQUEST_HEADERSENTRY']._loaded_options = None
+  _globals['_REQUESTEMAILREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
+  _globals['_REQUESTEMAILREQUEST_METADATAENTRY']._loaded_options = None
+  _globals['_REQUESTEMAILREQUEST_METADATAENTRY']._serialized_options = b'8\001'
+  _globals['_EMAILSTATUS']._serialized_start=4144
+  _globals['_EMAILSTATUS']._serialized_end=4346
   _globals['_FEEDBACKDETAIL']._serialized_start=94
   _globals['_FEEDBACKDETAIL']._serialized_end=384
   _globals['_ATTACHMENT']._serialized_start=386
@@ -42,31 +52,51 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ATTEMPTRECORD']._serialized_start=458
   _globals['_ATTEMPTRECORD']._serialized_end=745
   _globals['_EMAILDOCUMENT']._serialized_start=748
-  _globals['_EMAILDOCUMENT']._serialized_end=1466
-  _globals['_SAVEEMAILREQUEST']._serialized_start=1468
-  _globals['_SAVEEMAILREQUEST']._serialized_end=1534
-  _globals['_SAVEEMAILRESPONSE']._serialized_start=1536
-  _globals['_SAVEEMAILRESPONSE']._serialized_end=1638
-  _globals['_SAVEEMAILSREQUEST']._serialized_start=1640
-  _globals['_SAVEEMAILSREQUEST']._serialized_end=1708
-  _globals['_SAVEEMAILSRESPONSE']._serialized_start=1710
-  _globals['_SAVEEMAILSRESPONSE']._serialized_end=1779
-  _globals['_SAVEEMAILRESULT']._serialized_start=1781
-  _globals['_SAVEEMAILRESULT']._serialized_end=1896
-  _globals['_GETEMAILREQUEST']._serialized_start=1898
-  _globals['_GETEMAILREQUEST']._serialized_end=1933
-  _globals['_GETEMAILRESPONSE']._serialized_start=1935
-  _globals['_GETEMAILRESPONSE']._serialized_end=2001
-  _globals['_SEARCHEMAILSREQUEST']._serialized_start=2004
-  _globals['_SEARCHEMAILSREQUEST']._serialized_end=2296
-  _globals['_SEARCHEMAILSRESPONSE']._serialized_start=2298
-  _globals['_SEARCHEMAILSRESPONSE']._serialized_end=2409
-  _globals['_REQUESTEMAILREQUEST']._serialized_start=2412
-  _globals['_REQUESTEMAILREQUEST']._serialized_end=2664
-  _globals['_REQUESTEMAILRESPONSE']._serialized_start=2666
-  _globals['_REQUESTEMAILRESPONSE']._serialized_end=2769
-  _globals['_INTEGRATIONSERVICE']._serialized_start=2947
-  _globals['_INTEGRATIONSERVICE']._serialized_end=3296
-  _globals['_AUTHSERVICE']._serialized_start=3298
-  _globals['_AUTHSERVICE']._serialized_end=3400
+  _globals['_EMAILDOCUMENT']._serialized_end=1887
+  _globals['_EMAILDOCUMENT_HEADERSENTRY']._serialized_start=1639
+  _globals['_EMAILDOCUMENT_HEADERSENTRY']._serialized_end=1685
+  _globals['_EMAILDOCUMENT_METADATAENTRY']._serialized_start=1687
+  _globals['_EMAILDOCUMENT_METADATAENTRY']._serialized_end=1734
+  _globals['_SAVEEMAILREQUEST']._serialized_start=1889
+  _globals['_SAVEEMAILREQUEST']._serialized_end=1955
+  _globals['_SAVEEMAILRESPONSE']._serialized_start=1957
+  _globals['_SAVEEMAILRESPONSE']._serialized_end=2059
+  _globals['_SAVEEMAILSREQUEST']._serialized_start=2061
+  _globals['_SAVEEMAILSREQUEST']._serialized_end=2129
+  _globals['_SAVEEMAILSRESPONSE']._serialized_start=2131
+  _globals['_SAVEEMAILSRESPONSE']._serialized_end=2200
+  _globals['_SAVEEMAILRESULT']._serialized_start=2202
+  _globals['_SAVEEMAILRESULT']._serialized_end=2317
+  _globals['_GETEMAILREQUEST']._serialized_start=2319
+  _globals['_GETEMAILREQUEST']._serialized_end=2354
+  _globals['_GETEMAILRESPONSE']._serialized_start=2356
+  _globals['_GETEMAILRESPONSE']._serialized_end=2422
+  _globals['_SEARCHEMAILSREQUEST']._serialized_start=2425
+  _globals['_SEARCHEMAILSREQUEST']._serialized_end=2848
+  _globals['_SEARCHEMAILSREQUEST_METADATAENTRY']._serialized_start=1687
+  _globals['_SEARCHEMAILSREQUEST_METADATAENTRY']._serialized_end=1734
+  _globals['_SEARCHEMAILSRESPONSE']._serialized_start=2850
+  _globals['_SEARCHEMAILSRESPONSE']._serialized_end=2961
+  _globals['_CANCELEMAILREQUEST']._serialized_start=2963
+  _globals['_CANCELEMAILREQUEST']._serialized_end=3001
+  _globals['_CANCELEMAILRESPONSE']._serialized_start=3003
+  _globals['_CANCELEMAILRESPONSE']._serialized_end=3086
+  _globals['_REQUESTEMAILREQUEST']._serialized_start=3089
+  _globals['_REQUESTEMAILREQUEST']._serialized_end=3763
+  _globals['_REQUESTEMAILREQUEST_HEADERSENTRY']._serialized_start=1639
+  _globals['_REQUESTEMAILREQUEST_HEADERSENTRY']._serialized_end=1685
+  _globals['_REQUESTEMAILREQUEST_METADATAENTRY']._serialized_start=1687
+  _globals['_REQUESTEMAILREQUEST_METADATAENTRY']._serialized_end=1734
+  _globals['_REQUESTEMAILRESPONSE']._serialized_start=3765
+  _globals['_REQUESTEMAILRESPONSE']._serialized_end=3868
+  _globals['_REQUESTEMAILSREQUEST']._serialized_start=3870
+  _globals['_REQUESTEMAILSREQUEST']._serialized_end=3946
+  _globals['_REQUESTEMAILSRESPONSE']._serialized_start=3948
+  _globals['_REQUESTEMAILSRESPONSE']._serialized_end=4023
+  _globals['_REQUESTEMAILRESULT']._serialized_start=4025
+  _globals['_REQUESTEMAILRESULT']._serialized_end=4141
+  _globals['_INTEGRATIONSERVICE']._serialized_start=4349
+  _globals['_INTEGRATIONSERVICE']._serialized_end=4784
+  _globals['_AUTHSERVICE']._serialized_start=4787
+  _globals['_AUTHSERVICE']._serialized_end=5067
 # @@protoc_insertion_point(module_scope)

@@ -18,12 +18,13 @@ import msgspec
 import trio
 
 from actors.auth import faults
-from actors.domain.edges import Bus, SaveResult
+from actors.domain.addressing import SenderPolicy, check_addressing, check_send_at
+from actors.domain.edges import ApplyResult, Bus, SaveResult
 from actors.domain.event_checks import check_idempotency_key
 from actors.domain.schema import Attachment, EmailDocument, Status
 from actors.domain.templates import TemplateRenderer
 from actors.domain.validation import validate_request
-from config import LimitsConfig
+from config import ApiConfig, LimitsConfig
 from runtime import Actor, ChildSpec, Reply, SupervisorSpec
 
 log = logging.getLogger("mailactors.auth")
@@ -41,6 +42,22 @@ class RequestEmail(msgspec.Struct, frozen=True, kw_only=True):
     subject: str | None = None
     attachments: list[Attachment] = []
     idempotency_key: str | None = None
+    # issue 17 (actors.domain.addressing checks them)
+    from_address: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    cc: list[str] = []
+    bcc: list[str] = []
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
+    send_at: str | None = None  # RFC 3339 with an offset
+
+
+class CancelEmail(msgspec.Struct, frozen=True):
+    """Cancel a SCHEDULED email; answered with integration's ApplyResult."""
+
+    event_id: str
 
 
 class RequestAccepted(msgspec.Struct, frozen=True):
@@ -53,6 +70,8 @@ class IntegrationClient(Protocol):
     """How auth reaches integration: in process (embedded) or over gRPC."""
 
     async def save(self, document: EmailDocument) -> SaveResult: ...
+
+    async def cancel(self, event_id: str) -> ApplyResult: ...
 
 
 def event_id_for(idempotency_key: str | None) -> str:
@@ -69,7 +88,7 @@ class RequestHandler(Actor[RequestEmail]):
     first eventId, and nothing is published again.
     """
 
-    accepts: ClassVar[tuple[type, ...]] = (RequestEmail,)
+    accepts: ClassVar[tuple[type, ...]] = (RequestEmail, CancelEmail)
     mailbox: ClassVar[int] = 1024
 
     def __init__(
@@ -80,7 +99,11 @@ class RequestHandler(Actor[RequestEmail]):
         limits: LimitsConfig,
         concurrency: int = 256,
         pending_repeat_s: float = 10.0,
+        api: ApiConfig | None = None,
+        senders: SenderPolicy | None = None,
     ) -> None:
+        self.api = api or ApiConfig()
+        self.senders = senders or SenderPolicy()
         self.integration = integration
         self.bus = bus
         self.renderer = renderer
@@ -110,8 +133,11 @@ class RequestHandler(Actor[RequestEmail]):
         for _ in range(self.concurrency):
             await self.slots.acquire()
 
-    async def receive(self, msg: RequestEmail) -> None:
+    async def receive(self, msg: RequestEmail | CancelEmail) -> None:
         reply = self.ctx.reply_later()
+        if isinstance(msg, CancelEmail):
+            self.ctx.start_soon(self._cancel, msg.event_id, reply)
+            return
         await self.slots.acquire()  # a full house is backpressure on the mailbox
         self.ctx.start_soon(self._handle, msg, reply)
 
@@ -122,6 +148,12 @@ class RequestHandler(Actor[RequestEmail]):
             reply.fail(exc)
         finally:
             self.slots.release()
+
+    async def _cancel(self, event_id: str, reply: Reply) -> None:
+        try:
+            reply.set(await self.integration.cancel(event_id))
+        except Exception as exc:
+            reply.fail(exc)
 
     async def handle(self, req: RequestEmail) -> RequestAccepted:
         try:
@@ -140,6 +172,8 @@ class RequestHandler(Actor[RequestEmail]):
             raise
         try:  # not blank, at most 256 characters, no control characters
             check_idempotency_key(req.idempotency_key)
+            extra = check_addressing(req, policy=self.senders, recipient=recipient)
+            send_at = check_send_at(req.send_at, self.api.schedule_horizon_s)
         except ValueError:
             self.invalid += 1
             raise
@@ -152,6 +186,16 @@ class RequestHandler(Actor[RequestEmail]):
             subject=req.subject,
             attachments=list(req.attachments),
             idempotency_key=req.idempotency_key,
+            from_address=extra.from_address,
+            from_name=extra.from_name,
+            reply_to=extra.reply_to,
+            cc=extra.cc,
+            bcc=extra.bcc,
+            headers=extra.headers,
+            tags=extra.tags,
+            metadata=extra.metadata,
+            send_at=send_at,
+            status=Status.SCHEDULED if send_at is not None else Status.PENDING,
         )
         result = await self.integration.save(document)
         if not result.created:
@@ -173,6 +217,10 @@ class RequestHandler(Actor[RequestEmail]):
             else:
                 log.info("repeat request, nothing sent", extra=ids)
             return RequestAccepted(stored.event_id, stored.status, True)
+        if send_at is not None:  # integration's due-scanner publishes it when due
+            self.accepted += 1
+            log.debug("scheduled", extra={"event_id": document.event_id})
+            return RequestAccepted(document.event_id, Status.SCHEDULED, False)
         # Saved: only now may the email be sent. A crash right here leaves it
         # PENDING; the outbox sweeper republishes it.
         faults.after_save()  # the soak test's injected crash, here exactly; inert otherwise
@@ -190,7 +238,12 @@ def auth_tree(
     *,
     name: str = "auth",
     pending_repeat_s: float = 10.0,
+    api: ApiConfig | None = None,
+    provider_sender: str = "mailactors@localhost",
 ) -> SupervisorSpec:
+    api = api or ApiConfig()
+    # Built (and its entries checked) once, here: a bad [api] entry stops start-up.
+    senders = SenderPolicy.build(provider_sender, api.senders, api.default_senders)
     return SupervisorSpec(
         name,
         [
@@ -198,7 +251,7 @@ def auth_tree(
                 "requests",
                 RequestHandler,
                 args=(integration, bus, renderer, limits),
-                kwargs={"pending_repeat_s": pending_repeat_s},
+                kwargs={"pending_repeat_s": pending_repeat_s, "api": api, "senders": senders},
                 shutdown=15.0,
             )
         ],

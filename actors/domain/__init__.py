@@ -7,6 +7,8 @@ Modules:
 
 * ``dkim``           DKIM signing (RFC 6376) of a rendered message: rsa-sha256 and ed25519-sha256
                      (RFC 8463).
+* ``addressing``     Checks on what a request adds to the basic email: sender, Reply-To, cc, bcc,
+                     headers, tags, metadata and send_at.
 * ``edges``          The edge interfaces: store, provider, bus. Actors depend on these, never on a
                      client.
 * ``event_checks``   Checks on what arrives from the bus and through SaveEmail: the same rules as a

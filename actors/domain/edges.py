@@ -50,6 +50,8 @@ class SearchQuery(msgspec.Struct, frozen=True, kw_only=True):
     category: str | None = None
     created_from: datetime | None = None
     created_to: datetime | None = None
+    tags: tuple[str, ...] = ()  # documents carrying every one of these tags
+    metadata: dict[str, str] = {}  # documents whose metadata holds each of these pairs
     page_size: int = 50
     page_token: str = ""  # opaque; empty for the first page
 
@@ -95,6 +97,11 @@ class Store(Protocol):
 
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Documents still PENDING that were created before ``before`` (outbox sweeper)."""
+        ...
+
+    async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
+        """SCHEDULED documents whose ``send_at`` is before ``before``, soonest first
+        (the due-scanner: it publishes those due, and sleeps until the next)."""
         ...
 
 
@@ -243,6 +250,15 @@ class OutgoingEmail(msgspec.Struct, frozen=True, kw_only=True):
     list_unsubscribe: tuple[str, str] | None = None
     # SMTP MAIL FROM (the return path bounces go to); None = the address of ``sender``.
     envelope_from: str | None = None
+    # Issue 17: copies and Reply-To. ``bcc`` is for the envelope only, never a header.
+    cc: list[str] = []
+    bcc: list[str] = []
+    reply_to: str | None = None
+
+    @property
+    def envelope_recipients(self) -> list[str]:
+        """Every address the message goes to (SMTP RCPT TO, SES Destinations)."""
+        return [self.recipient, *self.cc, *self.bcc]
 
 
 class SendResult(msgspec.Struct, frozen=True, kw_only=True):

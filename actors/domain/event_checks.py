@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
+from actors.domain.addressing import check_event_addressing
 from actors.domain.schema import (
     FEEDBACK_STATUSES,
     STATUS_EVENT_VERSION,
@@ -266,6 +267,7 @@ async def screen_send_delivery(
         return None
     try:
         _, rendered = validate_event_rendered(event, limits, renderer)
+        check_event_addressing(event)
     except Exception as exc:  # validate_request raises InvalidField only; be sure of it
         if isinstance(exc, InvalidField):
             why = str(exc)
@@ -280,6 +282,8 @@ async def screen_send_delivery(
                 attempt=event.attempt,
                 error=f"refused by the email server: {why}",
                 requested_at=event.requested_at,
+                tags=event.tags,
+                metadata=event.metadata,
             )
         )
         await delivery.reject(f"invalid EmailSendEvent: {why}")
@@ -330,10 +334,11 @@ def check_document(
     except InvalidField as exc:
         raise InvalidField(f"{prefix}{exc.field}", exc.reason) from None
     check_idempotency_key(doc.idempotency_key, f"{prefix}idempotency_key")
-    if doc.status is not Status.PENDING:
+    scheduled = doc.status is Status.SCHEDULED and doc.send_at is not None
+    if doc.status is not Status.PENDING and not scheduled:
         raise InvalidField(
             f"{prefix}status",
-            f"a new document is PENDING, got {doc.status.value};"
+            f"a new document is PENDING (or SCHEDULED with a send_at), got {doc.status.value};"
             " statuses come from the email server",
         )
     default = EmailDocument(event_id="", recipient="", template="")

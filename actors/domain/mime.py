@@ -293,6 +293,17 @@ def _set_address(msg: EmailMessage, name: str, value: str, encoded: str | None) 
         _set_header(msg, name, value)
 
 
+def _address_list(name: str, values: list[str]) -> str:
+    """A header value of ``values``, one address a line; "" for none."""
+    parts: list[str] = []
+    for value in values:
+        encoded = encode_address(_check_value(name, value), len(name) + 2 if not parts else 1)
+        if encoded is None:
+            raise ValueError(f"{name}: {value!r} is not one address")
+        parts.append(encoded)
+    return ",\r\n ".join(parts)
+
+
 def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> EmailMessage:
     """Build the MIME message for ``email``.
 
@@ -311,9 +322,17 @@ def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> Emai
     ascii_addresses = (sender or email.sender).isascii() and (
         recipient or email.recipient
     ).isascii()
+    # Cc and Reply-To are written; Bcc never is (its addresses are for the envelope only).
+    copies = _address_list("Cc", email.cc)
+    reply_to = _address_list("Reply-To", [email.reply_to] if email.reply_to else [])
+    ascii_addresses = ascii_addresses and copies.isascii() and reply_to.isascii()
     msg = EmailMessage(policy=_SMTP if ascii_addresses else _SMTPUTF8)
     _set_address(msg, "From", email.sender, sender)
     _set_address(msg, "To", email.recipient, recipient)
+    if copies:
+        msg.set_raw("Cc", copies)
+    if reply_to:
+        msg.set_raw("Reply-To", reply_to)
     msg.set_raw("Subject", encode_text(_check_value("Subject", email.subject), len("Subject: ")))
     msg.set_raw("Date", format_datetime(date) if date is not None else _date_now())
     _set_header(msg, "Message-ID", email.message_id)

@@ -31,6 +31,10 @@ class Status(enum.StrEnum):
     COMPLAINED = "COMPLAINED"
     DELIVERED = "DELIVERED"
     DELAYED = "DELAYED"
+    # Scheduled send (send_at): held in the store until due, then PENDING; or CANCELLED
+    # (terminal, never sent) by CancelEmail before it is due.
+    SCHEDULED = "SCHEDULED"
+    CANCELLED = "CANCELLED"
 
     @property
     def terminal(self) -> bool:
@@ -40,7 +44,9 @@ class Status(enum.StrEnum):
 # The feedback statuses are terminal for sending (nothing more is sent); they change
 # only by feedback, along AFTER_SENT.
 FEEDBACK_STATUSES = frozenset({Status.BOUNCED, Status.COMPLAINED, Status.DELIVERED, Status.DELAYED})
-TERMINAL = frozenset({Status.SENT, Status.FAILED, Status.SUPPRESSED, *FEEDBACK_STATUSES})
+TERMINAL = frozenset(
+    {Status.SENT, Status.FAILED, Status.SUPPRESSED, Status.CANCELLED, *FEEDBACK_STATUSES}
+)
 
 # Which status may follow which. A terminal state never regresses; a status
 # event that is not allowed here is a duplicate or arrived out of order and is
@@ -57,6 +63,9 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.FAILED: frozenset(),
     Status.SUPPRESSED: frozenset(),
     **{status: frozenset() for status in FEEDBACK_STATUSES},
+    # Due: PENDING, then the usual lifecycle. Only a SCHEDULED email can be cancelled.
+    Status.SCHEDULED: frozenset({Status.PENDING, Status.CANCELLED}),
+    Status.CANCELLED: frozenset(),
 }
 
 # What feedback may do to a document's status once it is SENT, replayed in event-time
@@ -98,6 +107,15 @@ class EmailSendEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     attachments: list[Attachment] = []
     requested_at: datetime = msgspec.field(default_factory=utcnow)
     attempt: int = 1
+    # Addressing, headers, tags (issue 17); see EmailDocument.
+    from_address: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    cc: list[str] = []
+    bcc: list[str] = []
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
 
 
 class FeedbackDetail(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
@@ -155,6 +173,10 @@ class EmailStatusEvent(msgspec.Struct, frozen=True, kw_only=True, rename="camel"
     next_attempt_at: datetime | None = None
     schema_version: int = 1  # see STATUS_EVENT_VERSION
     feedback: FeedbackDetail | None = None  # BOUNCED, COMPLAINED, DELIVERED, DELAYED (v2)
+    # The email's tags and metadata, so that whoever reads status events (webhooks)
+    # can correlate them with the caller's own records without reading the document.
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
 
 
 class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
@@ -180,6 +202,18 @@ class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
     sent_at: datetime | None = None
     history: list[AttemptRecord] = []
     next_attempt_at: datetime | None = None  # while RETRYING: when the next attempt is due
+    # Issue 17. from_*: the sender (None: the category's default, else provider.sender);
+    # bcc recipients get the message but are never in its headers; headers are the
+    # caller's allow-listed extra headers; send_at: SCHEDULED until then.
+    from_address: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    cc: list[str] = []
+    bcc: list[str] = []
+    headers: dict[str, str] = {}
+    tags: list[str] = []
+    metadata: dict[str, str] = {}
+    send_at: datetime | None = None
 
     def to_send_event(self) -> EmailSendEvent:
         return EmailSendEvent(
@@ -190,7 +224,16 @@ class EmailDocument(msgspec.Struct, kw_only=True, rename="camel"):
             category=self.category,
             subject=self.subject,
             attachments=self.attachments,
-            requested_at=self.created_at,
+            # A scheduled email's age (retry.max_age_s, latency) counts from when it was due.
+            requested_at=self.send_at or self.created_at,
+            from_address=self.from_address,
+            from_name=self.from_name,
+            reply_to=self.reply_to,
+            cc=self.cc,
+            bcc=self.bcc,
+            headers=self.headers,
+            tags=self.tags,
+            metadata=self.metadata,
         )
 
 

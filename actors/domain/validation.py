@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORY_PATTERN",
     "InvalidField",
+    "normalize_address",
     "normalize_recipient",
     "search_recipient",
     "validate_event",
@@ -102,6 +103,14 @@ def normalize_recipient(recipient: Any) -> str:
             return value
         raise InvalidField("recipient", value)
     return _normalize_recipient(recipient)
+
+
+def normalize_address(address: Any, field: str) -> str:
+    """:func:`normalize_recipient` for another address field (from, cc, ...), named ``field``."""
+    try:
+        return normalize_recipient(address)
+    except InvalidField as exc:
+        raise InvalidField(field, exc.reason) from None
 
 
 def search_recipient(recipient: str) -> str:

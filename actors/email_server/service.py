@@ -27,6 +27,7 @@ import msgspec
 import trio
 
 from actors.auth import faults
+from actors.domain.addressing import format_sender
 from actors.domain.edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
 from actors.domain.event_checks import BadMessage, decode_send_event, screen_send_delivery
 from actors.domain.mime import message_id_for
@@ -315,8 +316,16 @@ class Sender(Actor[SendJob]):
     ) -> SendResult | EmailStatusEvent:
         email = OutgoingEmail(
             event_id=event.event_id,
-            sender=self.settings.sender,
+            sender=(
+                format_sender(event.from_address, event.from_name)
+                if event.from_address
+                else self.settings.sender
+            ),
             recipient=event.recipient,
+            cc=event.cc,
+            bcc=event.bcc,
+            reply_to=event.reply_to,
+            headers=event.headers,
             subject=rendered.subject,
             text=rendered.text,
             html=rendered.html,
@@ -470,6 +479,8 @@ def _status(event: EmailSendEvent, status: Status, **fields: Any) -> EmailStatus
         status=status,
         attempt=event.attempt,
         requested_at=event.requested_at,
+        tags=event.tags,
+        metadata=event.metadata,
         **fields,
     )
 

@@ -16,13 +16,14 @@ from collections.abc import Awaitable, Callable
 from ssl import SSLContext
 from typing import Any, ClassVar, cast
 
+import trio
 from grpclib import GRPCError
 from grpclib import Status as GrpcStatus
 from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 
-from actors.auth.service import RequestAccepted, RequestEmail
-from actors.domain.edges import SearchQuery, StoreUnavailable
+from actors.auth.service import CancelEmail, RequestAccepted, RequestEmail
+from actors.domain.edges import ApplyOutcome, ApplyResult, SearchQuery, StoreUnavailable
 from actors.domain.event_checks import check_document, check_event_id
 from actors.domain.schema import EmailDocument
 from actors.domain.templates import TemplateRenderer
@@ -39,13 +40,14 @@ from actors.grpc.convert import (
 )
 from actors.grpc.intake import MAX_SAVE_BATCH, IntakeServer, recv_request, request_limits
 from actors.integration.service import IntegrationApi
-from config import LimitsConfig
+from config import ApiConfig, LimitsConfig
 from protos import email_grpc, email_pb2
 from runtime import Actor, ActorRef, AskTimeout, AsyncioEdge, current_edge
 
 log = logging.getLogger("mailactors.grpc")
 
 MAX_PAGE_SIZE = 500
+_Request = RequestEmail  # AuthService's method of the same name hides it in the class
 
 
 async def _call(edge: AsyncioEdge, fn: Callable[..., Awaitable[Any]], *args: Any) -> Any:
@@ -142,6 +144,12 @@ class IntegrationService(email_grpc.IntegrationServiceBase):
             raise GRPCError(GrpcStatus.NOT_FOUND, f"event_id: no email {request.event_id!r}")
         await stream.send_message(email_pb2.GetEmailResponse(document=document_to_proto(document)))
 
+    async def CancelEmail(self, stream: Any) -> None:
+        request = await recv_request(stream, self.intake)
+        await stream.send_message(
+            await cancel_reply(self.edge, self.api.cancel, request.event_id)
+        )
+
     async def SearchEmails(self, stream: Any) -> None:
         request = await recv_request(stream, self.intake)
         try:
@@ -160,6 +168,26 @@ class IntegrationService(email_grpc.IntegrationServiceBase):
         )
 
 
+async def cancel_reply(
+    edge: AsyncioEdge, cancel: Callable[[str], Awaitable[ApplyResult]], event_id: str
+) -> Any:
+    """CancelEmail's answer, or the GRPCError: NOT_FOUND, FAILED_PRECONDITION (not SCHEDULED)."""
+    try:
+        check_event_id(event_id, "event_id")
+    except InvalidField as exc:
+        raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
+    result: ApplyResult = await _call(edge, cancel, event_id)
+    if result.outcome is ApplyOutcome.NOT_FOUND:
+        raise GRPCError(GrpcStatus.NOT_FOUND, f"event_id: no email {event_id!r}")
+    if result.outcome is ApplyOutcome.IGNORED:
+        status = result.status.value if result.status is not None else "unknown"
+        raise GRPCError(
+            GrpcStatus.FAILED_PRECONDITION,
+            f"event_id: {event_id!r} is {status}; only a SCHEDULED email can be cancelled",
+        )
+    return email_pb2.CancelEmailResponse(event_id=event_id, status=email_pb2.CANCELLED)
+
+
 def search_query_from_proto(request: Any) -> SearchQuery:
     if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
         raise GRPCError(
@@ -176,36 +204,56 @@ def search_query_from_proto(request: Any) -> SearchQuery:
         category=request.category if request.HasField("category") else None,
         created_from=get_datetime(request, "created_from"),
         created_to=get_datetime(request, "created_to"),
+        tags=tuple(request.tags),
+        metadata=dict(request.metadata),
         page_size=request.page_size or 50,
         page_token=request.page_token,
+    )
+
+
+def request_from_proto(request: Any) -> RequestEmail:
+    """The auth request for a RequestEmailRequest; ConversionError/ValueError if it has none."""
+
+    def optional(name: str) -> Any:
+        return getattr(request, name) if request.HasField(name) else None
+
+    return RequestEmail(
+        recipient=request.recipient,
+        template=request.template,
+        variables=struct_to_variables(request.variables),
+        category=request.category or "transactional",
+        subject=optional("subject"),
+        attachments=[attachment_from_proto(a) for a in request.attachments],
+        idempotency_key=optional("idempotency_key"),
+        from_address=optional("from_address"),
+        from_name=optional("from_name"),
+        reply_to=optional("reply_to"),
+        cc=list(request.cc),
+        bcc=list(request.bcc),
+        headers=dict(request.headers),
+        tags=list(request.tags),
+        metadata=dict(request.metadata),
+        send_at=optional("send_at"),
     )
 
 
 class AuthService(email_grpc.AuthServiceBase):
     def __init__(
         self,
-        requests: ActorRef[RequestEmail],
+        requests: ActorRef[RequestEmail | CancelEmail],
         edge: AsyncioEdge,
         limits: LimitsConfig | None = None,
+        api: ApiConfig | None = None,
     ) -> None:
         self.requests = requests
         self.edge = edge
         self.intake = request_limits(limits or LimitsConfig())
+        self.api = api or ApiConfig()
 
     async def RequestEmail(self, stream: Any) -> None:
         request = await recv_request(stream, self.intake)
         try:
-            msg = RequestEmail(
-                recipient=request.recipient,
-                template=request.template,
-                variables=struct_to_variables(request.variables),
-                category=request.category or "transactional",
-                subject=request.subject if request.HasField("subject") else None,
-                attachments=[attachment_from_proto(a) for a in request.attachments],
-                idempotency_key=(
-                    request.idempotency_key if request.HasField("idempotency_key") else None
-                ),
-            )
+            msg = request_from_proto(request)
         except (ConversionError, ValueError, TypeError) as exc:
             raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
         accepted: RequestAccepted = await _call(self.edge, self.requests.ask, msg, 60.0)
@@ -216,6 +264,67 @@ class AuthService(email_grpc.AuthServiceBase):
                 duplicate=accepted.duplicate,
             )
         )
+
+    async def RequestEmails(self, stream: Any) -> None:
+        """RequestEmail for many requests: each checked, keyed and saved on its own."""
+        request = await recv_request(stream, self.intake)
+        n = len(request.requests)
+        if n > self.api.max_batch:
+            raise GRPCError(
+                GrpcStatus.INVALID_ARGUMENT,
+                f"requests: {n} requests, more than the limit of {self.api.max_batch}"
+                " (api.max_batch)",
+            )
+        results: list[Any] = [None] * n
+        msgs: list[tuple[int, _Request]] = []
+        for i, item in enumerate(request.requests):
+            try:
+                msgs.append((i, request_from_proto(item)))
+            except (ConversionError, ValueError, TypeError) as exc:
+                results[i] = email_pb2.RequestEmailResult(error=f"requests[{i}].{exc}")
+        answers = await self.edge.call_trio(self._ask_all, msgs)
+        for i, answer in answers:
+            if isinstance(answer, RequestAccepted):
+                results[i] = email_pb2.RequestEmailResult(
+                    event_id=answer.event_id,
+                    status=status_to_proto(answer.status),
+                    duplicate=answer.duplicate,
+                )
+            else:
+                results[i] = email_pb2.RequestEmailResult(error=answer)
+        await stream.send_message(email_pb2.RequestEmailsResponse(results=results))
+
+    async def _ask_all(
+        self, msgs: list[tuple[int, _Request]]
+    ) -> list[tuple[int, RequestAccepted | str]]:
+        """Trio side: every request asked at once (auth groups their saves into few calls)."""
+        answers: list[tuple[int, RequestAccepted | str]] = []
+
+        async def one(i: int, msg: _Request) -> None:
+            try:
+                answers.append((i, await self.requests.ask(msg, 60.0)))
+            except (InvalidField, ConversionError) as exc:
+                answers.append((i, f"requests[{i}].{exc}"))
+            except ValueError as exc:
+                answers.append((i, f"requests[{i}]: {exc}"))
+            except (StoreUnavailable, AskTimeout) as exc:
+                answers.append((i, f"UNAVAILABLE: {exc}"))
+            except GRPCError as exc:  # integration's answer, passed on (distributed)
+                answers.append((i, f"requests[{i}]: {exc.status.name}: {exc.message}"))
+
+        async with trio.open_nursery() as nursery:
+            for i, msg in msgs:
+                nursery.start_soon(one, i, msg)
+        return answers
+
+    async def CancelEmail(self, stream: Any) -> None:
+        request = await recv_request(stream, self.intake)
+
+        async def cancel(event_id: str) -> ApplyResult:
+            result: ApplyResult = await self.requests.ask(CancelEmail(event_id), 30.0)
+            return result
+
+        await stream.send_message(await cancel_reply(self.edge, cancel, request.event_id))
 
 
 def require_token(server: Server, token: str) -> None:

@@ -91,6 +91,8 @@ _STATUS_TO_PROTO: dict[Status, email_pb2.EmailStatus] = {
     Status.COMPLAINED: email_pb2.COMPLAINED,
     Status.DELIVERED: email_pb2.DELIVERED,
     Status.DELAYED: email_pb2.DELAYED,
+    Status.SCHEDULED: email_pb2.SCHEDULED,
+    Status.CANCELLED: email_pb2.CANCELLED,
 }
 _STATUS_FROM_PROTO: dict[int, Status] = {int(v): k for k, v in _STATUS_TO_PROTO.items()}
 
@@ -315,6 +317,9 @@ _DOCUMENT_OPTIONAL = (
     "provider_message_id",
     "smtp_reply",
     "latency_ms",
+    "from_address",
+    "from_name",
+    "reply_to",
 )
 
 
@@ -329,8 +334,14 @@ def document_to_proto(doc: EmailDocument) -> email_pb2.EmailDocument:
         attempts=doc.attempts,
         attachments=[attachment_to_proto(a) for a in doc.attachments],
         history=[attempt_to_proto(r) for r in doc.history],
+        cc=doc.cc,
+        bcc=doc.bcc,
+        headers=doc.headers,
+        tags=doc.tags,
+        metadata=doc.metadata,
     )
     msg.variables.CopyFrom(variables_to_struct(doc.variables))
+    set_datetime(msg, "send_at", doc.send_at)
     set_datetime(msg, "created_at", doc.created_at)
     set_datetime(msg, "updated_at", doc.updated_at)
     set_datetime(msg, "sent_at", doc.sent_at)
@@ -365,4 +376,10 @@ def document_from_proto(msg: email_pb2.EmailDocument) -> EmailDocument:
         history=[attempt_from_proto(r, field=f"history[{i}]") for i, r in enumerate(msg.history)],
         created_at=get_datetime(msg, "created_at") or utcnow(),
         updated_at=get_datetime(msg, "updated_at") or utcnow(),
+        cc=list(msg.cc),
+        bcc=list(msg.bcc),
+        headers=dict(msg.headers),
+        tags=list(msg.tags),
+        metadata=dict(msg.metadata),
+        send_at=get_datetime(msg, "send_at"),
     )

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ENCODINGS",
     "MAX_HISTORY",
+    "MAX_REQUEST_BATCH",
     "MAX_SAVE_BATCH",
     "IntakeServer",
     "RequestLimits",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 MAX_SAVE_BATCH = 1000  # documents in one SaveEmails call
+# Requests in one RequestEmails call, whatever [api] max_batch says (that is checked after).
+MAX_REQUEST_BATCH = 10_000
 MAX_HISTORY = 100  # attempt records in one document (retry.max_attempts is a handful)
 # zlib's wbits for each grpc-encoding: gzip has its own wrapper; gRPC's "deflate"
 # is the zlib format (RFC 1950), as grpcio and grpc-java send it.
@@ -192,7 +195,16 @@ def _shapes(limits: RequestLimits) -> dict[str, tuple[_Shape, int]]:
         },
     )
     req = email_pb2.RequestEmailRequest
+    # In a batch only the Structs are bounded here (their parse is the cost); counts are
+    # each request's own to fail (validation), so that one bad request fails alone.
+    batched = _Shape(structs={_number(req, "variables"): "variables"})
     return {
+        "RequestEmailsRequest": (
+            _Shape(
+                counts={1: ("requests", MAX_REQUEST_BATCH)}, nested={1: ("requests", batched)}
+            ),
+            4 * MAX_SCANNED_FIELDS,
+        ),
         "RequestEmailRequest": (
             _Shape(
                 structs={_number(req, "variables"): "variables"},

@@ -24,9 +24,9 @@ from grpclib import GRPCError
 from grpclib import Status as GrpcStatus
 from grpclib.client import Channel
 
-from actors.domain.edges import SaveResult, StoreUnavailable
+from actors.domain.edges import ApplyOutcome, ApplyResult, SaveResult, StoreUnavailable
 from actors.domain.schema import EmailDocument
-from actors.grpc.convert import document_from_proto, document_to_proto
+from actors.grpc.convert import document_from_proto, document_to_proto, status_from_proto
 from actors.grpc.security import bearer_metadata
 from protos import email_grpc, email_pb2
 from runtime import AsyncioEdge, current_edge
@@ -129,6 +129,33 @@ class GrpcIntegrationClient:
             raise _fresh(item.error)
         assert item.result is not None
         return item.result
+
+    async def cancel(self, event_id: str) -> ApplyResult:
+        """IntegrationService.CancelEmail, its answer as the store's ApplyResult."""
+        request = email_pb2.CancelEmailRequest(event_id=event_id)
+        try:
+            reply = await self._unary("CancelEmail", request, event_id)
+        except GRPCError as exc:
+            if exc.status is GrpcStatus.NOT_FOUND:
+                return ApplyResult(event_id, ApplyOutcome.NOT_FOUND)
+            if exc.status is not GrpcStatus.FAILED_PRECONDITION:
+                raise
+            get = email_pb2.GetEmailRequest(event_id=event_id)  # what it is instead
+            document = (await self._unary("GetEmail", get, event_id)).document
+            return ApplyResult(event_id, ApplyOutcome.IGNORED, status_from_proto(document.status))
+        return ApplyResult(event_id, ApplyOutcome.APPLIED, status_from_proto(reply.status))
+
+    async def _unary(self, method: str, request: Any, event_id: str) -> Any:
+        """IntegrationService.<method>(request), with the deadline, token and retries."""
+
+        async def call(request: Any) -> Any:
+            assert self.channel is not None
+            stub = email_grpc.IntegrationServiceStub(self.channel)
+            return await getattr(stub, method)(
+                request, timeout=self.deadline, metadata=self.metadata
+            )
+
+        return await self._with_retries(call, request, event_id)
 
     def _take_batch(self) -> list[_Save]:
         """The oldest waiting saves, within ``max_batch`` and ``max_batch_bytes`` (at least one)."""

@@ -7,6 +7,7 @@ Tree (one_for_one)::
       updater     batches status events into store.apply_status_many, then acks them
       status-consumer  takes EmailStatusEvents off the bus, rejects undecodable ones
       sweeper     re-publishes emails left PENDING (and, embedded, stuck in flight)
+      scheduler   publishes SCHEDULED emails once their send_at is due
 """
 
 from __future__ import annotations
@@ -30,10 +31,19 @@ from actors.domain.edges import (
     Store,
 )
 from actors.domain.event_checks import screen_status_delivery
-from actors.domain.schema import EmailDocument, EmailStatusEvent
+from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
+from actors.integration.scheduler import ScheduledSender, Wake
 from actors.integration.sweeper import OutboxSweeper, SweeperSettings
 from actors.stores.batching import BatchingActor, Flush
-from runtime import Actor, ActorRef, ChildSpec, SupervisorSpec
+from runtime import (
+    Actor,
+    ActorNotFound,
+    ActorRef,
+    ActorStopped,
+    ChildSpec,
+    MailboxFull,
+    SupervisorSpec,
+)
 
 log = logging.getLogger("mailactors.integration")
 
@@ -113,7 +123,21 @@ class DocumentWriter(BatchingActor[EmailDocument]):
         for r in results:
             if r.created:
                 log.debug("saved PENDING", extra={"event_id": r.document.event_id})
+        self._wake_scheduler(results)
         return results
+
+    def _wake_scheduler(self, results: list[SaveResult]) -> None:
+        """Tell the due-scanner of the soonest scheduled email saved (it may sleep past it)."""
+        due = [
+            r.document.send_at
+            for r in results
+            if r.created and r.document.status is Status.SCHEDULED and r.document.send_at
+        ]
+        if due:
+            try:
+                self.ctx.lookup("scheduler").send_nowait(Wake(min(due)))
+            except (ActorNotFound, ActorStopped, MailboxFull):  # no scheduler (a bare tree),
+                pass  # or it is busy: its next scan finds the email anyway
 
 
 class StatusUpdater(BatchingActor[StatusUpdate]):
@@ -264,6 +288,18 @@ class IntegrationApi:
     async def get(self, event_id: str) -> EmailDocument | None:
         return await self.store.get(event_id)
 
+    async def cancel(self, event_id: str) -> ApplyResult:
+        """Cancel a SCHEDULED email: APPLIED (now CANCELLED, never sent), IGNORED (no longer
+        SCHEDULED: ``status`` says what it is) or NOT_FOUND. One conditional change in the
+        store, so it cannot cross the due-scanner's move to PENDING."""
+        (result,) = await self.store.apply_status_many(
+            [EmailStatusEvent(event_id=event_id, status=Status.CANCELLED, attempt=0)]
+        )
+        if result.outcome is ApplyOutcome.APPLIED:
+            self.watch.notify(event_id)
+            log.info("cancelled before it was due", extra={"event_id": event_id})
+        return result
+
     async def search(self, query: SearchQuery) -> SearchPage:
         return await self.store.search(query)
 
@@ -293,10 +329,12 @@ def integration_tree(
     name: str = "integration",
     sweeper: SweeperSettings | None = None,
     listener: StatusListener | None = None,
+    schedule_interval_s: float = 30.0,
 ) -> SupervisorSpec:
     """``sweeper``: run the outbox sweeper with these settings (None: no sweeper);
     ``listener``: told of every batch of statuses before it is stored (webhooks)."""
     sweeping = [ChildSpec("sweeper", OutboxSweeper, args=(store, bus, sweeper))] if sweeper else []
+    sweeping.append(ChildSpec("scheduler", ScheduledSender, args=(store, bus, schedule_interval_s)))
     return SupervisorSpec(
         name,
         [

@@ -1,4 +1,4 @@
-"""``supervisor.py send``, ``status`` and ``search``: gRPC clients of a running ``up``.
+"""``supervisor.py send``, ``status``, ``search`` and ``cancel``: gRPC clients of a running ``up``.
 
 They live in ops/ rather than grpc/ because ``send --batch`` is ops' ``send_batch`` (with
 its progress bar), and a package imports only from the layers below it.
@@ -15,12 +15,25 @@ from typing import Any
 
 import msgspec
 
+from actors.domain.schema import Status
 from config import Config, load_config
 
 __all__ = ["parse_vars", "register"]
 
-STATUSES = ("PENDING", "SENDING", "RETRYING", "SENT", "FAILED", "SUPPRESSED",
-            "BOUNCED", "COMPLAINED", "DELIVERED", "DELAYED")  # fmt: skip
+STATUSES = tuple(status.value for status in Status)  # every status, as the API names them
+
+
+def parse_pairs(option: str, pairs: Sequence[str]) -> dict[str, str]:
+    """``--header K=V`` / ``--meta K=V`` (repeatable) as a map; a key given twice is an error."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"error: {option} expects KEY=VALUE, got {pair!r}")
+        if key in out:
+            raise SystemExit(f"error: {option} {key!r} given twice")
+        out[key] = value
+    return out
 
 
 def parse_vars(pairs: Sequence[str], json_pairs: Sequence[str] = ()) -> dict[str, Any]:
@@ -109,12 +122,15 @@ def cmd_send(args: argparse.Namespace) -> int:
         return send_batch(
             config.grpc.host, config.grpc.auth_port, _metadata(config), args.batch,
             concurrency=args.concurrency, quiet=args.quiet, ssl=client_ssl_context(config.grpc),
+            batch_size=args.batch_size,
         )
     if not (args.to and args.template):
         print("error: send needs --to and --template (or --batch FILE)", file=sys.stderr)
         return 2
 
     variables = parse_vars(args.var, args.json_var)
+    headers = parse_pairs("--header", args.header)
+    meta = parse_pairs("--meta", args.meta)
 
     async def send(channel: Any) -> None:
         stub = email_grpc.AuthServiceStub(channel)
@@ -123,13 +139,27 @@ def cmd_send(args: argparse.Namespace) -> int:
             template=args.template,
             variables=variables_to_struct(variables),
             category=args.category,
+            cc=args.cc,
+            bcc=args.bcc,
+            headers=headers,
+            tags=args.tag,
+            metadata=meta,
         )
-        if args.subject is not None:
-            request.subject = args.subject
-        if args.key is not None:
-            request.idempotency_key = args.key
+        optional = {
+            "subject": args.subject,
+            "idempotency_key": args.key,
+            "from_address": args.from_address,
+            "from_name": args.from_name,
+            "reply_to": args.reply_to,
+            "send_at": args.send_at,
+        }
+        for name, value in optional.items():
+            if value is not None:
+                setattr(request, name, value)
         reply = await stub.RequestEmail(request, metadata=_metadata(config))
-        print(json.dumps({"eventId": reply.event_id, "duplicate": reply.duplicate}))
+        status = email_pb2.EmailStatus.Name(reply.status)
+        print(json.dumps({"eventId": reply.event_id, "duplicate": reply.duplicate,
+                          "status": status}))
 
     return _run_client(config, send)
 
@@ -165,6 +195,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             request.status = status_to_proto(Status(args.status.upper()))
         if args.category:
             request.category = args.category
+        request.tags.extend(args.tag)
+        request.metadata.update(parse_pairs("--meta", args.meta))
         reply = await stub.SearchEmails(request, metadata=_metadata(config))
         for doc in reply.documents:
             _print_doc(doc)
@@ -173,8 +205,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     return _run_client(config, search, integration=True)
 
 
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from protos import email_grpc, email_pb2
+
+    config = load_config(args.profile)
+
+    async def cancel(channel: Any) -> None:
+        stub = email_grpc.AuthServiceStub(channel)
+        reply = await stub.CancelEmail(
+            email_pb2.CancelEmailRequest(event_id=args.event_id), metadata=_metadata(config)
+        )
+        print(json.dumps({"eventId": reply.event_id,
+                          "status": email_pb2.EmailStatus.Name(reply.status)}))
+
+    return _run_client(config, cancel)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``send``, ``status`` and ``search`` to supervisor.py's subcommands."""
+    """Add ``send``, ``status``, ``search`` and ``cancel`` to supervisor.py's subcommands."""
     send = commands.add_parser("send", help="request one email (through gRPC)")
     send.add_argument("--to")
     send.add_argument("--template")
@@ -189,7 +237,26 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     send.add_argument("--batch", metavar="FILE", help="send every request of a JSON-lines file "
                       '({"to": ..., "template": ..., "variables": {...}, "key": ...} per line) '
                       "with a progress bar; one JSON answer per line on stdout")
-    send.add_argument("--concurrency", type=int, default=32, help="--batch: requests in flight")
+    send.add_argument("--from", dest="from_address", metavar="ADDR",
+                      help="the sender: one of [api] senders (default: the category's, else "
+                      "provider.sender)")
+    send.add_argument("--from-name", help="the sender's display name")
+    send.add_argument("--reply-to", metavar="ADDR")
+    send.add_argument("--cc", action="append", default=[], metavar="ADDR", help="(repeatable)")
+    send.add_argument("--bcc", action="append", default=[], metavar="ADDR",
+                      help="receives the email, never in its headers (repeatable)")
+    send.add_argument("--header", action="append", default=[], metavar="NAME=VALUE",
+                      help="an extra header: X-*, List-Id, References, In-Reply-To... "
+                      "(repeatable)")
+    send.add_argument("--tag", action="append", default=[], help="(repeatable; searchable)")
+    send.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                      help="metadata (repeatable; searchable)")
+    send.add_argument("--send-at", metavar="RFC3339",
+                      help="schedule it: 2026-12-24T09:00:00+01:00 (cancel with `cancel ID`)")
+    send.add_argument("--concurrency", type=int, default=4,
+                      help="--batch: RequestEmails calls in flight")
+    send.add_argument("--batch-size", type=int, default=500,
+                      help="--batch: requests per RequestEmails call (at most [api] max_batch)")
     send.add_argument("--quiet", action="store_true", help="--batch: no progress bar")
     send.set_defaults(handler=cmd_send)
     status = commands.add_parser("status", help="one email's document, as JSON")
@@ -199,6 +266,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     search.add_argument("--recipient")
     search.add_argument("--status", choices=[s.lower() for s in STATUSES])
     search.add_argument("--category")
+    search.add_argument("--tag", action="append", default=[],
+                        help="emails with this tag (repeatable: all of them)")
+    search.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
+                        help="emails whose metadata has KEY=VALUE (repeatable: all of them)")
     search.add_argument("--limit", type=int, default=20)
     search.add_argument("--page-token", default="")
     search.set_defaults(handler=cmd_search)
+    cancel = commands.add_parser("cancel", help="cancel a scheduled email before it is due")
+    cancel.add_argument("event_id")
+    cancel.set_defaults(handler=cmd_cancel)

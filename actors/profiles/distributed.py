@@ -148,7 +148,8 @@ async def run_service(
                 tree = trees.auth_service(config, client, bus, renderer)
 
                 def auth_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
-                    return [AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits)]
+                    requests = actor.ctx.lookup("auth/requests")
+                    return [AuthService(requests, edge, config.limits, config.api)]
 
                 api = trees.grpc_server(config, g.auth_port, auth_api)
                 await _serve(service, config, [tree, api], ready, bus=bus, metrics=metrics)

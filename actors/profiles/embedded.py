@@ -126,7 +126,9 @@ async def open_embedded(
                 def services(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     return [
                         IntegrationService(api, edge, renderer, config.limits),
-                        AuthService(actor.ctx.lookup("auth/requests"), edge, config.limits),
+                        AuthService(
+                            actor.ctx.lookup("auth/requests"), edge, config.limits, config.api
+                        ),
                     ]
 
                 await system.spawn(grpc_server(config, config.grpc.auth_port, services))

@@ -143,6 +143,7 @@ def integration_service(
         batch_ms=s.batch_ms,
         sweeper=sweeper_settings(config),
         listener=listener,
+        schedule_interval_s=config.api.schedule_interval_s,
     )
 
 
@@ -177,7 +178,13 @@ def auth_service(
 ) -> SupervisorSpec:
     """Intake: *integration* is the in-process API (embedded) or its gRPC client."""
     return auth_tree(
-        integration, bus, renderer, config.limits, pending_repeat_s=config.sweeper.pending_repeat_s
+        integration,
+        bus,
+        renderer,
+        config.limits,
+        pending_repeat_s=config.sweeper.pending_repeat_s,
+        api=config.api,
+        provider_sender=config.provider.sender,
     )
 
 

@@ -298,7 +298,12 @@ class SesProvider:
         request: dict[str, Any] = {
             # The bare address: the From header in the message keeps the display name.
             "FromEmailAddress": _address(email.sender),
-            "Destination": {"ToAddresses": [email.recipient]},
+            # Every envelope recipient; SES sends the raw message as it is (Bcc: no header).
+            "Destination": {
+                "ToAddresses": [email.recipient],
+                **({"CcAddresses": email.cc} if email.cc else {}),
+                **({"BccAddresses": email.bcc} if email.bcc else {}),
+            },
             "Content": {"Raw": {"Data": data}},
         }
         if self.configuration_set:

@@ -267,7 +267,7 @@ class SmtpProvider:
             conn = self._idle.pop()
             try:
                 result = await edge.run(
-                    self._deliver, conn, msg, sender, email.recipient, email.message_id
+                    self._deliver, conn, msg, sender, email.envelope_recipients, email.message_id
                 )
             finally:
                 # Whatever happened, the slot is consistent: _deliver drops a client it
@@ -280,14 +280,19 @@ class SmtpProvider:
         return result
 
     async def _deliver(
-        self, conn: _Conn, msg: EmailMessage, sender: str, recipient: str, message_id: str
+        self,
+        conn: _Conn,
+        msg: EmailMessage,
+        sender: str,
+        recipients: list[str],
+        message_id: str,
     ) -> SendResult:
         """asyncio side of one send: connect if needed, then MAIL, RCPT, DATA."""
         try:
             try:
-                return await self._attempt(conn, msg, sender, recipient, message_id, True)
+                return await self._attempt(conn, msg, sender, recipients, message_id, True)
             except _StaleConnection:
-                return await self._attempt(conn, msg, sender, recipient, message_id, False)
+                return await self._attempt(conn, msg, sender, recipients, message_id, False)
         except BaseException:  # cancelled mid-exchange: the connection's state is unknown
             self._drop(conn)
             raise
@@ -300,10 +305,12 @@ class SmtpProvider:
         conn: _Conn,
         msg: EmailMessage,
         sender: str,
-        recipient: str,
+        recipients: list[str],
         message_id: str,
         may_retry: bool,
     ) -> SendResult:
+        """``recipients[0]`` is the email's own recipient: its refusal fails the send. A
+        refused cc or bcc copy does not; it is named in the reply."""
         smtp = conn.smtp
         fresh = smtp is None or not smtp.is_connected
         stage = "connect"
@@ -341,7 +348,15 @@ class SmtpProvider:
                 encoding = "utf-8"
             await smtp.mail(sender, options=options, encoding=encoding)
             stage = "RCPT"
-            await smtp.rcpt(recipient, encoding=encoding)
+            await smtp.rcpt(recipients[0], encoding=encoding)
+            refused: list[str] = []
+            for copy in recipients[1:]:
+                try:
+                    await smtp.rcpt(copy, encoding=encoding)
+                except aiosmtplib.SMTPRecipientRefused as exc:
+                    if exc.code == 421:
+                        raise
+                    refused.append(f"{copy} ({exc.code})")
             stage = "DATA"
             response = await smtp.data(data)
         except aiosmtplib.SMTPResponseException as exc:
@@ -376,6 +391,8 @@ class SmtpProvider:
             return self._failure(None, f"{stage}: {exc}", Failure.PERMANENT)
         reply = response.message
         match = _QUEUE_ID.search(reply)
+        if refused:
+            reply = f"{reply}; copies refused: {', '.join(refused)}"
         queue_id = (match.group(1) or match.group(2)) if match else None
         return SendResult(
             provider=self.name,

@@ -17,7 +17,13 @@ import msgspec
 from actors.domain.edges import SearchQuery
 from actors.domain.validation import search_recipient
 
-__all__ = ["OpenClose", "decode_page_token", "encode_page_token", "exact_filters"]
+__all__ = [
+    "OpenClose",
+    "decode_page_token",
+    "encode_page_token",
+    "exact_filters",
+    "metadata_filters",
+]
 
 _token_encoder = msgspec.json.Encoder()
 _token_decoder = msgspec.json.Decoder(tuple[int, str])
@@ -43,6 +49,18 @@ def exact_filters(query: SearchQuery) -> list[tuple[str, Any]]:
         ("category", query.category),
     )
     return [(field, value) for field, value in fields if value is not None]
+
+
+def metadata_filters(query: SearchQuery) -> list[tuple[str, str]]:
+    """(key, value) pairs a document's metadata must hold; keys are checked here, since
+    both stores put a key into a field path (``metadata.<key>``)."""
+    from actors.domain.addressing import METADATA_KEY_PATTERN
+
+    for key in query.metadata:
+        if not METADATA_KEY_PATTERN.fullmatch(key):
+            pattern = METADATA_KEY_PATTERN.pattern
+            raise ValueError(f"metadata: key {key!r:.60} must match ^{pattern}$")
+    return sorted(query.metadata.items())
 
 
 class OpenClose:

@@ -51,7 +51,13 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
-from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
+from actors.stores.common import (
+    OpenClose,
+    decode_page_token,
+    encode_page_token,
+    exact_filters,
+    metadata_filters,
+)
 
 __all__ = [
     "MAPPING",
@@ -92,11 +98,20 @@ MAPPING: dict[str, Any] = {
         "variables": _OPAQUE,
         "attachments": _OPAQUE,
         "history": _OPAQUE,
+        # issue 17: searchable tags and metadata (exact values), the scheduled send time
+        "tags": _KEYWORD,
+        "metadata": {"type": "flattened"},
+        "sendAt": _DATE,
+        "fromAddress": _KEYWORD,
+        "fromName": _TEXT,
+        "replyTo": _KEYWORD,
+        "cc": _KEYWORD,
+        "bcc": _KEYWORD,
+        "headers": _OPAQUE,
     },
 }
 
 _SORT_NEWEST = [{"createdAt": {"order": "desc"}}, {"eventId": {"order": "desc"}}]
-_SORT_OLDEST = [{"createdAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}]
 _MAX_PAGE = 10_000  # Elasticsearch's default index.max_result_window
 
 _encoder = msgspec.json.Encoder()
@@ -396,6 +411,10 @@ class ElasticsearchStore(OpenClose):
             span["lt"] = _iso(query.created_to)
         if span:
             filters.append({"range": {"createdAt": span}})
+        for tag in query.tags:
+            filters.append({"term": {"tags": tag}})
+        for key, value in metadata_filters(query):
+            filters.append({"term": {f"metadata.{key}": value}})
         after: list[int | str] | None = None
         if query.page_token:
             after = list(decode_page_token(query.page_token))
@@ -420,6 +439,17 @@ class ElasticsearchStore(OpenClose):
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Oldest first. Near-real-time: a document saved less than a refresh
         interval ago may be missing, which a sweeper looking for old ones can bear."""
+        return await self._earliest(Status.PENDING, "createdAt", before, limit)
+
+    async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
+        """Soonest first. Near-real-time, as :meth:`pending_older_than`: an email scheduled
+        less than a refresh interval before it is due may be seen a scan later."""
+        return await self._earliest(Status.SCHEDULED, "sendAt", before, limit)
+
+    async def _earliest(
+        self, status: Status, field: str, before: datetime, limit: int
+    ) -> list[EmailDocument]:
+        """Documents in ``status`` with ``field`` (a time) before ``before``, earliest first."""
         if limit < 1:
             await trio.lowlevel.checkpoint()
             return []
@@ -429,12 +459,12 @@ class ElasticsearchStore(OpenClose):
                 query={
                     "bool": {
                         "filter": [
-                            {"term": {"status": Status.PENDING.value}},
-                            {"range": {"createdAt": {"lt": _iso(before)}}},
+                            {"term": {"status": status.value}},
+                            {"range": {field: {"lt": _iso(before)}}},
                         ]
                     }
                 },
-                sort=_SORT_OLDEST,
+                sort=[{field: {"order": "asc"}}, {"eventId": {"order": "asc"}}],
                 size=min(limit, _MAX_PAGE),
             )
         return [_document(hit["_source"]) for hit in resp["hits"]["hits"]]

@@ -41,7 +41,13 @@ from actors.domain.edges import (
     apply_status,
 )
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status, document_decoder
-from actors.stores.common import OpenClose, decode_page_token, encode_page_token, exact_filters
+from actors.stores.common import (
+    OpenClose,
+    decode_page_token,
+    encode_page_token,
+    exact_filters,
+    metadata_filters,
+)
 
 __all__ = ["SqliteStore"]
 
@@ -82,16 +88,21 @@ CREATE INDEX IF NOT EXISTS emails_category ON emails (category, created_at, even
 CREATE INDEX IF NOT EXISTS emails_idempotency ON emails (idempotency_key)
     WHERE idempotency_key IS NOT NULL;
 """
+# Added after the first release (issue 17): a file made before gets the column at open.
+_SEND_AT = """
+CREATE INDEX IF NOT EXISTS emails_send_at ON emails (send_at, event_id)
+    WHERE status = 'SCHEDULED';
+"""
 
 _INSERT = (
     "INSERT OR IGNORE INTO emails"
-    " (event_id, status, recipient, category, created_at, idempotency_key, doc)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+    " (event_id, status, recipient, category, created_at, idempotency_key, doc, send_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 _encoder = msgspec.json.Encoder()
 
-_Row = tuple[str, str, str, str, int, str | None, str]
+_Row = tuple[str, str, str, str, int, str | None, str, int | None]
 
 
 def _micros(dt: datetime) -> int:
@@ -110,6 +121,7 @@ def _row(doc: EmailDocument) -> _Row:
         _micros(doc.created_at),
         doc.idempotency_key,
         _encoder.encode(doc).decode(),
+        _micros(doc.send_at) if doc.send_at is not None else None,
     )
 
 
@@ -153,6 +165,10 @@ class SqliteStore(OpenClose):
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA busy_timeout=5000")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(emails)")}
+            if "send_at" not in columns:
+                conn.execute("ALTER TABLE emails ADD COLUMN send_at INTEGER")  # epoch us, UTC
+            conn.executescript(_SEND_AT)
         except BaseException:
             conn.close()
             raise
@@ -268,6 +284,12 @@ class SqliteStore(OpenClose):
         if query.created_to is not None:
             where.append("created_at < ?")
             params.append(_micros(query.created_to))
+        for tag in query.tags:
+            where.append("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)")
+            params.append(tag)
+        for key, value in metadata_filters(query):
+            where.append(f"json_extract(doc, '$.metadata.\"{key}\"') = ?")  # key checked
+            params.append(value)
         filters = " AND ".join(where) or "1"
         (total,) = conn.execute(f"SELECT COUNT(*) FROM emails WHERE {filters}", params).fetchone()
         if after is not None:
@@ -291,6 +313,15 @@ class SqliteStore(OpenClose):
 
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Oldest first, so a sweeper that takes ``limit`` at a time makes progress."""
+        return await self._earliest(Status.PENDING, "created_at", before, limit)
+
+    async def scheduled_before(self, before: datetime, limit: int) -> list[EmailDocument]:
+        return await self._earliest(Status.SCHEDULED, "send_at", before, limit)
+
+    async def _earliest(
+        self, status: Status, column: str, before: datetime, limit: int
+    ) -> list[EmailDocument]:
+        """Documents in ``status`` with ``column`` (a time) before ``before``, earliest first."""
         if limit < 1:  # SQLite reads a negative LIMIT as "no limit"
             await trio.lowlevel.checkpoint()
             return []
@@ -299,9 +330,9 @@ class SqliteStore(OpenClose):
             lambda conn: [
                 document_decoder.decode(doc)
                 for (doc,) in conn.execute(
-                    "SELECT doc FROM emails WHERE status = ? AND created_at < ?"
-                    " ORDER BY created_at, event_id LIMIT ?",
-                    (Status.PENDING.value, cutoff, limit),
+                    f"SELECT doc FROM emails WHERE status = ? AND {column} < ?"
+                    f" ORDER BY {column}, event_id LIMIT ?",
+                    (status.value, cutoff, limit),
                 )
             ]
         )

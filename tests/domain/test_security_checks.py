@@ -378,12 +378,19 @@ def test_max_request_bytes_leaves_room_for_the_largest_valid_email() -> None:
     assert max_send_event_bytes(LIMITS) > LIMITS.max_message_bytes
 
 
+ISSUE_17_FIELDS = (
+    "from_address", "from_name", "reply_to", "cc", "bcc", "headers", "tags", "metadata"
+)
+
+
 def test_send_event_schema_fields_are_the_reviewed_ones() -> None:
     """A tripwire: a new field on a request or event must be reviewed for paths and URLs.
 
     Reviewed: no field names a file or a URL to fetch. ``template`` is a name
     checked against the directory; attachments carry bytes; a URL in a variable
-    (password-reset's reset_url) is only text in the email.
+    (password-reset's reset_url) is only text in the email. Issue 17's fields
+    (addresses, allow-listed headers, tags, metadata, send_at) are text checked in
+    actors.domain.addressing; none is fetched or opened.
     """
     from protos import email_pb2
 
@@ -398,13 +405,16 @@ def test_send_event_schema_fields_are_the_reviewed_ones() -> None:
         "subject",
         "attachments",
         "idempotency_key",
+        *ISSUE_17_FIELDS,
+        "send_at",
     }
     assert fields(email_pb2.Attachment) == {"filename", "content_type", "content"}
     assert fields(email_pb2.GetEmailRequest) == {"event_id"}
     assert fields(email_pb2.SearchEmailsRequest) == {
-        "recipient", "status", "category", "created_from", "created_to", "page_size", "page_token"
+        "recipient", "status", "category", "created_from", "created_to", "page_size", "page_token",
+        "tags", "metadata",
     }
     assert {f.name for f in msgspec.structs.fields(EmailSendEvent)} == {
         "event_id", "recipient", "template", "variables", "category", "subject", "attachments",
-        "requested_at", "attempt",
+        "requested_at", "attempt", *ISSUE_17_FIELDS,
     }

@@ -263,8 +263,13 @@ def test_generated_stubs_expose_services() -> None:
         "SaveEmails",
         "GetEmail",
         "SearchEmails",
+        "CancelEmail",
     }
-    assert email_grpc.AuthServiceBase.__abstractmethods__ == {"RequestEmail"}
+    assert email_grpc.AuthServiceBase.__abstractmethods__ == {
+        "RequestEmail",
+        "RequestEmails",
+        "CancelEmail",
+    }
     assert email_pb2.DESCRIPTOR.package == "mailactors.v1"
     services = email_pb2.DESCRIPTOR.services_by_name
     assert set(services) == {"IntegrationService", "AuthService"}
@@ -330,6 +335,9 @@ class _Integration(email_grpc.IntegrationServiceBase):
     ) -> None:
         raise GRPCError(GrpcStatus.UNIMPLEMENTED)
 
+    async def CancelEmail(self, stream: Any) -> None:
+        raise GRPCError(GrpcStatus.UNIMPLEMENTED)
+
 
 class _Auth(email_grpc.AuthServiceBase):
     async def RequestEmail(
@@ -344,6 +352,12 @@ class _Auth(email_grpc.AuthServiceBase):
                 duplicate=request.HasField("idempotency_key"),
             )
         )
+
+    async def RequestEmails(self, stream: Any) -> None:
+        raise GRPCError(GrpcStatus.UNIMPLEMENTED)
+
+    async def CancelEmail(self, stream: Any) -> None:
+        raise GRPCError(GrpcStatus.UNIMPLEMENTED)
 
 
 async def _grpc_round_trip() -> None:

@@ -166,6 +166,9 @@ class _OldIntegration(email_grpc.IntegrationServiceBase):  # type: ignore[misc]
     async def SearchEmails(self, stream: Any) -> None:
         raise GRPCError(GrpcStatus.UNIMPLEMENTED)
 
+    async def CancelEmail(self, stream: Any) -> None:
+        raise GRPCError(GrpcStatus.UNIMPLEMENTED)
+
 
 async def _serve(app: Any, service: _OldIntegration) -> tuple[Server, int]:
     async def start() -> tuple[Server, int]:

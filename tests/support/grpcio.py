@@ -20,6 +20,8 @@ AUTH = "/mailactors.v1.AuthService/"
 INTEGRATION = "/mailactors.v1.IntegrationService/"
 RESPONSES: dict[str, Any] = {
     "RequestEmail": email_pb2.RequestEmailResponse,
+    "RequestEmails": email_pb2.RequestEmailsResponse,
+    "CancelEmail": email_pb2.CancelEmailResponse,
     "SaveEmail": email_pb2.SaveEmailResponse,
     "SaveEmails": email_pb2.SaveEmailsResponse,
     "GetEmail": email_pb2.GetEmailResponse,
@@ -44,7 +46,7 @@ class GrpcioClient:
         self, method: str, request: Any, *, compression: grpc.Compression | None = None,
         timeout: float = 30,
     ) -> Any:
-        prefix = AUTH if method == "RequestEmail" else INTEGRATION
+        prefix = AUTH if method in ("RequestEmail", "RequestEmails", "CancelEmail") else INTEGRATION
         stub = self.channel.unary_unary(
             prefix + method,
             request_serializer=lambda m: m if isinstance(m, bytes) else m.SerializeToString(),

@@ -91,15 +91,24 @@ class GrpcClient:
         return {"authorization": f"Bearer {self.token}"} if self.token else None
 
     async def call(
-        self, method: str, request: Any, metadata: Any = "default", timeout: float = 30
+        self,
+        method: str,
+        request: Any,
+        metadata: Any = "default",
+        timeout: float = 30,
+        *,
+        auth: bool | None = None,
     ) -> Any:
-        """``method`` is ``"RequestEmail"`` or an IntegrationService method name."""
+        """``method`` is an AuthService method (RequestEmail, RequestEmails) or an
+        IntegrationService one; ``auth`` says which for a name both have (CancelEmail)."""
         meta = self.metadata() if metadata == "default" else metadata
         assert self.channel is not None
         channel = self.channel
+        if auth is None:
+            auth = method in ("RequestEmail", "RequestEmails")
         stub: Any = (
             email_grpc.AuthServiceStub(channel)
-            if method == "RequestEmail"
+            if auth
             else email_grpc.IntegrationServiceStub(channel)
         )
 

@@ -416,6 +416,8 @@ METHODS = {
     "SaveEmails": lambda: email_pb2.SaveEmailsRequest(documents=[save_request().document]),
     "GetEmail": lambda: email_pb2.GetEmailRequest(event_id=fresh_id()),
     "SearchEmails": lambda: email_pb2.SearchEmailsRequest(),
+    "RequestEmails": lambda: email_pb2.RequestEmailsRequest(requests=[grpc_request()]),
+    "CancelEmail": lambda: email_pb2.CancelEmailRequest(event_id=fresh_id()),
 }
 
 
@@ -433,6 +435,12 @@ async def test_missing_and_wrong_tokens_are_unauthenticated_on_every_method_and_
                     client, method, make(), GrpcStatus.UNAUTHENTICATED, metadata=metadata
                 )
                 assert TOKEN not in message
+        for metadata in UNAUTHENTICATED_METADATA:  # AuthService's CancelEmail too
+            with pytest.raises(GRPCError) as info:
+                await client.call(
+                    "CancelEmail", METHODS["CancelEmail"](), metadata=metadata, auth=True
+                )
+            assert info.value.status is GrpcStatus.UNAUTHENTICATED
         # nothing stored, nothing published, no handler ran
         snap = app.system.snapshot().by_path()
         assert await stored(app) == 0
