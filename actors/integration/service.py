@@ -29,6 +29,7 @@ from actors.domain.edges import (
     SearchPage,
     SearchQuery,
     Store,
+    StoreUnavailable,
 )
 from actors.domain.event_checks import screen_status_delivery
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
@@ -68,6 +69,10 @@ class StatusListener(Protocol):
     raises StoreUnavailable while it cannot take them, and the batch waits."""
 
     async def statuses_to_apply(self, events: Sequence[EmailStatusEvent]) -> None: ...
+
+    async def status_applied(self, event: EmailStatusEvent) -> None:
+        """A status stored outside the batches (CancelEmail's CANCELLED)."""
+        ...
 
 
 class TerminalWatch:
@@ -268,11 +273,13 @@ class IntegrationApi:
         store: Store,
         watch: TerminalWatch,
         timeout: float = 30.0,
+        listener: StatusListener | None = None,
     ) -> None:
         self.writer = writer
         self.store = store
         self.watch = watch
         self.timeout = timeout
+        self.listener = listener  # webhooks: told of a CANCELLED once it is stored
 
     async def save(self, document: EmailDocument) -> SaveResult:
         result: SaveResult = await self.writer.ask(SaveEmail(document), timeout=self.timeout)
@@ -292,12 +299,17 @@ class IntegrationApi:
         """Cancel a SCHEDULED email: APPLIED (now CANCELLED, never sent), IGNORED (no longer
         SCHEDULED: ``status`` says what it is) or NOT_FOUND. One conditional change in the
         store, so it cannot cross the due-scanner's move to PENDING."""
-        (result,) = await self.store.apply_status_many(
-            [EmailStatusEvent(event_id=event_id, status=Status.CANCELLED, attempt=0)]
-        )
+        event = EmailStatusEvent(event_id=event_id, status=Status.CANCELLED, attempt=0)
+        (result,) = await self.store.apply_status_many([event])
         if result.outcome is ApplyOutcome.APPLIED:
             self.watch.notify(event_id)
             log.info("cancelled before it was due", extra={"event_id": event_id})
+            if self.listener is not None:
+                try:
+                    await self.listener.status_applied(event)
+                except StoreUnavailable as exc:  # the cancel stands; its webhook is lost, loudly
+                    log.warning("CANCELLED stored, its webhook not queued: %s", exc,
+                                extra={"event_id": event_id})  # fmt: skip
         return result
 
     async def search(self, query: SearchQuery) -> SearchPage:

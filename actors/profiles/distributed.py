@@ -106,7 +106,7 @@ async def run_service(
 
                 def integration_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     writer = actor.ctx.lookup("integration/writer")
-                    api = IntegrationApi(writer, store, watch)
+                    api = IntegrationApi(writer, store, watch, listener=listener)
                     return [IntegrationService(api, edge, checks, config.limits)]
 
                 api = trees.grpc_server(config, config.grpc.integration_port, integration_api)

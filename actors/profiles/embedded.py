@@ -116,7 +116,9 @@ async def open_embedded(
             await system.spawn(integration_service(config, store, bus, watch, listener))
             if hooks is not None:  # deliveries out, beside their one producer
                 await system.spawn(hooks.spec)
-            api = IntegrationApi(system.lookup("integration/writer"), store, watch)
+            api = IntegrationApi(
+                system.lookup("integration/writer"), store, watch, listener=listener
+            )
             await system.spawn(
                 email_server_service(config, bus, provider, renderer, claims, guards)
             )

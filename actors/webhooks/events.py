@@ -139,6 +139,39 @@ class WebhookEvents:
         self._last = max(self._last + 1, time.time_ns() // 1000)
         return self._last
 
+    async def status_applied(self, event: EmailStatusEvent) -> None:
+        """Queue the deliveries of a status already stored outside integration's batches
+        (CancelEmail's CANCELLED: a conditional change that only the store can decide)."""
+        if not self.routes.wants(event.status.value):
+            return
+        doc = await self.store.get(event.event_id)
+        if doc is None:
+            return
+        await self._queue([self._items(doc, event, time.time())])
+
+    def _items(self, doc: EmailDocument, event: EmailStatusEvent, now: float) -> list[WebhookItem]:
+        endpoints = self.routes.endpoints_for(event.status.value, doc.category)
+        if not endpoints:
+            return []
+        body = event_body(doc, event, self._sequence())
+        return [
+            WebhookItem(
+                webhook_id=webhook_id(name, event), endpoint=name, event_id=event.event_id,
+                sequence=self._last, body=body, created_at=now,
+            )  # fmt: skip
+            for name in endpoints
+        ]
+
+    async def _queue(self, batches: list[list[WebhookItem]]) -> None:
+        items = [item for batch in batches for item in batch]
+        if not items:
+            return
+        try:
+            await self.outbox.add_many(items)
+        except BusUnavailable as exc:
+            raise StoreUnavailable(f"webhook queue: {exc}") from exc
+        self.queued += len(items)
+
     async def statuses_to_apply(self, events: Sequence[EmailStatusEvent]) -> None:
         """Queue the deliveries for the events of this batch that the store will apply;
         raises StoreUnavailable while the store or the queue cannot be reached
@@ -156,7 +189,7 @@ class WebhookEvents:
         async with trio.open_nursery() as nursery:
             for event_id in ids:
                 nursery.start_soon(fetch, event_id)
-        items: list[WebhookItem] = []
+        batches: list[list[WebhookItem]] = []
         now = time.time()
         for event in events:  # in order: an email's earlier events change what its later do
             doc = docs.get(event.event_id)
@@ -166,21 +199,5 @@ class WebhookEvents:
             if new is None:  # a duplicate or late event: the store will not apply it either
                 continue
             docs[event.event_id] = new
-            endpoints = self.routes.endpoints_for(event.status.value, new.category)
-            if not endpoints:
-                continue
-            body = event_body(new, event, self._sequence())
-            items += [
-                WebhookItem(
-                    webhook_id=webhook_id(name, event), endpoint=name, event_id=event.event_id,
-                    sequence=self._last, body=body, created_at=now,
-                )  # fmt: skip
-                for name in endpoints
-            ]
-        if not items:
-            return
-        try:
-            await self.outbox.add_many(items)
-        except BusUnavailable as exc:
-            raise StoreUnavailable(f"webhook queue: {exc}") from exc
-        self.queued += len(items)
+            batches.append(self._items(new, event, now))
+        await self._queue(batches)

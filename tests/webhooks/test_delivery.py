@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import trio
 
+from actors.domain.edges import ApplyOutcome
 from actors.domain.schema import Status
 from tests.support.embedded import embedded_config, request, running
 from tests.support.webhooks import bodies, open_receiver, webhook_sections
@@ -75,3 +77,21 @@ async def test_good_failing_and_slow_receivers(
         assert sent["category"] == "transactional"
         assert sent["provider"] == "maildir" and sent["providerMessageId"]
         assert sent["time"] and sent["attempt"] == 1
+
+
+async def test_a_cancelled_scheduled_email_is_a_webhook_too(tmp_path: Path) -> None:
+    async with open_receiver(SECRET) as receiver:
+        hooks = webhook_sections(tmp_path, [
+            {"name": "r", "url": receiver.url, "secret": SECRET, "statuses": ["CANCELLED"]},
+        ])  # fmt: skip
+        async with running(embedded_config(tmp_path, webhooks=hooks)) as app:
+            later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+            reply = await app.request(request(send_at=later))
+            assert (await app.api.cancel(reply.event_id)).outcome is ApplyOutcome.APPLIED
+            assert (await app.api.cancel(reply.event_id)).outcome is ApplyOutcome.IGNORED
+            with trio.fail_after(10):
+                await receiver.wait_for(1)
+    (body,) = receiver.order
+    assert (body["eventId"], body["status"], body["emailStatus"]) == (
+        reply.event_id, "CANCELLED", "CANCELLED"
+    )
