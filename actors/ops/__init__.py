@@ -12,6 +12,7 @@ Modules:
                    ``up``.
 * ``console``      ``supervisor.py console``: the actor trees of running services, live, and
                    commands on them.
+* ``exits``        Exit statuses of supervisor.py, and the one line a start-up failure prints.
 * ``progress``     Progress bars for long commands (``send --batch``, ``soak``, ``bench``), on
                    stderr.
 * ``send_batch``   ``supervisor.py send --batch FILE``: many requests from a JSON-lines file, with

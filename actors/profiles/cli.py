@@ -7,8 +7,13 @@ does: each sets ``handler``, a function of the parsed arguments returning the ex
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import socket
+import sys
 from typing import Any
+
+import msgspec
 
 from config import Config, load_config
 
@@ -29,11 +34,48 @@ def _setup_logging(level: str, fmt: str, config: Config) -> None:
     configure(level, fmt)
 
 
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            probe.bind((host, port))
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EADDRINUSE:
+                raise
+            return False
+
+
+def _free_port(host: str, port: int) -> int:
+    """``port`` if nothing listens on it, else one the system picks (the demo only needs one)."""
+    if _bindable(host, port):
+        return port
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+def _check_ports(config: Config, service: str) -> None:
+    """Fail before anything starts when the port this process serves gRPC on is taken: the
+    operator gets one line (supervisor.py's exits) instead of a tree stopping half-started.
+    The servers' own bind stays the authority (something may take the port in between)."""
+    g = config.grpc
+    port = {"embedded": g.auth_port, "auth": g.auth_port, "integration": g.integration_port}
+    wanted = port.get(service)
+    if wanted and not _bindable(g.host, wanted):
+        raise OSError(
+            errno.EADDRINUSE,
+            f"error while attempting to bind on address ('{g.host}', {wanted}): "
+            "address already in use",
+        )
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     """Embedded: everything in this process. Distributed: one supervised process per service."""
     config = load_config(args.profile)
     _setup_logging(config.service.log_level, config.service.log_format, config)
     if config.bus.kind == "memory":
+        _check_ports(config, "embedded")
         from actors.profiles.embedded import run_embedded
         from runtime import run_with_asyncio_host
 
@@ -41,7 +83,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     import trio
 
-    from actors.profiles.launcher import launcher_tree
+    from actors.profiles.launcher import check_secrets, launcher_tree
+
+    check_secrets(config)  # one line now, rather than each process failing on its own
     from runtime import run_actor_system
 
     tree = launcher_tree(config, args.profile, workers=args.workers, drain_s=args.drain)
@@ -55,6 +99,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.profile)
     _setup_logging(config.service.log_level, config.service.log_format, config)
+    _check_ports(config, args.service)
     main_service(args.service, config)
     return 0
 
@@ -67,6 +112,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = load_config(args.profile)
     _setup_logging("WARNING", config.service.log_format, config)
+    g = config.grpc
+    port = _free_port(g.host, g.auth_port)
+    if port != g.auth_port:
+        print(
+            f"{g.host}:{g.auth_port} is in use; the demo's gRPC API listens on {g.host}:{port} "
+            "instead (choose one with MAILACTORS__GRPC__AUTH_PORT=PORT)",
+            file=sys.stderr,
+        )
+        config = msgspec.structs.replace(config, grpc=msgspec.structs.replace(g, auth_port=port))
     results: list[dict[str, Any]] = []
 
     async def ready(embedded: Embedded) -> None:

@@ -39,6 +39,21 @@ def worker_env(config: Config, workers: int) -> dict[str, str]:
     return env
 
 
+def check_secrets(config: Config) -> None:
+    """Resolve every secret the processes will need; a missing one raises ConfigError here,
+    before any process starts, instead of in each of them."""
+    config.grpc.token()
+    config.control.token()
+    if config.bus.kind != "memory":
+        config.bus.resolved_url()
+    if config.store.kind != "sqlite":
+        config.store.resolved_url()
+        config.store.password()
+        config.store.api_key()
+    if config.provider.kind in ("smtp", "chain"):
+        config.provider.smtp.password()
+
+
 def launcher_tree(
     config: Config,
     profile: str,
