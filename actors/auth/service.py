@@ -171,14 +171,19 @@ class RequestHandler(Actor[RequestEmail]):
                     extra=ids,
                 )
             else:
-                log.info("repeat request, nothing sent", extra=ids)
+                log.debug("repeat request, nothing sent", extra=ids)  # counted: duplicates
             return RequestAccepted(stored.event_id, stored.status, True)
         # Saved: only now may the email be sent. A crash right here leaves it
         # PENDING; the outbox sweeper republishes it.
         faults.after_save()  # the soak test's injected crash, here exactly; inert otherwise
         await self.bus.publish_send(document.to_send_event())
         self.accepted += 1
-        log.debug("requested", extra={"event_id": document.event_id})
+        log.info(
+            "accepted: template %s, category %s",
+            document.template,
+            document.category,
+            extra={"event_id": document.event_id},
+        )
         return RequestAccepted(document.event_id, Status.PENDING, False)
 
 

@@ -12,6 +12,7 @@ import sys
 import time
 
 import msgspec
+import trio
 
 from actors.telemetry.redact import RedactingFormatter
 
@@ -95,3 +96,27 @@ def configure(level: str = "INFO", fmt: str = "text", loggers: str | None = None
         os.environ.get(LOG_ENV, "") if loggers is None else loggers
     ).items():
         logging.getLogger(name).setLevel(named)
+
+
+class Sampled:
+    """Say the first of a kind of event in each ``period`` seconds; count the others.
+
+    For events that can come in floods (status events for emails nobody has): each is
+    still counted by a metric and kept by the console; the log gets one line per period,
+    carrying how many were left unsaid since the previous one. Uses Trio's clock.
+    """
+
+    def __init__(self, period: float = 10.0) -> None:
+        self.period = period
+        self._next = -float("inf")
+        self._unsaid = 0
+
+    def take(self) -> int | None:
+        """None: stay quiet (counted). Else say this one, with that many unsaid before it."""
+        now = trio.current_time()
+        if now < self._next:
+            self._unsaid += 1
+            return None
+        self._next = now + self.period
+        unsaid, self._unsaid = self._unsaid, 0
+        return unsaid
