@@ -12,6 +12,7 @@ Modules:
                    ``up``.
 * ``console``      ``supervisor.py console``: the actor trees of running services, live, and
                    commands on them.
+* ``console_view`` The console's live view, laid out for the terminal it is drawn on.
 * ``exits``        Exit statuses of supervisor.py, and the one line a start-up failure prints.
 * ``progress``     Progress bars for long commands (``send --batch``, ``soak``, ``bench``), on
                    stderr.
