@@ -7,8 +7,9 @@
     python supervisor.py status EVENT_ID            the document, as JSON
     python supervisor.py search [--recipient ..] [--status ..] [--category ..]
     python supervisor.py send --batch FILE          many requests (JSON lines), progress bar
-    python supervisor.py dlq list|replay [--limit N] dead letters, with the reasons
-    python supervisor.py suppression list|add ADDR|remove ADDR
+    python supervisor.py templates list | preview NAME [--var k=v ...]   render, no send
+    python supervisor.py dlq list|replay|purge [--limit N] dead letters, with the reasons
+    python supervisor.py suppression list|add ADDR|remove ADDR|export [FILE]|import FILE
     python supervisor.py soak --emails N [--faults ...] [--workers W]   the distributed
                                                     profile under faults, every email accounted for
     python supervisor.py console [SERVICE] [--json] live actor trees; --restart PATH, --pause,
@@ -30,7 +31,7 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
-from actors.ops import admin, client, console, exits, soak
+from actors.ops import admin, client, console, exits, soak, templates
 from actors.profiles import cli as profiles_cli
 from actors.telemetry.logs import LOG_ENV
 from bench import suite
@@ -45,6 +46,7 @@ COMMANDS: list[Register] = [
     client.register,  # send, status, search
     console.register,  # console
     suite.register,  # bench
+    templates.register,  # templates
     admin.register,  # dlq, suppression
     soak.register,  # soak
 ]
@@ -97,13 +99,14 @@ def _global_options(parser: argparse.ArgumentParser, top: bool) -> None:
     )
 
 
-def _every_parser(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+def every_parser(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of every command and sub-command under ``parser``."""
     out = []
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in action.choices.values():
                 out.append(sub)
-                out.extend(_every_parser(sub))
+                out.extend(every_parser(sub))
     return out
 
 
@@ -124,7 +127,7 @@ def parser() -> argparse.ArgumentParser:
     )
     for register in COMMANDS:
         register(commands)
-    for sub in _every_parser(top):
+    for sub in every_parser(top):
         _global_options(sub, top=False)
     return top
 

@@ -20,4 +20,6 @@ Modules:
                    a progress bar.
 * ``soak``         ``supervisor.py soak``: the distributed profile under faults, and every email
                    accounted for.
+* ``templates``    ``supervisor.py templates list`` and ``templates preview NAME``: the templates as
+                   the services see them, rendered without sending anything.
 """

@@ -768,7 +768,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="resend",
         help="the email servers' policy for a dead sender's claim (default resend)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random faults and timings (default 0)"
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep logs and data here")
     parser.add_argument("--keep", action="store_true", help="keep queues, index and work dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

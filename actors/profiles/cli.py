@@ -157,10 +157,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     run = commands.add_parser(
         "run", help="run one service of the distributed profile in the foreground"
     )
-    run.add_argument("service", choices=["integration", "email-server", "auth"])
+    run.add_argument(
+        "service",
+        choices=["integration", "email-server", "auth"],
+        help="the service this process runs (start integration first, auth last)",
+    )
     run.set_defaults(handler=cmd_run)
     demo = commands.add_parser(
         "demo", help="run, send the three sample emails, print their statuses"
     )
-    demo.add_argument("--to", default="ada@example.com")
+    demo.add_argument(
+        "--to", default="ada@example.com", help="the samples' recipient (default ada@example.com)"
+    )
     demo.set_defaults(handler=cmd_demo)
