@@ -294,7 +294,13 @@ def _queues_text(info: Mapping[str, Any]) -> Text | None:
         return Text(f"queues: {error}", style="red") if error else None
     dlq = info.get("dead_letter_queue")
     text = Text.assemble(("queues: ", "bold"))
-    for i, (name, depth) in enumerate(sorted(queues.items())):
+    # The retry delay queues (one per tier) as one entry: their sum (--json has each).
+    shown: dict[str, int] = {}
+    for name, depth in queues.items():
+        base, sep, _tier = name.rpartition(".delay.")
+        key = f"{base}.delay.*" if sep else name
+        shown[key] = shown.get(key, 0) + int(depth)
+    for i, (name, depth) in enumerate(sorted(shown.items())):
         if i:
             text.append("  ")
         text.append(f"{name} {depth}", style="red" if name == dlq and depth else "")

@@ -40,6 +40,7 @@ def test_one_instance_fits_80x24_with_senders_folded() -> None:
     # The error, too wide for a column at 80, is a line of its own, cut to the width.
     assert any("sender-3: SMTPServerDisconnected: Connection lost" in line for line in lines)
     assert "email.dead 2" in text and "email.send 120" in text
+    assert "email.send.delay.* 0" in text and "delay.5s" not in text  # the tiers summed
     # Headers whole, never one letter per row.
     assert all(h in text for h in ("actor", "state", "depth", "msg/s", "processed", "restarts"))
 
