@@ -58,6 +58,11 @@ def leaves(exc: BaseException) -> Iterator[BaseException]:
             stack.append(e.__cause__)
 
 
+# A path the configuration names that cannot be created or written.
+_PATH_ERRORS = {
+    errno.EACCES, errno.EPERM, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EROFS,
+    errno.ENOSPC,
+}  # fmt: skip
 _ADDRESS = re.compile(r"\('?([^',]+)'?, (\d+)\)")
 
 
@@ -124,6 +129,13 @@ def explain(exc: BaseException, config: Config | None = None) -> tuple[Exit, str
             return Exit.CONFIG, f"configuration error: {e}"
         if isinstance(e, OSError) and e.errno == errno.EADDRINUSE:
             return Exit.ADDRESS_IN_USE, _in_use(e, config)
+        if isinstance(e, OSError) and "path too long" in str(e.strerror):
+            return Exit.CONFIG, str(e.strerror)  # a control socket under a deep run_dir
+        if isinstance(e, OSError) and e.filename is not None and e.errno in _PATH_ERRORS:
+            return Exit.CONFIG, (
+                f"cannot use {e.filename}: {e.strerror} "
+                "(service.data_dir holds what the services write)"
+            )
         if isinstance(e, TemplateError) and not isinstance(e, RenderError):
             root = f" (relative to service.root {config.service.root})" if config else ""
             return Exit.CONFIG, f"templates.dir: {e}{root}"

@@ -93,6 +93,27 @@ async def test_templates_missing_under_root_is_one_line(tmp_path: Path) -> None:
     assert str(tmp_path / "templates") in lines[0]
 
 
+async def test_a_data_dir_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = embedded_env(tmp_path, MAILACTORS__SERVICE__DATA_DIR=str(blocker / "data"))
+    for key in ("RUN_DIR", "STORE__SQLITE_PATH", "EMAIL_SERVER__IDEMPOTENCY_PATH",
+                "PROVIDER__MAILDIR_PATH"):  # fmt: skip
+        env.pop(f"MAILACTORS__{key}" if "__" in key else f"MAILACTORS__SERVICE__{key}")
+    done = await _run(env, "up")
+    lines = _lines(done)
+    assert done.returncode == Exit.CONFIG, lines
+    assert len(lines) == 1 and lines[0].startswith(f"cannot use {blocker}"), lines
+
+
+async def test_a_control_socket_path_too_long_is_one_line(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path, MAILACTORS__SERVICE__RUN_DIR=str(tmp_path / ("x" * 110)))
+    done = await _run(env, "up")
+    lines = _lines(done)
+    assert done.returncode == Exit.CONFIG, lines
+    assert "choose a shorter service.run_dir" in lines[-1] and "Traceback" not in "".join(lines)
+
+
 async def test_broker_password_unset_stops_the_launcher_before_any_process(
     tmp_path: Path,
 ) -> None:
