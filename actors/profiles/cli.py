@@ -9,15 +9,21 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import logging
+import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import trio
 
 from config import Config, load_config
 
 __all__ = ["SAMPLES", "register"]
+
+log = logging.getLogger("mailactors")
 
 SAMPLES: list[tuple[str, dict[str, Any]]] = [
     ("verification", {"name": "Ada", "code": "493817", "expires_minutes": 10}),
@@ -32,6 +38,11 @@ def _setup_logging(level: str, fmt: str, config: Config) -> None:
 
     register_config_secrets(config)  # their values never appear in a log line
     configure(level, fmt)
+
+
+async def _in_scope(scope: trio.CancelScope, fn: Callable[[], Awaitable[None]]) -> None:
+    with scope:
+        await fn()
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -81,7 +92,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
         run_with_asyncio_host(run_embedded, config)
         return 0
-    import trio
 
     from actors.profiles.launcher import check_secrets, launcher_tree
 
@@ -111,7 +121,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from runtime import run_with_asyncio_host
 
     config = load_config(args.profile)
-    _setup_logging("WARNING", config.service.log_format, config)
+    # Quiet unless asked (--log-level): the demo's output is its results.
+    _setup_logging(getattr(args, "log_level", None) or "WARNING", config.service.log_format, config)
     g = config.grpc
     port = _free_port(g.host, g.auth_port)
     if port != g.auth_port:
@@ -122,8 +133,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
         config = msgspec.structs.replace(config, grpc=msgspec.structs.replace(g, auth_port=port))
     results: list[dict[str, Any]] = []
+    interrupted = False
 
-    async def ready(embedded: Embedded) -> None:
+    async def samples(embedded: Embedded) -> None:
         for template, variables in SAMPLES:
             accepted = await embedded.request(
                 RequestEmail(recipient=args.to, template=template, variables=variables)
@@ -140,7 +152,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 }
             )
 
+    async def ready(embedded: Embedded) -> None:
+        # Ctrl-C as in `up`: the first stops the demo gracefully, a second at once. (Its own
+        # receiver: run_embedded's only queues signals while `ready` runs.)
+        nonlocal interrupted
+        system = embedded.system
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with trio.open_nursery() as nursery:
+
+                async def send_then_finish() -> None:
+                    await samples(embedded)
+                    nursery.cancel_scope.cancel()
+
+                async def stopped_then_finish() -> None:
+                    await system.stopped.wait()
+                    nursery.cancel_scope.cancel()
+
+                sending = trio.CancelScope()
+                nursery.start_soon(_in_scope, sending, send_then_finish)
+                async for signum in signals:
+                    if not interrupted:
+                        interrupted = True
+                        log.info("demo: stopping (signal %d)", signum)
+                        sending.cancel()
+                        system.request_stop()
+                        nursery.start_soon(stopped_then_finish)
+                    else:
+                        log.warning("demo: second signal, cancelling")
+                        system.cancel()
+
     run_with_asyncio_host(run_embedded, config, ready)
+    if interrupted:
+        print(f"interrupted: {len(results)} of {len(SAMPLES)} sample(s) done", file=sys.stderr)
+        return 130
     for r in results:
         print(json.dumps(r))
     where = config.provider.maildir_path if config.provider.kind == "maildir" else "SMTP"
