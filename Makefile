@@ -51,7 +51,8 @@ bench-deps:
 
 # promtool (Debian's prometheus package) checks the metrics pages in the tests.
 metrics-deps:
-	command -v promtool >/dev/null || apt-get install -y prometheus
+	command -v promtool >/dev/null || apt-get install -y prometheus \
+		|| (apt-get update -qq && apt-get install -y prometheus)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
