@@ -142,7 +142,10 @@ def explain(exc: BaseException, config: Config | None = None) -> tuple[Exit, str
         if isinstance(e, BusUnavailable):
             return Exit.UNAVAILABLE, str(e)
         if isinstance(e, BusError):
-            return Exit.UNAVAILABLE, f"RabbitMQ: {e}"
+            # Wrong credentials are the configuration's; the rest (no permission, a queue
+            # declared elsewhere with other arguments) the broker's answer.
+            refused = "refused the credentials" in str(e)
+            return (Exit.CONFIG if refused else Exit.UNAVAILABLE), f"RabbitMQ: {e}"
     for e in found:
         if isinstance(e, ProcessExited):
             return _child_exited(e)

@@ -264,6 +264,12 @@ class Operations:
         try:
             server, _thread = start_http_server(port, addr=m.host, registry=registry)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:  # told as every port in use is (ops.exits)
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"error while attempting to bind on address ('{m.host}', {port}): "
+                    "address already in use",
+                ) from None
             raise ConfigError(
                 "metrics.port",
                 f"cannot listen on {m.host}:{port} for {self.instance}: {exc.strerror}",

@@ -70,6 +70,19 @@ async def test_port_in_use_names_the_setting_and_status_4(tmp_path: Path) -> Non
     assert "MAILACTORS__GRPC__AUTH_PORT=PORT" in lines[0]
 
 
+async def test_metrics_port_in_use_names_its_setting(tmp_path: Path) -> None:
+    env = embedded_env(tmp_path)
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = await _run({**env, "MAILACTORS__METRICS__PORT": str(port)}, "up")
+    lines = _lines(done)
+    assert done.returncode == Exit.ADDRESS_IN_USE, lines
+    assert f"cannot listen on 127.0.0.1:{port} (metrics.port)" in lines[-1]
+    assert "Traceback" not in done.stderr.decode()
+
+
 async def test_demo_picks_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
