@@ -34,6 +34,7 @@ import msgspec
 import trio
 
 from actors.email_server.suppression import normalize
+from actors.ops.client import positive_int
 from config import load_config
 
 __all__ = [
@@ -300,19 +301,25 @@ def suppression_import(config: Any, path: str, reason: str) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``dlq`` and ``suppression`` to supervisor.py's subcommands."""
     dlq = commands.add_parser(
-        "dlq", help="dead letters: list them with their reasons, or replay them"
+        "dlq", help="dead letters: list them with their reasons, replay or purge them"
     )
     dlq_sub = dlq.add_subparsers(dest="dlq_action", required=True)
     listing = dlq_sub.add_parser("list", help="show dead letters (left in place) with the reasons")
-    listing.add_argument("--limit", type=int, default=100, help="show at most N (default 100)")
+    listing.add_argument(
+        "--limit", type=positive_int, default=100, help="show at most N (default 100)"
+    )
     listing.set_defaults(handler=lambda a: dlq_list(load_config(a.profile), a.limit))
     replay = dlq_sub.add_parser("replay", help="publish dead letters back where they came from")
-    replay.add_argument("--limit", type=int, default=None, help="replay at most N (default: all)")
+    replay.add_argument(
+        "--limit", type=positive_int, default=None, help="replay at most N (default: all)"
+    )
     replay.set_defaults(handler=lambda a: dlq_replay(load_config(a.profile), a.limit))
     purge = dlq_sub.add_parser(
         "purge", help="delete dead letters for good, oldest first (asks first, or --yes)"
     )
-    purge.add_argument("--limit", type=int, default=None, help="delete at most N (default: all)")
+    purge.add_argument(
+        "--limit", type=positive_int, default=None, help="delete at most N (default: all)"
+    )
     purge.add_argument(
         "--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)"
     )
@@ -324,7 +331,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     sup_sub = sup.add_subparsers(dest="suppression_action", required=True)
     sup_list = sup_sub.add_parser("list", help="suppressed addresses, newest first (JSON lines)")
-    sup_list.add_argument("--limit", type=int, default=1000, help="at most N (default 1000)")
+    sup_list.add_argument(
+        "--limit", type=positive_int, default=1000, help="at most N (default 1000)"
+    )
     sup_list.set_defaults(
         handler=lambda a: suppression_command(load_config(a.profile), "list", None, "", a.limit)
     )
@@ -346,7 +355,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     sup_export.add_argument("file", nargs="?", help="write to FILE (default: stdout)")
     sup_export.add_argument(
-        "--limit", type=int, default=10000, help="at most N, newest first (default 10000)"
+        "--limit", type=positive_int, default=10000, help="at most N, newest first (default 10000)"
     )
     sup_export.set_defaults(
         handler=lambda a: suppression_export(load_config(a.profile), a.file, a.limit)
