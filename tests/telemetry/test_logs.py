@@ -4,8 +4,10 @@ kept as lines."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +16,9 @@ import trio
 import trio.testing
 
 from actors.telemetry.logs import JsonFormatter, Sampled, configure
+from runtime import ChildSpec, ProcessActor, Restart, SupervisorSpec, open_actor_system
 from tests.support.embedded_process import cli, embedded_env, running_embedded, wait_maildir
+from tests.support.logs import RecordingHandler
 
 
 @pytest.fixture
@@ -83,3 +87,27 @@ async def test_grep_event_id_follows_an_email_at_the_default_level(tmp_path: Pat
     assert any(" INFO " in line and "sent by maildir" in line for line in lines), lines
     # The repeat is counted (auth's "duplicates"), not logged per request.
     assert not any("repeat request" in line for line in lines), lines
+
+
+async def test_a_crashed_process_is_logged_with_its_last_output_as_lines() -> None:
+    code = ("import sys, time; print('READY', flush=True); time.sleep(0.2); "
+            "print('connecting to the store', flush=True); print('gave up', flush=True); "
+            "sys.exit(3)")  # fmt: skip
+    spec = SupervisorSpec("launcher", [ChildSpec(
+        "svc", ProcessActor, args=([sys.executable, "-u", "-c", code],),
+        kwargs={"ready_marker": "READY", "output": io.StringIO()}, restart=Restart.TEMPORARY,
+    )])  # fmt: skip
+    handler = RecordingHandler("svc failed")
+    logger = logging.getLogger("runtime.supervisor")
+    logger.addHandler(handler)
+    try:
+        async with open_actor_system("t") as system:
+            await system.spawn(spec)
+            with trio.fail_after(20):
+                await handler.seen.wait()
+    finally:
+        logger.removeHandler(handler)
+    record = next(r for r in handler.records if "svc failed" in r.getMessage())
+    out = json.loads(JsonFormatter().format(record))
+    assert out["msg"].startswith("launcher/svc failed: ProcessExited:")
+    assert out["lines"][-2:] == ["connecting to the store", "gave up"]
