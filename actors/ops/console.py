@@ -41,6 +41,7 @@ from runtime import ControlClient, ControlError, ControlRefused
 __all__ = [
     "Rates",
     "Target",
+    "decode_keys",
     "discover",
     "fetch",
     "fetch_dead_letters",
@@ -241,18 +242,20 @@ def _print_json(data: object) -> None:
     print(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+# What a terminal sends for the keys the live view takes, beyond plain characters.
 _KEYS = {
     b"\x1b[A": "up", b"\x1b[B": "down", b"\x1b[5~": "pgup", b"\x1b[6~": "pgdn",
-    b"\x1b[H": "home", b"\x1b": "esc",
+    b"\x1b[H": "home",
 }  # fmt: skip
 
 
-def _decode_keys(data: bytes) -> list[str]:
-    """Keys from what a terminal in cbreak mode sent: arrows and pages, else characters."""
+def decode_keys(data: bytes) -> list[str]:
+    """Keys from what a terminal in cbreak mode sent: arrows and pages, else characters
+    (a lone escape is ``esc``)."""
     keys: list[str] = []
     while data:
         for seq, name in _KEYS.items():
-            if len(seq) > 1 and data.startswith(seq):
+            if data.startswith(seq):
                 keys.append(name)
                 data = data[len(seq) :]
                 break
@@ -277,7 +280,7 @@ async def _read_keys(send: trio.MemorySendChannel[str]) -> None:
     try:
         async with trio.lowlevel.FdStream(os.dup(fd)) as stdin:
             while data := await stdin.receive_some(64):
-                for key in _decode_keys(data):
+                for key in decode_keys(data):
                     await send.send(key)
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
@@ -306,7 +309,7 @@ async def _live(config: Config, args: argparse.Namespace, console: Console) -> N
                         height=size.height,
                         view=view,
                         keys=keys,
-                    ),  # fmt: skip
+                    ),
                     refresh=True,
                 )
 

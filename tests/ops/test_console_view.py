@@ -9,6 +9,7 @@ from typing import Any
 
 from rich.console import Console
 
+from actors.ops.console import decode_keys
 from actors.ops.console_view import Rates, View, render
 from tests.support.console import email_server_answer
 
@@ -87,3 +88,9 @@ def test_rates_survive_a_redraw_of_the_same_snapshot() -> None:
     rates.update("w", before)
     assert rates.update("w", after)["email-server/senders/sender-3"] == 5.0
     assert rates.update("w", after)["email-server/senders/sender-3"] == 5.0
+
+
+def test_keys_as_a_terminal_sends_them() -> None:
+    assert decode_keys(b"jk\x1b[B\x1b[A\x1b[6~\x1b[5~ 2q\x1b") == [
+        "j", "k", "down", "up", "pgdn", "pgup", " ", "2", "q", "esc",
+    ]  # fmt: skip
