@@ -37,7 +37,7 @@ STATE_STYLES = {
     "stopping": "magenta",
     "stopped": "red",
 }
-KEYS_HELP = "↑↓/j k scroll, PgUp/PgDn page, 1-9 one instance, s summary, q quit"
+KEYS_HELP = "↑↓ or j/k scroll, PgUp/PgDn page"
 _NUMBERED = re.compile(r"^(.*)-(\d+)$")
 # Widths (of the whole terminal) from which the wider columns are drawn.
 BAR_FROM, REPORTS_FROM, ERROR_FROM = 110, 130, 160
@@ -368,7 +368,10 @@ def render_instance(
             view.offset = min(view.offset, len(rows) - (fit - 1))
             shown = rows[view.offset : view.offset + fit - 1]
             first, last = view.offset + 1, view.offset + len(shown)
-            more = _line(Text(f"rows {first}-{last} of {len(rows)}: {KEYS_HELP}", style="dim"))
+            fold = "fold siblings" if view.expand else "one row each"
+            more = _line(
+                Text(f"rows {first}-{last} of {len(rows)}: {KEYS_HELP}, e {fold}", style="dim")
+            )
         else:
             view.offset = 0
     parts: list[RenderableType] = [_line(header), _actor_table(shown, width)]
