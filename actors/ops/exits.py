@@ -77,8 +77,11 @@ def port_setting(config: Config | None, port: int) -> str | None:
         "control.port": config.control.port,
     }
     for key, value in keys.items():
+        if value == port:
+            return key
+    for key, value in keys.items():
         # The distributed processes listen on the port plus a small offset (operations.py).
-        if value and 0 <= port - value < 64:
+        if value and 0 < port - value < 64:
             return key
     return None
 

@@ -96,6 +96,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from actors.profiles.launcher import check_secrets, launcher_tree
 
     check_secrets(config)  # one line now, rather than each process failing on its own
+    for service in ("integration", "auth"):
+        _check_ports(config, service)
     from runtime import run_actor_system
 
     tree = launcher_tree(config, args.profile, workers=args.workers, drain_s=args.drain)

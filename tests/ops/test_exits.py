@@ -83,6 +83,22 @@ async def test_metrics_port_in_use_names_its_setting(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr.decode()
 
 
+async def test_the_launcher_checks_the_ports_before_it_starts_a_process(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = embedded_env(tmp_path, MAILACTORS__GRPC__INTEGRATION_PORT=str(port))
+        done = await _run(env, "up", "--profile", "distributed")
+    lines = _lines(done)
+    assert done.returncode == Exit.ADDRESS_IN_USE, lines
+    assert lines == [
+        f"cannot listen on 127.0.0.1:{port} (grpc.integration_port): address already in use; "
+        "choose another port with MAILACTORS__GRPC__INTEGRATION_PORT=PORT"
+        " (--debug for the traceback)"
+    ]
+
+
 async def test_demo_picks_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
