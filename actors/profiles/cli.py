@@ -93,7 +93,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         run_with_asyncio_host(run_embedded, config)
         return 0
 
-    from actors.profiles.launcher import check_secrets, launcher_tree
+    from actors.profiles.launcher import SaidElsewhere, check_secrets, launcher_tree
+
+    logging.getLogger("runtime.supervisor").addFilter(SaidElsewhere())
 
     check_secrets(config)  # one line now, rather than each process failing on its own
     for service in ("integration", "auth"):

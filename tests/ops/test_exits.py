@@ -175,6 +175,25 @@ async def test_broker_unreachable_is_one_line_without_library_tracebacks(
     assert all("RabbitMQ not reachable yet" in line for line in lines[:-1]), lines
 
 
+async def test_a_process_of_the_launcher_failing_to_start_is_its_lines_and_one_more(
+    tmp_path: Path,
+) -> None:
+    env = embedded_env(
+        tmp_path,
+        MAILACTORS__BUS__URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        MAILACTORS__BUS__PUBLISH_TIMEOUT_S="1",
+        MAILACTORS__STORE__URL=f"http://127.0.0.1:{free_port()}",
+    )
+    done = await _run(env, "up", "--profile", "distributed", "--log-level", "WARNING")
+    lines = _lines(done)
+    assert done.returncode == Exit.UNAVAILABLE, lines
+    # What integration said, prefixed with its name, then one line: no repeat of it by the
+    # supervisor as an escaped string, no traceback.
+    assert all(line.startswith("[integration] ") for line in lines[:-1]), lines
+    assert lines[-1].startswith("integration did not start (exit 5): cannot reach Elasticsearch")
+    assert "Traceback" not in done.stderr.decode()
+
+
 async def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     async with running_embedded(env, tmp_path / "up.log"):
