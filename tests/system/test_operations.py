@@ -286,19 +286,29 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             external = [d["external"] for d in dead["dead_letters"].values() if "external" in d]
             assert external == [[]]
 
-            # -- the live view renders a few refreshes and exits by itself
+            # -- the live view renders a few refreshes and exits by itself: with four
+            # processes, one summary row each; a service named, its tree
             live_env = {**env, "TTY_COMPATIBLE": "1", "TERM": "xterm-256color",
                         "COLUMNS": "200", "LINES": "400"}
-            live = await cli(live_env, "console", "--refreshes", "3", "--interval", "0.3")
-            raw_screen = live.stdout.decode()
-            assert "\x1b[" in raw_screen  # rich drew it as on a terminal
-            screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw_screen)
-            assert (
-                screen.count("email-server-1  pid") >= 3
-            )  # three frames drawn (and the last again)
-            for name in ("integration", "auth", "email-server-0", "sender-2", "throttler",
-                         "status-consumer", "throttle buckets", "bus queues", "msg/s"):
-                assert name in screen, name
+
+            async def live_screen(*args: str) -> str:
+                live = await cli(live_env, "console", *args, "--refreshes", "3",
+                                 "--interval", "0.3")  # fmt: skip
+                raw_screen = live.stdout.decode()
+                assert "\x1b[" in raw_screen  # rich drew it as on a terminal
+                return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw_screen)
+
+            summary = await live_screen()
+            assert summary.count("4 instances") >= 3  # three frames drawn (and the last again)
+            for name in ("integration", "auth", "email-server-0", "email-server-1", "queued",
+                         "msg/s", "queues:", env["MAILACTORS__BUS__SEND_QUEUE"]):
+                assert name in summary, name
+            assert "sender-" not in summary
+            tree = await live_screen("email-server-1")
+            assert tree.count("email-server-1  pid") >= 3
+            for name in ("sender-", "throttler", "throttle:", "msg/s", "queues:"):
+                assert name in tree, name
+            assert "status-consumer" in await live_screen("integration")
 
             # -- the metrics endpoints count what was sent
             ports = {"integration": metrics_base, "auth": metrics_base + 1,
