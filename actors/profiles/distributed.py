@@ -88,7 +88,8 @@ async def run_service(
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
     async with open_asyncio_edge():
-        metrics = EmailMetrics()  # served on metrics.port; counted by the wrapped edges
+        # Served on metrics.port; counted by the wrapped edges; only this service's series.
+        metrics = EmailMetrics(components=(service,))
         bus = instrument(metrics, trees.make_bus(config, service))
         if service == "integration":
             store = instrument(metrics, trees.make_store(config))
