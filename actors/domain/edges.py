@@ -51,6 +51,9 @@ class SearchQuery(msgspec.Struct, frozen=True, kw_only=True):
     created_to: datetime | None = None
     page_size: int = 50
     page_token: str = ""  # opaque; empty for the first page
+    template: str | None = None  # exact template name
+    subject_text: str | None = None  # words in the stored subject (case-insensitive)
+    oldest_first: bool = False  # sort ascending; a page token carries on in its own order
 
 
 class SearchPage(msgspec.Struct, frozen=True):

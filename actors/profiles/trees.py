@@ -23,6 +23,7 @@ from actors.http import HttpServer, RouteFactory, health_routes
 from actors.integration.service import IntegrationApi, TerminalWatch, integration_tree
 from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
+from actors.web import web_routes
 from config import Config
 from runtime import AsyncioEdge, ChildSpec, SupervisorSpec
 
@@ -182,7 +183,7 @@ def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> lis
     ``api`` is the in-process integration API where there is one (embedded; in
     the distributed profile each factory looks up ``integration/writer``).
     """
-    return []
+    return [web_routes(config, store)]
 
 
 def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec | None:

@@ -396,6 +396,10 @@ class ElasticsearchStore(OpenClose):
             span["lt"] = _iso(query.created_to)
         if span:
             filters.append({"range": {"createdAt": span}})
+        if query.template is not None:
+            filters.append({"term": {"template": query.template}})
+        if query.subject_text:
+            filters.append({"match": {"subject": {"query": query.subject_text, "operator": "and"}}})
         after: list[int | str] | None = None
         if query.page_token:
             after = list(decode_page_token(query.page_token))
@@ -403,7 +407,7 @@ class ElasticsearchStore(OpenClose):
             resp = await self._es.search(
                 index=self.index,
                 query={"bool": {"filter": filters}},
-                sort=_SORT_NEWEST,
+                sort=_SORT_OLDEST if query.oldest_first else _SORT_NEWEST,
                 size=query.page_size + 1,
                 search_after=after,
                 track_total_hits=True,

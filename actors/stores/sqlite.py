@@ -113,6 +113,21 @@ def _row(doc: EmailDocument) -> _Row:
     )
 
 
+def _text_filters(query: SearchQuery) -> tuple[list[str], list[Any]]:
+    """Template and subject, read from the stored JSON (no column of their own: the other
+    filters' indexes narrow the rows first; alone they scan)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.template is not None:
+        where.append("json_extract(doc, '$.template') = ?")
+        params.append(query.template)
+    if query.subject_text:
+        escaped = query.subject_text.replace("\\", "\\\\").replace("%", "\\%")
+        where.append("json_extract(doc, '$.subject') LIKE ? ESCAPE '\\'")
+        params.append("%" + escaped.replace("_", "\\_") + "%")
+    return where, params
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     # A failed COMMIT may already have ended the transaction; don't hide the real error.
     if conn.in_transaction:
@@ -268,14 +283,18 @@ class SqliteStore(OpenClose):
         if query.created_to is not None:
             where.append("created_at < ?")
             params.append(_micros(query.created_to))
+        where_text, params_text = _text_filters(query)
+        where.extend(where_text)
+        params.extend(params_text)
         filters = " AND ".join(where) or "1"
         (total,) = conn.execute(f"SELECT COUNT(*) FROM emails WHERE {filters}", params).fetchone()
+        older, order = (">", "ASC") if query.oldest_first else ("<", "DESC")
         if after is not None:
-            filters += " AND (created_at, event_id) < (?, ?)"
+            filters += f" AND (created_at, event_id) {older} (?, ?)"
             params.extend(after)
         rows = conn.execute(
             f"SELECT created_at, event_id, doc FROM emails WHERE {filters}"
-            " ORDER BY created_at DESC, event_id DESC LIMIT ?",
+            f" ORDER BY created_at {order}, event_id {order} LIMIT ?",
             [*params, query.page_size + 1],
         ).fetchall()
         page = rows[: query.page_size]

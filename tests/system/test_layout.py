@@ -30,6 +30,7 @@ LAYERS = [
     "email_server",
     "grpc",
     "http",
+    "web",
     "profiles",
     "testing",
     "ops",
