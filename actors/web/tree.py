@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,7 +104,8 @@ class Trees:
         snapshot = answer.get("snapshot") or {}
         now = trio.current_time()
         actors = []
-        for actor in snapshot.get("actors", []):
+        # By path, so that each supervisor comes right before its children.
+        for actor in sorted(snapshot.get("actors", []), key=_natural):
             key = (name, str(actor.get("path")))
             processed = int(actor.get("processed", 0))
             rate = 0.0
@@ -117,6 +119,7 @@ class Trees:
                 {
                     "path": actor.get("path"),
                     "depth": actor.get("path", "").count("/"),
+                    "name": str(actor.get("path", "")).rpartition("/")[2],
                     "kind": actor.get("kind"),
                     "state": actor.get("state"),
                     "mailbox": [actor.get("mailbox_depth", 0), actor.get("mailbox_capacity", 0)],
@@ -145,3 +148,9 @@ class Trees:
         if action not in {"restart", "pause", "resume", "dead_letters"}:
             raise ValueError(f"unknown action {action!r}")
         return await self.target(process).call(action, **args)
+
+
+def _natural(actor: Mapping[str, Any]) -> list[Any]:
+    """sender-2 before sender-10; a supervisor before its children."""
+    parts = re.split(r"(\d+)", str(actor.get("path", "")))
+    return [int(p) if p.isdigit() else p for p in parts]

@@ -57,7 +57,7 @@ function renderProcess(p, act) {
     "Restarts", "Last error", ""].map((h) => el("th", {}, h)))));
   const body = el("tbody");
   for (const a of p.actors) {
-    const name = el("td", {class: "path"}, a.path);
+    const name = el("td", {class: "path", title: a.path}, a.name);
     name.style.paddingLeft = `${0.3 + 1.2 * a.depth}em`;
     const restart = actionForm(act, p.name, "restart", "Restart",
       `Crash ${a.path} in ${p.name} on purpose? Its supervisor restarts it.`, a.path);
