@@ -25,7 +25,7 @@ from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
 from actors.web import web_routes
 from config import Config
-from runtime import AsyncioEdge, ChildSpec, SupervisorSpec
+from runtime import ActorSystem, AsyncioEdge, ChildSpec, SupervisorSpec
 
 __all__ = [
     "auth_service",
@@ -36,6 +36,7 @@ __all__ = [
     "make_claims",
     "make_provider",
     "make_store",
+    "print_web_url",
     "sender_settings",
     "settle_heap",
 ]
@@ -197,6 +198,14 @@ def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec 
     return ChildSpec(
         "http", HttpServer, args=(config.http, [health_routes, *factories]), shutdown=5.0
     )
+
+
+def print_web_url(system: ActorSystem) -> None:
+    """Say on stdout where the web view is, once the HTTP server has bound (``up`` shows it)."""
+    http = system.snapshot().by_path().get("http")
+    url = (http.extra or {}).get("url") if http is not None else None
+    if isinstance(url, str):
+        print(f"mailactors web view: {url}/web/", flush=True)
 
 
 def settle_heap() -> None:
