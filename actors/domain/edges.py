@@ -87,6 +87,11 @@ class Store(Protocol):
         """Newest first (created_at, then eventId)."""
         ...
 
+    async def count_by_status(self, query: SearchQuery) -> dict[Status, int]:
+        """How many documents match *query* (its status, page and order left out), per status;
+        one round trip, for the web view's email log."""
+        ...
+
     async def apply_status_many(self, events: Sequence[EmailStatusEvent]) -> list[ApplyResult]:
         """Apply status events with :func:`apply_status`, one result per event, in order.
 

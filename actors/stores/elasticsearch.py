@@ -128,6 +128,23 @@ def unavailable_on_outage(what: str) -> Iterator[None]:
         raise
 
 
+
+def _filters(query: SearchQuery) -> list[dict[str, Any]]:
+    """The bool filters of *query*: exact fields, the time range, template and subject."""
+    filters: list[dict[str, Any]] = [{"term": {f: v}} for f, v in exact_filters(query)]
+    span: dict[str, str] = {}
+    if query.created_from is not None:
+        span["gte"] = _iso(query.created_from)
+    if query.created_to is not None:
+        span["lt"] = _iso(query.created_to)
+    if span:
+        filters.append({"range": {"createdAt": span}})
+    if query.template is not None:
+        filters.append({"term": {"template": query.template}})
+    if query.subject_text:
+        filters.append({"match": {"subject": {"query": query.subject_text, "operator": "and"}}})
+    return filters
+
 def _iso(dt: datetime) -> str:
     """RFC 3339 in UTC; a naive datetime is taken to be UTC (as msgspec writes it)."""
     if dt.tzinfo is None:
@@ -386,20 +403,7 @@ class ElasticsearchStore(OpenClose):
         ``created_from`` is inclusive, ``created_to`` exclusive. Near-real-time."""
         if not 1 <= query.page_size < _MAX_PAGE:
             raise ValueError(f"page_size: must be 1..{_MAX_PAGE - 1}, got {query.page_size}")
-        filters: list[dict[str, Any]] = []
-        for field, value in exact_filters(query):
-            filters.append({"term": {field: value}})
-        span: dict[str, str] = {}
-        if query.created_from is not None:
-            span["gte"] = _iso(query.created_from)
-        if query.created_to is not None:
-            span["lt"] = _iso(query.created_to)
-        if span:
-            filters.append({"range": {"createdAt": span}})
-        if query.template is not None:
-            filters.append({"term": {"template": query.template}})
-        if query.subject_text:
-            filters.append({"match": {"subject": {"query": query.subject_text, "operator": "and"}}})
+        filters = _filters(query)
         after: list[int | str] | None = None
         if query.page_token:
             after = list(decode_page_token(query.page_token))
@@ -420,6 +424,23 @@ class ElasticsearchStore(OpenClose):
             next_page_token=token,
             total=int(resp["hits"]["total"]["value"]),
         )
+
+    async def count_by_status(self, query: SearchQuery) -> dict[Status, int]:
+        """One terms aggregation on ``status`` (the other filters applied). Near-real-time."""
+        filters = _filters(msgspec.structs.replace(query, status=None))
+        with unavailable_on_outage("search"):
+            resp = await self._es.search(
+                index=self.index,
+                query={"bool": {"filter": filters}},
+                size=0,
+                aggs={"by_status": {"terms": {"field": "status", "size": 100}}},
+            )
+        known = Status._value2member_map_
+        return {
+            Status(b["key"]): int(b["doc_count"])
+            for b in resp["aggregations"]["by_status"]["buckets"]
+            if b["key"] in known
+        }
 
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Oldest first. Near-real-time: a document saved less than a refresh

@@ -12,6 +12,7 @@ Modules:
   one script and one stylesheet under ``static/``).
 - ``access``: login by the gRPC token, the signed session, CSRF, the security headers.
 - ``mail``: a stored email rendered again, its MIME source, and a resend.
+- ``charts``: emails/s by status and send latency over the last hour, as SVG.
 - ``tree``: the actor trees gathered from the control endpoints, and the actions on them.
 """
 

@@ -35,6 +35,7 @@ from actors.domain.edges import SearchQuery, Store
 from actors.domain.schema import EmailDocument, Status
 from actors.domain.templates import TemplateError, TemplateRenderer
 from actors.web.access import FRAME_CSP, Access, SecurityHeaders, csrf_token
+from actors.web.charts import INTERVAL, Charts
 from actors.web.mail import mime_source, new_nonce, render, resend, resent_from
 from actors.web.tree import Trees
 from config import Config
@@ -96,6 +97,12 @@ class WebView:
         self.trees = Trees(config, system, own)
         self.env = _environment()
         self.login_page = f"{PREFIX}/login"
+        # The process's metrics, when its store is metered (``up``; not a bare open_embedded).
+        metrics = getattr(store, "metrics", None)
+        registry = getattr(metrics, "registry", None)
+        self.charts = Charts(registry) if registry is not None else None
+        if self.charts is not None:
+            actor.ctx.start_soon(self.charts.run)  # sampled for the server's lifetime
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -163,13 +170,8 @@ class WebView:
 
     async def status_counts(self, query: SearchQuery) -> dict[str, int]:
         """Matches per status (every status the system knows), the other filters applied."""
-        counts: dict[str, int] = {}
-        for status in Status:
-            page = await self.store.search(
-                msgspec.structs.replace(query, status=status, page_size=1, page_token="")
-            )
-            counts[status.value] = page.total
-        return counts
+        found = await self.store.count_by_status(query)
+        return {status.value: found.get(status, 0) for status in Status}
 
     async def emails(self, request: Request) -> Response:
         try:
@@ -308,6 +310,16 @@ class WebView:
         out = self.renderer.render(name, sample_variables(self.renderer, name))
         return HTMLResponse(out.html or "", headers=headers)
 
+    # -- charts --------------------------------------------------------------------
+
+    async def charts_page(self, request: Request) -> Response:
+        charts = []
+        if self.charts is not None:
+            charts = [("Emails per second, by the status stored", self.charts.svg("rates")),
+                      ("Request to sent, p50 and p95", self.charts.svg("latency"))]  # fmt: skip
+        return self.page(request, "charts.html", available=self.charts is not None,
+                         charts=charts, interval=INTERVAL)  # fmt: skip
+
     # -- the live tree and its actions ---------------------------------------------
 
     async def tree(self, request: Request) -> Response:
@@ -396,6 +408,7 @@ class WebView:
             Route("/emails/{event_id}/resend", g(self.resend), methods=["POST"]),
             Route("/templates", g(self.templates), methods=["GET"]),
             Route("/templates/{name}/html", g(self.template_html), methods=["GET"]),
+            Route("/charts", g(self.charts_page), methods=["GET"]),
             Route("/tree", g(self.tree), methods=["GET"], name="tree"),
             Route("/tree.json", g(self.tree_json), methods=["GET"]),
             Route("/tree/act", g(self.act), methods=["POST"]),

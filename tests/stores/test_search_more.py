@@ -12,6 +12,7 @@ import msgspec
 import pytest
 
 from actors.domain.edges import SearchQuery
+from actors.domain.schema import EmailStatusEvent, Status
 from tests.support.stores import AnyStore, make_doc, opened, settle, store_maker
 
 
@@ -55,5 +56,12 @@ async def test_template_subject_and_order(store: AnyStore) -> None:
     assert invoices.total == len(want) > 0
     percent = await store.search(SearchQuery(subject_text="100%", page_size=100))
     assert percent.total == len(want) * 2  # a % in the text is a %, not a wildcard
+    counts = await store.count_by_status(SearchQuery(template="verification", status=Status.SENT))
+    assert counts == {Status.PENDING: 15}  # its status filter left out; the others apply
+    await store.apply_status_many([EmailStatusEvent(event_id=docs[0].event_id,
+                                                    status=Status.FAILED, error="x")])  # fmt: skip
+    await settle(store)
+    counts = await store.count_by_status(SearchQuery())
+    assert counts == {Status.PENDING: 29, Status.FAILED: 1}
     none = await store.search(SearchQuery(subject_text="nothing-like-this"))
     assert (none.total, none.documents) == (0, [])

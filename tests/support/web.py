@@ -14,9 +14,10 @@ from typing import Any
 import httpx
 
 from actors.domain.schema import EmailDocument, Status
-from actors.profiles.embedded import Embedded
+from actors.profiles.embedded import Embedded, open_embedded
+from actors.telemetry.metrics import EmailMetrics
 from actors.telemetry.operations import open_operations
-from tests.support.embedded import embedded_config, running
+from tests.support.embedded import embedded_config
 from tests.support.http import http_config, http_url
 from tests.support.services import missing
 
@@ -61,10 +62,10 @@ class WebApp:
 
 @asynccontextmanager
 async def serving(config: Any) -> AsyncIterator[WebApp]:
-    """The embedded system with its control endpoint, as ``supervisor.py up`` runs it."""
-    async with running(config) as app, open_operations(
-        app.system, config, "embedded", bus=app.bus
-    ):
+    """The embedded system with its metrics and control endpoint, as ``supervisor.py up``."""
+    metrics = EmailMetrics()
+    async with open_embedded(config, grpc=False, shutdown=10.0, metrics=metrics) as app, \
+            open_operations(app.system, config, "embedded", bus=app.bus, metrics=metrics):  # fmt: skip
         yield WebApp(app, http_url(app))
 
 

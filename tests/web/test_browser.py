@@ -251,3 +251,32 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
         assert "restarted=True" in seen["done"]
         by_path = web.app.system.snapshot().by_path()
         assert by_path["integration/sweeper"].restarts == 1
+
+
+async def test_charts_draw_what_was_sent(tmp_path: Path) -> None:
+    async with serving(web_config(tmp_path)) as web:
+        for i in range(20):
+            accepted = await web.app.request(
+                RequestEmail(recipient=f"c{i}@example.com", template="welcome",
+                             variables={"name": "C", "product": "Acme"})  # fmt: skip
+            )
+        await web.app.wait_terminal(accepted.event_id)
+
+        def sent_line(driver: Any) -> bool:
+            # The next sample (every 5 s) turns the sends into a rate: reload until it has.
+            driver.refresh()
+            return bool(driver.find_elements(By.CSS_SELECTOR, 'polyline[data-series="SENT"]'))
+
+        def browse() -> dict[str, Any]:
+            with browser() as driver:
+                log_in(driver, web)
+                driver.get(f"{web.web}/charts")
+                WebDriverWait(driver, 20, poll_frequency=1).until(sent_line)
+                keys = [k.text for k in driver.find_elements(By.CSS_SELECTOR, ".legend .key")]
+                screenshot(driver, "charts")
+                no_alerts(driver)
+                return {"keys": keys}
+
+        seen = await trio.to_thread.run_sync(browse)
+        assert any(k.startswith("SENT") for k in seen["keys"])
+        assert any(k.startswith("p95") for k in seen["keys"])
