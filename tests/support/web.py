@@ -64,9 +64,9 @@ class WebApp:
 async def serving(config: Any) -> AsyncIterator[WebApp]:
     """The embedded system with its metrics and control endpoint, as ``supervisor.py up``."""
     metrics = EmailMetrics()
-    async with open_embedded(config, grpc=False, shutdown=10.0, metrics=metrics) as app, \
-            open_operations(app.system, config, "embedded", bus=app.bus, metrics=metrics):  # fmt: skip
-        yield WebApp(app, http_url(app))
+    async with open_embedded(config, grpc=False, shutdown=10.0, metrics=metrics) as app:
+        async with open_operations(app.system, config, "embedded", bus=app.bus, metrics=metrics):
+            yield WebApp(app, http_url(app))
 
 
 def csrf_of(html: str) -> str:
