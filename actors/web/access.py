@@ -40,7 +40,10 @@ CSP = (
 )
 # The email as its recipient sees it: its own styles, inline images only, no script,
 # no remote load (no tracking pixel fires from here), shown only inside our own pages.
-FRAME_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'"
+FRAME_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src data:; frame-ancestors 'self'; "
+    "sandbox"  # sandboxed even when opened on its own, outside the iframe
+)
 
 SESSION_AUTHED = "authed"
 SESSION_CSRF = "csrf"

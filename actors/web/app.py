@@ -317,14 +317,14 @@ class WebView:
         if self.charts is not None:
             charts = [("Emails per second, by the status stored", self.charts.svg("rates")),
                       ("Request to sent, p50 and p95", self.charts.svg("latency"))]  # fmt: skip
+        elsewhere = self.config.bus.kind != "memory"  # latency is observed by the email servers
         return self.page(request, "charts.html", available=self.charts is not None,
-                         charts=charts, interval=INTERVAL)  # fmt: skip
+                         charts=charts, interval=INTERVAL, elsewhere=elsewhere)  # fmt: skip
 
     # -- the live tree and its actions ---------------------------------------------
 
     async def tree(self, request: Request) -> Response:
-        done = request.query_params.get("done", "")
-        return self.page(request, "tree.html", done=done)
+        return self.page(request, "tree.html", done=_take_flash(request))
 
     async def tree_json(self, request: Request) -> Response:
         return JSONResponse(await self.trees.gather())
@@ -342,9 +342,8 @@ class WebView:
         log.warning("web view: %s %s on %s", action, args.get("path", ""), process)
         if action == "dead_letters":
             return self.page(request, "dead_letters.html", process=process, result=result)
-        done = f"{action} {args.get('path', '')} on {process}: {_summary(result)}"
-        return RedirectResponse(str(request.url_for("web:tree").include_query_params(done=done)),
-                                status_code=303)  # fmt: skip
+        request.session[FLASH] = f"{action} {args.get('path', '')} on {process}: {_summary(result)}"
+        return RedirectResponse(f"{PREFIX}/tree", status_code=303)
 
     async def replay(self, request: Request) -> Response:
         if self.config.bus.kind == "memory":
@@ -360,10 +359,8 @@ class WebView:
             replayed = await bus.replay_dead_letters(depth) if depth else 0
         finally:
             await bus.close()
-        return RedirectResponse(
-            str(request.url_for("web:tree").include_query_params(done=f"replayed {replayed}")),
-            status_code=303,
-        )
+        request.session[FLASH] = f"replayed {replayed} dead letter(s)"
+        return RedirectResponse(f"{PREFIX}/tree", status_code=303)
 
     # -- suppressions ------------------------------------------------------------
 
@@ -373,7 +370,7 @@ class WebView:
         async with open_suppression(self.config) as suppression:
             entries = await suppression.entries(500)
         return self.page(request, "suppressions.html", entries=entries,
-                         done=request.query_params.get("done", ""))  # fmt: skip
+                         done=_take_flash(request))  # fmt: skip
 
     async def suppression_change(self, request: Request) -> Response:
         from actors.email_server.safeguards import open_suppression
@@ -388,9 +385,8 @@ class WebView:
                 changed = await suppression.add(address, reason, source="operator")
             else:
                 changed = await suppression.remove(address)
-        done = f"{action} {address}: {'done' if changed else 'nothing to do'}"
-        url = request.url_for("web:suppressions").include_query_params(done=done)
-        return RedirectResponse(str(url), status_code=303)
+        request.session[FLASH] = f"{action} {address}: {'done' if changed else 'nothing to do'}"
+        return RedirectResponse(f"{PREFIX}/suppressions", status_code=303)
 
     # -- the app -----------------------------------------------------------------
 
@@ -430,6 +426,13 @@ class WebView:
             ),
         ]
         return Starlette(routes=routes, middleware=middleware)
+
+
+FLASH = "flash"  # what the last action did, shown once on the next page (not in the URL)
+
+
+def _take_flash(request: Request) -> str:
+    return str(request.session.pop(FLASH, ""))
 
 
 def _summary(result: Any) -> str:
