@@ -201,9 +201,17 @@ class WebView:
             "recipient": doc.recipient,
             "template": doc.template,
             "category": doc.category,
-            "subject": doc.subject or "",
+            "subject": doc.subject if doc.subject is not None else self._template_subject(doc),
+            "own_subject": doc.subject is not None,
             "attempts": doc.attempts,
         }
+
+    def _template_subject(self, doc: EmailDocument) -> str:
+        """The subject the template gives it (about 16 us a render: a page of 50 costs 1 ms)."""
+        try:
+            return render(self.renderer, doc).subject
+        except TemplateError:
+            return ""
 
     # -- one email ---------------------------------------------------------------
 

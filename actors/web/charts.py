@@ -110,8 +110,9 @@ class Charts:
                 for ago, v in points
                 if ago <= WINDOW
             )
+            end = xy.rpartition(" ")[2].split(",") if xy else ["0", "0"]
             lines.append({"name": name, "points": xy, "colour": PALETTE[i % len(PALETTE)],
-                          "last": round(points[-1][1], 1)})  # fmt: skip
+                          "last": round(points[-1][1], 1), "end": end})  # fmt: skip
         return {
             "width": WIDTH, "height": HEIGHT, "pad": PAD, "top": top,
             "unit": "emails/s" if which == "rates" else "ms",

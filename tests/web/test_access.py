@@ -6,6 +6,7 @@ test_browser.py).
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 
 import httpx
@@ -13,6 +14,7 @@ import httpx
 from actors.web.access import CSP, FRAME_CSP
 from tests.support.embedded import TOKEN, request, secured_config
 from tests.support.http import http_config
+from tests.support.security import make_certs
 from tests.support.web import csrf_of, logged_in_client, serving, web_config
 
 
@@ -97,3 +99,17 @@ async def test_every_page_carries_the_csp_and_the_message_its_own(tmp_path: Path
         frame = await c.get(f"/web/emails/{accepted.event_id}/rendered")
         assert frame.headers["content-security-policy"] == FRAME_CSP
         assert "script-src" not in FRAME_CSP and "default-src 'none'" in FRAME_CSP
+
+
+async def test_under_tls_the_session_cookie_is_secure(tmp_path: Path) -> None:
+    certs = make_certs(tmp_path / "certs")
+    config = web_config(tmp_path, http={"tls_cert_file": str(certs.cert),
+                                        "tls_key_file": str(certs.key)})  # fmt: skip
+    async with serving(config) as web:
+        assert web.url.startswith("https://")
+        ctx = ssl.create_default_context(cafile=str(certs.ca))
+        async with httpx.AsyncClient(base_url=web.url, verify=ctx) as c:
+            page = await c.get("/web/login")
+            entered = await c.post("/web/login", data={"csrf": csrf_of(page.text)})
+        assert entered.status_code == 303
+        assert "secure" in entered.headers["set-cookie"].lower().split("; ")

@@ -56,12 +56,13 @@ async def test_search_finds_what_was_sent_and_paging_returns_each_once(tmp_path:
         for event_id in sent:
             await web.app.wait_terminal(event_id)
 
-        def browse() -> tuple[list[str], list[str], str]:
+        def browse() -> tuple[list[str], list[str], str, list[str]]:
             with browser() as driver:
                 log_in(driver, web)
                 driver.get(f"{web.web}/emails?recipient=fresh@example.com")
                 rows = driver.find_elements(By.CSS_SELECTOR, "#log tbody tr[data-event-id]")
                 fresh = [r.get_attribute("data-event-id") for r in rows]
+                subjects = [r.find_element(By.CLASS_NAME, "subject").text for r in rows]
                 counts = driver.find_element(By.ID, "counts").text
                 screenshot(driver, "emails")
                 # Every seeded document, 100 a page, oldest first, by following "Next page".
@@ -75,9 +76,11 @@ async def test_search_finds_what_was_sent_and_paging_returns_each_once(tmp_path:
                         break
                     following[0].click()
                 no_alerts(driver)
-                return fresh, paged, counts
+                return fresh, paged, counts, subjects
 
-        fresh, paged, counts = await trio.to_thread.run_sync(browse)
+        fresh, paged, counts, subjects = await trio.to_thread.run_sync(browse)
+        assert subjects == ["Welcome to Acme, Fresh 2!", "Welcome to Acme, Fresh 1!",
+                            "Welcome to Acme, Fresh 0!"]  # the template's subject, newest first
         assert sorted(fresh) == sorted(sent)
         assert "SENT 3" in counts and "3 matching" in counts
         assert paged == seeded  # each once, in order, over three pages
@@ -263,15 +266,16 @@ async def test_charts_draw_what_was_sent(tmp_path: Path) -> None:
         await web.app.wait_terminal(accepted.event_id)
 
         def sent_line(driver: Any) -> bool:
-            # The next sample (every 5 s) turns the sends into a rate: reload until it has.
+            # Samples come every 5 s: reload until the SENT line has two points.
             driver.refresh()
-            return bool(driver.find_elements(By.CSS_SELECTOR, 'polyline[data-series="SENT"]'))
+            lines = driver.find_elements(By.CSS_SELECTOR, 'polyline[data-series="SENT"]')
+            return bool(lines) and len(lines[0].get_attribute("points").split()) >= 2
 
         def browse() -> dict[str, Any]:
             with browser() as driver:
                 log_in(driver, web)
                 driver.get(f"{web.web}/charts")
-                WebDriverWait(driver, 20, poll_frequency=1).until(sent_line)
+                WebDriverWait(driver, 30, poll_frequency=1).until(sent_line)
                 keys = [k.text for k in driver.find_elements(By.CSS_SELECTOR, ".legend .key")]
                 screenshot(driver, "charts")
                 no_alerts(driver)
