@@ -210,7 +210,8 @@ async def test_templates_page_previews_text_and_html(tmp_path: Path) -> None:
 
 
 async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path: Path) -> None:
-    async with serving(web_config(tmp_path)) as web:
+    config = web_config(tmp_path, throttle={"rate": 250.0, "per_domain": {"example.com": 50.0}})
+    async with serving(config) as web:
         crashed = "email-server/throttler"
         opened = trio.Event()
         seen: dict[str, Any] = {}
@@ -224,6 +225,8 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
                 driver.get(f"{web.web}/tree")
                 WebDriverWait(driver, WAIT).until(lambda d: row(d, crashed))
                 seen["before"] = row(driver, crashed).get_attribute("data-restarts")
+                buckets = driver.find_elements(By.CSS_SELECTOR, "#trees tr.bucket")
+                seen["buckets"] = [b.text for b in buckets]
                 driver.execute_script("window.__same_page = true")
                 trio.from_thread.run_sync(opened.set, trio_token=token)
                 WebDriverWait(driver, WAIT).until(
@@ -249,6 +252,8 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
             await web.app.system.inject_crash(crashed, InjectedCrash("crash for the web view"))
 
         assert seen["before"] == "0"
+        assert any(b.startswith("bucket provider") and "rate 250" in b for b in seen["buckets"])
+        assert any(b.startswith("bucket example.com") for b in seen["buckets"]), seen["buckets"]
         assert "crash for the web view" in seen["error"]
         assert seen["same_page"] is True  # updated in place, not reloaded
         assert "restarted=True" in seen["done"]
