@@ -41,6 +41,23 @@ async def request_email(edge: AsyncioEdge, port: int, recipient: str) -> str:
     return await edge.run(go)
 
 
+async def publish_poison(edge: AsyncioEdge, env: dict[str, str]) -> None:
+    """A send message that is not JSON: the email server dead-letters it."""
+    import aio_pika
+
+    async def go() -> None:
+        connection = await aio_pika.connect(env["MAILACTORS__BUS__URL"])
+        try:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(env["MAILACTORS__BUS__SEND_EXCHANGE"])
+            queue = env["MAILACTORS__BUS__SEND_QUEUE"]
+            await exchange.publish(aio_pika.Message(b"not json at all"), routing_key=queue)
+        finally:
+            await connection.close()
+
+    await edge.run(go)
+
+
 async def test_integration_serves_every_tree_the_log_and_resends_through_auth(
     tmp_path: Path, elasticsearch_url: str, rabbitmq_url: str, edge: AsyncioEdge
 ) -> None:
@@ -74,6 +91,21 @@ async def test_integration_serves_every_tree_the_log_and_resends_through_auth(
                 second = resent.headers["location"].rsplit("/", 1)[1]
                 await poll_until(lambda: listed_as_sent(second), timeout=60, what="resend SENT")
                 second_page = await web.get(f"emails/{second}")
+
+                # A poison message on the bus: listed with its reason, then replayed (and,
+                # poison still, dead-lettered again).
+                await publish_poison(edge, env)
+                token = csrf_of(second_page.text)
+
+                async def dead_listed() -> bool:
+                    ask = {"process": "email-server-0", "action": "dead_letters", "csrf": token}
+                    page = await web.post("tree/act", data=ask)
+                    return "not json at all" in page.text
+
+                await poll_until(dead_listed, timeout=60, what="the poison in the DLQ")
+                replayed = await web.post("dead-letters/replay", data={"csrf": token})
+                assert replayed.status_code == 303, replayed.text
+                flash = (await web.get("tree")).text
         received = event_ids_received(smtp)
     names = {p["name"] for p in trees["processes"]}
     assert names == {"integration", "auth", "email-server-0"}, trees
@@ -84,3 +116,4 @@ async def test_integration_serves_every_tree_the_log_and_resends_through_auth(
     assert second != first
     assert f'id="resent-from" href="/web/emails/{first}"' in second_page.text
     assert received[first] == 1 and received[second] == 1
+    assert "replayed 1 dead letter(s)" in flash
