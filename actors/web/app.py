@@ -86,7 +86,7 @@ class WebView:
 
     def __init__(self, config: Config, store: Store, actor: Actor[Any]) -> None:
         self.config = config
-        self.store = store
+        self.store = store  # what it reads through, until a reader of its own is open
         self.actor = actor
         self.renderer = TemplateRenderer(config.templates.dir)
         self.access = Access(config.grpc.token())
@@ -103,6 +103,29 @@ class WebView:
         self.charts = Charts(registry) if registry is not None else None
         if self.charts is not None:
             actor.ctx.start_soon(self.charts.run)  # sampled for the server's lifetime
+        if config.store.kind == "sqlite":
+            actor.ctx.start_soon(self._own_reader)
+
+    async def _own_reader(self) -> None:
+        """A SQLite connection of the web view's own, for as long as the server runs.
+
+        The store's one connection is shared with integration's writer and serialized: a
+        search that scans (a template filter over 100,000 documents takes about a second)
+        would hold the writer up meanwhile. In WAL mode a second connection reads beside
+        the writer without blocking it.
+        """
+        from actors.stores.sqlite import SqliteStore
+
+        shared = self.store
+        reader = SqliteStore(self.config.store.sqlite_path)
+        await reader.open()
+        try:
+            self.store = reader
+            await trio.sleep_forever()
+        finally:
+            self.store = shared
+            with trio.CancelScope(shield=True):
+                await reader.close()
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -401,7 +424,7 @@ class WebView:
     def app(self) -> Starlette:
         g = self.guarded
         routes = [
-            Route("/", lambda r: RedirectResponse(f"{PREFIX}/emails", status_code=303)),
+            Route("/", _to_the_log, methods=["GET"]),
             Route("/login", self.login_form, methods=["GET"]),
             Route("/login", self.login, methods=["POST"]),
             Route("/logout", g(self.logout), methods=["POST"]),
@@ -436,6 +459,10 @@ class WebView:
         return Starlette(routes=routes, middleware=middleware)
 
 
+async def _to_the_log(request: Request) -> Response:
+    return RedirectResponse(f"{PREFIX}/emails", status_code=303)
+
+
 FLASH = "flash"  # what the last action did, shown once on the next page (not in the URL)
 
 
@@ -455,9 +482,6 @@ def web_routes(config: Config, store: Store) -> Any:
     def routes(actor: Actor[Any]) -> Sequence[BaseRoute]:
         view = WebView(config, store, actor)
 
-        async def home(request: Request) -> Response:
-            return RedirectResponse(f"{PREFIX}/emails", status_code=303)
-
-        return [Route("/", home, methods=["GET"]), Mount(PREFIX, app=view.app(), name="web")]
+        return [Route("/", _to_the_log, methods=["GET"]), Mount(PREFIX, app=view.app(), name="web")]
 
     return routes
