@@ -12,23 +12,33 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from actors.domain.schema import EmailDocument, Status
 from actors.profiles.embedded import Embedded, open_embedded
 from actors.telemetry.metrics import EmailMetrics
 from actors.telemetry.operations import open_operations
-from tests.support.embedded import embedded_config
+from protos import email_grpc
+from runtime import AsyncioEdge
+from tests.support.embedded import embedded_config, grpc_request
 from tests.support.http import http_config, http_url
 from tests.support.services import missing
 
 __all__ = [
     "CHROMEDRIVER",
     "CHROMIUM",
+    "WAIT",
     "SCREENSHOTS",
     "WebApp",
     "browser",
     "csrf_of",
+    "log_in",
     "logged_in_client",
+    "no_alerts",
+    "publish_poison",
+    "request_email",
     "screenshot",
     "seed_documents",
     "serving",
@@ -136,3 +146,56 @@ def screenshot(driver: Any, name: str) -> Path:
     driver.save_screenshot(str(path))
     return path
 
+
+WAIT = 15.0  # seconds a browser waits for a page to show what a test expects
+
+
+def log_in(driver: Any, web: WebApp) -> None:
+    driver.get(f"{web.web}/login")
+    driver.find_element(By.ID, "no-secret")  # no token configured: the page says so
+    driver.find_element(By.ID, "login").click()
+    WebDriverWait(driver, WAIT).until(lambda d: d.current_url.endswith("/web/emails"))
+
+
+def no_alerts(driver: Any) -> None:
+    """Nothing called alert() (the hook records it) and no dialog is open."""
+    assert driver.execute_script("return window.__alerts") == []
+    try:
+        text = driver.switch_to.alert.text
+    except NoAlertPresentException:
+        return
+    raise AssertionError(f"a dialog is open: {text!r}")
+
+
+async def request_email(edge: AsyncioEdge, port: int, recipient: str) -> str:
+    from grpclib.client import Channel
+
+    async def go() -> str:
+        channel = Channel("127.0.0.1", port)
+        try:
+            reply = await email_grpc.AuthServiceStub(channel).RequestEmail(
+                grpc_request(recipient=recipient, template="welcome",
+                             variables={"name": "Dee", "product": "Acme"})  # fmt: skip
+            )
+            return str(reply.event_id)
+        finally:
+            channel.close()
+
+    return await edge.run(go)
+
+
+async def publish_poison(edge: AsyncioEdge, env: dict[str, str]) -> None:
+    """A send message that is not JSON: the email server dead-letters it."""
+    import aio_pika
+
+    async def go() -> None:
+        connection = await aio_pika.connect(env["MAILACTORS__BUS__URL"])
+        try:
+            channel = await connection.channel()
+            exchange = await channel.get_exchange(env["MAILACTORS__BUS__SEND_EXCHANGE"])
+            queue = env["MAILACTORS__BUS__SEND_QUEUE"]
+            await exchange.publish(aio_pika.Message(b"not json at all"), routing_key=queue)
+        finally:
+            await connection.close()
+
+    await edge.run(go)

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actors.auth.service import RequestEmail
 from actors.domain.schema import Status
+from tests.support.embedded import request
 from tests.support.web import csrf_of, logged_in_client, serving, web_config
 
-
-def welcome(to: str) -> RequestEmail:
-    return RequestEmail(recipient=to, template="welcome",
-                        variables={"name": "<b>Eve</b>", "product": "Acme"})  # fmt: skip
+EVE = {"name": "<b>Eve</b>", "product": "Acme"}
 
 
 async def test_a_suppression_added_here_stops_sending_and_removing_it_lets_it_go(
@@ -32,13 +29,13 @@ async def test_a_suppression_added_here_stops_sending_and_removing_it_lets_it_go
         assert "eve@example.com" in page.text and "&lt;i&gt;asked&lt;/i&gt;" in page.text
         assert "add Eve@Example.com" not in (await c.get("/web/suppressions")).text
 
-        first = await web.app.request(welcome("eve@example.com"))
+        first = await web.app.request(request("welcome", "eve@example.com", variables=EVE))
         assert (await web.app.wait_terminal(first.event_id)).status is Status.SUPPRESSED
 
         removed = await c.post("/web/suppressions", data={
             "action": "remove", "address": "eve@example.com", "csrf": token})  # fmt: skip
         assert removed.status_code == 303
-        second = await web.app.request(welcome("eve@example.com"))
+        second = await web.app.request(request("welcome", "eve@example.com", variables=EVE))
         assert (await web.app.wait_terminal(second.event_id)).status is Status.SENT
 
 

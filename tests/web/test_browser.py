@@ -11,36 +11,25 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from selenium.common.exceptions import NoAlertPresentException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from actors.auth.service import RequestEmail
 from runtime import InjectedCrash
-from tests.support.web import WebApp, browser, screenshot, seed_documents, serving, web_config
-
-WAIT = 15.0
+from tests.support.web import (
+    WAIT,
+    browser,
+    log_in,
+    no_alerts,
+    screenshot,
+    seed_documents,
+    serving,
+    web_config,
+)
 
 HOSTILE_SUBJECT = '<script>alert("subject")</script><img src=x onerror=alert("img")>'
 HOSTILE_NAME = '"><img src=x onerror=alert("name")><script>alert("name2")</script>'
 HOSTILE_URL = 'javascript:alert("url")'
-
-
-def log_in(driver: Any, web: WebApp) -> None:
-    driver.get(f"{web.web}/login")
-    driver.find_element(By.ID, "no-secret")  # no token configured: the page says so
-    driver.find_element(By.ID, "login").click()
-    WebDriverWait(driver, WAIT).until(lambda d: d.current_url.endswith("/web/emails"))
-
-
-def no_alerts(driver: Any) -> None:
-    """Nothing called alert() (the hook records it) and no dialog is open."""
-    assert driver.execute_script("return window.__alerts") == []
-    try:
-        text = driver.switch_to.alert.text
-    except NoAlertPresentException:
-        return
-    raise AssertionError(f"a dialog is open: {text!r}")
 
 
 async def test_search_finds_what_was_sent_and_paging_returns_each_once(tmp_path: Path) -> None:

@@ -10,52 +10,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from protos import email_grpc
 from runtime import AsyncioEdge
 from tests.support.cluster import Cluster, cluster_env, event_ids_received
-from tests.support.embedded import grpc_request
 from tests.support.services import free_port
 from tests.support.smtp_servers import CapturingServer
 from tests.support.waiting import poll_until
-from tests.support.web import csrf_of
+from tests.support.web import csrf_of, publish_poison, request_email
 
 pytestmark = pytest.mark.services
 
 URL_LINE = re.compile(r"\[integration\] mailactors web view: (http://127\.0\.0\.1:\d+/web/)")
-
-
-async def request_email(edge: AsyncioEdge, port: int, recipient: str) -> str:
-    from grpclib.client import Channel
-
-    async def go() -> str:
-        channel = Channel("127.0.0.1", port)
-        try:
-            reply = await email_grpc.AuthServiceStub(channel).RequestEmail(
-                grpc_request(recipient=recipient, template="welcome",
-                             variables={"name": "Dee", "product": "Acme"})  # fmt: skip
-            )
-            return str(reply.event_id)
-        finally:
-            channel.close()
-
-    return await edge.run(go)
-
-
-async def publish_poison(edge: AsyncioEdge, env: dict[str, str]) -> None:
-    """A send message that is not JSON: the email server dead-letters it."""
-    import aio_pika
-
-    async def go() -> None:
-        connection = await aio_pika.connect(env["MAILACTORS__BUS__URL"])
-        try:
-            channel = await connection.channel()
-            exchange = await channel.get_exchange(env["MAILACTORS__BUS__SEND_EXCHANGE"])
-            queue = env["MAILACTORS__BUS__SEND_QUEUE"]
-            await exchange.publish(aio_pika.Message(b"not json at all"), routing_key=queue)
-        finally:
-            await connection.close()
-
-    await edge.run(go)
 
 
 async def test_integration_serves_every_tree_the_log_and_resends_through_auth(
