@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run up test lint typecheck protos bench-deps metrics-deps clean
+.PHONY: run up test lint typecheck protos bench-deps metrics-deps browser-deps clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ protos: $(STAMP)
 
 bench-deps:
 	apt-get install -y postfix
+
+# The web view's tests drive Debian's chromium with its chromedriver (never a browser download).
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	else apt-get install -y chromium chromium-driver || \
+	     (apt-get update && apt-get install -y chromium chromium-driver); fi
 
 # promtool (Debian's prometheus package) checks the metrics pages in the tests.
 metrics-deps:

@@ -19,6 +19,7 @@ from typing import Any
 NAMES = (
     "actor_hop", "snapshot", "bridge", "embedded_e2e",
     "distributed_e2e", "latency", "slow_provider", "memory",
+    "web_log",
 )
 DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "memory"}
 
@@ -42,6 +43,8 @@ def _verdict(name: str, r: dict[str, Any]) -> bool | None:
             return bool(r["ratio"] >= 0.8)
         if name == "memory":
             return bool(r["max_mb"] <= 200)
+        if name == "web_log":
+            return bool(r["p95_ms"] < 200)
     except (KeyError, TypeError):
         return None
     return None
@@ -76,6 +79,8 @@ def _headline(name: str, r: dict[str, Any]) -> str:
         return f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms at {r['rate_per_s']}/s"
     if name == "slow_provider":
         return f"{r['emails_per_s']}/s vs ideal {r['ideal_per_s']}/s = {r['ratio']}x"
+    if name == "web_log":
+        return f"log page p95 {r['p95_ms']} ms over {r['documents']:,} documents"
     if name == "memory":
         return ", ".join(f"{k} {v} MB" for k, v in r["peak_rss_mb"].items())
     return ""
@@ -170,7 +175,7 @@ def _run(
     broker_url: str,
     progress: Callable[[str, int], Callable[[int], None]],
 ) -> dict[str, Any]:
-    from . import bridge, embedded, runtime
+    from . import bridge, embedded, runtime, web
 
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("actor_hop", lambda: runtime.actor_hop(quick)),
@@ -182,6 +187,7 @@ def _run(
             ),
         ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
+        ("web_log", lambda: web.web_log(quick)),
     ]
     for name, job in jobs:
         if name in want:

@@ -75,6 +75,7 @@ async def _serve(
                 await system.spawn(late)
             trees.settle_heap()
             print(f"{READY} {service} pid={os.getpid()}", flush=True)
+            trees.print_web_url(system)  # the process with the HTTP server says where it is
             log.info("%s ready", service)
             if ready is not None:
                 ready(system)

@@ -222,6 +222,11 @@ class _Wrapper:
     def wrapped(self) -> Any:
         return self._inner
 
+    @property
+    def metrics(self) -> EmailMetrics:
+        """What it counts into (the web view's charts read it)."""
+        return self._metrics
+
 
 class MeteredBus(_Wrapper):
     """Counts what auth publishes (PENDING) and what the email server publishes (outcomes)."""

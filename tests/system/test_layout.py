@@ -31,6 +31,7 @@ LAYERS = [
     "grpc",
     "http",
     "feedback",
+    "web",
     "profiles",
     "testing",
     "ops",
