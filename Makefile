@@ -1,23 +1,34 @@
 # mailactors: two commands on a fresh clone.
-#   make run   creates .venv, installs, runs the embedded demo (three emails to var/maildir)
-#   make test  creates .venv, installs, runs the tests (services: see README)
+#   make run   creates .venv, installs what running needs, runs the embedded demo (three
+#              emails to var/maildir)
+#   make test  creates .venv, installs that and the development extras, runs the tests
+#              (services: see README)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 
-.PHONY: run up test lint typecheck protos bench-deps clean
+.PHONY: run up test lint typecheck protos bench-deps metrics-deps browser-deps clean
 
-$(STAMP): pyproject.toml
+$(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
 
-run: $(STAMP)
+# What running needs (the `dependencies` of pyproject.toml), nothing more.
+$(RUN_STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+# Running plus the development extras (pytest, mypy, moto, testcontainers, ...).
+$(STAMP): pyproject.toml | $(VENV)/bin/python
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(RUN_STAMP) $(STAMP)
+
+run: $(RUN_STAMP)
 	$(PY) supervisor.py demo
 
-up: $(STAMP)
+up: $(RUN_STAMP)
 	$(PY) supervisor.py up
 
 test: $(STAMP)
@@ -37,6 +48,17 @@ protos: $(STAMP)
 
 bench-deps:
 	apt-get install -y postfix
+
+# The web view's tests drive Debian's chromium with its chromedriver (never a browser download).
+browser-deps:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	else apt-get install -y chromium chromium-driver || \
+	     (apt-get update && apt-get install -y chromium chromium-driver); fi
+
+# promtool (Debian's prometheus package) checks the metrics pages in the tests.
+metrics-deps:
+	command -v promtool >/dev/null || apt-get install -y prometheus \
+		|| (apt-get update -qq && apt-get install -y prometheus)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

@@ -23,6 +23,7 @@ async def _run(n: int, directory: str, concurrency: int) -> dict[str, Any]:
             "store": {"sqlite_path": f"{directory}/emails.sqlite3"},
             "provider": {"maildir_path": f"{directory}/maildir"},
             "email_server": {"idempotency_path": f"{directory}/sent.sqlite3"},
+            "http": {"port": 0},  # the web view serves, idle, as in `up`
         },
     )
     async with open_embedded(config, grpc=False) as app:

@@ -310,12 +310,16 @@ def _key_from_msgspec_path(path: str) -> Key:
 
 
 def _resolve_paths(config: Config) -> Config:
-    """Make every relative path field absolute, against the project root, not the cwd."""
+    """Make every relative path field absolute, against the project root, not the cwd;
+    what the services write (DataPathStr) against service.data_dir."""
     root_setting = config.service.root
     root = Path(root_setting) if root_setting else PROJECT_ROOT
     if not root.is_absolute():
         root = PROJECT_ROOT / root
     root = Path(os.path.normpath(root))
+
+    data_setting = Path(config.service.data_dir or ".").expanduser()
+    data_dir = Path(os.path.normpath(root / data_setting))
 
     def fix(section: msgspec.Struct) -> msgspec.Struct:
         changes: dict[str, Any] = {}
@@ -338,8 +342,9 @@ def _resolve_paths(config: Config) -> Config:
                 }
                 if any(entries[k] is not value[k] for k in value):
                     changes[field.name] = entries
-            elif _is_path(field.type) and isinstance(value, str) and value:
-                resolved = os.path.normpath(root / Path(value).expanduser())
+            elif (mark := _path_mark(field.type)) and isinstance(value, str) and value:
+                base = data_dir if mark == "data" else root
+                resolved = os.path.normpath(base / Path(value).expanduser())
                 if resolved != value:
                     changes[field.name] = resolved
         return msgspec.structs.replace(section, **changes) if changes else section
@@ -351,10 +356,11 @@ def _resolve_paths(config: Config) -> Config:
     )
 
 
-def _is_path(tp: Any) -> bool:
+def _path_mark(tp: Any) -> object:
+    """The PATH_MARK of a path field (True, or "data" for what the services write); None."""
     if typing.get_origin(tp) is not typing.Annotated:
-        return False
-    return any(
-        isinstance(m, msgspec.Meta) and (m.extra or {}).get(PATH_MARK)
-        for m in typing.get_args(tp)[1:]
-    )
+        return None
+    for m in typing.get_args(tp)[1:]:
+        if isinstance(m, msgspec.Meta) and (m.extra or {}).get(PATH_MARK):
+            return m.extra[PATH_MARK]  # type: ignore[index]
+    return None

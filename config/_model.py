@@ -35,6 +35,9 @@ PosFloat = Annotated[float, Meta(gt=0)]
 NonNegFloat = Annotated[float, Meta(ge=0)]
 Fraction = Annotated[float, Meta(ge=0, le=1)]
 PathStr = Annotated[str, Meta(extra={PATH_MARK: True})]
+# A path the services write: a relative value is resolved against service.data_dir, so
+# that moving data_dir moves everything they write.
+DataPathStr = Annotated[str, Meta(extra={PATH_MARK: "data"})]
 EnvName = Annotated[str, Meta(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
 NonEmptyStr = Annotated[str, Meta(min_length=1)]
 
@@ -71,7 +74,7 @@ class ServiceConfig(_Section, frozen=True):
     """Process-wide settings."""
 
     root: PathStr = ""  # "" = the project root (the directory holding config/)
-    run_dir: PathStr = "var/run"
+    run_dir: DataPathStr = "run"  # relative to data_dir, as every path the services write
     data_dir: PathStr = "var"
     log_format: Literal["text", "json"] = "text"
     log_level: LogLevel = "INFO"
@@ -150,7 +153,7 @@ class BusConfig(_Section, frozen=True):
 
 class StoreConfig(_Section, frozen=True):
     kind: Literal["sqlite", "elasticsearch"] = "sqlite"
-    sqlite_path: PathStr = "var/emails.sqlite3"
+    sqlite_path: DataPathStr = "emails.sqlite3"
     url: NonEmptyStr = "http://127.0.0.1:9200"
     url_env: EnvName = ""
     username: str = ""
@@ -245,7 +248,7 @@ class ProviderConfig(_Section, frozen=True):
     kind: Literal["maildir", "smtp", "ses", "chain"] = "maildir"
     sender: NonEmptyStr = "mailactors@localhost"  # From: address, for every provider
     message_id_domain: str = ""  # right side of Message-ID; "" = the sender's domain
-    maildir_path: PathStr = "var/maildir"
+    maildir_path: DataPathStr = "maildir"
     smtp: SmtpConfig = msgspec.field(default_factory=SmtpConfig)
     ses: SesConfig = msgspec.field(default_factory=SesConfig)
     chain: tuple[ChainEntryConfig, ...] = ()  # kind = "chain": the providers, in order
@@ -307,7 +310,7 @@ class DkimConfig(_Section, frozen=True):
 class EmailServerConfig(_Section, frozen=True):
     workers: PosInt = 1
     concurrency: PosInt = 16
-    idempotency_path: PathStr = "var/sent.sqlite3"
+    idempotency_path: DataPathStr = "sent.sqlite3"
     report_sending: bool = False  # publish SENDING when a sender hands an email to the provider
     claims_index: Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_.-]{0,200}$")] = "email-claims"
     claim_lease_s: PosFloat = 60.0  # a dead owner's claim is taken over after this

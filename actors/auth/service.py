@@ -215,7 +215,7 @@ class RequestHandler(Actor[RequestEmail]):
                     extra=ids,
                 )
             else:
-                log.info("repeat request, nothing sent", extra=ids)
+                log.debug("repeat request, nothing sent", extra=ids)  # counted: duplicates
             return RequestAccepted(stored.event_id, stored.status, True)
         if send_at is not None:  # integration's due-scanner publishes it when due
             self.accepted += 1
@@ -226,7 +226,12 @@ class RequestHandler(Actor[RequestEmail]):
         faults.after_save()  # the soak test's injected crash, here exactly; inert otherwise
         await self.bus.publish_send(document.to_send_event())
         self.accepted += 1
-        log.debug("requested", extra={"event_id": document.event_id})
+        log.info(
+            "accepted: template %s, category %s",
+            document.template,
+            document.category,
+            extra={"event_id": document.event_id},
+        )
         return RequestAccepted(document.event_id, Status.PENDING, False)
 
 

@@ -205,6 +205,15 @@ class DeadLetterTools:
                 for m in holding[1]
             ]
 
+    async def purge(self, n: int) -> int:
+        """Delete up to *n* dead letters, oldest first (acked while held: gone for good)."""
+        async with self._holding(n) as holding:
+            if holding is None:
+                return 0
+            for message in holding[1]:
+                await message.ack()
+            return len(holding[1])
+
     async def replay(self, n: int) -> int:
         """Publish up to *n* dead letters (confirmed) back where they came from, then ack them."""
         c = self.config

@@ -644,6 +644,11 @@ class RabbitBus:
         self._check_usable()
         return await self._cross(self._dead.replay, n)
 
+    async def purge_dead_letters(self, n: int) -> int:
+        """Delete up to *n* dead letters, oldest first; return how many (``dlq purge``)."""
+        self._check_usable()
+        return await self._cross(self._dead.purge, n)
+
     # == asyncio side =============================================================
 
     async def _aio_open(self) -> None:

@@ -54,6 +54,9 @@ class SearchQuery(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, str] = {}  # documents whose metadata holds each of these pairs
     page_size: int = 50
     page_token: str = ""  # opaque; empty for the first page
+    template: str | None = None  # exact template name
+    subject_text: str | None = None  # words in the stored subject (case-insensitive)
+    oldest_first: bool = False  # sort ascending; a page token carries on in its own order
 
 
 class SearchPage(msgspec.Struct, frozen=True):
@@ -85,6 +88,11 @@ class Store(Protocol):
 
     async def search(self, query: SearchQuery) -> SearchPage:
         """Newest first (created_at, then eventId)."""
+        ...
+
+    async def count_by_status(self, query: SearchQuery) -> dict[Status, int]:
+        """How many documents match *query* (its status, page and order left out), per status;
+        one round trip, for the web view's email log."""
         ...
 
     async def apply_status_many(self, events: Sequence[EmailStatusEvent]) -> list[ApplyResult]:

@@ -247,7 +247,7 @@ class Sender(Actor[SendJob]):
         if attempt.repeat is not None:
             # Handed to a provider before: say again what happened, send nothing.
             self.repeats += 1
-            log.info("already sent, not sending again", extra=ids)
+            log.debug("already sent, not sending again", extra=ids)  # counted: repeats
             handed[0] = True
             await self.publisher.send(PublishStatus(attempt.repeat, msg.delivery))
             return attempt.repeat.status
@@ -418,7 +418,12 @@ class Sender(Actor[SendJob]):
         }
         if result.ok:
             latency = (datetime.now(UTC) - event.requested_at).total_seconds() * 1000
-            log.debug("sent", extra={"event_id": event.event_id})
+            log.info(
+                "sent by %s: %s",
+                result.provider,
+                f"{result.code or ''} {result.reply or ''}".strip() or "accepted",
+                extra={"event_id": event.event_id},
+            )
             return _status(
                 event,
                 Status.SENT,

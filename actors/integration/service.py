@@ -36,6 +36,7 @@ from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.integration.scheduler import ScheduledSender, Wake
 from actors.integration.sweeper import OutboxSweeper, SweeperSettings
 from actors.stores.batching import BatchingActor, Flush
+from actors.telemetry.logs import Sampled
 from runtime import (
     Actor,
     ActorNotFound,
@@ -172,6 +173,7 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
         self.listener = listener
         self.outcomes: dict[str, int] = {o.value: 0 for o in ApplyOutcome}
         self.orphans: deque[str] = deque(maxlen=20)  # the latest eventIds without a document
+        self._orphan_lines = Sampled(10.0)
 
     async def started(self) -> None:
         self.ctx.report(
@@ -213,14 +215,18 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                 # Nothing silent: a send event published around auth (no document), or a
                 # document deleted. Acked (retrying cannot create the document), but seen.
                 self.orphans.append(event.event_id)
-                log.warning(
-                    "status %s not applied: no email with this eventId",
+                unsaid = self._orphan_lines.take()  # a flood says one line per 10 s
+                log.log(
+                    logging.DEBUG if unsaid is None else logging.WARNING,
+                    "status %s not applied: no email with this eventId%s",
                     event.status.value,
+                    f" ({unsaid} more since the last such line: "
+                    "mailactors_status_not_applied_total{reason=unknown_email})" if unsaid else "",
                     extra=ids,
                 )
             elif result.outcome is ApplyOutcome.IGNORED:
-                # Usually harmless (a repeat republished by a claim, a late event); said once each.
-                log.info(
+                # Usually harmless (a repeat republished by a claim, a late event); counted.
+                log.debug(
                     "status %s not applied: not allowed after %s (duplicate or out of order)",
                     event.status.value,
                     result.status.value if result.status is not None else "?",

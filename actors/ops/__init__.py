@@ -14,10 +14,14 @@ Modules:
                    commands on them.
 * ``dkim``         ``supervisor.py dkim show DOMAIN`` and ``dkim keygen DOMAIN``: DKIM keys and
                    their DNS records.
+* ``console_view`` The console's live view, laid out for the terminal it is drawn on.
+* ``exits``        Exit statuses of supervisor.py, and the one line a start-up failure prints.
 * ``progress``     Progress bars for long commands (``send --batch``, ``soak``, ``bench``), on
                    stderr.
 * ``send_batch``   ``supervisor.py send --batch FILE``: many requests from a JSON-lines file, with
                    a progress bar.
 * ``soak``         ``supervisor.py soak``: the distributed profile under faults, and every email
                    accounted for.
+* ``templates``    ``supervisor.py templates list`` and ``templates preview NAME``: the templates as
+                   the services see them, rendered without sending anything.
 """

@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import mimetypes
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -18,7 +21,7 @@ import msgspec
 from actors.domain.schema import Status
 from config import Config, load_config
 
-__all__ = ["parse_vars", "register"]
+__all__ = ["parse_vars", "positive_int", "register", "timestamp"]
 
 STATUSES = tuple(status.value for status in Status)  # every status, as the API names them
 
@@ -94,20 +97,57 @@ def _run_client(config: Config, fn: Call, integration: bool = False) -> int:
     except GRPCError as exc:
         print(f"error: {exc.status.name}: {exc.message}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        raise  # our reader went away (``search | head``): supervisor.py ends quietly
     except OSError as exc:
         print(
             f"error: no mailactors service at {config.grpc.host}:{config.grpc.auth_port} ({exc}); "
             "start one with `python supervisor.py up`",
             file=sys.stderr,
         )
-        return 1
+        return 5  # actors.ops.exits.Exit.UNAVAILABLE
     return 0
 
 
 def _print_doc(doc: Any) -> None:
     from actors.grpc.convert import document_from_proto
 
-    print(msgspec.json.encode(document_from_proto(doc)).decode())
+    document = document_from_proto(doc)
+    if document.latency_ms is not None:  # 4.7010000000000005 is float noise, not precision
+        document = msgspec.structs.replace(document, latency_ms=round(document.latency_ms, 1))
+    print(msgspec.json.encode(document).decode())
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def timestamp(text: str) -> datetime:
+    """``2026-12-01``, ``2026-12-01T17:00``, ``...Z`` or with an offset; naive means UTC."""
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a date or time like 2026-12-01 or 2026-12-01T17:00Z, got {text!r}"
+        ) from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def read_attachment(path: str) -> tuple[str, str, bytes]:
+    """(file name, content type guessed from the name, bytes) of ``send --attach FILE``."""
+    try:
+        content = Path(path).read_bytes()
+    except OSError as exc:
+        raise SystemExit(f"error: --attach {path}: {exc.strerror}") from None
+    content_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
+    return Path(path).name, content_type, content
 
 
 def cmd_send(args: argparse.Namespace) -> int:
@@ -131,6 +171,7 @@ def cmd_send(args: argparse.Namespace) -> int:
     variables = parse_vars(args.var, args.json_var)
     headers = parse_pairs("--header", args.header)
     meta = parse_pairs("--meta", args.meta)
+    attachments = [read_attachment(path) for path in args.attach]
 
     async def send(channel: Any) -> None:
         stub = email_grpc.AuthServiceStub(channel)
@@ -156,6 +197,8 @@ def cmd_send(args: argparse.Namespace) -> int:
         for name, value in optional.items():
             if value is not None:
                 setattr(request, name, value)
+        for name, content_type, content in attachments:
+            request.attachments.add(filename=name, content_type=content_type, content=content)
         reply = await stub.RequestEmail(request, metadata=_metadata(config))
         status = email_pb2.EmailStatus.Name(reply.status)
         print(json.dumps({"eventId": reply.event_id, "duplicate": reply.duplicate,
@@ -192,11 +235,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         if args.recipient:
             request.recipient = args.recipient
         if args.status:
-            request.status = status_to_proto(Status(args.status.upper()))
+            request.status = status_to_proto(Status(args.status))
         if args.category:
             request.category = args.category
         request.tags.extend(args.tag)
         request.metadata.update(parse_pairs("--meta", args.meta))
+        if args.since is not None:
+            request.created_from.FromDatetime(args.since)
+        if args.until is not None:
+            request.created_to.FromDatetime(args.until)
         reply = await stub.SearchEmails(request, metadata=_metadata(config))
         for doc in reply.documents:
             _print_doc(doc)
@@ -224,15 +271,19 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``send``, ``status``, ``search`` and ``cancel`` to supervisor.py's subcommands."""
     send = commands.add_parser("send", help="request one email (through gRPC)")
-    send.add_argument("--to")
-    send.add_argument("--template")
+    send.add_argument("--to", help="the recipient's address")
+    send.add_argument("--template", help="a template's name (a directory under templates/)")
     send.add_argument("--var", action="append", default=[], metavar="KEY=VALUE",
                       help="a template variable, always a string (repeatable)")
     send.add_argument("--json-var", action="append", default=[], metavar="KEY=JSON",
                       help='a template variable given as JSON: a number, list, object... '
                       "(repeatable; null is refused when the template prints it)")
-    send.add_argument("--category", default="transactional")
-    send.add_argument("--subject")
+    send.add_argument("--attach", action="append", default=[], metavar="FILE",
+                      help="attach FILE, its content type guessed from its name (repeatable; "
+                      "limits.allowed_attachment_types and the size limits apply)")
+    send.add_argument("--category", default="transactional",
+                      help="the email's category (default transactional)")
+    send.add_argument("--subject", help="a subject instead of the template's")
     send.add_argument("--key", help="idempotency key: a repeat returns the first eventId")
     send.add_argument("--batch", metavar="FILE", help="send every request of a JSON-lines file "
                       '({"to": ..., "template": ..., "variables": {...}, "key": ...} per line) '
@@ -253,25 +304,35 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                       help="metadata (repeatable; searchable)")
     send.add_argument("--send-at", metavar="RFC3339",
                       help="schedule it: 2026-12-24T09:00:00+01:00 (cancel with `cancel ID`)")
-    send.add_argument("--concurrency", type=int, default=4,
+    send.add_argument("--concurrency", type=positive_int, default=4,
                       help="--batch: RequestEmails calls in flight")
-    send.add_argument("--batch-size", type=int, default=500,
+    send.add_argument("--batch-size", type=positive_int, default=500,
                       help="--batch: requests per RequestEmails call (at most [api] max_batch)")
     send.add_argument("--quiet", action="store_true", help="--batch: no progress bar")
     send.set_defaults(handler=cmd_send)
     status = commands.add_parser("status", help="one email's document, as JSON")
-    status.add_argument("event_id")
+    status.add_argument("event_id", help="the eventId `send` printed")
     status.set_defaults(handler=cmd_status)
-    search = commands.add_parser("search", help="search emails")
-    search.add_argument("--recipient")
-    search.add_argument("--status", choices=[s.lower() for s in STATUSES])
-    search.add_argument("--category")
+    search = commands.add_parser(
+        "search", help="search emails: one JSON document per line, then the total"
+    )
+    search.add_argument("--recipient", help="exactly this address")
+    search.add_argument("--status", type=str.upper, choices=STATUSES,
+                        help="one status, in any case: " + ", ".join(STATUSES))
+    search.add_argument("--category", help="exactly this category")
+    search.add_argument("--since", type=timestamp, metavar="TIME",
+                        help="created at or after TIME (2026-12-01 or 2026-12-01T17:00Z; UTC "
+                        "unless an offset is given)")
+    search.add_argument("--until", type=timestamp, metavar="TIME",
+                        help="created before TIME")
     search.add_argument("--tag", action="append", default=[],
                         help="emails with this tag (repeatable: all of them)")
     search.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE",
                         help="emails whose metadata has KEY=VALUE (repeatable: all of them)")
-    search.add_argument("--limit", type=int, default=20)
-    search.add_argument("--page-token", default="")
+    search.add_argument("--limit", type=positive_int, default=20,
+                        help="documents per page (default 20)")
+    search.add_argument("--page-token", default="",
+                        help="the nextPageToken of the previous page, for the next one")
     search.set_defaults(handler=cmd_search)
     cancel = commands.add_parser("cancel", help="cancel a scheduled email before it is due")
     cancel.add_argument("event_id")

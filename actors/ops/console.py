@@ -21,7 +21,6 @@ import json
 import math
 import os
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,18 +28,20 @@ from typing import Any
 
 import trio
 from rich import box
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.panel import Panel
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from actors.ops.client import positive_int
+from actors.ops.console_view import Rates, View, ago, render
 from config import Config, load_config
 from runtime import ControlClient, ControlError, ControlRefused
 
 __all__ = [
+    "Rates",
     "Target",
+    "decode_keys",
     "discover",
     "fetch",
     "fetch_dead_letters",
@@ -50,13 +51,6 @@ __all__ = [
 ]
 
 CALL_TIMEOUT = 15.0
-STATE_STYLES = {
-    "running": "green",
-    "starting": "cyan",
-    "restarting": "yellow",
-    "stopping": "magenta",
-    "stopped": "red",
-}
 
 
 @dataclass(frozen=True)
@@ -161,197 +155,6 @@ async def fetch_dead_letters(
     return dict(sorted(results.items())), dict(sorted(errors.items()))
 
 
-# -- the live view ------------------------------------------------------------------
-
-
-class Rates:
-    """Messages per second per actor: the difference of ``processed`` between two snapshots."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, tuple[float, dict[str, int]]] = {}
-
-    def update(self, instance: str, snapshot: Mapping[str, Any]) -> dict[str, float]:
-        taken_at = float(snapshot["taken_at"])
-        processed = {a["path"]: int(a["processed"]) for a in snapshot["actors"]}
-        previous = self._last.get(instance)
-        self._last[instance] = (taken_at, processed)
-        if previous is None or taken_at <= previous[0]:
-            return {}
-        elapsed = taken_at - previous[0]
-        return {
-            path: max(0, n - previous[1].get(path, n)) / elapsed for path, n in processed.items()
-        }
-
-
-def _ago(at: float) -> str:
-    seconds = max(0.0, time.time() - at)
-    if seconds < 120:
-        return f"{seconds:.0f}s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m ago"
-    return f"{seconds / 3600:.0f}h ago"
-
-
-def _short(value: object, limit: int = 48) -> str:
-    text = str(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _report_text(extra: Mapping[str, Any] | None) -> str:
-    if not extra:
-        return ""
-    parts = []
-    for key, value in extra.items():
-        if key == "buckets" or isinstance(value, dict | list):
-            continue
-        parts.append(f"{key}={value}")
-    return _short(" ".join(parts), 48)
-
-
-def tree_order(actors: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Parents before their children, siblings in the order they were registered (started)."""
-    index = {a["path"]: i for i, a in enumerate(actors)}
-
-    def key(a: Mapping[str, Any]) -> list[int]:
-        parts = a["path"].split("/")
-        return [index.get("/".join(parts[: i + 1]), -1) for i in range(len(parts))]
-
-    return sorted(actors, key=key)
-
-
-def _actor_table(snapshot: Mapping[str, Any], rates: Mapping[str, float]) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False)
-    table.add_column("actor", no_wrap=True)
-    table.add_column("state", no_wrap=True)
-    table.add_column("mailbox", no_wrap=True, width=14)
-    table.add_column("depth", justify="right", no_wrap=True)
-    table.add_column("msg/s", justify="right", no_wrap=True)
-    table.add_column("processed", justify="right")
-    table.add_column("restarts", justify="right")
-    table.add_column("reports", overflow="fold")
-    table.add_column("last error", overflow="fold")
-    for a in tree_order(snapshot["actors"]):
-        path = a["path"]
-        depth_level = path.count("/")
-        name = path.rsplit("/", 1)[-1]
-        label = Text("  " * depth_level + name, style="bold" if a["kind"] == "supervisor" else "")
-        state = a["state"]
-        capacity = int(a["mailbox_capacity"])
-        depth = int(a["mailbox_depth"])
-        if capacity:
-            bar: RenderableType = ProgressBar(total=capacity, completed=depth, width=14)
-            depth_text = f"{depth}/{capacity}"
-        else:
-            bar, depth_text = Text(""), ""
-        rate = rates.get(path)
-        error = a.get("last_error")
-        error_text = Text("")
-        if error:
-            error_text = Text(
-                f"{error['type']}: {_short(error['message'], 60)} ({_ago(error['at'])})",
-                style="red",
-            )
-        restarts = int(a["restarts"])
-        table.add_row(
-            label,
-            Text(state, style=STATE_STYLES.get(state, "")),
-            bar,
-            depth_text,
-            "-" if rate is None else f"{rate:,.1f}",
-            f"{a['processed']:,}",
-            Text(str(restarts), style="yellow" if restarts else ""),
-            _report_text(a.get("extra")),
-            error_text,
-        )
-    return table
-
-
-def _throttle_table(snapshot: Mapping[str, Any]) -> RenderableType | None:
-    rows = []
-    throttlers = 0
-    for a in snapshot["actors"]:
-        extra = a.get("extra") or {}
-        buckets = extra.get("buckets")
-        if not isinstance(buckets, dict):
-            continue
-        throttlers += 1
-        for name, b in buckets.items():
-            rows.append((a["path"], name, b, extra.get("waits", 0)))
-    if not rows:
-        return (
-            Text("throttle buckets: none (no limits configured)", style="dim")
-            if throttlers
-            else None
-        )
-    table = Table(title="throttle buckets", box=box.SIMPLE_HEAD, title_justify="left")
-    for column in ("throttler", "bucket", "rate/s", "burst", "tokens", "waiting", "waits"):
-        table.add_column(column, justify="left" if column in ("throttler", "bucket") else "right")
-    for path, name, b, waits in rows:
-        tokens = float(b.get("tokens", 0))
-        table.add_row(
-            path,
-            str(name),
-            f"{b.get('rate', 0):g}",
-            f"{b.get('burst', 0):g}",
-            Text(f"{tokens:.1f}", style="yellow" if tokens < 0 else ""),
-            str(b.get("waiting", 0)),
-            str(waits),
-        )
-    return table
-
-
-def _queue_table(info: Mapping[str, Any]) -> RenderableType | None:
-    queues = info.get("queues")
-    if queues is None:
-        error = info.get("queues_error")
-        return Text(f"queues: {error}", style="red") if error else None
-    dlq = info.get("dead_letter_queue")
-    table = Table(title="bus queues", box=box.SIMPLE_HEAD, title_justify="left")
-    table.add_column("queue")
-    table.add_column("ready", justify="right")
-    for name, depth in sorted(queues.items()):
-        style = "red" if name == dlq and depth else ""
-        table.add_row(Text(name, style=style), Text(str(depth), style=style))
-    return table
-
-
-def render_instance(name: str, answer: Mapping[str, Any], rates: Mapping[str, float]) -> Panel:
-    snapshot = answer["snapshot"]
-    info = answer.get("info") or {}
-    intake = answer.get("intake") or {}
-    title = Text.assemble((name, "bold"), f"  pid {answer.get('pid')}")
-    if intake.get("paused"):
-        title.append("  INTAKE PAUSED", style="bold yellow")
-    header = Text()
-    header.append(f"{len(snapshot['actors'])} actors, dead letters {snapshot['dead_letters']}")
-    if info.get("metrics"):
-        header.append(f", metrics {info['metrics']}")
-    parts: list[RenderableType] = [header, _actor_table(snapshot, rates)]
-    extras = [t for t in (_throttle_table(snapshot), _queue_table(info)) if t is not None]
-    if extras:
-        grid = Table.grid(padding=(0, 4))
-        for _ in extras:
-            grid.add_column()
-        grid.add_row(*extras)
-        parts.append(grid)
-    return Panel(Group(*parts), title=title, title_align="left", border_style="blue")
-
-
-def render(
-    answers: Mapping[str, Any], errors: Mapping[str, str], rates: Rates, where: str
-) -> RenderableType:
-    panels: list[RenderableType] = []
-    for name, answer in answers.items():
-        panels.append(render_instance(name, answer, rates.update(name, answer["snapshot"])))
-    for name, error in errors.items():
-        panels.append(Text(f"{name}: {error}", style="red"))
-    if not panels:
-        panels.append(Text(f"no running service found in {where}", style="yellow"))
-    stamp = time.strftime("%H:%M:%S")
-    panels.append(Text(f"{stamp}  {len(answers)} running  (Ctrl-C to quit)", style="dim"))
-    return Group(*panels)
-
-
 # -- the command ----------------------------------------------------------------------
 
 
@@ -383,13 +186,21 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         action="store_true",
         help="the runtime's recent dead letters and the bus's dead-letter queue",
     )
-    parser.add_argument("--limit", type=int, default=20, help="dead letters to show (default 20)")
+    parser.add_argument(
+        "--limit", type=positive_int, default=20, help="dead letters to show (default 20)"
+    )
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     parser.add_argument(
         "--refreshes",
-        type=int,
+        type=positive_int,
         default=0,
-        help="stop the live view after N refreshes (default: until Ctrl-C)",
+        help="stop the live view after N refreshes (default: until q or Ctrl-C)",
+    )
+    parser.add_argument(
+        "--all-actors",
+        action="store_true",
+        help="one row per actor, even numbered siblings (sender-0..31 are one row otherwise; "
+        "the key e switches)",
     )
     parser.add_argument(
         "--tcp",
@@ -397,6 +208,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="one TCP control endpoint instead of the sockets in service.run_dir "
         "(token from control.token_env / control.token_file)",
     )
+
+
+SERVICES = ("integration", "email-server", "auth")
 
 
 def _targets(config: Config, args: argparse.Namespace) -> tuple[list[Target], str]:
@@ -409,25 +223,118 @@ def _targets(config: Config, args: argparse.Namespace) -> tuple[list[Target], st
             Target(args.service or args.tcp, tcp=(host or "127.0.0.1", int(port)), token=token)
         ], args.tcp
     run_dir = Path(config.service.run_dir)
-    return discover(run_dir, args.service), str(run_dir)
+    targets = discover(run_dir, args.service)
+    if targets or not args.service:
+        return targets, str(run_dir)
+    running = discover(run_dir)
+    embedded = [t for t in running if t.name == "embedded"]
+    if embedded and any(matches(args.service, service) for service in SERVICES):
+        # The embedded profile runs every service in one process: that process it is.
+        if not getattr(args, "_told", False):
+            print(f"{args.service} runs inside the embedded process: using it", file=sys.stderr)
+            args._told = True
+        return embedded, str(run_dir)
+    names = ", ".join(t.name for t in running) or "none"
+    return [], f"{run_dir} for {args.service!r} (running there: {names})"
 
 
 def _print_json(data: object) -> None:
     print(json.dumps(data, indent=2, sort_keys=False, default=str))
 
 
+# What a terminal sends for the keys the live view takes, beyond plain characters.
+_KEYS = {
+    b"\x1b[A": "up", b"\x1b[B": "down", b"\x1b[5~": "pgup", b"\x1b[6~": "pgdn",
+    b"\x1b[H": "home",
+}  # fmt: skip
+
+
+def decode_keys(data: bytes) -> list[str]:
+    """Keys from what a terminal in cbreak mode sent: arrows and pages, else characters
+    (a lone escape is ``esc``)."""
+    keys: list[str] = []
+    while data:
+        for seq, name in _KEYS.items():
+            if data.startswith(seq):
+                keys.append(name)
+                data = data[len(seq) :]
+                break
+        else:
+            if data.startswith(b"\x1b"):
+                keys.append("esc")
+                data = data[1:]
+            else:
+                keys.append(data[:1].decode(errors="replace"))
+                data = data[1:]
+    return keys
+
+
+async def _read_keys(send: trio.MemorySendChannel[str]) -> None:
+    """Keys typed on the terminal, until cancelled; the terminal is put back as it was."""
+    import termios
+    import tty
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    tty.setcbreak(fd)
+    try:
+        async with trio.lowlevel.FdStream(os.dup(fd)) as stdin:
+            while data := await stdin.receive_some(64):
+                for key in decode_keys(data):
+                    await send.send(key)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
 async def _live(config: Config, args: argparse.Namespace, console: Console) -> None:
     rates = Rates()
+    view = View(expand=args.all_actors)
+    keys = sys.stdin.isatty()
     shown = 0
     with Live(console=console, auto_refresh=False, redirect_stdout=False) as live:
-        while True:
-            targets, where = _targets(config, args)
-            answers, errors = await fetch(targets)
-            live.update(render(answers, errors, rates, where), refresh=True)
-            shown += 1
-            if args.refreshes and shown >= args.refreshes:
-                return
-            await trio.sleep(args.interval)
+        async with trio.open_nursery() as nursery:
+            send, receive = trio.open_memory_channel[str](16)
+            if keys:
+                nursery.start_soon(_read_keys, send)
+
+            def draw() -> None:
+                size = console.size
+                live.update(
+                    render(
+                        answers,
+                        errors,
+                        rates,
+                        where,
+                        width=size.width,
+                        height=size.height,
+                        view=view,
+                        keys=keys,
+                    ),
+                    refresh=True,
+                )
+
+            while True:
+                targets, where = _targets(config, args)
+                answers, errors = await fetch(targets)
+                draw()
+                shown += 1
+                if args.refreshes and shown >= args.refreshes:
+                    nursery.cancel_scope.cancel()
+                    return
+                with trio.move_on_after(args.interval):
+                    async for key in receive:
+                        if not view.key(key, list(answers)):
+                            nursery.cancel_scope.cancel()
+                            return
+                        draw()
+
+
+async def _snapshot(config: Config, args: argparse.Namespace, console: Console) -> int:
+    """Not a terminal (a pipe, a file): the live view drawn once, in full."""
+    targets, where = _targets(config, args)
+    answers, errors = await fetch(targets)
+    console.print(render(answers, errors, Rates(), where, width=console.width, height=None))
+    return 0 if answers and not errors else 1
 
 
 async def _command(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -503,7 +410,7 @@ def _print_dead_letters(
             for column in ("when", "to", "message", "reason"):
                 table.add_column(column)
             for d in r["recent"]:
-                table.add_row(_ago(d["at"]), d["path"], d["message_type"], d["reason"])
+                table.add_row(ago(d["at"]), d["path"], d["message_type"], d["reason"])
             console.print(table)
         external = r.get("external")
         if external is None:
@@ -529,6 +436,8 @@ def main_console(config: Config, args: argparse.Namespace) -> int:
         if live:
             if args.interval <= 0 or not math.isfinite(args.interval):
                 raise SystemExit("--interval must be a positive number of seconds")
+            if not console.is_terminal:
+                return trio.run(_snapshot, config, args, console)
             trio.run(_live, config, args, console)
             return 0
         return trio.run(_command, config, args, console)

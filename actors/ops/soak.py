@@ -84,6 +84,7 @@ from typing import Any
 import trio
 
 from actors.auth.service import event_id_for
+from actors.ops.client import positive_int
 from actors.stores.claims import UNKNOWN_OUTCOME_REASON
 from actors.testing import cluster as testing_cluster
 from actors.testing.cluster import Cluster, delete_topology
@@ -930,14 +931,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description=__doc__,
     )
     parser.set_defaults(handler=main_soak)
-    parser.add_argument("--emails", type=int, default=300, help="emails to request (default 300)")
-    parser.add_argument("--workers", type=int, default=2, help="email-server processes (default 2)")
+    parser.add_argument(
+        "--emails", type=positive_int, default=300, help="emails to request (default 300)"
+    )
+    parser.add_argument(
+        "--workers", type=positive_int, default=2, help="email-server processes (default 2)"
+    )
     parser.add_argument(
         "--faults", default="all", help="all | none | 4xx=R,5xx=R,kill=N,auth=N,broker"
     )
     parser.add_argument("--rate", type=float, default=50.0, help="requests per second (default 50)")
     parser.add_argument(
-        "--concurrency", type=int, default=16, help="requests in flight (default 16)"
+        "--concurrency", type=positive_int, default=16, help="requests in flight (default 16)"
     )
     parser.add_argument(
         "--deadline",
@@ -978,7 +983,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--complaints", type=float, default=0.0,
         help="share of SENT emails that get a complaint back over SNS (default 0)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the random faults and timings (default 0)"
+    )
     parser.add_argument("--work-dir", type=Path, default=None, help="keep logs and data here")
     parser.add_argument("--keep", action="store_true", help="keep queues, index and work dir")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

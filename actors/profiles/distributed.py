@@ -76,6 +76,7 @@ async def _serve(
                 await system.spawn(late)
             trees.settle_heap()
             print(f"{READY} {service} pid={os.getpid()}", flush=True)
+            trees.print_web_url(system)  # the process with the HTTP server says where it is
             log.info("%s ready", service)
             if ready is not None:
                 ready(system)
@@ -89,7 +90,8 @@ async def run_service(
     if service not in SERVICES:
         raise ValueError(f"unknown service {service!r}; one of {', '.join(SERVICES)}")
     async with open_asyncio_edge():
-        metrics = EmailMetrics()  # served on metrics.port; counted by the wrapped edges
+        # Served on metrics.port; counted by the wrapped edges; only this service's series.
+        metrics = EmailMetrics(components=(service,))
         bus = instrument(metrics, trees.make_bus(config, service))
         if service == "integration":
             store = instrument(metrics, trees.make_store(config))

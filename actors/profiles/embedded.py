@@ -37,6 +37,7 @@ from actors.profiles.trees import (
     make_claims,
     make_provider,
     make_store,
+    print_web_url,
     settle_heap,
 )
 from actors.stores.claims import ClaimStore
@@ -162,6 +163,7 @@ async def run_embedded(
             async with open_operations(
                 embedded.system, config, "embedded", bus=embedded.bus, metrics=metrics
             ):
+                print_web_url(embedded.system)
                 await serve_until_stopped(embedded.system, signals)
 
 

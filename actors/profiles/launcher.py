@@ -10,6 +10,7 @@ drain timeout on SIGINT/SIGTERM.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from actors.profiles.distributed import READY
 from config import Config
-from runtime import Backoff, ChildSpec, ProcessActor, Strategy, SupervisorSpec
+from runtime import Backoff, ChildSpec, ProcessActor, ProcessExited, Strategy, SupervisorSpec
 
 SUPERVISOR = str(Path(__file__).resolve().parent.parent.parent / "supervisor.py")
 
@@ -37,6 +38,41 @@ def worker_env(config: Config, workers: int) -> dict[str, str]:
     if t.max_connections:  # concurrent sends to the provider, shared out like the rates
         env["MAILACTORS__THROTTLE__MAX_CONNECTIONS"] = str(max(1, t.max_connections // workers))
     return env
+
+
+class SaidElsewhere(logging.Filter):
+    """Leaves out the supervisor's "X failed to start" line for a launched process.
+
+    What the process said is above it, line by line with its prefix; a restart that fails
+    is logged again as "X failed: ..." with the process's last lines; a failed start of
+    the launcher ends it with supervisor.py's one line. This line only repeated them, as
+    one escaped string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "runtime.supervisor" or "failed to start" not in str(record.msg):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        error = args[-1] if args else None
+        while isinstance(error, BaseException):
+            if isinstance(error, ProcessExited):
+                return False
+            error = error.__cause__
+        return True
+
+
+def check_secrets(config: Config) -> None:
+    """Resolve every secret the processes will need; a missing one raises ConfigError here,
+    before any process starts, instead of in each of them."""
+    config.grpc.token()
+    config.control.token()
+    if config.bus.kind != "memory":
+        config.bus.resolved_url()
+    if config.store.kind != "sqlite":
+        config.store.resolved_url()
+        config.store.password()
+        config.store.api_key()
+    if config.provider.kind in ("smtp", "chain"):
+        config.provider.smtp.password()
 
 
 def launcher_tree(

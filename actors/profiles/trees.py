@@ -29,6 +29,7 @@ from actors.integration.service import (
 )
 from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
+from actors.web import web_routes
 from config import Config
 from runtime import ActorSystem, AsyncioEdge, ChildSpec, SupervisorSpec
 
@@ -43,6 +44,7 @@ __all__ = [
     "make_claims",
     "make_provider",
     "make_store",
+    "print_web_url",
     "sender_settings",
     "settle_heap",
 ]
@@ -222,7 +224,10 @@ def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> lis
     from actors.email_server.safeguards import open_suppression
     from actors.webhooks import unsubscribe_routes
 
-    factories: list[RouteFactory] = [unsubscribe_routes(config, lambda: open_suppression(config))]
+    factories: list[RouteFactory] = [
+        web_routes(config, store),
+        unsubscribe_routes(config, lambda: open_suppression(config)),
+    ]
     if config.feedback.ses.enabled:  # SES events over SNS, to the feedback sink
         from actors.feedback import ses_routes
 
@@ -252,6 +257,14 @@ def http_server(config: Config, factories: Sequence[RouteFactory]) -> ChildSpec 
     return ChildSpec(
         "http", HttpServer, args=(config.http, [health_routes, *factories]), shutdown=5.0
     )
+
+
+def print_web_url(system: ActorSystem) -> None:
+    """Say on stdout where the web view is, once the HTTP server has bound (``up`` shows it)."""
+    http = system.snapshot().by_path().get("http")
+    url = (http.extra or {}).get("url") if http is not None else None
+    if isinstance(url, str):
+        print(f"mailactors web view: {url}/web/", flush=True)
 
 
 def settle_heap() -> None:

@@ -112,6 +112,7 @@ MAPPING: dict[str, Any] = {
 }
 
 _SORT_NEWEST = [{"createdAt": {"order": "desc"}}, {"eventId": {"order": "desc"}}]
+_SORT_OLDEST = [{"createdAt": {"order": "asc"}}, {"eventId": {"order": "asc"}}]
 _MAX_PAGE = 10_000  # Elasticsearch's default index.max_result_window
 
 _encoder = msgspec.json.Encoder()
@@ -142,6 +143,28 @@ def unavailable_on_outage(what: str) -> Iterator[None]:
             raise StoreUnavailable(f"elasticsearch {what}: {exc}") from exc
         raise
 
+
+
+def _filters(query: SearchQuery) -> list[dict[str, Any]]:
+    """The bool filters of *query*: exact fields, the time range, tags and metadata, template
+    and subject."""
+    filters: list[dict[str, Any]] = [{"term": {f: v}} for f, v in exact_filters(query)]
+    span: dict[str, str] = {}
+    if query.created_from is not None:
+        span["gte"] = _iso(query.created_from)
+    if query.created_to is not None:
+        span["lt"] = _iso(query.created_to)
+    if span:
+        filters.append({"range": {"createdAt": span}})
+    for tag in query.tags:
+        filters.append({"term": {"tags": tag}})
+    for key, value in metadata_filters(query):
+        filters.append({"term": {f"metadata.{key}": value}})
+    if query.template is not None:
+        filters.append({"term": {"template": query.template}})
+    if query.subject_text:
+        filters.append({"match": {"subject": {"query": query.subject_text, "operator": "and"}}})
+    return filters
 
 def _iso(dt: datetime) -> str:
     """RFC 3339 in UTC; a naive datetime is taken to be UTC (as msgspec writes it)."""
@@ -401,20 +424,7 @@ class ElasticsearchStore(OpenClose):
         ``created_from`` is inclusive, ``created_to`` exclusive. Near-real-time."""
         if not 1 <= query.page_size < _MAX_PAGE:
             raise ValueError(f"page_size: must be 1..{_MAX_PAGE - 1}, got {query.page_size}")
-        filters: list[dict[str, Any]] = []
-        for field, value in exact_filters(query):
-            filters.append({"term": {field: value}})
-        span: dict[str, str] = {}
-        if query.created_from is not None:
-            span["gte"] = _iso(query.created_from)
-        if query.created_to is not None:
-            span["lt"] = _iso(query.created_to)
-        if span:
-            filters.append({"range": {"createdAt": span}})
-        for tag in query.tags:
-            filters.append({"term": {"tags": tag}})
-        for key, value in metadata_filters(query):
-            filters.append({"term": {f"metadata.{key}": value}})
+        filters = _filters(query)
         after: list[int | str] | None = None
         if query.page_token:
             after = list(decode_page_token(query.page_token))
@@ -422,7 +432,7 @@ class ElasticsearchStore(OpenClose):
             resp = await self._es.search(
                 index=self.index,
                 query={"bool": {"filter": filters}},
-                sort=_SORT_NEWEST,
+                sort=_SORT_OLDEST if query.oldest_first else _SORT_NEWEST,
                 size=query.page_size + 1,
                 search_after=after,
                 track_total_hits=True,
@@ -435,6 +445,23 @@ class ElasticsearchStore(OpenClose):
             next_page_token=token,
             total=int(resp["hits"]["total"]["value"]),
         )
+
+    async def count_by_status(self, query: SearchQuery) -> dict[Status, int]:
+        """One terms aggregation on ``status`` (the other filters applied). Near-real-time."""
+        filters = _filters(msgspec.structs.replace(query, status=None))
+        with unavailable_on_outage("search"):
+            resp = await self._es.search(
+                index=self.index,
+                query={"bool": {"filter": filters}},
+                size=0,
+                aggs={"by_status": {"terms": {"field": "status", "size": 100}}},
+            )
+        known = Status._value2member_map_
+        return {
+            Status(b["key"]): int(b["doc_count"])
+            for b in resp["aggregations"]["by_status"]["buckets"]
+            if b["key"] in known
+        }
 
     async def pending_older_than(self, before: datetime, limit: int) -> list[EmailDocument]:
         """Oldest first. Near-real-time: a document saved less than a refresh

@@ -125,6 +125,44 @@ def _row(doc: EmailDocument) -> _Row:
     )
 
 
+def _where(query: SearchQuery) -> tuple[str, list[Any]]:
+    """The WHERE clause of *query*'s filters, and its parameters."""
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value in exact_filters(query):
+        where.append(f"{column} = ?")
+        params.append(value)
+    if query.created_from is not None:
+        where.append("created_at >= ?")
+        params.append(_micros(query.created_from))
+    if query.created_to is not None:
+        where.append("created_at < ?")
+        params.append(_micros(query.created_to))
+    for tag in query.tags:
+        where.append("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)")
+        params.append(tag)
+    for key, value in metadata_filters(query):
+        where.append(f"json_extract(doc, '$.metadata.\"{key}\"') = ?")  # key checked
+        params.append(value)
+    where_text, params_text = _text_filters(query)
+    return " AND ".join(where + where_text) or "1", params + params_text
+
+
+def _text_filters(query: SearchQuery) -> tuple[list[str], list[Any]]:
+    """Template and subject, read from the stored JSON (no column of their own: the other
+    filters' indexes narrow the rows first; alone they scan)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if query.template is not None:
+        where.append("json_extract(doc, '$.template') = ?")
+        params.append(query.template)
+    if query.subject_text:
+        escaped = query.subject_text.replace("\\", "\\\\").replace("%", "\\%")
+        where.append("json_extract(doc, '$.subject') LIKE ? ESCAPE '\\'")
+        params.append("%" + escaped.replace("_", "\\_") + "%")
+    return where, params
+
+
 def _rollback(conn: sqlite3.Connection) -> None:
     # A failed COMMIT may already have ended the transaction; don't hide the real error.
     if conn.in_transaction:
@@ -270,34 +308,32 @@ class SqliteStore(OpenClose):
         after = decode_page_token(query.page_token) if query.page_token else None
         return await self._run(self._search, query, after)
 
+    async def count_by_status(self, query: SearchQuery) -> dict[Status, int]:
+        """One GROUP BY over the status index (the other filters applied)."""
+        unfiltered = msgspec.structs.replace(query, status=None)
+
+        def count(conn: sqlite3.Connection) -> dict[Status, int]:
+            filters, params = _where(unfiltered)
+            rows = conn.execute(
+                f"SELECT status, COUNT(*) FROM emails WHERE {filters} GROUP BY status", params
+            ).fetchall()
+            known = Status._value2member_map_
+            return {Status(status): n for status, n in rows if status in known}
+
+        return await self._run(count)
+
     def _search(
         self, conn: sqlite3.Connection, query: SearchQuery, after: tuple[int, str] | None
     ) -> SearchPage:
-        where: list[str] = []
-        params: list[Any] = []
-        for column, value in exact_filters(query):
-            where.append(f"{column} = ?")
-            params.append(value)
-        if query.created_from is not None:
-            where.append("created_at >= ?")
-            params.append(_micros(query.created_from))
-        if query.created_to is not None:
-            where.append("created_at < ?")
-            params.append(_micros(query.created_to))
-        for tag in query.tags:
-            where.append("EXISTS (SELECT 1 FROM json_each(doc, '$.tags') WHERE value = ?)")
-            params.append(tag)
-        for key, value in metadata_filters(query):
-            where.append(f"json_extract(doc, '$.metadata.\"{key}\"') = ?")  # key checked
-            params.append(value)
-        filters = " AND ".join(where) or "1"
+        filters, params = _where(query)
         (total,) = conn.execute(f"SELECT COUNT(*) FROM emails WHERE {filters}", params).fetchone()
+        older, order = (">", "ASC") if query.oldest_first else ("<", "DESC")
         if after is not None:
-            filters += " AND (created_at, event_id) < (?, ?)"
+            filters += f" AND (created_at, event_id) {older} (?, ?)"
             params.extend(after)
         rows = conn.execute(
             f"SELECT created_at, event_id, doc FROM emails WHERE {filters}"
-            " ORDER BY created_at DESC, event_id DESC LIMIT ?",
+            f" ORDER BY created_at {order}, event_id {order} LIMIT ?",
             [*params, query.page_size + 1],
         ).fetchall()
         page = rows[: query.page_size]

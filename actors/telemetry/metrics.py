@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import trio
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -31,6 +31,10 @@ from actors.domain.schema import EmailDocument, EmailSendEvent, EmailStatusEvent
 from runtime import GateStatistics, TreeSnapshot
 
 log = logging.getLogger("mailactors.metrics")
+
+# No ``*_created`` series: a counter's start time doubles every series and no query needs
+# it (the process's own start time is process_start_time_seconds).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 NOT_APPLIED_REASONS = {ApplyOutcome.NOT_FOUND: "unknown_email", ApplyOutcome.IGNORED: "not_allowed"}
 
@@ -47,55 +51,85 @@ def code_class(result: SendResult) -> str:
     return "2xx" if result.ok else "error"
 
 
-class EmailMetrics:
-    """The counters a service updates as emails pass through it."""
+COMPONENTS = ("auth", "integration", "email-server")
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+
+class EmailMetrics:
+    """The counters a service updates as emails pass through it.
+
+    ``components``: the services running in this process (all three in the embedded
+    profile, one in each process of the distributed profile). Only their series are
+    exported, so that summing a metric over every process counts each email once: the
+    provider's latency is the email server's, the not-applied statuses integration's.
+    """
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, components: Sequence[str] = COMPONENTS
+    ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        unknown = set(components) - set(COMPONENTS)
+        if unknown:
+            raise ValueError(f"unknown components {sorted(unknown)}; known: {COMPONENTS}")
+
+        def owned(component: str) -> CollectorRegistry | None:
+            # Counted all the same (the wrappers need them), exported only by their owner.
+            return r if component in components else None
+
         self.emails = Counter(
             "mailactors_emails",
-            "Emails by the service that recorded a status for them and that status "
+            "Emails by the component that recorded a status for them and that status "
             "(auth: PENDING when published; email-server: the outcome it published; "
             "integration: the status it stored)",
-            ["service", "status"],
+            ["component", "status"],
             registry=r,
         )
         self.latency = Histogram(
             "mailactors_request_to_sent_seconds",
             "Time from the request to the provider's acceptance, of SENT emails",
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=owned("email-server"),
         )
         self.provider_replies = Counter(
             "mailactors_provider_replies",
             "Provider replies by provider and code class (2xx, 4xx, 5xx; error = no reply)",
             ["provider", "code_class"],
-            registry=r,
+            registry=owned("email-server"),
         )
         self.provider_seconds = Histogram(
             "mailactors_provider_send_seconds",
             "Time one hand-over to the provider took",
             ["provider"],
             buckets=LATENCY_BUCKETS,
-            registry=r,
+            registry=owned("email-server"),
         )
         self.retries = Counter(
-            "mailactors_retries", "Emails scheduled for another attempt (RETRYING)", registry=r
+            "mailactors_retries",
+            "Emails scheduled for another attempt (RETRYING)",
+            registry=owned("email-server"),
         )
-        self.suppressed = Counter("mailactors_suppressed", "Emails SUPPRESSED", registry=r)
+        self.suppressed = Counter(
+            "mailactors_suppressed", "Emails SUPPRESSED", registry=owned("email-server")
+        )
         self.not_applied = Counter(
             "mailactors_status_not_applied",
             "Status events integration did not apply, by reason (unknown_email: no document "
             "for the eventId; not_allowed: a duplicate or out-of-order transition)",
             ["reason"],
-            registry=r,
+            registry=owned("integration"),
         )
-        for reason in NOT_APPLIED_REASONS.values():
-            self.not_applied.labels(reason)
-        # Create the label sets people graph, so they read 0 instead of missing.
-        for status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
-            self.emails.labels("email-server", status.value)
+        # Create the label sets people graph, so they read 0 instead of missing; each in
+        # the process that owns it only.
+        if "integration" in components:
+            for reason in NOT_APPLIED_REASONS.values():
+                self.not_applied.labels(reason)
+            for status in (Status.PENDING, Status.SENT, Status.FAILED, Status.SUPPRESSED):
+                self.emails.labels("integration", status.value)
+        if "email-server" in components:
+            for status in (Status.SENT, Status.FAILED, Status.RETRYING, Status.SUPPRESSED):
+                self.emails.labels("email-server", status.value)
+        if "auth" in components:
+            self.emails.labels("auth", Status.PENDING.value)
         self.feedback = FeedbackMetrics(r)
 
     def published(self, event: EmailStatusEvent) -> None:
@@ -187,6 +221,11 @@ class _Wrapper:
     @property
     def wrapped(self) -> Any:
         return self._inner
+
+    @property
+    def metrics(self) -> EmailMetrics:
+        """What it counts into (the web view's charts read it)."""
+        return self._metrics
 
 
 class MeteredBus(_Wrapper):
@@ -282,12 +321,12 @@ class SystemCollector(Collector):
 
     def __init__(
         self,
-        service: str,
+        process: str,
         observe: Callable[[], Awaitable[Observation]],
         token: trio.lowlevel.TrioToken,
         timeout: float = 10.0,
     ) -> None:
-        self.service = service
+        self.process = process
         self._observe = observe
         self._token = token
         self.timeout = timeout
@@ -308,12 +347,17 @@ class SystemCollector(Collector):
         obs = self._fetch()
         if obs is None:
             return []
-        return list(families(self.service, obs))
+        return list(families(self.process, obs))
 
 
-def families(service: str, obs: Observation) -> Iterable[Metric]:
-    """The scrape-time metric families of one observation."""
-    labels = ["service", "path", "kind"]
+def families(process: str, obs: Observation) -> Iterable[Metric]:
+    """The scrape-time metric families of one observation.
+
+    ``process`` labels them with the process (``embedded``, ``integration``, ``auth``,
+    ``email-server-0``, ...): an actor path is the same in every worker. Not ``service``
+    nor ``instance``, which Prometheus and its Operator set on every target themselves.
+    """
+    labels = ["process", "path", "kind"]
     depth = GaugeMetricFamily(
         "mailactors_mailbox_depth", "Messages waiting in an actor's mailbox", labels=labels
     )
@@ -337,21 +381,21 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
     throttle_waits = CounterMetricFamily(
         "mailactors_throttle_waits",
         "Sends the throttler made wait for a token",
-        labels=["service", "path"],
+        labels=["process", "path"],
     )
     tokens = GaugeMetricFamily(
         "mailactors_throttle_tokens",
         "Tokens in a throttle bucket (negative: debt being waited out)",
-        labels=["service", "path", "bucket"],
+        labels=["process", "path", "bucket"],
     )
     inbound = CounterMetricFamily(
         "mailactors_inbound_smtp",
         "What the inbound SMTP endpoint (bounces) did, by outcome: feedback_bounce, "
         "rcpt_forged, refused_malformed, ignored_auto-reply, deferred_error, ...",
-        labels=["service", "path", "outcome"],
+        labels=["process", "path", "outcome"],
     )
     for a in obs.snapshot.actors:
-        values = [service, a.path, a.kind]
+        values = [process, a.path, a.kind]
         if a.mailbox_capacity:
             depth.add_metric(values, a.mailbox_depth)
             capacity.add_metric(values, a.mailbox_capacity)
@@ -364,45 +408,44 @@ def families(service: str, obs: Observation) -> Iterable[Metric]:
         if isinstance(outcomes, dict):
             for outcome, n in outcomes.items():
                 if isinstance(n, int | float):
-                    inbound.add_metric([service, a.path, str(outcome)], n)
+                    inbound.add_metric([process, a.path, str(outcome)], n)
         buckets = extra.get("buckets")
         if isinstance(buckets, dict):
             waits = extra.get("waits")
             if isinstance(waits, int | float):
-                throttle_waits.add_metric([service, a.path], waits)
+                throttle_waits.add_metric([process, a.path], waits)
             for name, bucket in buckets.items():
                 if isinstance(bucket, dict) and isinstance(bucket.get("tokens"), int | float):
-                    tokens.add_metric([service, a.path, str(name)], bucket["tokens"])
+                    tokens.add_metric([process, a.path, str(name)], bucket["tokens"])
     yield from (depth, capacity, processed, failures, restarts, running, throttle_waits, tokens)
     yield inbound
     dead = CounterMetricFamily(
         "mailactors_dead_letters",
         "Messages no actor could take (runtime dead letters)",
-        labels=["service"],
+        labels=["process"],
     )
-    dead.add_metric([service], obs.snapshot.dead_letters)
+    dead.add_metric([process], obs.snapshot.dead_letters)
     yield dead
     paused = GaugeMetricFamily(
-        "mailactors_intake_paused", "1 while an operator has paused intake", labels=["service"]
+        "mailactors_intake_paused", "1 while an operator has paused intake", labels=["process"]
     )
-    paused.add_metric([service], 1.0 if obs.intake.paused else 0.0)
+    paused.add_metric([process], 1.0 if obs.intake.paused else 0.0)
     yield paused
     if obs.queues is not None:
+        # The dead-letter queue is one of them (queue="email.dead"; in-process: "dead").
         queues = GaugeMetricFamily(
-            "mailactors_queue_depth", "Messages ready in a bus queue", labels=["queue"]
+            "mailactors_queue_depth",
+            "Messages ready in a bus queue (exported by one process: integration, or the "
+            "embedded one)",
+            labels=["queue"],
         )
         for name, n in sorted(obs.queues.items()):
             queues.add_metric([name], n)
         yield queues
-        if obs.dead_letter_queue is not None and obs.dead_letter_queue in obs.queues:
-            dlq = GaugeMetricFamily(
-                "mailactors_dlq_size", "Messages in the dead-letter queue", labels=["queue"]
-            )
-            dlq.add_metric([obs.dead_letter_queue], obs.queues[obs.dead_letter_queue])
-            yield dlq
 
 
 __all__ = [
+    "COMPONENTS",
     "EmailMetrics",
     "FeedbackMetrics",
     "MeteredBus",

@@ -47,6 +47,8 @@ WORKER_ENV = "MAILACTORS_WORKER"
 # Added to metrics.port and control.port, so that the processes of the
 # distributed profile never collide: integration, auth, email-server-0, -1, ...
 PORT_OFFSETS = {"embedded": 0, "integration": 0, "auth": 1, "email-server": 2}
+# The one process of a deployment that exports the broker's queue depths as metrics.
+QUEUE_DEPTH_EXPORTERS = ("embedded", "integration")
 QUEUE_DEPTHS_MAX_AGE = 1.0  # seconds a queue-depth reading is reused
 QUEUE_DEPTHS_TIMEOUT = 3.0
 QUEUE_DEPTHS_RETRY = 5.0  # after a failed reading
@@ -203,8 +205,11 @@ class Operations:
         return out
 
     async def observe(self) -> Observation:
-        """Everything one metrics scrape needs (runs in the Trio thread)."""
-        queues = await self.queue_depths()
+        """Everything one metrics scrape needs (runs in the Trio thread).
+
+        The broker's queue depths are the same seen from every process: one process
+        exports them (QUEUE_DEPTH_EXPORTERS), so that sum() over processes is right."""
+        queues = await self.queue_depths() if self.service in QUEUE_DEPTH_EXPORTERS else None
         return Observation(
             self.system.snapshot(), self.system.intake.statistics(), queues, self.dead_letter_queue
         )
@@ -259,6 +264,12 @@ class Operations:
         try:
             server, _thread = start_http_server(port, addr=m.host, registry=registry)
         except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:  # told as every port in use is (ops.exits)
+                raise OSError(
+                    errno.EADDRINUSE,
+                    f"error while attempting to bind on address ('{m.host}', {port}): "
+                    "address already in use",
+                ) from None
             raise ConfigError(
                 "metrics.port",
                 f"cannot listen on {m.host}:{port} for {self.instance}: {exc.strerror}",

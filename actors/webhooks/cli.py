@@ -81,7 +81,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     hooks = commands.add_parser("webhooks", help="webhook deliveries given up: list | replay")
     sub = hooks.add_subparsers(dest="webhooks_action", required=True)
     listing = sub.add_parser("list-failed", help="deliveries given up (JSON lines, left in place)")
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--limit", type=int, default=100, help="show at most N (default 100)")
     listing.set_defaults(handler=lambda a: list_failed(load_config(a.profile), a.limit))
     again = sub.add_parser("replay", help="queue given-up deliveries again")
     again.add_argument("--endpoint", default=None, help="only this endpoint's (default: all)")

@@ -15,9 +15,9 @@ import pytest
 import trio
 
 from actors.bus import RabbitBus, delete_topology
-from actors.bus.deadletters import REASON_HEADER
 from config import BusConfig
 from runtime import AsyncioEdge, open_asyncio_edge
+from tests.support.rabbitmq import publish_dead_letters
 
 pytestmark = pytest.mark.services
 
@@ -39,27 +39,6 @@ def _config(url: str) -> BusConfig:
     )
 
 
-async def _publish_dead_letters(url: str, config: BusConfig, count: int) -> None:
-    """asyncio: ``count`` known dead letters, in order, as a consumer's reject leaves them."""
-    import aio_pika
-
-    connection = await aio_pika.connect(url)
-    try:
-        channel = await connection.channel(publisher_confirms=True)
-        exchange = await channel.get_exchange(config.dead_letter_exchange)
-        for i in range(count):
-            await exchange.publish(
-                aio_pika.Message(
-                    f'{{"eventId": "dl-{i:03d}"}}'.encode(),
-                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    headers={REASON_HEADER: f"reason {i}"},
-                ),
-                routing_key=config.send_queue,
-            )
-    finally:
-        await connection.close()
-
-
 @pytest.fixture
 async def edge() -> AsyncIterator[AsyncioEdge]:
     async with open_asyncio_edge() as e:
@@ -73,7 +52,7 @@ async def dead(rabbitmq_url: str, edge: AsyncioEdge) -> AsyncIterator[BusConfig]
     owner = RabbitBus(config, url=rabbitmq_url, role="email-server")
     await owner.open()  # declares the exchanges and queues, the DLQ among them
     try:
-        await edge.run(_publish_dead_letters, rabbitmq_url, config, COUNT)
+        await edge.run(publish_dead_letters, rabbitmq_url, config, COUNT)
         yield config
     finally:
         with trio.CancelScope(shield=True):

@@ -405,8 +405,11 @@ async def _poison_run(
 def test_dlq_cli_in_the_embedded_profile_says_where_dead_letters_are():
     env = {**os.environ}
     env.pop("MAILACTORS_PROFILE", None)
-    out = _cli(env, "dlq", "list")
-    assert out.returncode == 0 and "in-process" in out.stdout and "memory" in out.stdout
+    for action in ("list", "replay", "purge"):
+        out = _cli(env, "dlq", action)
+        # No broker, nothing done: a refusal (status 2, as a usage error), saying where they are.
+        assert out.returncode == 2 and out.stdout == "", out
+        assert "has no broker" in out.stderr and "in-process" in out.stderr
 
 
 # -- the lifecycle rule for SENDING and the recorded due time --------------------------------

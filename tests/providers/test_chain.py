@@ -652,6 +652,7 @@ def chain_config(tmp_path: Path, chain: list[dict[str, Any]], **provider: Any) -
             **provider,
         },
         "grpc": {"auth_port": 0},
+        "http": {"port": 0},
         "email_server": {"idempotency_path": str(tmp_path / "sent.sqlite3"), "concurrency": 2},
         "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 2},
     }

@@ -296,6 +296,7 @@ def ses_config(tmp_path: Path, **provider: Any) -> Any:
         "store": {"sqlite_path": str(tmp_path / "emails.sqlite3"), "batch_ms": 2.0},
         "provider": {"sender": SENDER, "maildir_path": str(tmp_path / "maildir"), **provider},
         "grpc": {"auth_port": 0},
+        "http": {"port": 0},
         "email_server": {"idempotency_path": str(tmp_path / "sent.sqlite3")},
         "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 2},
     }

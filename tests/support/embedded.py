@@ -43,6 +43,7 @@ def embedded_config(tmp_path: Path, **sections: dict[str, Any]) -> Any:
             "sender": "noreply@mailactors.test",
         },
         "grpc": {"auth_port": 0},
+        "http": {"port": 0},  # on in the embedded profile; any free port, as gRPC's
         "email_server": {"idempotency_path": str(tmp_path / "sent.sqlite3")},
         "retry": {"base_delay_s": 0.01, "max_delay_s": 0.05, "max_attempts": 3},
     }

@@ -36,6 +36,7 @@ def embedded_env(tmp: Path, **extra: str) -> dict[str, str]:
         "MAILACTORS__PROVIDER__KIND": "maildir",
         "MAILACTORS__PROVIDER__MAILDIR_PATH": str(tmp / "maildir"),
         "MAILACTORS__GRPC__AUTH_PORT": str(free_port()),
+        "MAILACTORS__HTTP__PORT": "0",
         **extra,
     }
 

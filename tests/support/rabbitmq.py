@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from actors.bus.deadletters import REASON_HEADER
 from config import BusConfig
 
 TIERS = (1.0, 5.0)
@@ -31,3 +32,24 @@ def make_config(url: str, **overrides: Any) -> BusConfig:
     }
     fields.update(overrides)
     return BusConfig(**fields)
+
+
+async def publish_dead_letters(url: str, config: BusConfig, count: int) -> None:
+    """asyncio: ``count`` known dead letters, in order, as a consumer's reject leaves them."""
+    import aio_pika
+
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        exchange = await channel.get_exchange(config.dead_letter_exchange)
+        for i in range(count):
+            await exchange.publish(
+                aio_pika.Message(
+                    f'{{"eventId": "dl-{i:03d}"}}'.encode(),
+                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    headers={REASON_HEADER: f"reason {i}"},
+                ),
+                routing_key=config.send_queue,
+            )
+    finally:
+        await connection.close()

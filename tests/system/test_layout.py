@@ -32,6 +32,7 @@ LAYERS = [
     "http",
     "feedback",
     "webhooks",
+    "web",
     "profiles",
     "testing",
     "ops",

@@ -29,6 +29,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.cluster import ROOT, Cluster, cluster_env, delete_topology, event_ids_received
+from tests.support.promtool import check_metrics
 from tests.support.services import local_broker_ctl
 from tests.support.smtp_servers import CapturingServer
 
@@ -132,6 +133,7 @@ async def send_batch(env: dict[str, str], tmp: Path, recipients: list[str]) -> l
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    check_metrics(text)  # by Prometheus's conventions (promtool)
     out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
@@ -284,19 +286,29 @@ async def test_console_and_metrics_against_a_running_distributed_system(
             external = [d["external"] for d in dead["dead_letters"].values() if "external" in d]
             assert external == [[]]
 
-            # -- the live view renders a few refreshes and exits by itself
+            # -- the live view renders a few refreshes and exits by itself: with four
+            # processes, one summary row each; a service named, its tree
             live_env = {**env, "TTY_COMPATIBLE": "1", "TERM": "xterm-256color",
                         "COLUMNS": "200", "LINES": "400"}
-            live = await cli(live_env, "console", "--refreshes", "3", "--interval", "0.3")
-            raw_screen = live.stdout.decode()
-            assert "\x1b[" in raw_screen  # rich drew it as on a terminal
-            screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw_screen)
-            assert (
-                screen.count("email-server-1  pid") >= 3
-            )  # three frames drawn (and the last again)
-            for name in ("integration", "auth", "email-server-0", "sender-2", "throttler",
-                         "status-consumer", "throttle buckets", "bus queues", "msg/s"):
-                assert name in screen, name
+
+            async def live_screen(*args: str) -> str:
+                live = await cli(live_env, "console", *args, "--refreshes", "3",
+                                 "--interval", "0.3")  # fmt: skip
+                raw_screen = live.stdout.decode()
+                assert "\x1b[" in raw_screen  # rich drew it as on a terminal
+                return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", raw_screen)
+
+            summary = await live_screen()
+            assert summary.count("4 instances") >= 3  # three frames drawn (and the last again)
+            for name in ("integration", "auth", "email-server-0", "email-server-1", "queued",
+                         "msg/s", "queues:", env["MAILACTORS__BUS__SEND_QUEUE"]):
+                assert name in summary, name
+            assert "sender-" not in summary
+            tree = await live_screen("email-server-1")
+            assert tree.count("email-server-1  pid") >= 3
+            for name in ("sender-", "throttler", "throttle:", "msg/s", "queues:"):
+                assert name in tree, name
+            assert "status-consumer" in await live_screen("integration")
 
             # -- the metrics endpoints count what was sent
             ports = {"integration": metrics_base, "auth": metrics_base + 1,
@@ -308,7 +320,7 @@ async def test_console_and_metrics_against_a_running_distributed_system(
                 for name, port in ports.items():
                     scraped[name] = await trio.to_thread.run_sync(scrape, port)
                 return total(scraped["integration"], "mailactors_emails_total",
-                             service="integration", status="SENT") >= len(ids)
+                             component="integration", status="SENT") >= len(ids)
 
             await wait_until(counted_everything, 30, "integration to count every email SENT")
         received = event_ids_received(smtp)
@@ -316,19 +328,28 @@ async def test_console_and_metrics_against_a_running_distributed_system(
     n = len(ids)
     assert set(received) == set(ids) and max(received.values()) == 1
     workers = [scraped["email-server-0"], scraped["email-server-1"]]
-    assert sum(total(w, "mailactors_emails_total", service="email-server", status="SENT")
+    assert sum(total(w, "mailactors_emails_total", component="email-server", status="SENT")
                for w in workers) == n
     assert (
         sum(total(w, "mailactors_provider_replies_total", code_class="2xx") for w in workers) == n
     )
     assert sum(total(w, "mailactors_request_to_sent_seconds_count") for w in workers) == n
     assert all(total(w, "mailactors_emails_total", status="FAILED") == 0 for w in workers)
-    assert total(scraped["auth"], "mailactors_emails_total", service="auth", status="PENDING") == n
+    auth = scraped["auth"]
+    assert total(auth, "mailactors_emails_total", component="auth", status="PENDING") == n
     integration = scraped["integration"]
     assert (
-        total(integration, "mailactors_emails_total", service="integration", status="PENDING") == n
+        total(integration, "mailactors_emails_total", component="integration", status="PENDING")
+        == n
     )
-    assert total(integration, "mailactors_emails_total", service="integration", status="SENT") == n
+    assert (
+        total(integration, "mailactors_emails_total", component="integration", status="SENT") == n
+    )
+    # Each series from the process that owns it: no email-server series from auth or
+    # integration, the broker's queues from integration only.
+    for name in ("auth", "integration"):
+        assert total(scraped[name], "mailactors_emails_total", component="email-server") == 0
+        assert not any(k[0] == "mailactors_request_to_sent_seconds_count" for k in scraped[name])
     w0 = scraped["email-server-0"]
     assert total(w0, "mailactors_actor_restarts_total", path="email-server/throttler") == 1
     assert total(scraped["email-server-1"], "mailactors_actor_restarts_total") == 0
@@ -338,20 +359,21 @@ async def test_console_and_metrics_against_a_running_distributed_system(
         (
             ("kind", "Sender"),
             ("path", "email-server/senders/sender-0"),
-            ("service", "email-server-0"),
+            ("process", "email-server-0"),
         ),
     ) in w0
     assert total(w0, "mailactors_intake_paused") == 0
-    assert total(w0, "mailactors_dlq_size") == 0
-    assert ("mailactors_queue_depth", (("queue", env["MAILACTORS__BUS__SEND_QUEUE"]),)) in w0
+    assert not any(k[0] in ("mailactors_dlq_size", "mailactors_queue_depth") for k in w0)
+    queue = ("mailactors_queue_depth", (("queue", env["MAILACTORS__BUS__SEND_QUEUE"]),))
+    assert queue in integration
     assert ("mailactors_throttle_waits_total", (("path", "email-server/throttler"),
-                                                ("service", "email-server-0"))) in w0
+                                                ("process", "email-server-0"))) in w0
     assert (
         "mailactors_throttle_tokens",
         (
             ("bucket", "example.com"),
             ("path", "email-server/throttler"),
-            ("service", "email-server-0"),
+            ("process", "email-server-0"),
         ),
     ) in w0
     assert total(w0, "process_resident_memory_bytes") > 0
@@ -503,7 +525,7 @@ async def test_access_control_secrets_and_correlated_logs(
             async def stored() -> bool:
                 s = await trio.to_thread.run_sync(scrape, metrics_base)
                 return (
-                    total(s, "mailactors_emails_total", service="integration", status="SENT") == 5
+                    total(s, "mailactors_emails_total", component="integration", status="SENT") == 5
                 )
 
             await wait_until(stored, 60, "5 emails SENT in the store")

@@ -324,10 +324,13 @@ async def test_metrics_count_edges_and_read_the_snapshot_at_scrape(actor_system:
     await provider.send(object())
     assert provider.name == "fake"  # everything else is delegated
 
-    ops = Operations(actor_system, _config(), "email-server", bus=bus, metrics=metrics, worker=0)
+    ops = Operations(actor_system, _config(), "embedded", bus=bus, metrics=metrics)
     metrics.registry.register(
-        SystemCollector("email-server-0", ops.observe, trio.lowlevel.current_trio_token())
+        SystemCollector("embedded", ops.observe, trio.lowlevel.current_trio_token())
     )
+    # A worker does not export the broker's queues: integration does, once for everyone.
+    worker = Operations(actor_system, _config(), "email-server", bus=bus, worker=0)
+    assert (await worker.observe()).queues is None
     text = (await trio.to_thread.run_sync(generate_latest, metrics.registry)).decode()
     s = _samples(text)
 
@@ -336,9 +339,9 @@ async def test_metrics_count_edges_and_read_the_snapshot_at_scrape(actor_system:
         assert found, f"no {name} {labels} in\n{text}"
         return float(sum(found))
 
-    assert value("mailactors_emails_total", service="auth", status="PENDING") == 1
-    assert value("mailactors_emails_total", service="email-server", status="SENT") == 2
-    assert value("mailactors_emails_total", service="email-server", status="FAILED") == 0
+    assert value("mailactors_emails_total", component="auth", status="PENDING") == 1
+    assert value("mailactors_emails_total", component="email-server", status="SENT") == 2
+    assert value("mailactors_emails_total", component="email-server", status="FAILED") == 0
     assert value("mailactors_retries_total") == 1
     assert value("mailactors_request_to_sent_seconds_count") == 2
     assert value("mailactors_request_to_sent_seconds_bucket", le="0.1") == 1
@@ -349,7 +352,9 @@ async def test_metrics_count_edges_and_read_the_snapshot_at_scrape(actor_system:
     assert value("mailactors_throttle_tokens", bucket="slow.example") < 0
     assert value("mailactors_intake_paused") == 0
     assert value("mailactors_queue_depth", queue="status") == 4  # 3 statuses + 1 raw
-    assert value("mailactors_dlq_size", queue="dead") == 1
+    assert value("mailactors_queue_depth", queue="dead") == 1  # the dead letters: no dlq_size
+    assert "mailactors_dlq_size" not in s and not any(n.endswith("_created") for n in s)
+    assert value("mailactors_intake_paused", process="embedded") == 0
     assert value("mailactors_dead_letters_total") == 0
 
 
