@@ -13,6 +13,7 @@
     python supervisor.py templates list | preview NAME [--var k=v ...]   render, no send
     python supervisor.py dlq list|replay|purge [--limit N] dead letters, with the reasons
     python supervisor.py suppression list|add ADDR|remove ADDR|export [FILE]|import FILE
+    python supervisor.py webhooks list-failed|replay [--endpoint NAME]   webhooks given up
     python supervisor.py soak --emails N [--faults ...] [--workers W]   the distributed
                                                     profile under faults, every email accounted for
     python supervisor.py console [SERVICE] [--json] live actor trees; --restart PATH, --pause,
@@ -40,6 +41,7 @@ from actors.ops import admin, client, console, exits, soak, templates
 from actors.ops import dkim as dkim_cli
 from actors.profiles import cli as profiles_cli
 from actors.telemetry.logs import LOG_ENV
+from actors.webhooks import cli as webhooks_cli
 from bench import suite
 from config import Config, ConfigError, load_config
 
@@ -55,6 +57,7 @@ COMMANDS: list[Register] = [
     templates.register,  # templates
     admin.register,  # dlq, suppression
     soak.register,  # soak
+    webhooks_cli.register,  # webhooks list-failed | replay
     dkim_cli.register,  # dkim show, dkim keygen
 ]
 

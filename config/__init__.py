@@ -38,6 +38,7 @@ from ._model import (
     ThrottleConfig,
 )
 from ._secrets import redact_url, resolve_secret
+from ._webhooks import UnsubscribeConfig, WebhookEndpointConfig, WebhooksConfig
 
 __all__ = [
     "DEFAULT_ATTACHMENT_TYPES",
@@ -70,6 +71,9 @@ __all__ = [
     "SweeperConfig",
     "TemplatesConfig",
     "ThrottleConfig",
+    "UnsubscribeConfig",
+    "WebhookEndpointConfig",
+    "WebhooksConfig",
     "load_config",
     "profile_names",
     "profile_path",

@@ -22,6 +22,7 @@ from msgspec import Meta
 from ._errors import ConfigError
 from ._exposure import exposure_problem
 from ._secrets import redact_url, resolve_secret
+from ._webhooks import UnsubscribeConfig, WebhooksConfig
 
 # Marks a string field as a filesystem path: the loader resolves a relative
 # value against the project root (never the current directory).
@@ -562,6 +563,8 @@ class Config(_Section, frozen=True):
     metrics: MetricsConfig = msgspec.field(default_factory=MetricsConfig)
     control: ControlConfig = msgspec.field(default_factory=ControlConfig)
     http: HttpConfig = msgspec.field(default_factory=HttpConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
+    unsubscribe: UnsubscribeConfig = msgspec.field(default_factory=UnsubscribeConfig)
     bounces: BouncesConfig = msgspec.field(default_factory=BouncesConfig)
     dkim: DkimConfig = msgspec.field(default_factory=DkimConfig)
     feedback: FeedbackConfig = msgspec.field(default_factory=FeedbackConfig)

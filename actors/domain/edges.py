@@ -253,6 +253,9 @@ class OutgoingEmail(msgspec.Struct, frozen=True, kw_only=True):
     message_id: str  # "<...>", derived from the eventId
     attachments: list[tuple[str, str, bytes]] = []  # (filename, content type, bytes)
     headers: dict[str, str] = {}
+    # RFC 8058 one-click unsubscribe (issue 19): (https URL, mailto URL) -> List-Unsubscribe
+    # and List-Unsubscribe-Post. Set by the sender for unsubscribable categories only.
+    list_unsubscribe: tuple[str, str] | None = None
     # SMTP MAIL FROM (the return path bounces go to); None = the address of ``sender``.
     envelope_from: str | None = None
     # Issue 17: copies and Reply-To. ``bcc`` is for the envelope only, never a header.

@@ -343,6 +343,12 @@ def build_message(email: OutgoingEmail, *, date: datetime | None = None) -> Emai
         if name.lower() in RESERVED_HEADERS:
             raise ValueError(f"{name}: header is set by the provider and cannot be overridden")
         _set_header(msg, name, value)
+    if email.list_unsubscribe is not None:  # RFC 8058; folded between the two, never inside
+        if any(name.lower().startswith("list-unsubscribe") for name in email.headers):
+            raise ValueError("List-Unsubscribe: set by the category's unsubscribe settings")
+        url, mailto = (_check_value("List-Unsubscribe", v) for v in email.list_unsubscribe)
+        msg.set_raw("List-Unsubscribe", f"<{url}>,\r\n <{mailto}>")
+        msg.set_raw("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
 
     # The body is filled into the top-level message itself: hoisting a part's
     # payload would need get_payload(), which decodes an 8-bit payload.

@@ -154,6 +154,8 @@ class SenderSettings(msgspec.Struct, frozen=True):
     claims_batch_ms: float = 5.0  # under load, claims and outcomes wait this long to share a write
     unknown_outcome: str = "resend"  # "resend" or "fail": a dead owner's claim without outcome
     unknown_outcome_by_category: dict[str, str] = {}
+    # (recipient, category) -> List-Unsubscribe's (url, mailto), or None (issue 19)
+    unsubscribe: Callable[[str, str], tuple[str, str] | None] | None = None
     # The envelope sender (return path) of an email, from its eventId: the VERP address
     # bounces come back to (actors.feedback.verp). None: the sender's own address.
     envelope_from: Callable[[str], str] | None = None
@@ -329,6 +331,11 @@ class Sender(Actor[SendJob]):
             html=rendered.html,
             message_id=message_id_for(event.event_id, self.settings.message_id_domain),
             attachments=[(a.filename, a.content_type, a.content) for a in event.attachments],
+            list_unsubscribe=(
+                self.settings.unsubscribe(event.recipient, event.category)
+                if self.settings.unsubscribe is not None
+                else None
+            ),
             envelope_from=(
                 self.settings.envelope_from(event.event_id) if self.settings.envelope_from else None
             ),

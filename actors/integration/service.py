@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 import msgspec
 import trio
@@ -28,6 +29,7 @@ from actors.domain.edges import (
     SearchPage,
     SearchQuery,
     Store,
+    StoreUnavailable,
 )
 from actors.domain.event_checks import screen_status_delivery
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
@@ -61,6 +63,17 @@ class SaveEmails(msgspec.Struct, frozen=True):
 class StatusUpdate(msgspec.Struct, frozen=True):
     event: EmailStatusEvent
     delivery: Any  # edges.Delivery, acked once the store has the update
+
+
+class StatusListener(Protocol):
+    """Told of each batch just before it is stored (webhooks: an outbox written first);
+    raises StoreUnavailable while it cannot take them, and the batch waits."""
+
+    async def statuses_to_apply(self, events: Sequence[EmailStatusEvent]) -> None: ...
+
+    async def status_applied(self, event: EmailStatusEvent) -> None:
+        """A status stored outside the batches (CancelEmail's CANCELLED)."""
+        ...
 
 
 class TerminalWatch:
@@ -151,11 +164,13 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
         batch_size: int = 500,
         batch_ms: float = 20.0,
         retry_max_s: float = 5.0,
+        listener: StatusListener | None = None,
     ) -> None:
         super().__init__(batch_size, batch_ms)
         self.store = store
         self.watch = watch
         self.retry_max_s = retry_max_s
+        self.listener = listener
         self.outcomes: dict[str, int] = {o.value: 0 for o in ApplyOutcome}
         self.orphans: deque[str] = deque(maxlen=20)  # the latest eventIds without a document
         self._orphan_lines = Sampled(10.0)
@@ -179,6 +194,12 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
 
     async def flush(self, items: list[StatusUpdate]) -> list[None]:
         events = [u.event for u in items]
+        if self.listener is not None:  # webhooks: queued durably before the store has them
+            listener = self.listener
+            await self.write_until_stored(
+                lambda: listener.statuses_to_apply(events), log, "webhook queue",
+                f"{len(events)} status events", max_delay=self.retry_max_s,
+            )  # fmt: skip
         results: list[ApplyResult] = await self.write_until_stored(
             lambda: self.store.apply_status_many(events),
             log,
@@ -258,11 +279,13 @@ class IntegrationApi:
         store: Store,
         watch: TerminalWatch,
         timeout: float = 30.0,
+        listener: StatusListener | None = None,
     ) -> None:
         self.writer = writer
         self.store = store
         self.watch = watch
         self.timeout = timeout
+        self.listener = listener  # webhooks: told of a CANCELLED once it is stored
 
     async def save(self, document: EmailDocument) -> SaveResult:
         result: SaveResult = await self.writer.ask(SaveEmail(document), timeout=self.timeout)
@@ -282,12 +305,17 @@ class IntegrationApi:
         """Cancel a SCHEDULED email: APPLIED (now CANCELLED, never sent), IGNORED (no longer
         SCHEDULED: ``status`` says what it is) or NOT_FOUND. One conditional change in the
         store, so it cannot cross the due-scanner's move to PENDING."""
-        (result,) = await self.store.apply_status_many(
-            [EmailStatusEvent(event_id=event_id, status=Status.CANCELLED, attempt=0)]
-        )
+        event = EmailStatusEvent(event_id=event_id, status=Status.CANCELLED, attempt=0)
+        (result,) = await self.store.apply_status_many([event])
         if result.outcome is ApplyOutcome.APPLIED:
             self.watch.notify(event_id)
             log.info("cancelled before it was due", extra={"event_id": event_id})
+            if self.listener is not None:
+                try:
+                    await self.listener.status_applied(event)
+                except StoreUnavailable as exc:  # the cancel stands; its webhook is lost, loudly
+                    log.warning("CANCELLED stored, its webhook not queued: %s", exc,
+                                extra={"event_id": event_id})  # fmt: skip
         return result
 
     async def search(self, query: SearchQuery) -> SearchPage:
@@ -318,9 +346,11 @@ def integration_tree(
     batch_ms: float = 20.0,
     name: str = "integration",
     sweeper: SweeperSettings | None = None,
+    listener: StatusListener | None = None,
     schedule_interval_s: float = 30.0,
 ) -> SupervisorSpec:
-    """``sweeper``: run the outbox sweeper with these settings (None: no sweeper)."""
+    """``sweeper``: run the outbox sweeper with these settings (None: no sweeper);
+    ``listener``: told of every batch of statuses before it is stored (webhooks)."""
     sweeping = [ChildSpec("sweeper", OutboxSweeper, args=(store, bus, sweeper))] if sweeper else []
     sweeping.append(ChildSpec("scheduler", ScheduledSender, args=(store, bus, schedule_interval_s)))
     return SupervisorSpec(
@@ -328,7 +358,10 @@ def integration_tree(
         [
             ChildSpec("writer", DocumentWriter, args=(store, batch_size, min(batch_ms, 10.0))),
             ChildSpec(
-                "updater", StatusUpdater, args=(store, watch, batch_size, batch_ms), shutdown=15.0
+                "updater",
+                StatusUpdater,
+                args=(store, watch, batch_size, batch_ms, 5.0, listener),
+                shutdown=15.0,
             ),
             ChildSpec("status-consumer", StatusConsumer, args=(bus,)),
             *sweeping,
@@ -344,6 +377,7 @@ __all__ = [
     "SaveEmail",
     "SaveEmails",
     "StatusConsumer",
+    "StatusListener",
     "StatusUpdate",
     "StatusUpdater",
     "TerminalWatch",

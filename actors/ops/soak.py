@@ -28,6 +28,10 @@ restarts a minute):
 * ``none``; ``all`` (default) =
   ``4xx=0.05,5xx=0.02,kill=2,auth=2,broker,double=0.05,accept=1``.
 
+Integration sends every terminal status as a signed webhook to a receiver in this
+process that refuses ``--webhook-fail-rate`` (default 10%) of the requests with 500;
+each email's terminal status must still reach it (``webhooks`` in the report).
+
 With ``--bounces RATE`` / ``--complaints RATE``, that share of the emails that end SENT
 gets a hard bounce / a complaint back as an SES event over SNS, signed with a key made
 for the run and POSTed to integration's HTTP endpoint (``actors.testing.sns``; the
@@ -52,8 +56,8 @@ the window from provider acceptance to a durable outcome (p50/p99, from the
 workers' reports). A progress bar runs on stderr; the last
 line on stdout is one JSON object with those figures. Exit status 1 if any
 email was lost, sent twice more often than claims were resent after their
-owner died, FAILED without a reason, SENT without being received, or a domain
-limit was broken.
+owner died, FAILED without a reason, SENT without being received, a domain
+limit was broken, or a terminal status never reached the webhook receiver.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -163,6 +168,7 @@ class SoakOptions:
     keep: bool = False
     progress: bool = True
     unknown_outcome: str = "resend"
+    webhook_fail_rate: float = 0.1  # the webhook receiver fails this share of requests
     bounces: float = 0.0  # share of SENT emails that get a hard bounce over SNS
     complaints: float = 0.0  # ... a complaint
 
@@ -612,6 +618,7 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
 
     from actors.stores.elasticsearch import ElasticsearchStore
     from actors.testing.fakesmtp import FaultServer
+    from actors.testing.webhooks import delete_webhook_queues, open_receiver
     from runtime import open_asyncio_edge
 
     work = options.work_dir or Path(tempfile.mkdtemp(prefix="mailactors-soak-"))
@@ -638,8 +645,14 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         console=console,
         disable=not options.progress,
     )
+    hook_secret = secrets.token_hex(16)
+    hook_prefix = f"{run_id}.webhooks"
     async with smtp, open_asyncio_edge() as edge, contextlib.AsyncExitStack() as stack:
+        hooks = await stack.enter_async_context(
+            open_receiver(hook_secret, fail_rate=options.webhook_fail_rate, seed=options.seed)
+        )
         env = cluster_env(work, es_url, amqp_url, smtp.port, options, crash_file)
+        env.update(_webhook_env(hooks.url, hook_secret, hook_prefix))
         feedback: _Feedback | None = None
         if options.bounces > 0 or options.complaints > 0:
             from actors.testing.localservices import free_port
@@ -741,6 +754,13 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                         with trio.move_on_after(120):
                             for status in final:
                                 final[status] = await _all_documents(store, status)
+                        # Every terminal status also reaches the webhook receiver, its
+                        # refusals retried: wait (bounded) for the stragglers.
+                        with trio.move_on_after(60):
+                            while _webhooks_missing(final, hooks):
+                                hooks.changed = trio.Event()
+                                with trio.move_on_after(1.0):
+                                    await hooks.changed.wait()
                     finally:
                         await client.close()
                         await store.close()
@@ -753,6 +773,8 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
                 with trio.move_on_after(60, shield=True):
                     with contextlib.suppress(Exception):
                         await trio.to_thread.run_sync(delete_topology, env)
+                    with contextlib.suppress(Exception):
+                        await delete_webhook_queues(edge, amqp_url, hook_prefix, ["soak"])
                     with contextlib.suppress(Exception):
                         import httpx
 
@@ -835,6 +857,16 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         "aborted": aborted,
         "work_dir": str(work),
     }
+    hooks_missing = _webhooks_missing(final, hooks)
+    figures["webhooks"] = {
+        "terminal_events": len(hooks.order),
+        "missing": len(hooks_missing),
+        "refused_on_purpose": hooks.failed_on_purpose,
+        "repeats": hooks.repeats,
+        "bad_signatures": hooks.bad,
+    }
+    if hooks_missing:
+        figures["webhooks"]["missing_examples"] = hooks_missing[:5]
     if lost:
         figures["lost_examples"] = [{"eventId": i, "status": status_of.get(i)} for i in lost[:5]]
     if reasons:
@@ -850,12 +882,42 @@ async def run_soak(options: SoakOptions, es_url: str, amqp_url: str) -> SoakResu
         and not failed_no_reason
         and not sent_not_received
         and not over_limit
+        and not hooks_missing
+        and not hooks.bad
         and not feedback_not_applied
     )
     if ok and not options.keep and options.work_dir is None:
         shutil.rmtree(work, ignore_errors=True)
         figures["work_dir"] = None
     return SoakResult(figures, ok)
+
+
+# -- webhooks ---------------------------------------------------------------------------------
+
+
+def _webhook_env(url: str, secret: str, prefix: str) -> dict[str, str]:
+    """Integration sends every terminal status to the soak's receiver (one that fails 10%)."""
+    endpoint = {"name": "soak", "url": url, "secret_env": "MAILACTORS_SOAK_WEBHOOK_SECRET",
+                "statuses": sorted(_TERMINAL), "concurrency": 8}  # fmt: skip
+    return {
+        "MAILACTORS_SOAK_WEBHOOK_SECRET": secret,
+        "MAILACTORS__WEBHOOKS__ENABLED": "true",
+        "MAILACTORS__WEBHOOKS__ALLOW_PRIVATE": "true",  # the receiver is on loopback
+        "MAILACTORS__WEBHOOKS__QUEUE_PREFIX": prefix,
+        "MAILACTORS__WEBHOOKS__BASE_DELAY_S": "0.2",
+        "MAILACTORS__WEBHOOKS__MAX_DELAY_S": "2",
+        "MAILACTORS__WEBHOOKS__BREAKER_COOL_DOWN_S": "1",
+        "MAILACTORS__WEBHOOKS__ENDPOINTS": json.dumps([endpoint]),
+    }
+
+
+def _webhooks_missing(final: dict[str, list[Any]], hooks: Any) -> list[str]:
+    """Emails whose terminal status the receiver has not had (verified, once or more)."""
+    got = {(b["eventId"], b["status"]) for b in hooks.order}
+    return [
+        d.event_id for status in _TERMINAL for d in final.get(status, ())
+        if (d.event_id, status) not in got
+    ]  # fmt: skip
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -908,6 +970,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="the email servers' policy for a dead sender's claim (default resend)",
     )
     parser.add_argument(
+        "--webhook-fail-rate",
+        type=float,
+        default=0.1,
+        help="share of requests the webhook receiver refuses with 500 (default 0.1)",
+    )
+    parser.add_argument(
         "--bounces", type=float, default=0.0,
         help="share of SENT emails that get a hard bounce back over SNS (default 0)",
     )  # fmt: skip
@@ -956,6 +1024,7 @@ def main_soak(args: argparse.Namespace) -> int:
         keep=args.keep,
         progress=not args.no_progress,
         unknown_outcome=args.unknown_outcome,
+        webhook_fail_rate=args.webhook_fail_rate,
         bounces=args.bounces,
         complaints=args.complaints,
     )

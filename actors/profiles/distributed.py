@@ -28,6 +28,7 @@ from actors.integration.service import IntegrationApi, TerminalWatch
 from actors.profiles import trees
 from actors.telemetry.metrics import EmailMetrics, instrument
 from actors.telemetry.operations import open_operations, worker_index
+from actors.webhooks import open_webhooks
 from config import Config
 from runtime import (
     ActorSystem,
@@ -94,15 +95,20 @@ async def run_service(
         bus = instrument(metrics, trees.make_bus(config, service))
         if service == "integration":
             store = instrument(metrics, trees.make_store(config))
-            async with _opened(store, bus), open_feedback(config, metrics=metrics) as feedback:
+            async with (
+                _opened(store, bus),
+                open_feedback(config, metrics=metrics) as feedback,
+                open_webhooks(config, store, metrics.registry) as hooks,
+            ):
                 watch = TerminalWatch()
-                tree = trees.integration_service(config, store, bus, watch)
+                listener = hooks.listener if hooks is not None else None
+                tree = trees.integration_service(config, store, bus, watch, listener)
                 # SaveEmail checks documents as auth checks requests: auth is not its only caller.
                 checks = TemplateRenderer(config.templates.dir)
 
                 def integration_api(actor: Any, edge: AsyncioEdge) -> list[Any]:
                     writer = actor.ctx.lookup("integration/writer")
-                    api = IntegrationApi(writer, store, watch)
+                    api = IntegrationApi(writer, store, watch, listener=listener)
                     return [IntegrationService(api, edge, checks, config.limits)]
 
                 api = trees.grpc_server(config, config.grpc.integration_port, integration_api)
@@ -110,6 +116,8 @@ async def run_service(
                 sink = trees.feedback_service(config, store, bus, feedback)
                 if sink is not None:  # feedback is checked against the store it reads
                     specs.append(sink)
+                if hooks is not None:  # deliveries out, beside their one producer
+                    specs.append(hooks.spec)
                 # The HTTP endpoint lives with the store's one writer and reader.
                 http = trees.http_server(config, trees.http_routes(config, store, None))
                 if http is not None:

@@ -43,6 +43,7 @@ from actors.profiles.trees import (
 from actors.stores.claims import ClaimStore
 from actors.telemetry.metrics import EmailMetrics, instrument
 from actors.telemetry.operations import open_operations
+from actors.webhooks import open_webhooks
 from config import Config
 from runtime import (
     ActorSystem,
@@ -106,10 +107,19 @@ async def open_embedded(
         open_feedback(config, guards.suppression, metrics) as feedback,
     ):
         store, bus, provider = (instrument(metrics, e) for e in (store, bus, provider))
-        async with open_actor_system("mailactors", shutdown=shutdown) as system:
+        registry = metrics.registry if metrics is not None else None
+        async with (
+            open_webhooks(config, store, registry) as hooks,
+            open_actor_system("mailactors", shutdown=shutdown) as system,
+        ):
             watch = TerminalWatch()
-            await system.spawn(integration_service(config, store, bus, watch))
-            api = IntegrationApi(system.lookup("integration/writer"), store, watch)
+            listener = hooks.listener if hooks is not None else None
+            await system.spawn(integration_service(config, store, bus, watch, listener))
+            if hooks is not None:  # deliveries out, beside their one producer
+                await system.spawn(hooks.spec)
+            api = IntegrationApi(
+                system.lookup("integration/writer"), store, watch, listener=listener
+            )
             await system.spawn(
                 email_server_service(config, bus, provider, renderer, claims, guards)
             )

@@ -21,7 +21,12 @@ from actors.feedback import verp_codec
 from actors.grpc.api import GrpcServer
 from actors.grpc.security import server_ssl_context
 from actors.http import HttpServer, RouteFactory, health_routes
-from actors.integration.service import IntegrationApi, TerminalWatch, integration_tree
+from actors.integration.service import (
+    IntegrationApi,
+    StatusListener,
+    TerminalWatch,
+    integration_tree,
+)
 from actors.integration.sweeper import sweeper_settings
 from actors.stores.claims import ClaimStore
 from actors.web import web_routes
@@ -114,6 +119,7 @@ def sender_settings(config: Config) -> SenderSettings:
         claims_batch_ms=e.claims_batch_ms,
         unknown_outcome=e.unknown_outcome,
         unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
+        unsubscribe=unsubscribe_headers(config, p.sender.rpartition("@")[2] or domain),
         envelope_from=codec.address if (codec := verp_codec(config.bounces)) else None,
     )
 
@@ -122,9 +128,14 @@ def sender_settings(config: Config) -> SenderSettings:
 
 
 def integration_service(
-    config: Config, store: Store, bus: Bus, watch: TerminalWatch
+    config: Config,
+    store: Store,
+    bus: Bus,
+    watch: TerminalWatch,
+    listener: StatusListener | None = None,
 ) -> SupervisorSpec:
-    """The writer of email documents, and the sweeper that re-publishes those left PENDING."""
+    """The writer of email documents, and the sweeper that re-publishes those left PENDING;
+    ``listener`` (webhooks) is told of every stored batch of statuses."""
     s = config.store
     return integration_tree(
         store,
@@ -133,6 +144,7 @@ def integration_service(
         batch_size=s.batch_size,
         batch_ms=s.batch_ms,
         sweeper=sweeper_settings(config),
+        listener=listener,
         schedule_interval_s=config.api.schedule_interval_s,
     )
 
@@ -198,7 +210,9 @@ def inbound_smtp(config: Config, system: ActorSystem) -> ChildSpec | None:
         return None
     from actors.feedback import SinkRef, inbound_smtp_server
 
-    return inbound_smtp_server(config, SinkRef(system.lookup("feedback/sink")))
+    unsubscribe = unsubscribe_mail(config)  # unsubscribe+TOKEN@, when a category has links
+    handlers = {"unsubscribe": unsubscribe} if unsubscribe is not None else None
+    return inbound_smtp_server(config, SinkRef(system.lookup("feedback/sink")), handlers)
 
 
 def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> list[RouteFactory]:
@@ -207,7 +221,13 @@ def http_routes(config: Config, store: Store, api: IntegrationApi | None) -> lis
     ``api`` is the in-process integration API where there is one (embedded; in
     the distributed profile each factory looks up ``integration/writer``).
     """
-    factories: list[RouteFactory] = [web_routes(config, store)]
+    from actors.email_server.safeguards import open_suppression
+    from actors.webhooks import unsubscribe_routes
+
+    factories: list[RouteFactory] = [
+        web_routes(config, store),
+        unsubscribe_routes(config, lambda: open_suppression(config)),
+    ]
     if config.feedback.ses.enabled:  # SES events over SNS, to the feedback sink
         from actors.feedback import ses_routes
 
@@ -259,3 +279,33 @@ def settle_heap() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
+
+
+def unsubscribe_headers(
+    config: Config, sender_domain: str
+) -> Callable[[str, str], tuple[str, str] | None] | None:
+    """What the senders put in List-Unsubscribe, for ``[unsubscribe] categories`` (issue 19)."""
+    from functools import partial
+
+    from actors.http import public_url
+    from actors.webhooks import UnsubscribeTokens, list_unsubscribe
+
+    tokens = UnsubscribeTokens.from_config(config.unsubscribe)
+    if tokens is None:
+        return None
+    # The mailto goes where the inbound SMTP endpoint takes mail: the bounces domain, when on.
+    b = config.bounces
+    domain = config.unsubscribe.mailto_domain or (b.domain if b.enabled else "") or sender_domain
+    return partial(list_unsubscribe, tokens, public_url(config.http), domain)
+
+
+def unsubscribe_mail(config: Config) -> Any:
+    """The inbound SMTP endpoint's handler for ``unsubscribe+TOKEN@...`` local parts
+    (``actors.webhooks.UnsubscribeMail``), or None when no category is unsubscribable."""
+    from actors.email_server.safeguards import open_suppression
+    from actors.webhooks import UnsubscribeMail, UnsubscribeTokens
+
+    tokens = UnsubscribeTokens.from_config(config.unsubscribe)
+    if tokens is None:
+        return None
+    return UnsubscribeMail(tokens, lambda: open_suppression(config))

@@ -94,6 +94,9 @@ def register_config_secrets(config: Config) -> None:
     control = getattr(config, "control", None)
     if control is not None:
         values.append(_try(control.token))
+    # Webhook signing secrets and the unsubscribe token key (issue 19).
+    values += [_try(e.secret) for e in config.webhooks.endpoints]
+    values.append(_try(config.unsubscribe.secret))
     add_secrets(values)
 
 

@@ -10,4 +10,6 @@ Modules:
                       one that fails on purpose.
 * ``localservices``   Find or start the real servers the distributed profile needs on this machine.
 * ``sns``             A stand-in for SNS and SES: signed messages, SES events, an HTTPS cert host.
+* ``webhooks``        A webhook receiver (hypercorn on loopback) that verifies, dedupes and fails
+                      on purpose; deleting a run's webhook queues.
 """

@@ -31,6 +31,7 @@ LAYERS = [
     "grpc",
     "http",
     "feedback",
+    "webhooks",
     "web",
     "profiles",
     "testing",
