@@ -292,7 +292,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                       help="the sender: one of [api] senders (default: the category's, else "
                       "provider.sender)")
     send.add_argument("--from-name", help="the sender's display name")
-    send.add_argument("--reply-to", metavar="ADDR")
+    send.add_argument("--reply-to", metavar="ADDR", help="where replies go (Reply-To)")
     send.add_argument("--cc", action="append", default=[], metavar="ADDR", help="(repeatable)")
     send.add_argument("--bcc", action="append", default=[], metavar="ADDR",
                       help="receives the email, never in its headers (repeatable)")
@@ -335,5 +335,5 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                         help="the nextPageToken of the previous page, for the next one")
     search.set_defaults(handler=cmd_search)
     cancel = commands.add_parser("cancel", help="cancel a scheduled email before it is due")
-    cancel.add_argument("event_id")
+    cancel.add_argument("event_id", help="the eventId `send --send-at` printed")
     cancel.set_defaults(handler=cmd_cancel)

@@ -135,15 +135,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     sub = dkim.add_subparsers(dest="dkim_action", required=True)
     show_cmd = sub.add_parser("show", help="the DNS TXT record of DOMAIN's configured key")
-    show_cmd.add_argument("domain")
+    show_cmd.add_argument("domain", help="a domain of [dkim.domains]")
     show_cmd.add_argument("--json", action="store_true", help="one JSON object")
     show_cmd.set_defaults(
         handler=lambda a: show(load_config(a.profile).dkim, a.domain, as_json=a.json)
     )
     gen = sub.add_parser("keygen", help="make a key for DOMAIN, write it (0600), print its record")
-    gen.add_argument("domain")
+    gen.add_argument("domain", help="the signing domain (the From address's)")
     gen.add_argument("--selector", required=True, help="the DNS label: S._domainkey.DOMAIN")
-    gen.add_argument("--algorithm", choices=sorted(_ALGORITHMS), default="rsa")
+    gen.add_argument(
+        "--algorithm", choices=sorted(_ALGORITHMS), default="rsa",
+        help="rsa (rsa-sha256, 2048-bit) or ed25519 (ed25519-sha256, RFC 8463); default rsa",
+    )  # fmt: skip
     gen.add_argument("--bits", type=int, default=2048, help="RSA key size (default 2048)")
     gen.add_argument("--out", required=True, help="file to create for the private key")
     gen.add_argument("--json", action="store_true", help="the record as one JSON object")

@@ -2,7 +2,7 @@
 
 The figures are the process's own Prometheus metrics (``actors.telemetry.metrics``), read
 every ``INTERVAL`` seconds while the web view runs and kept for an hour: the statuses the
-store recorded (``mailactors_emails_total{service="integration"}``, the email log's view)
+store recorded (``mailactors_emails_total{component="integration"}``, the email log's view)
 and the request-to-sent histogram (``mailactors_request_to_sent_seconds``; in the
 distributed profile it lives in the email-server processes, so this chart stays empty
 there). Quantiles come from bucket differences, interpolated within a bucket as
@@ -51,7 +51,8 @@ class Charts:
         buckets: list[tuple[float, float]] = []
         for family in self.registry.collect():
             for s in family.samples:
-                if s.name == "mailactors_emails_total" and s.labels.get("service") == "integration":
+                own = s.labels.get("component") == "integration"
+                if s.name == "mailactors_emails_total" and own:
                     counts[s.labels["status"]] = s.value
                 elif s.name == "mailactors_request_to_sent_seconds_bucket":
                     buckets.append((float(s.labels["le"]), s.value))

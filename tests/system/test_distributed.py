@@ -236,8 +236,10 @@ async def test_a_broker_connection_closed_during_data_ends_with_the_email_sent_o
     rabbitmq_url, start_cluster
 ):
     ctl = local_broker_ctl(rabbitmq_url, "closing a worker's broker connection")
+    # A repeat is counted and logged at DEBUG only: this test reads that line.
+    debug = {"MAILACTORS__SERVICE__LOG_LEVEL": "DEBUG"}
     with HoldingServer() as smtp:
-        async with start_cluster(smtp.port, workers=1) as (cluster, client):
+        async with start_cluster(smtp.port, workers=1, env=debug) as (cluster, client):
             event_id = await client.request("dropped@example.com")
             await poll_until(lambda: event_id in smtp.holding(), timeout=60,
                              what="the send to reach DATA")
