@@ -35,33 +35,9 @@ from ._types import (
     PosFloat,
     PosInt,
 )
+from ._types import Section as _Section
+from ._types import redact_value as _redact_value
 from ._webhooks import UnsubscribeConfig, WebhooksConfig
-
-_SECRET_NAMES = ("password", "token", "secret", "api_key")
-
-
-def _redact_value(name: str, value: Any) -> Any:
-    """Hide what could be a secret in a field called ``name`` (for display only)."""
-    if isinstance(value, str):
-        if name == "url" or name.endswith("_url"):
-            return redact_url(value)
-        if name in _SECRET_NAMES and value:
-            return "***"
-    return value
-
-
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every section: frozen, strict, and a repr that never shows secrets."""
-
-    def __repr__(self) -> str:
-        parts = ", ".join(
-            f"{name}={_redact_value(name, getattr(self, name))!r}"
-            for name in self.__struct_fields__
-        )
-        return f"{type(self).__name__}({parts})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return [(name, _redact_value(name, getattr(self, name))) for name in self.__struct_fields__]
 
 
 class ServiceConfig(_Section, frozen=True):

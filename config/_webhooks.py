@@ -10,22 +10,17 @@ from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import msgspec
 from msgspec import Meta
 
 from ._errors import ConfigError
 from ._secrets import resolve_secret
-from ._types import EnvName, Fraction, NonNegFloat, PathStr, PosFloat, PosInt
+from ._types import EnvName, Fraction, NonNegFloat, PathStr, PosFloat, PosInt, Section
 
 _EndpointName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")]
 
 
-class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class WebhookEndpointConfig(_Strict, frozen=True):
+class WebhookEndpointConfig(Section, frozen=True):
     """One receiver: where, which events, and the secret its deliveries are signed with."""
 
     name: _EndpointName  # in metrics, logs, the CLI and queue names
@@ -56,7 +51,7 @@ class WebhookEndpointConfig(_Strict, frozen=True):
         return value
 
 
-class WebhooksConfig(_Strict, frozen=True):
+class WebhooksConfig(Section, frozen=True):
     enabled: bool = False
     endpoints: tuple[WebhookEndpointConfig, ...] = ()
     allow_private: bool = False  # deliver to loopback/private/link-local addresses (tests, LANs)
@@ -77,7 +72,7 @@ class WebhooksConfig(_Strict, frozen=True):
             raise ValueError("base_delay_s must not be larger than max_delay_s")
 
 
-class UnsubscribeConfig(_Strict, frozen=True):
+class UnsubscribeConfig(Section, frozen=True):
     """RFC 8058 one-click unsubscribe for the categories that are not transactional."""
 
     categories: tuple[str, ...] = ()  # categories whose emails carry List-Unsubscribe
