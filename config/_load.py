@@ -22,8 +22,9 @@ import msgspec
 import msgspec.inspect as mi
 
 from ._errors import ConfigError
-from ._model import LOADER_ONLY_FIELDS, PATH_MARK, Config
+from ._model import LOADER_ONLY_FIELDS, Config
 from ._secrets import redact_url
+from ._types import PATH_MARK
 
 ENV_PREFIX = "MAILACTORS__"
 PROFILE_DIR = Path(__file__).resolve().parent

@@ -22,52 +22,22 @@ from msgspec import Meta
 from ._errors import ConfigError
 from ._exposure import exposure_problem
 from ._secrets import redact_url, resolve_secret
+from ._types import (
+    DataPathStr,
+    EnvName,
+    Fraction,
+    LogLevel,
+    NonEmptyStr,
+    NonNegFloat,
+    NonNegInt,
+    PathStr,
+    Port,
+    PosFloat,
+    PosInt,
+)
+from ._types import Section as _Section
+from ._types import redact_value as _redact_value
 from ._webhooks import UnsubscribeConfig, WebhooksConfig
-
-# Marks a string field as a filesystem path: the loader resolves a relative
-# value against the project root (never the current directory).
-PATH_MARK = "mailactors_path"
-
-PosInt = Annotated[int, Meta(ge=1)]
-NonNegInt = Annotated[int, Meta(ge=0)]
-Port = Annotated[int, Meta(ge=0, le=65535)]
-PosFloat = Annotated[float, Meta(gt=0)]
-NonNegFloat = Annotated[float, Meta(ge=0)]
-Fraction = Annotated[float, Meta(ge=0, le=1)]
-PathStr = Annotated[str, Meta(extra={PATH_MARK: True})]
-# A path the services write: a relative value is resolved against service.data_dir, so
-# that moving data_dir moves everything they write.
-DataPathStr = Annotated[str, Meta(extra={PATH_MARK: "data"})]
-EnvName = Annotated[str, Meta(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
-NonEmptyStr = Annotated[str, Meta(min_length=1)]
-
-LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
-
-_SECRET_NAMES = ("password", "token", "secret", "api_key")
-
-
-def _redact_value(name: str, value: Any) -> Any:
-    """Hide what could be a secret in a field called ``name`` (for display only)."""
-    if isinstance(value, str):
-        if name == "url" or name.endswith("_url"):
-            return redact_url(value)
-        if name in _SECRET_NAMES and value:
-            return "***"
-    return value
-
-
-class _Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """Base of every section: frozen, strict, and a repr that never shows secrets."""
-
-    def __repr__(self) -> str:
-        parts = ", ".join(
-            f"{name}={_redact_value(name, getattr(self, name))!r}"
-            for name in self.__struct_fields__
-        )
-        return f"{type(self).__name__}({parts})"
-
-    def __rich_repr__(self) -> list[tuple[str, Any]]:
-        return [(name, _redact_value(name, getattr(self, name))) for name in self.__struct_fields__]
 
 
 class ServiceConfig(_Section, frozen=True):
@@ -483,6 +453,8 @@ class BouncesConfig(_Section, frozen=True):
             env=env,
             key="bounces.previous_secret",
         )
+
+
 class SnsConfig(_Section, frozen=True):
     """SES event notifications over SNS HTTP(S): ``POST <path>`` on the HTTP endpoint."""
 

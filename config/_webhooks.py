@@ -10,38 +10,27 @@ from collections.abc import Mapping
 from typing import Annotated
 from urllib.parse import urlsplit
 
-import msgspec
 from msgspec import Meta
 
 from ._errors import ConfigError
 from ._secrets import resolve_secret
+from ._types import EnvName, Fraction, NonNegFloat, PathStr, PosFloat, PosInt, Section
 
-# Kept apart from _model's aliases only to spare that shared file an import cycle.
-_PosInt = Annotated[int, Meta(ge=1)]
-_PosFloat = Annotated[float, Meta(gt=0)]
-_NonNegFloat = Annotated[float, Meta(ge=0)]
-_Fraction = Annotated[float, Meta(ge=0, le=1)]
-_EnvName = Annotated[str, Meta(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
-_PathStr = Annotated[str, Meta(extra={"mailactors_path": True})]
 _EndpointName = Annotated[str, Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 _QueueName = Annotated[str, Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,100}$")]
 
 
-class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    pass
-
-
-class WebhookEndpointConfig(_Strict, frozen=True):
+class WebhookEndpointConfig(Section, frozen=True):
     """One receiver: where, which events, and the secret its deliveries are signed with."""
 
     name: _EndpointName  # in metrics, logs, the CLI and queue names
     url: str
     statuses: tuple[str, ...] = ()  # status names (SENT, BOUNCED, ...); () = every status
     categories: tuple[str, ...] = ()  # () = every category
-    secret_env: _EnvName = ""
-    secret_file: _PathStr = ""
-    timeout_s: _PosFloat = 10.0
-    concurrency: _PosInt = 4
+    secret_env: EnvName = ""
+    secret_file: PathStr = ""
+    timeout_s: PosFloat = 10.0
+    concurrency: PosInt = 4
 
     def __post_init__(self) -> None:
         parts = urlsplit(self.url)
@@ -62,17 +51,17 @@ class WebhookEndpointConfig(_Strict, frozen=True):
         return value
 
 
-class WebhooksConfig(_Strict, frozen=True):
+class WebhooksConfig(Section, frozen=True):
     enabled: bool = False
     endpoints: tuple[WebhookEndpointConfig, ...] = ()
     allow_private: bool = False  # deliver to loopback/private/link-local addresses (tests, LANs)
-    max_age_s: _PosFloat = 86400.0  # a delivery still failing after this is given up (failed)
-    base_delay_s: _PosFloat = 1.0  # first retry after about this; doubles each time
-    max_delay_s: _PosFloat = 3600.0
-    jitter: _Fraction = 0.5  # each delay is shortened by up to this fraction, at random
-    breaker_failures: _PosInt = 5  # consecutive failures of one endpoint that open its breaker
-    breaker_cool_down_s: _NonNegFloat = 30.0
-    outbox_path: _PathStr = "var/webhooks.sqlite3"  # embedded: the outbox table lives here
+    max_age_s: PosFloat = 86400.0  # a delivery still failing after this is given up (failed)
+    base_delay_s: PosFloat = 1.0  # first retry after about this; doubles each time
+    max_delay_s: PosFloat = 3600.0
+    jitter: Fraction = 0.5  # each delay is shortened by up to this fraction, at random
+    breaker_failures: PosInt = 5  # consecutive failures of one endpoint that open its breaker
+    breaker_cool_down_s: NonNegFloat = 30.0
+    outbox_path: PathStr = "var/webhooks.sqlite3"  # embedded: the outbox table lives here
     queue_prefix: _QueueName = "webhooks"  # distributed: RabbitMQ queues <prefix>.<endpoint>...
 
     def __post_init__(self) -> None:
@@ -83,13 +72,13 @@ class WebhooksConfig(_Strict, frozen=True):
             raise ValueError("base_delay_s must not be larger than max_delay_s")
 
 
-class UnsubscribeConfig(_Strict, frozen=True):
+class UnsubscribeConfig(Section, frozen=True):
     """RFC 8058 one-click unsubscribe for the categories that are not transactional."""
 
     categories: tuple[str, ...] = ()  # categories whose emails carry List-Unsubscribe
-    secret_env: _EnvName = ""  # HMAC key of the tokens
-    secret_file: _PathStr = ""
-    token_ttl_s: _PosFloat = 90 * 86400.0  # a link works this long after the email was sent
+    secret_env: EnvName = ""  # HMAC key of the tokens
+    secret_file: PathStr = ""
+    token_ttl_s: PosFloat = 90 * 86400.0  # a link works this long after the email was sent
     mailto_domain: str = ""  # unsubscribe+TOKEN@<this>; "" = the sender's domain
 
     def __post_init__(self) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,14 @@ def rabbitmq_url() -> Iterator[str]:
 async def edge() -> AsyncIterator[AsyncioEdge]:
     async with open_asyncio_edge() as e:
         yield e
+
+
+@pytest.fixture
+def short_dir() -> Iterator[Path]:
+    """A directory with a short path, for Unix sockets (a socket path must stay under 108
+    bytes; pytest's tmp_path can be longer)."""
+    path = Path(tempfile.mkdtemp(prefix="ma-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path)

@@ -133,16 +133,8 @@ class SuppressionList(SqliteFile):
         """Suppress ``address`` (for ``category``, or all) durably; False if it already was."""
         now = datetime.now(UTC).isoformat()
         row = (normalize(address), category, reason, now, event_id, source)
-
-        def write() -> bool:
-            assert self._write is not None, "SuppressionList.add() before open()"
-            cur = self._write.execute(
-                "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?, ?, ?)", row
-            )
-            return cur.rowcount == 1
-
-        async with self._lock:
-            return await trio.to_thread.run_sync(write)
+        sql = "INSERT OR IGNORE INTO suppressions VALUES (?, ?, ?, ?, ?, ?)"
+        return await self._execute(sql, row) == 1
 
     async def remove(self, address: str, category: str | None = None) -> bool:
         """Let ``address`` receive email again (of ``category``; None: every entry for it).
@@ -151,14 +143,7 @@ class SuppressionList(SqliteFile):
         """
         where = "address = ?" if category is None else "address = ? AND category = ?"
         args = (normalize(address),) if category is None else (normalize(address), category)
-
-        def write() -> bool:
-            assert self._write is not None, "SuppressionList.remove() before open()"
-            cur = self._write.execute(f"DELETE FROM suppressions WHERE {where}", args)
-            return cur.rowcount >= 1
-
-        async with self._lock:
-            return await trio.to_thread.run_sync(write)
+        return await self._execute(f"DELETE FROM suppressions WHERE {where}", args) >= 1
 
     async def entries(self, limit: int = 1000) -> list[Suppressed]:
         """Suppression entries, newest first."""

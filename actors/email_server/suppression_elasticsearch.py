@@ -18,10 +18,9 @@ from typing import Any
 
 import msgspec
 import trio
-from elasticsearch import AsyncElasticsearch
 
 from actors.email_server.suppression import ALL_CATEGORIES, Suppressed, normalize
-from actors.stores.elasticsearch import close_client, open_index, unavailable_on_outage
+from actors.stores.elasticsearch import IndexClient, unavailable_on_outage
 
 __all__ = ["ElasticsearchSuppression", "suppression_index"]
 
@@ -40,45 +39,22 @@ def suppression_index(claims_index: str) -> str:
     return f"{claims_index}-suppressed"
 
 
-class ElasticsearchSuppression:
+class ElasticsearchSuppression(IndexClient):
     """The interface of :class:`actors.email_server.suppression.SuppressionList`, on one index."""
+
+    mapping = _MAPPING
+    what = "suppression"
 
     def __init__(
         self, url: str, index: str, *, refresh_s: float = 2.0, request_timeout: float = 10.0
     ) -> None:
-        self.url = url
-        self.index = index
+        super().__init__(url, index, request_timeout=request_timeout)
         self.refresh_s = refresh_s
-        self._request_timeout = request_timeout
-        self._client: AsyncElasticsearch | None = None
         self._known: dict[str, Suppressed] = {}  # by document id
 
     async def open(self) -> None:
-        self._client = await open_index(
-            self.url,
-            self.index,
-            _MAPPING,
-            request_timeout=self._request_timeout,
-            what="open suppression",
-        )
+        await super().open()
         await self.reload()
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        await close_client(client)
-
-    async def __aenter__(self) -> ElasticsearchSuppression:
-        await self.open()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    @property
-    def _es(self) -> AsyncElasticsearch:
-        if self._client is None:
-            raise RuntimeError("ElasticsearchSuppression is not open")
-        return self._client
 
     async def keep_fresh(
         self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED

@@ -63,12 +63,12 @@ class SqliteLedger(SqliteFile):
         return row is not None
 
     async def mark_seen(self, key: str, at: datetime) -> None:
-        await self._write_sql(
+        await self._execute(
             "INSERT OR IGNORE INTO feedback_seen VALUES (?, ?)", (key, at.isoformat())
         )
 
     async def add_soft_bounce(self, address: str, key: str, at: datetime) -> int:
-        return await self._write_sql(
+        return await self._execute(
             "INSERT OR IGNORE INTO soft_bounces VALUES (?, ?, ?)", (address, key, at.isoformat())
         )
 
@@ -80,11 +80,3 @@ class SqliteLedger(SqliteFile):
             (address, since.isoformat()),
         ).fetchone()
         return int(n)
-
-    async def _write_sql(self, sql: str, args: tuple[str, ...]) -> int:
-        def write() -> int:
-            assert self._write is not None, "SqliteLedger write before open()"
-            return int(self._write.execute(sql, args).rowcount)
-
-        async with self._lock:
-            return await trio.to_thread.run_sync(write)

@@ -11,9 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch
-
-from actors.stores.elasticsearch import close_client, open_index, unavailable_on_outage
+from actors.stores.elasticsearch import IndexClient, unavailable_on_outage
 
 __all__ = ["ElasticsearchLedger"]
 
@@ -27,31 +25,9 @@ _MAPPING: dict[str, Any] = {
 }
 
 
-class ElasticsearchLedger:
-    def __init__(self, url: str, index: str, *, request_timeout: float = 10.0) -> None:
-        self.url = url
-        self.index = index
-        self._request_timeout = request_timeout
-        self._client: AsyncElasticsearch | None = None
-
-    async def open(self) -> None:
-        self._client = await open_index(
-            self.url,
-            self.index,
-            _MAPPING,
-            request_timeout=self._request_timeout,
-            what="open feedback ledger",
-        )
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        await close_client(client)
-
-    @property
-    def _es(self) -> AsyncElasticsearch:
-        if self._client is None:
-            raise RuntimeError("ElasticsearchLedger is not open")
-        return self._client
+class ElasticsearchLedger(IndexClient):
+    mapping = _MAPPING
+    what = "feedback ledger"
 
     async def seen(self, key: str) -> bool:
         with unavailable_on_outage("read feedback ledger"):

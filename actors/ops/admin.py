@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import Any, ParamSpec
 
 import msgspec
 import trio
@@ -80,18 +82,37 @@ async def _with_bus(config: Any, fn: Any) -> Any:
             await bus.close()
 
 
+_P = ParamSpec("_P")
+
+
 class _Unavailable(Exception):
     pass
 
 
-def _run(fn: Any, *args: Any) -> Any:
+def _on_bus(config: Any, fn: Any) -> Any:
+    """``await fn(bus)`` on a RabbitBus of its own; a broker that cannot answer is _Unavailable."""
     from actors.domain.edges import BusError
     from runtime import run_with_asyncio_host
 
     try:
-        return run_with_asyncio_host(fn, *args)
+        return run_with_asyncio_host(_with_bus, config, fn)
     except BusError as exc:
         raise _Unavailable(str(exc)) from exc
+
+
+def _outage_is_one_line(command: Callable[_P, int]) -> Callable[_P, int]:
+    """A dlq command whose broker cannot answer says so in one line and exits 1 (written once
+    for list, replay and purge)."""
+
+    @functools.wraps(command)
+    def run(*args: _P.args, **kwargs: _P.kwargs) -> int:
+        try:
+            return command(*args, **kwargs)
+        except _Unavailable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+
+    return run
 
 
 def _describe(body: bytes) -> dict[str, Any]:
@@ -104,6 +125,7 @@ def _describe(body: bytes) -> dict[str, Any]:
     return {"eventId": event_id, "body": text + ("..." if len(body) > _BODY_CHARS else "")}
 
 
+@_outage_is_one_line
 def dlq_list(config: Any, limit: int) -> int:
     if _embedded_note(config):
         return NO_BROKER
@@ -111,11 +133,7 @@ def dlq_list(config: Any, limit: int) -> int:
     async def go(bus: Any) -> tuple[list[Any], dict[str, int]]:
         return await bus.dead_letters(limit), await bus.queue_depths()
 
-    try:
-        letters, depths = _run(_with_bus, config, go)
-    except _Unavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    letters, depths = _on_bus(config, go)
     reasons: dict[str, int] = {}
     for letter in letters:
         print(
@@ -131,6 +149,7 @@ def dlq_list(config: Any, limit: int) -> int:
     return 0
 
 
+@_outage_is_one_line
 def dlq_replay(config: Any, limit: int | None) -> int:
     if _embedded_note(config):
         return NO_BROKER
@@ -140,15 +159,12 @@ def dlq_replay(config: Any, limit: int | None) -> int:
         n = depth if limit is None else min(limit, depth)
         return await bus.replay_dead_letters(n) if n > 0 else 0
 
-    try:
-        replayed = _run(_with_bus, config, go)
-    except _Unavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    replayed = _on_bus(config, go)
     print(json.dumps({"replayed": replayed}))
     return 0
 
 
+@_outage_is_one_line
 def dlq_purge(config: Any, limit: int | None, yes: bool) -> int:
     """Delete dead letters for good, oldest first: after a yes typed on a terminal, or --yes."""
     if _embedded_note(config):
@@ -158,11 +174,7 @@ def dlq_purge(config: Any, limit: int | None, yes: bool) -> int:
     async def depth(bus: Any) -> int:
         return int((await bus.queue_depths()).get(queue, 0))
 
-    try:
-        total = _run(_with_bus, config, depth)
-    except _Unavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    total = _on_bus(config, depth)
     n = total if limit is None else min(limit, total)
     if n == 0:
         print(json.dumps({"purged": 0}))
@@ -180,11 +192,7 @@ def dlq_purge(config: Any, limit: int | None, yes: bool) -> int:
     async def go(bus: Any) -> int:
         return int(await bus.purge_dead_letters(n))
 
-    try:
-        purged = _run(_with_bus, config, go)
-    except _Unavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    purged = _on_bus(config, go)
     print(json.dumps({"purged": purged}))
     return 0
 

@@ -15,7 +15,8 @@ Modules:
                              (``actors.stores.claims``).
 * ``common``                 What both email stores share: the page token, the ``async with``
                              lifecycle.
-* ``elasticsearch``          The distributed store: email documents in an Elasticsearch index.
+* ``elasticsearch``          The distributed store: email documents in an Elasticsearch index;
+                             the client plumbing of every index a service owns.
 * ``sqlite``                 The embedded store: email documents in one SQLite file (the default on
                              a fresh machine).
 * ``sqlite_file``            A small SQLite file shared by the workers of one machine: WAL, a read

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
-from elasticsearch import AsyncElasticsearch
 
 from actors.domain.edges import StoreUnavailable
 from actors.domain.schema import EmailStatusEvent
@@ -39,7 +38,7 @@ from actors.stores.claims import (
     new_owner,
     owner_dead,
 )
-from actors.stores.elasticsearch import _ndjson, close_client, open_index, unavailable_on_outage
+from actors.stores.elasticsearch import IndexClient, _ndjson, unavailable_on_outage
 
 __all__ = ["CLAIMS_MAPPING", "ElasticsearchClaims"]
 
@@ -56,8 +55,11 @@ CLAIMS_MAPPING: dict[str, Any] = {
 _encoder = msgspec.json.Encoder()
 
 
-class ElasticsearchClaims(OneRoundTrip):
+class ElasticsearchClaims(IndexClient, OneRoundTrip):
     """:class:`actors.stores.claims.ClaimStore` on one Elasticsearch index."""
+
+    mapping = CLAIMS_MAPPING
+    what = "claims"
 
     def __init__(
         self,
@@ -68,38 +70,9 @@ class ElasticsearchClaims(OneRoundTrip):
         request_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(url, index, request_timeout=request_timeout)
         self.clock = clock  # wall clock of leases (a test passes a fake)
-        self.url = url
-        self.index = index
         self.owner = owner or new_owner()
-        self._request_timeout = request_timeout
-        self._client: AsyncElasticsearch | None = None
-
-    async def open(self) -> None:
-        if self._client is not None:
-            return
-        self._client = await open_index(
-            self.url,
-            self.index,
-            CLAIMS_MAPPING,
-            request_timeout=self._request_timeout,
-            what="open claims",
-        )
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        await close_client(client)
-
-    async def delete_index(self) -> None:
-        """Drop the index (tests and tools)."""
-        with unavailable_on_outage("delete claims index"):
-            await self._es.indices.delete(index=self.index, ignore_unavailable=True)
-
-    @property
-    def _es(self) -> AsyncElasticsearch:
-        if self._client is None:
-            raise RuntimeError("ElasticsearchClaims is not open")
-        return self._client
 
     def _source(self, until: float) -> bytes:
         return _encoder.encode(

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
-import trio
 
 from actors.domain.schema import EmailStatusEvent
 from actors.stores.claims import (
@@ -60,19 +59,17 @@ class SqliteClaims(SqliteFile, OneRoundTrip):
     async def open(self) -> None:
         await super().open()
 
-        def migrate() -> None:
-            assert self._write is not None
-            old = self._write.execute(
+        def migrate(db: sqlite3.Connection) -> None:
+            old = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sent'"
             ).fetchone()
             if old:
-                self._write.execute(
+                db.execute(
                     "INSERT OR IGNORE INTO claims"
                     " SELECT event_id, '', 0, 'done', 1, status FROM sent"
                 )
 
-        async with self._lock:
-            await trio.to_thread.run_sync(migrate)
+        await self._in_writer(migrate)
 
     async def write(
         self, event_ids: Sequence[str], lease_s: float, settles: Sequence[Settle]
@@ -90,9 +87,7 @@ class SqliteClaims(SqliteFile, OneRoundTrip):
             for s in settles
         ]
 
-        def write() -> tuple[list[Claim], list[bool]]:
-            db = self._write
-            assert db is not None, "SqliteClaims.write() before open()"
+        def write(db: sqlite3.Connection) -> tuple[list[Claim], list[bool]]:
             now = self.clock()
             until = now + lease_s
             with db:
@@ -109,8 +104,7 @@ class SqliteClaims(SqliteFile, OneRoundTrip):
                 claims = [_claim_one(db, e, owner, now, until) for e in event_ids]
             return claims, kept
 
-        async with self._lock:
-            return await trio.to_thread.run_sync(write)
+        return await self._in_writer(write)
 
     async def outcome(self, event_id: str) -> EmailStatusEvent | None:
         assert self._read is not None, "SqliteClaims.outcome() before open()"

@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import msgspec
 import trio
@@ -62,6 +62,7 @@ from actors.stores.common import (
 __all__ = [
     "MAPPING",
     "ElasticsearchStore",
+    "IndexClient",
     "StoreItemError",
     "close_client",
     "open_index",
@@ -144,7 +145,6 @@ def unavailable_on_outage(what: str) -> Iterator[None]:
         raise
 
 
-
 def _filters(query: SearchQuery) -> list[dict[str, Any]]:
     """The bool filters of *query*: exact fields, the time range, tags and metadata, template
     and subject."""
@@ -165,6 +165,7 @@ def _filters(query: SearchQuery) -> list[dict[str, Any]]:
     if query.subject_text:
         filters.append({"match": {"subject": {"query": query.subject_text, "operator": "and"}}})
     return filters
+
 
 def _iso(dt: datetime) -> str:
     """RFC 3339 in UTC; a naive datetime is taken to be UTC (as msgspec writes it)."""
@@ -233,13 +234,60 @@ async def close_client(client: AsyncElasticsearch | None) -> None:
             await client.close()
 
 
-class ElasticsearchStore(OpenClose):
+class IndexClient(OpenClose):
+    """The client plumbing of an object that owns one Elasticsearch index: open (create the
+    index from ``mapping``), close, ``async with`` and ``_es``. Written once for the store, the
+    claims, the suppression list and the feedback ledger; each says what its index is for."""
+
+    mapping: ClassVar[dict[str, Any]]
+    what: ClassVar[str]  # named in outage errors: "open <what>", "delete <what> index"
+    add_fields: ClassVar[bool] = False  # see open_index
+
+    def __init__(self, url: str, index: str, *, request_timeout: float = 10.0) -> None:
+        self.url = url
+        self.index = index
+        self._request_timeout = request_timeout
+        self._client: AsyncElasticsearch | None = None
+
+    async def open(self) -> None:
+        if self._client is not None:
+            return
+        self._client = await open_index(
+            self.url,
+            self.index,
+            self.mapping,
+            request_timeout=self._request_timeout,
+            what=f"open {self.what}",
+            add_fields=self.add_fields,
+        )
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        await close_client(client)
+
+    async def delete_index(self) -> None:
+        """Drop the index and everything in it (tests and tools)."""
+        with unavailable_on_outage(f"delete {self.what} index"):
+            await self._es.indices.delete(index=self.index, ignore_unavailable=True)
+
+    @property
+    def _es(self) -> AsyncElasticsearch:
+        if self._client is None:
+            raise RuntimeError(f"{type(self).__name__} is not open")
+        return self._client
+
+
+class ElasticsearchStore(IndexClient):
     """:class:`actors.domain.edges.Store` on one Elasticsearch index (created at :meth:`open`).
 
     ``item_retries`` bounds how often items that hit a version conflict or a
     transient per-item error (429, 5xx) inside a bulk response are retried,
     with a short pause, before the call gives up with StoreUnavailable.
     """
+
+    mapping = MAPPING
+    what = "emails"
+    add_fields = True  # an existing index gets new fields of EmailDocument's mapping
 
     def __init__(
         self,
@@ -250,51 +298,14 @@ class ElasticsearchStore(OpenClose):
         item_retries: int = 5,
         retry_pause: float = 0.05,
     ) -> None:
-        self.url = url
-        self.index = index
-        self._request_timeout = request_timeout
+        super().__init__(url, index, request_timeout=request_timeout)
         self._item_retries = item_retries
         self._retry_pause = retry_pause
-        self._client: AsyncElasticsearch | None = None
-
-    # -- lifecycle ---------------------------------------------------------------
-
-    async def open(self) -> None:
-        """Connect and make sure the index exists with our mapping.
-
-        An existing index gets the mapping's fields added (a no-op when they are
-        there already); a field mapped with another type is an error, not ignored.
-        """
-        if self._client is not None:
-            return
-        self._client = await open_index(
-            self.url,
-            self.index,
-            MAPPING,
-            request_timeout=self._request_timeout,
-            what="open",
-            add_fields=True,
-        )
-
-    async def close(self) -> None:
-        client, self._client = self._client, None
-        await close_client(client)
 
     async def refresh(self) -> None:
         """Make every write so far visible to search (tests and tools; never on the hot path)."""
         with unavailable_on_outage("refresh"):
             await self._es.indices.refresh(index=self.index)
-
-    async def delete_index(self) -> None:
-        """Drop the index and everything in it (tests and tools)."""
-        with unavailable_on_outage("delete index"):
-            await self._es.indices.delete(index=self.index, ignore_unavailable=True)
-
-    @property
-    def _es(self) -> AsyncElasticsearch:
-        if self._client is None:
-            raise RuntimeError("ElasticsearchStore is not open")
-        return self._client
 
     # -- writes ------------------------------------------------------------------
 

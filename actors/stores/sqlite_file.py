@@ -7,10 +7,13 @@ than a thread hop); writes run in a worker thread under a lock.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import trio
+
+_T = TypeVar("_T")
 
 
 class SqliteFile:
@@ -43,6 +46,25 @@ class SqliteFile:
                 if db is not None:
                     await trio.to_thread.run_sync(db.close)
             self._read = self._write = None
+
+    async def _in_writer(self, write: Callable[[sqlite3.Connection], _T]) -> _T:
+        """``write(connection)`` in a worker thread, one writer at a time (written once for
+        every table on a shared file)."""
+
+        def run() -> _T:
+            assert self._write is not None, f"{type(self).__name__} written before open()"
+            return write(self._write)
+
+        async with self._lock:
+            return await trio.to_thread.run_sync(run)
+
+    async def _execute(self, sql: str, args: Sequence[Any] = (), *, many: bool = False) -> int:
+        """One write statement (``many``: once per row of ``args``); the rows it changed."""
+
+        def write(db: sqlite3.Connection) -> int:
+            return int((db.executemany(sql, args) if many else db.execute(sql, args)).rowcount)
+
+        return await self._in_writer(write)
 
     async def __aenter__(self) -> Self:
         await self.open()

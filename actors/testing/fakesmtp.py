@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import socket
 import threading
 import time
 from collections.abc import Mapping
@@ -30,6 +29,8 @@ import trio
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from actors.testing.localservices import free_port  # here too: "connection refused" tests
+
 __all__ = [
     "CapturingServer",
     "FaultServer",
@@ -40,13 +41,6 @@ __all__ = [
 ]
 
 HOST = "127.0.0.1"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (for "connection refused" tests)."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class Served:

@@ -23,7 +23,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -36,6 +36,7 @@ __all__ = [
     "free_port",
     "http_ok",
     "noida_argv",
+    "port_taken",
     "rabbitmq_service",
     "start_noida_elasticsearch",
     "tcp_open",
@@ -66,6 +67,17 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def port_taken(port: int = 0) -> Iterator[int]:
+    """A loopback ``port`` (0: a free one) that something listens on for the block: its
+    number, for tests of what a server does when its port is in use."""
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # even in TIME_WAIT
+        holder.bind(("127.0.0.1", port))
+        holder.listen()
+        yield int(holder.getsockname()[1])
 
 
 def tcp_open(host: str, port: int, timeout: float = 1.0) -> bool:

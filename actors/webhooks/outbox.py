@@ -114,23 +114,13 @@ class SqliteOutbox(SqliteFile):
     def _poke(self, endpoint: str) -> None:
         self._wake.pop(endpoint, trio.Event()).set()
 
-    async def _exec(self, sql: str, args: Sequence[Any] = (), many: bool = False) -> int:
-        def run() -> int:
-            db = self._write
-            assert db is not None, "SqliteOutbox used before open()"
-            cur = db.executemany(sql, args) if many else db.execute(sql, args)
-            return int(cur.rowcount)
-
-        async with self._lock:
-            return await trio.to_thread.run_sync(run)
-
     async def add_many(self, items: Sequence[WebhookItem]) -> None:
         rows = [
             (i.endpoint, i.webhook_id, i.event_id, i.sequence, i.body, i.created_at,
              i.created_at, i.attempts, i.last_error)
             for i in items
         ]  # fmt: skip
-        await self._exec(
+        await self._execute(
             "INSERT OR IGNORE INTO webhook_outbox (endpoint, webhook_id, event_id, sequence, body,"
             " created_at, due_at, attempts, last_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
@@ -138,7 +128,7 @@ class SqliteOutbox(SqliteFile):
         )
         self._adds += 1
         if self._adds % 1000 == 0:  # delivered rows outlive their dedupe window: drop them
-            await self._exec(
+            await self._execute(
                 "DELETE FROM webhook_outbox WHERE state = 'delivered' AND settled_at < ?",
                 (time.time() - self.max_age_s,),
             )
@@ -171,7 +161,7 @@ class SqliteOutbox(SqliteFile):
 
     async def delivered(self, job: Job) -> None:
         try:
-            await self._exec(
+            await self._execute(
                 "UPDATE webhook_outbox SET state = 'delivered', settled_at = ?,"
                 " attempts = attempts + 1, last_error = NULL WHERE id = ?",
                 (time.time(), job.handle),
@@ -181,7 +171,7 @@ class SqliteOutbox(SqliteFile):
 
     async def retry(self, job: Job, delay_s: float, error: str) -> None:
         try:
-            await self._exec(
+            await self._execute(
                 "UPDATE webhook_outbox SET due_at = ?, attempts = attempts + 1, last_error = ?"
                 " WHERE id = ?",
                 (time.time() + delay_s, error, job.handle),
@@ -191,7 +181,7 @@ class SqliteOutbox(SqliteFile):
 
     async def give_up(self, job: Job, error: str) -> None:
         try:
-            await self._exec(
+            await self._execute(
                 "UPDATE webhook_outbox SET state = 'failed', settled_at = ?,"
                 " attempts = attempts + 1, last_error = ? WHERE id = ?",
                 (time.time(), error, job.handle),
@@ -216,7 +206,7 @@ class SqliteOutbox(SqliteFile):
         now = time.time()
         where = "state = 'failed'" + (" AND endpoint = ?" if endpoint else "")
         args: list[Any] = [now, now] + ([endpoint] if endpoint else [])
-        n = await self._exec(
+        n = await self._execute(
             "UPDATE webhook_outbox SET state = 'pending', due_at = ?, created_at = ?,"
             f" attempts = 0, settled_at = NULL WHERE id IN (SELECT id FROM webhook_outbox"
             f" WHERE {where} ORDER BY id LIMIT ?)",

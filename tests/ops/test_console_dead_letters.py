@@ -6,29 +6,17 @@ once, each read (and held) a part of it.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import pytest
 import trio
 
 from actors.ops.console import discover, fetch_dead_letters
 from runtime import ActorSystem, ControlEndpoint, serve_control_unix
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ma-"))  # a Unix socket path stays under 108 bytes
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
 async def test_the_bus_dead_letters_are_read_through_one_service(
-    actor_system: ActorSystem, run_dir: Path
+    actor_system: ActorSystem, short_dir: Path
 ) -> None:
     reads: list[str] = []
 
@@ -44,8 +32,8 @@ async def test_the_bus_dead_letters_are_read_through_one_service(
     async with trio.open_nursery() as nursery:
         for name in names:
             endpoint = ControlEndpoint(actor_system, name=name, dead_letters=reader(name))
-            await nursery.start(serve_control_unix, endpoint, run_dir / f"{name}.sock")
-        results, errors = await fetch_dead_letters(discover(run_dir), limit=10)
+            await nursery.start(serve_control_unix, endpoint, short_dir / f"{name}.sock")
+        results, errors = await fetch_dead_letters(discover(short_dir), limit=10)
         nursery.cancel_scope.cancel()
     assert errors == {}
     assert sorted(results) == names

@@ -16,7 +16,7 @@ import pytest
 import trio
 
 from actors.ops.exits import Exit, explain
-from actors.testing.localservices import free_port
+from actors.testing.localservices import free_port, port_taken
 from config import ConfigError, load_config
 from tests.support.embedded_process import SUPERVISOR, cli, embedded_env, running_embedded
 
@@ -58,10 +58,7 @@ async def test_debug_shows_the_traceback(tmp_path: Path) -> None:
 async def test_port_in_use_names_the_setting_and_status_4(tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", port))
-        holder.listen()
+    with port_taken(port):
         done = await _run(env, "up")
     lines = _lines(done)
     assert done.returncode == Exit.ADDRESS_IN_USE, lines
@@ -72,10 +69,7 @@ async def test_port_in_use_names_the_setting_and_status_4(tmp_path: Path) -> Non
 
 async def test_metrics_port_in_use_names_its_setting(tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with port_taken() as port:
         done = await _run({**env, "MAILACTORS__METRICS__PORT": str(port)}, "up")
     lines = _lines(done)
     assert done.returncode == Exit.ADDRESS_IN_USE, lines
@@ -84,10 +78,7 @@ async def test_metrics_port_in_use_names_its_setting(tmp_path: Path) -> None:
 
 
 async def test_the_launcher_checks_the_ports_before_it_starts_a_process(tmp_path: Path) -> None:
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with port_taken() as port:
         env = embedded_env(tmp_path, MAILACTORS__GRPC__INTEGRATION_PORT=str(port))
         done = await _run(env, "up", "--profile", "distributed")
     lines = _lines(done)
@@ -102,10 +93,7 @@ async def test_the_launcher_checks_the_ports_before_it_starts_a_process(tmp_path
 async def test_demo_picks_a_free_port_when_its_own_is_taken(tmp_path: Path) -> None:
     env = embedded_env(tmp_path)
     port = int(env["MAILACTORS__GRPC__AUTH_PORT"])
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.bind(("127.0.0.1", port))
-        holder.listen()
+    with port_taken(port):
         done = await _run(env, "demo")
     lines = _lines(done)
     assert done.returncode == 0, lines

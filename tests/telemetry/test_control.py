@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import stat
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -66,18 +64,6 @@ class Worker(Actor[Ping]):
 
 def tree() -> SupervisorSpec:
     return SupervisorSpec("svc", [ChildSpec("a", Worker), ChildSpec("b", Worker)])
-
-
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A short directory: a Unix socket path must stay under 108 bytes."""
-    path = Path(tempfile.mkdtemp(prefix="ma-"))
-    try:
-        yield path
-    finally:
-        for p in path.iterdir():
-            p.unlink()
-        path.rmdir()
 
 
 # -- the intake gate ----------------------------------------------------------------

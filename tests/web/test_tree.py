@@ -3,13 +3,9 @@ children, and a process that is gone left out rather than failing the page."""
 
 from __future__ import annotations
 
-import shutil
 import socket
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 import trio
 
 from actors.web.tree import Trees
@@ -18,25 +14,16 @@ from runtime.testing import spawn_probe
 from tests.support.embedded import embedded_config
 
 
-@pytest.fixture
-def run_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="ma-"))  # a Unix socket path stays under 108 bytes
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path)
-
-
 async def test_rates_order_and_stale_sockets(
-    actor_system: ActorSystem, autojump_clock: trio.abc.Clock, run_dir: Path, tmp_path: Path
+    actor_system: ActorSystem, autojump_clock: trio.abc.Clock, short_dir: Path, tmp_path: Path
 ) -> None:
-    config = embedded_config(tmp_path, service={"run_dir": str(run_dir)})
+    config = embedded_config(tmp_path, service={"run_dir": str(short_dir)})
     probe = await spawn_probe(actor_system, "probe-10")
     await spawn_probe(actor_system, "probe-2")
     stale = socket.socket(socket.AF_UNIX)
-    stale.bind(str(run_dir / "gone.sock"))  # a socket whose process is gone: refused
+    stale.bind(str(short_dir / "gone.sock"))  # a socket whose process is gone: refused
     stale.close()
-    (run_dir / "notes.sock").touch()  # not a socket at all
+    (short_dir / "notes.sock").touch()  # not a socket at all
     trees = Trees(config, actor_system, "embedded")
 
     first = await trees.gather()
