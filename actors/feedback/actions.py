@@ -16,7 +16,9 @@ For each :class:`~actors.feedback.events.Feedback` record, in this order:
    ``soft_bounce_window_s``. A reject, a delivery or a delay suppresses nothing.
 4. For a bounce or a complaint, the rates of the email's category are checked (at
    most every ``rate_check_s``): over a threshold, a warning, and with
-   ``pause_on_threshold`` the category is paused.
+   ``pause_on_threshold`` the category is paused. The rates of the recipient's domain
+   are checked too, from counts kept in this process (:meth:`check_domain_rates`): over a
+   threshold, a warning.
 5. The status event (BOUNCED, COMPLAINED, DELIVERED, DELAYED; FAILED for a reject)
    is published on the status exchange, like the email server's, so integration
    stays the only writer of documents and orders it by event time; then the ledger

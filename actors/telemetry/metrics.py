@@ -149,8 +149,9 @@ class FeedbackMetrics:
 
     The rates are gauges the feedback sink computes from the store over
     ``feedback.rate_window_s`` (so they survive restarts and count every process);
-    per recipient domain there are counters (domains past the first
-    ``MAX_DOMAINS`` seen are counted as ``other``, to bound the series).
+    per recipient domain there are counters and rates over a window counted in this
+    process (sends as integration records SENT: :meth:`stored`, :meth:`outcome`), domains
+    past the first ``MAX_DOMAINS`` seen counted as ``other``, to bound the series.
     """
 
     MAX_DOMAINS = 200
