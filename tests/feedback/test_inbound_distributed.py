@@ -127,6 +127,9 @@ async def test_a_bounce_by_smtp_in_the_distributed_profile(
             assert "after@example.net" not in sent_to
             assert f"later{len(before) - 1}@example.net" not in sent_to
 
+        # The rate per recipient domain, counted in the integration process: 1 of 2 sent.
+        log = (tmp_path / "cluster.log").read_text()
+        assert "recipient domain 'example.net': bounce rate 50.00% over 24 h (2 emails sent)" in log
         # The suppression list every worker reads, in Elasticsearch.
         async with httpx.AsyncClient() as es:
             index = f"{claims}-suppressed"
