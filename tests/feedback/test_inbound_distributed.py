@@ -9,18 +9,22 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
-from actors.domain.schema import EmailDocument, Status
+from actors.domain.schema import Status
 from actors.feedback import BounceType, VerpCodec
-from actors.grpc.convert import document_from_proto
 from actors.testing.localservices import free_port
-from protos import email_pb2
 from runtime import AsyncioEdge
 from tests.support.cluster import Cluster, cluster_env
-from tests.support.embedded import grpc_request
-from tests.support.feedback import DOMAIN, KEY, sample, send
+from tests.support.feedback import (
+    DOMAIN,
+    KEY,
+    ClusterEmails,
+    delete_indices,
+    sample,
+    send,
+    suppression_entries,
+)
 from tests.support.security import GrpcClient
 from tests.support.smtp_servers import CapturingServer
 from tests.support.waiting import poll_until
@@ -58,23 +62,8 @@ async def test_a_bounce_by_smtp_in_the_distributed_profile(
             GrpcClient(edge, cluster.auth_port) as auth,
             GrpcClient(edge, cluster.integration_port) as integration,
         ):
-
-            async def request(to: str) -> str:
-                reply = await auth.call("RequestEmail", grpc_request(recipient=to))
-                return str(reply.event_id)
-
-            async def get(event_id: str) -> EmailDocument:
-                reply = await integration.call(
-                    "GetEmail", email_pb2.GetEmailRequest(event_id=event_id)
-                )
-                return document_from_proto(reply.document)
-
-            async def wait(event_id: str, status: Status) -> EmailDocument:
-                async def reached() -> bool:
-                    return (await get(event_id)).status is status
-
-                await poll_until(reached, timeout=60, what=f"{event_id} {status}")
-                return await get(event_id)
+            emails = ClusterEmails(auth, integration)
+            request, get, wait = emails.request, emails.get, emails.wait
 
             bounced, kept = await request("nobody@example.net"), await request("ok@example.net")
             for event_id in (bounced, kept):
@@ -103,24 +92,18 @@ async def test_a_bounce_by_smtp_in_the_distributed_profile(
             # 1 of 2 bounced: the category is paused for every worker, once its copy of the
             # shared list reloads (every 2 s; suppression_elasticsearch.py). From then on each
             # email of the category ends SUPPRESSED with the reason, and is not sent.
-            async def outcome(event_id: str) -> EmailDocument:
-                async def done() -> bool:
-                    return (await get(event_id)).status in (Status.SENT, Status.SUPPRESSED)
-
-                await poll_until(done, timeout=60, what=f"{event_id} sent or suppressed")
-                return await get(event_id)
-
             before: list[Status] = []
+            done = (Status.SENT, Status.SUPPRESSED)
 
             async def paused() -> bool:
-                doc = await outcome(await request(f"later{len(before)}@example.net"))
+                doc = await wait(await request(f"later{len(before)}@example.net"), *done)
                 before.append(doc.status)
                 return doc.status is Status.SUPPRESSED
 
             await poll_until(paused, timeout=60, interval=0.5, what="the worker to see the pause")
             assert len(before) <= 10, before  # a few seconds of emails at most
             after = await request("after@example.net")
-            doc = await outcome(after)
+            doc = await wait(after, *done)
             assert doc.status is Status.SUPPRESSED
             assert doc.error is not None and "category paused: bounce rate" in doc.error
             sent_to = {rcpt for m in smtp.messages() for rcpt in m.rcpt_tos}
@@ -131,17 +114,9 @@ async def test_a_bounce_by_smtp_in_the_distributed_profile(
         log = (tmp_path / "cluster.log").read_text()
         assert "recipient domain 'example.net': bounce rate 50.00% over 24 h (2 emails sent)" in log
         # The suppression list every worker reads, in Elasticsearch.
-        async with httpx.AsyncClient() as es:
-            index = f"{claims}-suppressed"
-            await es.post(f"{elasticsearch_url}/{index}/_refresh")
-            hits = (await es.post(
-                f"{elasticsearch_url}/{index}/_search", json={"size": 100}
-            )).json()["hits"]["hits"]  # fmt: skip
-            entries = {(h["_source"]["address"], h["_source"]["category"]): h["_source"]
-                       for h in hits}  # fmt: skip
-            assert entries[("nobody@example.net", "")]["source"] == "bounce"
-            assert "5.1.1" in entries[("nobody@example.net", "")]["reason"]
-            assert entries[("*", "transactional")]["source"] == "feedback-rate"
-            assert len(entries) == 2
-            for name in (index, ledger, claims):
-                await es.delete(f"{elasticsearch_url}/{name}")
+        entries = await suppression_entries(elasticsearch_url, claims)
+        assert entries[("nobody@example.net", "")]["source"] == "bounce"
+        assert "5.1.1" in entries[("nobody@example.net", "")]["reason"]
+        assert entries[("*", "transactional")]["source"] == "feedback-rate"
+        assert len(entries) == 2
+        await delete_indices(elasticsearch_url, f"{claims}-suppressed", ledger, claims)
