@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from prometheus_client import generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from actors.bus.memory import MemoryBus
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
@@ -20,7 +20,7 @@ from actors.email_server.suppression import SuppressionList
 from actors.feedback import BounceType, Feedback, FeedbackActions, FeedbackKind
 from actors.feedback.ledger import SqliteLedger
 from actors.stores.sqlite import SqliteStore
-from actors.telemetry.metrics import DomainWindow, EmailMetrics, instrument
+from actors.telemetry.metrics import DomainWindow, EmailMetrics, FeedbackMetrics, instrument
 from config import FeedbackConfig
 from tests.support.promtool import check_metrics
 
@@ -92,3 +92,18 @@ async def test_the_window_forgets_counts_older_than_it(
     await trio.sleep(3600)
     assert window.totals("example.org") == {}
     assert window.totals("never.example") == {}
+
+
+async def test_emails_in_flight_are_bounded_and_only_a_sent_one_counts() -> None:
+    metrics = FeedbackMetrics(CollectorRegistry())
+    metrics.MAX_PENDING = 3
+    for i in range(5):  # e0 and e1 are forgotten past the bound
+        metrics.stored(f"e{i}", f"u{i}@Example.ORG")
+    for i in range(5):
+        metrics.outcome(f"e{i}", Status.SENT)
+    metrics.outcome("e2", Status.SENT)  # a repeat counts once
+    metrics.stored("f", "x@example.org")
+    metrics.outcome("f", Status.RETRYING)  # still in flight
+    metrics.outcome("f", Status.SUPPRESSED)  # never sent
+    metrics.outcome("f", Status.SENT)
+    assert metrics.by_domain.totals("example.org") == {"sent": 3}
