@@ -37,6 +37,7 @@ __all__ = [
     "MAX_COPIES",
     "MAX_HEADERS",
     "MAX_METADATA",
+    "MAX_NAME_OCTETS",
     "MAX_TAGS",
     "Addressing",
     "SenderPolicy",
@@ -53,6 +54,9 @@ MAX_TAGS = 10
 MAX_METADATA = 20
 MAX_METADATA_VALUE_CHARS = 256
 MAX_NAME_CHARS = 200  # a display name
+# ... and its UTF-8 octets: a non-ASCII name is written as one encoded word (see
+# mime.encode_address), 4/3 of this plus 13 on its own line, well under RFC 5322's 998.
+MAX_NAME_OCTETS = 600
 
 TAG_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 # No dots: a key is also a path in the stores (metadata.<key>).
@@ -139,7 +143,20 @@ def _parse_named(value: str, field: str) -> tuple[str | None, str]:
     name, address = parseaddr(value)
     if "@" not in address or HEADER_BREAKERS.search(value):
         raise InvalidField(field, f"not an address or 'Name <address>': {value!r}")
+    if len(name) > MAX_NAME_CHARS:
+        raise InvalidField(
+            field, f"the display name is {len(name)} characters, more than {MAX_NAME_CHARS}"
+        )
+    _check_name_octets(name, field)
     return name or None, address
+
+
+def _check_name_octets(name: str | None, field: str) -> None:
+    octets = len(name.encode("utf-8", "surrogatepass")) if name else 0
+    if octets > MAX_NAME_OCTETS:
+        raise InvalidField(
+            field, f"the display name is {octets} octets in UTF-8, more than {MAX_NAME_OCTETS}"
+        )
 
 
 def format_sender(address: str, name: str | None) -> str:
@@ -268,6 +285,7 @@ def check_addressing(
     name: str | None = None
     if from_name is not None:
         name = _plain(f"{prefix}from_name", from_name, MAX_NAME_CHARS).strip() or None
+        _check_name_octets(name, f"{prefix}from_name")
     address: str | None = None
     if from_address is not None:
         address = normalize_address(from_address, f"{prefix}from_address")

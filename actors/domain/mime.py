@@ -260,6 +260,10 @@ def encode_address(value: str, used: int) -> str | None:
         # encoded words in a phrase RFC decoders drop the space and Python's
         # email keeps it, so any split changes the name for one of them.
         phrase = _encoded_word(name.encode("utf-8"))
+        if len(phrase) >= _MAX_BODY_LINE:
+            # Longer than validation allows (addressing.MAX_NAME_OCTETS): split, as RFC 2047
+            # decoders read it back, rather than write a line over 998 octets.
+            phrase = _encoded_words(name, used)
     if used + len(phrase) > _MAX_RAW:
         phrase = "\r\n " + phrase
         used = 1
@@ -268,8 +272,20 @@ def encode_address(value: str, used: int) -> str | None:
     return f"{phrase}\r\n <{addr_spec}>".lstrip("\r\n ")
 
 
+# ``"quoted name" <addr>``: RFC 2047 section 5 does not decode encoded words inside a
+# quoted-string, so its text is taken literally (Python's parser would decode it).
+_QUOTED_NAME = re.compile(r'[ \t]*"((?:[^"\\\r\n]|\\[^\r\n])*)"[ \t]*(<[^<>"]*>)[ \t]*')
+_QUOTED_PAIR = re.compile(r"\\(.)")
+
+
 @functools.lru_cache(maxsize=256)
 def _address_header(value: str) -> tuple[str, str] | None:
+    quoted = _QUOTED_NAME.fullmatch(value)
+    if quoted is not None:
+        parsed = _address_header(quoted.group(2))
+        if parsed is None or parsed[0]:
+            return None
+        return _QUOTED_PAIR.sub(r"\1", quoted.group(1)), parsed[1]
     try:
         header = _SMTP.header_factory("To", value)
         addresses = header.addresses

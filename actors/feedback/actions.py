@@ -16,7 +16,9 @@ For each :class:`~actors.feedback.events.Feedback` record, in this order:
    ``soft_bounce_window_s``. A reject, a delivery or a delay suppresses nothing.
 4. For a bounce or a complaint, the rates of the email's category are checked (at
    most every ``rate_check_s``): over a threshold, a warning, and with
-   ``pause_on_threshold`` the category is paused.
+   ``pause_on_threshold`` the category is paused. The rates of the recipient's domain
+   are checked too, from counts kept in this process (:meth:`check_domain_rates`): over a
+   threshold, a warning.
 5. The status event (BOUNCED, COMPLAINED, DELIVERED, DELAYED; FAILED for a reject)
    is published on the status exchange, like the email server's, so integration
    stays the only writer of documents and orders it by event time; then the ledger
@@ -95,6 +97,7 @@ class FeedbackActions:
         self.counts: dict[str, int] = {}
         self._checked: dict[str, float] = {}  # category -> trio time of its last rate check
         self.paused: dict[str, str] = {}  # categories this process paused -> why
+        metrics.by_domain.window_s = settings.rate_window_s
 
     async def report(self, feedback: Feedback) -> None:
         await self.apply(feedback)
@@ -133,6 +136,9 @@ class FeedbackActions:
             # Before the status event is published, so the store cannot count it yet: it is
             # counted here as moved, once.
             await self.check_rates(doc.category, moved=(doc.status, STATUS_OF[fb.kind]))
+            domain = self.metrics.domain(address)
+            self.metrics.by_domain.add(domain, fb.kind.value)
+            self.check_domain_rates(domain)
         await self.bus.publish_status(self._status_event(fb, doc.attempts, doc.provider))
         await self.ledger.mark_seen(key, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
@@ -250,4 +256,36 @@ class FeedbackActions:
                 self.paused[category] = why
                 self.metrics.paused.labels(category).set(1)
             log.warning("category %r paused: %s", category, why)
+        return rates
+
+    def check_domain_rates(self, domain: str, *, force: bool = False) -> dict[str, float]:
+        """The bounce and complaint rates of one recipient domain (its metric label:
+        ``other`` past the first domains) over the window; a warning past a threshold.
+
+        Counted in this process (SENT as integration records it, the reports as applied
+        here), not read from the store, which cannot count by domain: since a restart the
+        window is shorter, and a bounce of an email sent before it counts with no send;
+        ``rate_min_emails`` sends must be counted before anything is said. No pause: a
+        domain is not something a sender can stop sending to as a whole."""
+        s = self.settings
+        now = trio.current_time()
+        last = self._checked.get("@" + domain)
+        if not force and last is not None and now - last < s.rate_check_s:
+            return {}
+        self._checked["@" + domain] = now
+        counts = self.metrics.by_domain.totals(domain)
+        sent = counts.get("sent", 0)
+        rates = {
+            kind: min(counts.get(kind, 0) / sent, 1.0) if sent else 0.0
+            for kind in ("complaint", "bounce")
+        }
+        thresholds = {"complaint": s.complaint_rate_threshold, "bounce": s.bounce_rate_threshold}
+        for kind, rate in rates.items():
+            self.metrics.domain_rate.labels(kind, domain).set(rate)
+            if sent >= s.rate_min_emails and rate > thresholds[kind]:
+                log.warning(
+                    "recipient domain %r: %s rate %.2f%% over %g h (%d emails sent) is over "
+                    "%.2f%%", domain, kind, rate * 100, s.rate_window_s / 3600, sent,
+                    thresholds[kind] * 100,
+                )  # fmt: skip
         return rates

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 from collections.abc import Callable, Sequence
+from email.utils import parseaddr
 from typing import Any
 
 from actors.auth.service import IntegrationClient, auth_tree
@@ -105,7 +106,9 @@ def make_claims(config: Config) -> ClaimStore:
 
 def sender_settings(config: Config) -> SenderSettings:
     p = config.provider
-    domain = p.message_id_domain or p.sender.rpartition("@")[2] or "localhost"
+    # provider.sender may be "Name <address>": the domain is the address's.
+    sender_domain = parseaddr(p.sender)[1].rpartition("@")[2]
+    domain = p.message_id_domain or sender_domain or "localhost"
     r = config.retry
     e = config.email_server
     return SenderSettings(
@@ -119,7 +122,7 @@ def sender_settings(config: Config) -> SenderSettings:
         claims_batch_ms=e.claims_batch_ms,
         unknown_outcome=e.unknown_outcome,
         unknown_outcome_by_category=dict(e.unknown_outcome_by_category),
-        unsubscribe=unsubscribe_headers(config, p.sender.rpartition("@")[2] or domain),
+        unsubscribe=unsubscribe_headers(config, sender_domain or domain),
         envelope_from=codec.address if (codec := verp_codec(config.bounces)) else None,
     )
 

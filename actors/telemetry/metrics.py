@@ -149,8 +149,9 @@ class FeedbackMetrics:
 
     The rates are gauges the feedback sink computes from the store over
     ``feedback.rate_window_s`` (so they survive restarts and count every process);
-    per recipient domain there are counters (domains past the first
-    ``MAX_DOMAINS`` seen are counted as ``other``, to bound the series).
+    per recipient domain there are counters and rates over a window counted in this
+    process (sends as integration records SENT: :meth:`stored`, :meth:`outcome`), domains
+    past the first ``MAX_DOMAINS`` seen counted as ``other``, to bound the series.
     """
 
     MAX_DOMAINS = 200
@@ -190,7 +191,35 @@ class FeedbackMetrics:
             ["category"],
             registry=r,
         )
+        self.domain_rate = Gauge(
+            "mailactors_feedback_domain_rate",
+            "Bounced or complained emails over the emails sent, per recipient domain, over "
+            "the window (counted by this process since it started; see the README)",
+            ["kind", "domain"],
+            registry=r,
+        )
         self._domains: set[str] = set()
+        # Sends per recipient domain, for the per-domain rates: integration records SENT
+        # (MeteredStore), the sink in the same process counts bounces and complaints.
+        self.by_domain = DomainWindow()
+        self._pending: dict[str, str] = {}  # eventId -> domain label, until its send outcome
+
+    MAX_PENDING = 200_000  # ~30 MB at most; past it the oldest are forgotten (not counted)
+
+    def stored(self, event_id: str, recipient: str) -> None:
+        """A new document: remember its domain until integration records its outcome."""
+        if len(self._pending) >= self.MAX_PENDING:
+            self._pending.pop(next(iter(self._pending)))
+        self._pending[event_id] = self.domain(recipient)
+
+    def outcome(self, event_id: str, status: Status) -> None:
+        """Integration applied ``status``: a SENT counts one send to the email's domain."""
+        if status is Status.SENT:
+            domain = self._pending.pop(event_id, None)
+            if domain is not None:
+                self.by_domain.add(domain, "sent")
+        elif status in (Status.FAILED, Status.SUPPRESSED, Status.CANCELLED):
+            self._pending.pop(event_id, None)
 
     def domain(self, address: str) -> str:
         domain = address.rpartition("@")[2].lower() or "?"
@@ -200,6 +229,36 @@ class FeedbackMetrics:
             self._domains.add(domain)
             return domain
         return "other"
+
+
+class DomainWindow:
+    """Counts per (domain, kind) over a sliding window of ``buckets`` slices of time
+    (trio's clock), so old counts fall out without a timer task."""
+
+    def __init__(self, window_s: float = 86400.0, buckets: int = 24) -> None:
+        self.window_s = window_s
+        self.buckets = buckets
+        self._counts: dict[str, dict[int, dict[str, int]]] = {}
+
+    def _slice(self) -> int:
+        return int(trio.current_time() // (self.window_s / self.buckets))
+
+    def add(self, domain: str, kind: str, n: int = 1) -> None:
+        slices = self._counts.setdefault(domain, {})
+        now = self._slice()
+        for old in [k for k in slices if k <= now - self.buckets]:
+            del slices[old]
+        counts = slices.setdefault(now, {})
+        counts[kind] = counts.get(kind, 0) + n
+
+    def totals(self, domain: str) -> dict[str, int]:
+        oldest = self._slice() - self.buckets
+        out: dict[str, int] = {}
+        for k, counts in self._counts.get(domain, {}).items():
+            if k > oldest:
+                for kind, n in counts.items():
+                    out[kind] = out.get(kind, 0) + n
+        return out
 
 
 # -- wrappers around the edges -----------------------------------------------------
@@ -246,6 +305,9 @@ class MeteredStore(_Wrapper):
     async def save_many(self, docs: Sequence[EmailDocument]) -> Any:
         results = await self._inner.save_many(docs)
         created = sum(1 for r in results if r.created)
+        for doc, result in zip(docs, results, strict=True):
+            if result.created:
+                self._metrics.feedback.stored(doc.event_id, doc.recipient)
         if created:
             self._metrics.emails.labels("integration", Status.PENDING.value).inc(created)
         return results
@@ -256,6 +318,7 @@ class MeteredStore(_Wrapper):
         for event, result in zip(events, results, strict=True):
             if result.outcome is ApplyOutcome.APPLIED:
                 emails.labels("integration", event.status.value).inc()
+                self._metrics.feedback.outcome(event.event_id, event.status)
             else:
                 self._metrics.not_applied.labels(NOT_APPLIED_REASONS[result.outcome]).inc()
         return results

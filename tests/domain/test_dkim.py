@@ -144,13 +144,13 @@ def test_long_header_values_long_body_lines_and_attachments_stay_within_998_octe
 def test_a_line_the_signature_would_not_survive_is_refused() -> None:
     key = key_for("example.com")
     signer = DkimSigner({"example.com": key})
-    # A display name long enough that its one encoded word passes 998 octets: rendering
-    # cannot fold it, so signing refuses rather than send a signature a relay would break.
-    email = rich_email(sender="Zoë " * 300 + "<noreply@example.com>")
-    data = render_bytes(build_message(email))
+    good = render_bytes(build_message(rich_email()))
+    # Rendering never writes a line over 998 octets (a long display name is split: see
+    # tests/domain/test_display_name_length.py); given one, signing refuses rather than send
+    # a signature a relay would break.
+    data = good.replace(b"\r\n", b"\r\nX-Long: " + b"a" * 1000 + b"\r\n", 1)
     with pytest.raises(ValueError, match="line over 998 octets"):
         signer.sign(data)
-    good = render_bytes(build_message(rich_email()))
     with pytest.raises(ValueError, match="bare CR or LF"):
         signer.sign(good.replace(b"\r\n\r\n", b"\r\n\r\nbare\nline\r\n", 1))
     with pytest.raises(ValueError, match="bare CR or LF"):

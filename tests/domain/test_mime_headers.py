@@ -120,6 +120,8 @@ def _no_space_runs(name: str) -> bool:
 @settings(max_examples=300, deadline=None)
 @given(name=(_words | st.text(_unicode, min_size=1, max_size=80)).filter(_no_space_runs))
 @example(name="山田 クラウド サービス サポート チーム の 代表 アドレス です")
+@example(name="=??Q??=")  # quoted, it is literal text, not an encoded word
+@example(name="=?utf-8?q?Zo=C3=AB?=")
 def test_any_display_name_survives(name: str) -> None:
     for address in ("noreply@example.com", "josé@exämple.org"):
         quoted = msgspec.json.encode(name).decode()  # a quoted-string: any text

@@ -12,8 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from actors.domain.schema import EmailDocument, Status
-from actors.grpc.convert import document_from_proto
+from actors.domain.schema import Status
 from actors.testing.localservices import free_port
 from actors.testing.sns import (
     TOPIC,
@@ -23,13 +22,11 @@ from actors.testing.sns import (
     ses_event,
     sns_notification,
 )
-from protos import email_pb2
 from runtime import AsyncioEdge
 from tests.support.cluster import Cluster, cluster_env
-from tests.support.embedded import grpc_request
+from tests.support.feedback import ClusterEmails, delete_indices, suppression_entries
 from tests.support.security import GrpcClient
 from tests.support.smtp_servers import CapturingServer
-from tests.support.waiting import poll_until
 
 pytestmark = pytest.mark.services
 
@@ -62,23 +59,8 @@ async def test_feedback_over_sns_in_the_distributed_profile(
                 GrpcClient(edge, cluster.integration_port) as integration,
                 httpx.AsyncClient(timeout=30) as http,
             ):
-
-                async def send(to: str) -> str:
-                    reply = await auth.call("RequestEmail", grpc_request(recipient=to))
-                    return str(reply.event_id)
-
-                async def get(event_id: str) -> EmailDocument:
-                    reply = await integration.call(
-                        "GetEmail", email_pb2.GetEmailRequest(event_id=event_id)
-                    )
-                    return document_from_proto(reply.document)
-
-                async def wait(event_id: str, status: Status) -> EmailDocument:
-                    async def reached() -> bool:
-                        return (await get(event_id)).status is status
-
-                    await poll_until(reached, timeout=60, what=f"{event_id} {status}")
-                    return await get(event_id)
+                emails = ClusterEmails(auth, integration)
+                send, wait = emails.request, emails.wait
 
                 async def notify(kind: str, event_id: str, to: str, **kw: Any) -> Any:
                     message_id = kw.pop("message_id", fresh())
@@ -131,18 +113,9 @@ async def test_feedback_over_sns_in_the_distributed_profile(
                 await wait(soft, Status.BOUNCED)
 
             # The suppression list every worker reads, in Elasticsearch.
-            async with httpx.AsyncClient() as es:
-                index = f"{claims}-suppressed"
-                await es.post(f"{elasticsearch_url}/{index}/_refresh")
-                hits = (await es.post(
-                    f"{elasticsearch_url}/{index}/_search", json={"size": 100}
-                )).json()["hits"]["hits"]  # fmt: skip
-                entries = {(h["_source"]["address"], h["_source"]["category"]): h["_source"]
-                           for h in hits}  # fmt: skip
-                assert entries[("ana@example.org", "")]["source"] == "bounce"
-                assert entries[("bob@example.org", "transactional")]["source"] == "complaint"
-                assert entries[("cy@example.org", "")]["reason"].startswith("2 soft bounces")
-                assert len(entries) == 3
-                await es.delete(f"{elasticsearch_url}/{index}")
-                await es.delete(f"{elasticsearch_url}/{ledger}")
-                await es.delete(f"{elasticsearch_url}/{claims}")
+            entries = await suppression_entries(elasticsearch_url, claims)
+            assert entries[("ana@example.org", "")]["source"] == "bounce"
+            assert entries[("bob@example.org", "transactional")]["source"] == "complaint"
+            assert entries[("cy@example.org", "")]["reason"].startswith("2 soft bounces")
+            assert len(entries) == 3
+            await delete_indices(elasticsearch_url, f"{claims}-suppressed", ledger, claims)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import aiosmtplib
+import httpx
 import msgspec
 import trio
 
@@ -28,9 +29,13 @@ from actors.domain.schema import (
     Status,
 )
 from actors.feedback import Feedback, FeedbackSink, RecipientHandler, inbound_smtp_server
+from actors.grpc.convert import document_from_proto
 from actors.testing.sns import TOPIC, SnsHost
 from config import Config, load_config
+from protos import email_pb2
 from runtime import ActorSystem, current_edge, open_actor_system, open_asyncio_edge
+from tests.support.embedded import grpc_request
+from tests.support.waiting import poll_until
 
 DATA = Path(__file__).resolve().parent.parent / "feedback" / "data"
 SAMPLES = sorted(p.stem for p in DATA.glob("*.eml"))
@@ -216,3 +221,49 @@ def sns_settings(host: SnsHost, **changes: Any) -> dict[str, Any]:
         "topic_arns": [TOPIC],
         **changes,
     }
+
+
+class ClusterEmails:
+    """Emails of a running cluster through its gRPC API: request one (auth), read its
+    document and wait for a status (integration's GetEmail), as the distributed feedback
+    tests do."""
+
+    def __init__(self, auth: Any, integration: Any) -> None:
+        self.auth = auth  # tests.support.security.GrpcClient to each service
+        self.integration = integration
+
+    async def request(self, to: str) -> str:
+        reply = await self.auth.call("RequestEmail", grpc_request(recipient=to))
+        return str(reply.event_id)
+
+    async def get(self, event_id: str) -> EmailDocument:
+        reply = await self.integration.call(
+            "GetEmail", email_pb2.GetEmailRequest(event_id=event_id)
+        )
+        return document_from_proto(reply.document)
+
+    async def wait(self, event_id: str, *statuses: Status) -> EmailDocument:
+        """Its document once its status is one of ``statuses`` (60 s at most)."""
+
+        async def reached() -> bool:
+            return (await self.get(event_id)).status in statuses
+
+        await poll_until(reached, timeout=60, what=f"{event_id} {'/'.join(statuses)}")
+        return await self.get(event_id)
+
+
+async def suppression_entries(es_url: str, claims_index: str) -> dict[tuple[str, str], Any]:
+    """The shared suppression list of a cluster (``<claims index>-suppressed`` in
+    Elasticsearch), by (address, category)."""
+    index = f"{claims_index}-suppressed"
+    async with httpx.AsyncClient() as es:
+        await es.post(f"{es_url}/{index}/_refresh")
+        found = await es.post(f"{es_url}/{index}/_search", json={"size": 100})
+    hits = found.json()["hits"]["hits"]
+    return {(h["_source"]["address"], h["_source"]["category"]): h["_source"] for h in hits}
+
+
+async def delete_indices(es_url: str, *names: str) -> None:
+    async with httpx.AsyncClient() as es:
+        for name in names:
+            await es.delete(f"{es_url}/{name}")
