@@ -132,6 +132,21 @@ class EmailMetrics:
             self.emails.labels("auth", Status.PENDING.value)
         self.feedback = FeedbackMetrics(r)
 
+    async def chart_samples(self, request: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        """``[name, labels, value]`` of the emails counter and the request-to-sent histogram.
+
+        The control command ``metrics`` (the web view's charts gather it from every process:
+        in the distributed profile the latency lives in the email servers). Read directly,
+        not through the registry, whose scrape-time collector would wait for this thread.
+        """
+        await trio.lowlevel.checkpoint()
+        return [
+            [s.name, s.labels, s.value]
+            for metric in (self.emails, self.latency)
+            for family in metric.collect()
+            for s in family.samples
+        ]
+
     def published(self, event: EmailStatusEvent) -> None:
         if event.feedback is not None:
             return  # the feedback sink's, not an email server outcome: FeedbackMetrics counts it
