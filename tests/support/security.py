@@ -465,10 +465,10 @@ class BusProbe:
             refused = True
         else:
             refused = False
-        refused, outcomes, dead_before = self.status_refused(), self.outcomes(), len(self.dead)
+        before, outcomes, dead_before = self.status_refused(), self.outcomes(), len(self.dead)
         await self.app.bus.publish_raw("status", body)  # type: ignore[attr-defined]
         if refused:
-            await self.wait(lambda: self.status_refused() == refused + 1)
+            await self.wait(lambda: self.status_refused() == before + 1)
             [(queue, dead_body, reason)] = self.dead[dead_before:]
             assert queue == "status" and dead_body == body
             assert reason.startswith(
@@ -476,7 +476,7 @@ class BusProbe:
             )
             return "refused"
         await self.wait(lambda: self.outcomes() >= outcomes + 1)
-        assert self.status_refused() == refused and len(self.dead) == dead_before
+        assert self.status_refused() == before and len(self.dead) == dead_before
         return "applied"
 
 
