@@ -67,6 +67,7 @@ class EmailMetrics:
         self, registry: CollectorRegistry | None = None, components: Sequence[str] = COMPONENTS
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.components = tuple(components)
         r = self.registry
         unknown = set(components) - set(COMPONENTS)
         if unknown:
@@ -140,9 +141,11 @@ class EmailMetrics:
         not through the registry, whose scrape-time collector would wait for this thread.
         """
         await trio.lowlevel.checkpoint()
+        # Each from its owner only (as exported), so that a sum over processes counts once.
+        owned = [self.emails] + ([self.latency] if "email-server" in self.components else [])
         return [
             [s.name, s.labels, s.value]
-            for metric in (self.emails, self.latency)
+            for metric in owned
             for family in metric.collect()
             for s in family.samples
         ]
