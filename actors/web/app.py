@@ -373,11 +373,15 @@ class WebView:
 
     async def _tree_stream(self) -> AsyncIterator[bytes]:
         # Ends when the browser goes: Starlette cancels the stream on its disconnect.
-        yield f"retry: {int(TREE_EVERY * 1000)}\n\n".encode()
-        while True:
-            data = msgspec.json.encode(await self.trees.gather())
-            yield b"event: tree\ndata: " + data + b"\n\n"
-            await trio.sleep(TREE_EVERY)
+        log.debug("tree events: a viewer came")
+        try:
+            yield f"retry: {int(TREE_EVERY * 1000)}\n\n".encode()
+            while True:
+                data = msgspec.json.encode(await self.trees.gather())
+                yield b"event: tree\ndata: " + data + b"\n\n"
+                await trio.sleep(TREE_EVERY)
+        finally:
+            log.debug("tree events: a viewer left")
 
     async def act(self, request: Request) -> Response:
         form = await request.form()
