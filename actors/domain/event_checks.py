@@ -262,7 +262,7 @@ async def screen_send_delivery(
     try:
         event = decode_send_event(delivery.body, limits)
     except BadMessage as exc:
-        log.warning("rejected a send event: %s", exc)
+        log.warning("refused a send event: %s", exc)
         await delivery.reject(str(exc))
         return None
     try:
@@ -296,7 +296,7 @@ async def screen_status_delivery(delivery: Delivery) -> EmailStatusEvent | None:
     try:
         return decode_status_event(delivery.body)
     except BadMessage as exc:
-        log.warning("rejected a status event: %s", exc)
+        log.warning("refused a status event: %s", exc)
         await delivery.reject(str(exc))
         return None
 

@@ -493,7 +493,7 @@ def _status(event: EmailSendEvent, status: Status, **fields: Any) -> EmailStatus
 class Consumer(Actor[Any]):
     """Takes send events off the bus and hands each to the least busy sender.
 
-    An event that does not decode is rejected with the reason (to the
+    An event that does not decode is refused with the reason (to the
     dead-letter queue, in the distributed profile) and the loop goes on.
     """
 
@@ -513,7 +513,7 @@ class Consumer(Actor[Any]):
         # The same checks as auth's: a publisher on the broker bypasses auth.
         self.renderer = renderer
         self.limits = limits or LimitsConfig()
-        self.rejected = 0
+        self.refused = 0
         self.taken = 0
 
     async def started(self) -> None:
@@ -522,7 +522,7 @@ class Consumer(Actor[Any]):
         ]
         intake = self.ctx.system.intake  # paused by an operator: take nothing new
         self.ctx.report(
-            lambda: {"taken": self.taken, "rejected": self.rejected, "paused": intake.paused}
+            lambda: {"taken": self.taken, "refused": self.refused, "paused": intake.paused}
         )
         self.ctx.start_soon(self._consume)
 
@@ -540,7 +540,7 @@ class Consumer(Actor[Any]):
                 )
                 event, rendered = (None, None) if screened is None else screened
             if event is None:  # undecodable or invalid: refused with the reason, settled
-                self.rejected += 1
+                self.refused += 1
                 continue
             self.taken += 1
             job = SendJob(event, delivery, rendered)
@@ -561,7 +561,7 @@ async def _decode_only(delivery: Delivery, limits: LimitsConfig) -> EmailSendEve
     try:
         return decode_send_event(delivery.body, limits)
     except BadMessage as exc:
-        log.warning("rejected a send event: %s", exc)
+        log.warning("refused a send event: %s", exc)
         await delivery.reject(str(exc))
         return None
 

@@ -5,7 +5,7 @@ Tree (one_for_one)::
     integration/
       writer      batches SaveEmail into store.save_many
       updater     batches status events into store.apply_status_many, then acks them
-      status-consumer  takes EmailStatusEvents off the bus, rejects undecodable ones
+      status-consumer  takes EmailStatusEvents off the bus, refuses undecodable ones
       sweeper     re-publishes emails left PENDING (and, embedded, stuck in flight)
       scheduler   publishes SCHEDULED emails once their send_at is due
 """
@@ -245,18 +245,18 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
 
 
 class StatusConsumer(Actor[Any]):
-    """Takes status events off the bus; an undecodable one is rejected with the reason."""
+    """Takes status events off the bus; an undecodable one is refused with the reason."""
 
     accepts: ClassVar[tuple[type, ...]] = ()
 
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
-        self.rejected = 0
+        self.refused = 0
 
     async def started(self) -> None:
         self.updater: ActorRef[StatusUpdate] = self.ctx.lookup("updater")
         intake = self.ctx.system.intake  # paused by an operator: take nothing new
-        self.ctx.report(lambda: {"rejected": self.rejected, "paused": intake.paused})
+        self.ctx.report(lambda: {"refused": self.refused, "paused": intake.paused})
         self.ctx.start_soon(self._consume)
 
     async def _consume(self) -> None:
@@ -265,7 +265,7 @@ class StatusConsumer(Actor[Any]):
             # Undecodable or unsound (eventId, attempt, timestamps): dead-lettered with the reason.
             event = await screen_status_delivery(delivery)
             if event is None:
-                self.rejected += 1
+                self.refused += 1
                 continue
             await self.updater.send(StatusUpdate(event, delivery))
 

@@ -245,7 +245,7 @@ def _print_json(data: object) -> None:
 # What a terminal sends for the keys the live view takes, beyond plain characters.
 _KEYS = {
     b"\x1b[A": "up", b"\x1b[B": "down", b"\x1b[5~": "pgup", b"\x1b[6~": "pgdn",
-    b"\x1b[H": "home",
+    b"\x1b[H": "home", b"\r": "enter", b"\n": "enter",
 }  # fmt: skip
 
 
@@ -286,7 +286,16 @@ async def _read_keys(send: trio.MemorySendChannel[str]) -> None:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
 
 
-async def _live(config: Config, args: argparse.Namespace, console: Console) -> None:
+def _none_running(where: str) -> int:
+    """Nothing to show or steer: said on stderr (stdout stays for what was asked), status 1."""
+    print(f"no running service found in {where}", file=sys.stderr)
+    return 1
+
+
+async def _live(config: Config, args: argparse.Namespace, console: Console) -> int:
+    targets, where = _targets(config, args)
+    if not targets:
+        return _none_running(where)
     rates = Rates()
     view = View(expand=args.all_actors)
     keys = sys.stdin.isatty()
@@ -320,25 +329,30 @@ async def _live(config: Config, args: argparse.Namespace, console: Console) -> N
                 shown += 1
                 if args.refreshes and shown >= args.refreshes:
                     nursery.cancel_scope.cancel()
-                    return
+                    return 0
                 with trio.move_on_after(args.interval):
                     async for key in receive:
                         if not view.key(key, list(answers)):
                             nursery.cancel_scope.cancel()
-                            return
+                            return 0
                         draw()
+    return 0  # not reached: the loop ends by a return
 
 
 async def _snapshot(config: Config, args: argparse.Namespace, console: Console) -> int:
     """Not a terminal (a pipe, a file): the live view drawn once, in full."""
     targets, where = _targets(config, args)
     answers, errors = await fetch(targets)
+    if not answers and not errors:
+        return _none_running(where)
     console.print(render(answers, errors, Rates(), where, width=console.width, height=None))
     return 0 if answers and not errors else 1
 
 
 async def _command(config: Config, args: argparse.Namespace, console: Console) -> int:
     targets, where = _targets(config, args)
+    if not targets:
+        return _none_running(where)
     if args.restart:
         results, errors = await fetch(targets, "restart", path=args.restart)
         missing = {n: e for n, e in errors.items() if e.startswith("no actor at")}
@@ -368,8 +382,6 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
                     f"[red]no actor at {args.restart!r} in {', '.join(sorted(missing))}[/red]",
                     highlight=False,
                 )
-            elif not targets:
-                console.print(f"[red]no running service found in {where}[/red]")
             return 1
         return 1 if errors else 0
     if args.pause or args.resume:
@@ -383,8 +395,6 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
                 console.print(f"{name}: intake {state}" + ("" if r["changed"] else " (already)"))
             for name, e in errors.items():
                 console.print(f"[red]{name}: {e}[/red]", highlight=False)
-        if not targets:
-            console.print(f"[red]no running service found in {where}[/red]")
         return 0 if results and not errors else 1
     if args.dead_letters:
         results, errors = await fetch_dead_letters(targets, args.limit)
@@ -438,8 +448,7 @@ def main_console(config: Config, args: argparse.Namespace) -> int:
                 raise SystemExit("--interval must be a positive number of seconds")
             if not console.is_terminal:
                 return trio.run(_snapshot, config, args, console)
-            trio.run(_live, config, args, console)
-            return 0
+            return trio.run(_live, config, args, console)
         return trio.run(_command, config, args, console)
     except KeyboardInterrupt:
         return 130

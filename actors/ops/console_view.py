@@ -7,7 +7,9 @@ Pure rendering, from the control endpoints' answers to rich renderables; no I/O.
   ``expand``; the columns that fit the width (the mailbox bar, reports and last error
   need a wide terminal; on a narrow one the errors come as lines under the table); as
   many rows as fit the height, from ``View.offset`` (the keys scroll it).
-* Several instances: one summary row each, numbered; a number key shows that one.
+* Several instances: one summary row each, numbered, paged to the height like the tree;
+  n/p (or the arrows) move the highlighted row, Enter shows it (1-9 show that one at once);
+  showing one, n/p go to the next or previous instance.
 * The bus queues and throttle buckets as wrapped lines, not tables.
 """
 
@@ -28,7 +30,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["KEYS_HELP", "Rates", "View", "ago", "render", "tree_order"]
+__all__ = ["KEYS_HELP", "PICK_HELP", "Rates", "View", "ago", "render", "tree_order"]
 
 STATE_STYLES = {
     "running": "green",
@@ -38,6 +40,7 @@ STATE_STYLES = {
     "stopped": "red",
 }
 KEYS_HELP = "↑↓ or j/k scroll, PgUp/PgDn page"
+PICK_HELP = "n/p or ↑↓ pick, Enter shows it"
 _NUMBERED = re.compile(r"^(.*)-(\d+)$")
 # Widths (of the whole terminal) from which the wider columns are drawn.
 BAR_FROM, REPORTS_FROM, ERROR_FROM = 110, 130, 160
@@ -79,13 +82,20 @@ class View:
     selected: str | None = None
     offset: int = 0
     expand: bool = False
+    cursor: int = 0  # the highlighted row of the summary
     page: int = field(default=10, repr=False)  # rows a page key moves; set at each draw
 
     def key(self, key: str, instances: Sequence[str]) -> bool:
         """Apply one key; False for quit."""
         if key in ("q", "Q"):
             return False
-        if key in ("down", "j"):
+        if self.selected is None and len(instances) > 1 and self._pick(key, instances):
+            return True
+        if key in ("n", "p") and self.selected in instances:
+            step = 1 if key == "n" else -1
+            at = (instances.index(self.selected) + step) % len(instances)
+            self.selected, self.offset, self.cursor = instances[at], 0, at
+        elif key in ("down", "j"):
             self.offset += 1
         elif key in ("up", "k"):
             self.offset = max(0, self.offset - 1)
@@ -101,6 +111,23 @@ class View:
             self.selected, self.offset = None, 0
         elif key.isdigit() and 1 <= int(key) <= len(instances):
             self.selected, self.offset = instances[int(key) - 1], 0
+            self.cursor = int(key) - 1
+        return True
+
+    def _pick(self, key: str, instances: Sequence[str]) -> bool:
+        """The summary's keys: move the highlighted row, open it. False: not one of them."""
+        page = self.page
+        moves = {"down": 1, "j": 1, "n": 1, "up": -1, "k": -1, "p": -1,
+                 "pgdn": page, " ": page, "pgup": -page, "b": -page}  # fmt: skip
+        if key in moves:
+            self.cursor = max(0, min(len(instances) - 1, self.cursor + moves[key]))
+        elif key in ("home", "g"):
+            self.cursor = 0
+        elif key == "enter":
+            self.cursor = min(self.cursor, len(instances) - 1)
+            self.selected, self.offset = instances[self.cursor], 0
+        else:
+            return False
         return True
 
 
@@ -382,9 +409,35 @@ def render_instance(
 
 
 def render_summary(
-    answers: Mapping[str, Any], rates: Mapping[str, Mapping[str, float]], width: int
+    answers: Mapping[str, Any],
+    rates: Mapping[str, Mapping[str, float]],
+    width: int,
+    height: int | None = None,
+    view: View | None = None,
 ) -> RenderableType:
-    """One row per instance; the bus queues once (they are the same seen from any)."""
+    """One row per instance, as many as fit ``height`` (the page that holds ``view.cursor``,
+    highlighted); the bus queues once (they are the same seen from any)."""
+    view = view if view is not None else View()
+    names = list(answers)
+    view.cursor = max(0, min(view.cursor, len(names) - 1))
+    queues: Text | None = None
+    for answer in answers.values():
+        queues = _queues_text(answer.get("info") or {})
+        if queues is not None:
+            break
+    first, shown, more = 0, names, None
+    if height is not None:
+        # Panel borders (2), the table's blank top, head, rule and bottom (4), the queues.
+        inner = max(1, width - 4)
+        below = max(1, math.ceil(cell_len(queues.plain) / inner)) if queues is not None else 0
+        fit = max(3, height - 6 - below)
+        if len(names) > fit:
+            fit -= 1  # the line that says which rows these are
+            first = view.cursor // fit * fit
+            shown = names[first : first + fit]
+            more = _line(Text(f"rows {first + 1}-{first + len(shown)} of {len(names)}: "
+                              f"{PICK_HELP}, PgUp/PgDn page", style="dim"))  # fmt: skip
+        view.page = max(1, fit)
     table = Table(box=box.SIMPLE_HEAD, expand=True, pad_edge=False, collapse_padding=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("instance", no_wrap=True, overflow="ellipsis", ratio=1, min_width=10)
@@ -396,8 +449,8 @@ def render_summary(
     table.add_column("restarts", justify="right", no_wrap=True)
     if width >= REPORTS_FROM:
         table.add_column("last error", no_wrap=True, overflow="ellipsis", ratio=2)
-    queues: Text | None = None
-    for i, (name, answer) in enumerate(answers.items(), start=1):
+    for i, name in enumerate(shown, start=first + 1):
+        answer = answers[name]
         actors = answer["snapshot"]["actors"]
         running = sum(a["state"] == "running" for a in actors)
         instance_rates = rates.get(name, {})
@@ -407,7 +460,7 @@ def render_summary(
             label.append(" PAUSED", style="yellow")
         restarts = sum(int(a["restarts"]) for a in actors)
         cells: list[RenderableType] = [
-            str(i) if i <= 9 else "",
+            str(i),
             label,
             str(answer.get("pid")),
             Text(f"{running}/{len(actors)}", style="" if running == len(actors) else "yellow"),
@@ -419,10 +472,11 @@ def render_summary(
         if width >= REPORTS_FROM:
             latest = max(errors, key=lambda e: float(e[1]["at"])) if errors else None
             cells.append(Text(_error_text(latest), style="red") if latest else "")
-        table.add_row(*cells)
-        if queues is None:
-            queues = _queues_text(answer.get("info") or {})
+        picked = height is not None and i - 1 == view.cursor
+        table.add_row(*cells, style="reverse" if picked else None)
     parts: list[RenderableType] = [table]
+    if more is not None:
+        parts.append(more)
     if queues is not None:
         parts.append(queues)
     return Panel(
@@ -451,8 +505,9 @@ def render(
     panels: list[RenderableType] = []
     selected = view.selected if view.selected in answers else None
     if len(answers) > 1 and selected is None and height is not None:
-        panels.append(render_summary(answers, all_rates, width))
-        hint = "1-9 shows one instance" if keys else "console NAME shows one instance"
+        room = height - 2 - len(errors)  # the footer, the error lines, a last line free
+        panels.append(render_summary(answers, all_rates, width, room, view))
+        hint = f"{PICK_HELP}, 1-9" if keys else "console NAME shows one instance"
         footer_extra = f"; {hint}"
     else:
         shown = {selected: answers[selected]} if selected else answers
@@ -461,7 +516,7 @@ def render(
             panels.append(
                 render_instance(name, answer, all_rates[name], width=width, height=each, view=view)
             )
-        footer_extra = "; s: all instances" if selected and keys else ""
+        footer_extra = "; n/p next/previous, s: all" if selected and keys else ""
     for name, error in errors.items():
         panels.append(_line(Text(f"{name}: {error}", style="red")))
     if not answers and not errors:

@@ -67,6 +67,7 @@ class EmailMetrics:
         self, registry: CollectorRegistry | None = None, components: Sequence[str] = COMPONENTS
     ) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self.components = tuple(components)
         r = self.registry
         unknown = set(components) - set(COMPONENTS)
         if unknown:
@@ -131,6 +132,23 @@ class EmailMetrics:
         if "auth" in components:
             self.emails.labels("auth", Status.PENDING.value)
         self.feedback = FeedbackMetrics(r)
+
+    async def chart_samples(self, request: Mapping[str, Any] | None = None) -> list[list[Any]]:
+        """``[name, labels, value]`` of the emails counter and the request-to-sent histogram.
+
+        The control command ``metrics`` (the web view's charts gather it from every process:
+        in the distributed profile the latency lives in the email servers). Read directly,
+        not through the registry, whose scrape-time collector would wait for this thread.
+        """
+        await trio.lowlevel.checkpoint()
+        # Each from its owner only (as exported), so that a sum over processes counts once.
+        owned = [self.emails] + ([self.latency] if "email-server" in self.components else [])
+        return [
+            [s.name, s.labels, s.value]
+            for metric in owned
+            for family in metric.collect()
+            for s in family.samples
+        ]
 
     def published(self, event: EmailStatusEvent) -> None:
         if event.feedback is not None:

@@ -7,7 +7,8 @@ runs, for as long as the block lasts:
   ``<service.run_dir>/<instance>.sock`` (mode 0600) and, if ``control.port``
   is set, on TCP with a token. Its snapshot answer carries what the console
   shows beyond the runtime's tree: the broker's queue depths, the metrics URL;
-  its dead letters include the broker's dead-letter queue;
+  its dead letters include the broker's dead-letter queue; ``metrics`` answers the
+  chart's samples (``EmailMetrics.chart_samples``);
 * the Prometheus endpoint (``metrics.port``; 0 = off), served by
   prometheus-client in its own thread.
 
@@ -120,7 +121,8 @@ class Operations:
         self._queues_at = -float("inf")
         self._queues_lock = trio.Lock()
         self.endpoint = ControlEndpoint(
-            system, name=self.instance, info=self.info, dead_letters=self.bus_dead_letters
+            system, name=self.instance, info=self.info, dead_letters=self.bus_dead_letters,
+            commands={"metrics": metrics.chart_samples} if metrics is not None else None,
         )
 
     # -- what the bus can tell ----------------------------------------------------

@@ -12,8 +12,10 @@ Modules:
   one script and one stylesheet under ``static/``).
 - ``access``: login by the gRPC token, the signed session, CSRF, the security headers.
 - ``mail``: a stored email rendered again, its MIME source, and a resend.
-- ``charts``: emails/s by status and send latency over the last hour, as SVG.
-- ``tree``: the actor trees gathered from the control endpoints, and the actions on them.
+- ``charts``: emails/s by status and send latency over the last hour, as SVG, summed over
+  every process.
+- ``tree``: the actor trees (and the charts' samples) gathered from the control endpoints,
+  and the actions on them; the tree page has them pushed as server-sent events.
 """
 
 from actors.web.app import PREFIX, web_routes

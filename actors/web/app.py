@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from starlette.responses import (
     PlainTextResponse,
     RedirectResponse,
     Response,
+    StreamingResponse,
 )
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -49,6 +50,7 @@ PREFIX = "/web"
 HERE = Path(__file__).resolve().parent
 PAGE_SIZES = (20, 50, 100, 200)
 SESSION_HOURS = 8
+TREE_EVERY = 1.0  # seconds between two tree events
 
 
 def _environment() -> jinja2.Environment:
@@ -94,13 +96,15 @@ class WebView:
         assert isinstance(system, ActorSystem)
         self.system = system
         own = "embedded" if config.bus.kind == "memory" else "integration"
-        self.trees = Trees(config, system, own)
-        self.env = _environment()
-        self.login_page = f"{PREFIX}/login"
         # The process's metrics, when its store is metered (``up``; not a bare open_embedded).
         metrics = getattr(store, "metrics", None)
-        registry = getattr(metrics, "registry", None)
-        self.charts = Charts(registry) if registry is not None else None
+        samples = getattr(metrics, "chart_samples", None)
+        commands = {"metrics": samples} if samples is not None else None
+        self.trees = Trees(config, system, own, commands)
+        self.env = _environment()
+        self.login_page = f"{PREFIX}/login"
+        # Summed over every process: the latency is observed where emails are sent.
+        self.charts = Charts(self.trees.metric_samples) if samples is not None else None
         if self.charts is not None:
             actor.ctx.start_soon(self.charts.run)  # sampled for the server's lifetime
         if config.store.kind == "sqlite":
@@ -360,6 +364,25 @@ class WebView:
     async def tree_json(self, request: Request) -> Response:
         return JSONResponse(await self.trees.gather())
 
+    async def tree_events(self, request: Request) -> Response:
+        """The trees as server-sent events, one ``data:`` line of JSON about every second."""
+        return StreamingResponse(
+            self._tree_stream(), media_type="text/event-stream",
+            headers={"x-accel-buffering": "no"},  # a proxy in front passes each event on
+        )  # fmt: skip
+
+    async def _tree_stream(self) -> AsyncIterator[bytes]:
+        # Ends when the browser goes: Starlette cancels the stream on its disconnect.
+        log.debug("tree events: a viewer came")
+        try:
+            yield f"retry: {int(TREE_EVERY * 1000)}\n\n".encode()
+            while True:
+                data = msgspec.json.encode(await self.trees.gather())
+                yield b"event: tree\ndata: " + data + b"\n\n"
+                await trio.sleep(TREE_EVERY)
+        finally:
+            log.debug("tree events: a viewer left")
+
     async def act(self, request: Request) -> Response:
         form = await request.form()
         process, action = str(form.get("process", "")), str(form.get("action", ""))
@@ -438,6 +461,7 @@ class WebView:
             Route("/charts", g(self.charts_page), methods=["GET"]),
             Route("/tree", g(self.tree), methods=["GET"], name="tree"),
             Route("/tree.json", g(self.tree_json), methods=["GET"]),
+            Route("/tree/events", g(self.tree_events), methods=["GET"]),
             Route("/tree/act", g(self.act), methods=["POST"]),
             Route("/dead-letters/replay", g(self.replay), methods=["POST"]),
             Route("/suppressions", g(self.suppressions), methods=["GET"], name="suppressions"),

@@ -1,18 +1,20 @@
 """Emails per second by status and send latency over the last hour, drawn as SVG here.
 
-The figures are the process's own Prometheus metrics (``actors.telemetry.metrics``), read
+The figures are the system's own Prometheus metrics (``actors.telemetry.metrics``), read
 every ``INTERVAL`` seconds while the web view runs and kept for an hour: the statuses the
 store recorded (``mailactors_emails_total{component="integration"}``, the email log's view)
-and the request-to-sent histogram (``mailactors_request_to_sent_seconds``; in the
-distributed profile it lives in the email-server processes, so this chart stays empty
-there). Quantiles come from bucket differences, interpolated within a bucket as
-Prometheus's ``histogram_quantile`` does.
+and the request-to-sent histogram (``mailactors_request_to_sent_seconds``), summed over
+every process. ``read`` gives their samples: ``Trees.metric_samples`` asks each process's
+control endpoint (command ``metrics``), so that in the distributed profile the latency
+comes from the email-server processes that observe it. Quantiles come from bucket
+differences, interpolated within a bucket as Prometheus's ``histogram_quantile`` does.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -39,30 +41,30 @@ class _Sample:
 
 
 class Charts:
-    """Samples one EmailMetrics registry; draws the last hour."""
+    """Samples the metrics ``read`` returns (``[name, labels, value]``); draws the last hour."""
 
-    def __init__(self, registry: Any, *, interval: float = INTERVAL) -> None:
-        self.registry = registry
+    def __init__(
+        self, read: Callable[[], Awaitable[list[list[Any]]]], *, interval: float = INTERVAL
+    ) -> None:
+        self.read = read
         self.interval = interval
         self.samples: deque[_Sample] = deque(maxlen=int(WINDOW / interval) + 1)
 
-    def sample(self) -> None:
+    async def sample(self) -> None:
         counts: dict[str, float] = {}
-        buckets: list[tuple[float, float]] = []
-        for family in self.registry.collect():
-            for s in family.samples:
-                own = s.labels.get("component") == "integration"
-                if s.name == "mailactors_emails_total" and own:
-                    counts[s.labels["status"]] = s.value
-                elif s.name == "mailactors_request_to_sent_seconds_bucket":
-                    buckets.append((float(s.labels["le"]), s.value))
-        buckets.sort()
-        self.samples.append(_Sample(trio.current_time(), counts, buckets))
+        by_le: dict[float, float] = {}
+        for name, labels, value in await self.read():
+            if name == "mailactors_emails_total" and labels.get("component") == "integration":
+                counts[labels["status"]] = counts.get(labels["status"], 0.0) + value
+            elif name == "mailactors_request_to_sent_seconds_bucket":
+                le = float(labels["le"])  # summed over the processes that observe it
+                by_le[le] = by_le.get(le, 0.0) + value
+        self.samples.append(_Sample(trio.current_time(), counts, sorted(by_le.items())))
 
     async def run(self) -> None:
         """Sample every ``interval`` seconds until cancelled (the HTTP server's lifetime)."""
         while True:
-            self.sample()
+            await self.sample()
             await trio.sleep(self.interval)
 
     # -- series ------------------------------------------------------------------

@@ -3,8 +3,9 @@
 Each running process (embedded: the one; distributed: integration, auth, email-server-N)
 serves a control endpoint on a Unix socket in ``service.run_dir`` (what ``supervisor.py
 console`` reads). The web view asks each of them, at once, the way the console does: one
-code path for both profiles. This process's own tree is asked in process when its socket is
-not there (the control endpoint is served by ``up``, not by a bare ``open_embedded``).
+code path for both profiles, for the trees and for the charts' metrics (command
+``metrics``). This process's own endpoint is asked in process when its socket is not
+there (the control endpoint is served by ``up``, not by a bare ``open_embedded``).
 
 Messages per second are the change of ``processed`` between two readings of one actor;
 the readings are kept here, so the browser only asks and draws.
@@ -12,10 +13,11 @@ the readings are kept here, so the browser only asks and draws.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ from config import Config
 from runtime import ActorSystem, ControlClient, ControlEndpoint, ControlError
 
 __all__ = ["Trees", "WebTarget"]
+
+log = logging.getLogger("mailactors.web")
+Handler = Callable[[Mapping[str, Any]], Awaitable[object]]  # a control command
 
 CALL_TIMEOUT = 5.0
 
@@ -56,10 +61,17 @@ class WebTarget:
 class Trees:
     """What the tree page shows, and the actions it offers, over every running process."""
 
-    def __init__(self, config: Config, system: ActorSystem, own_name: str) -> None:
+    def __init__(
+        self,
+        config: Config,
+        system: ActorSystem,
+        own_name: str,
+        commands: Mapping[str, Handler] | None = None,
+    ) -> None:
         self.config = config
         self.run_dir = Path(config.service.run_dir)
-        self.own = WebTarget(own_name, local=ControlEndpoint(system, name=own_name))
+        endpoint = ControlEndpoint(system, name=own_name, commands=commands)
+        self.own = WebTarget(own_name, local=endpoint)
         self._last: dict[tuple[str, str], tuple[float, int]] = {}
 
     def targets(self) -> list[WebTarget]:
@@ -99,6 +111,24 @@ class Trees:
                 nursery.start_soon(one, target)
         processes = [self._shape(name, results[name]) for name in sorted(results)]
         return {"processes": processes, "errors": dict(sorted(errors.items()))}
+
+    async def metric_samples(self) -> list[list[Any]]:
+        """Every process's chart samples (control command ``metrics``), one list for all.
+
+        A process that cannot answer (gone, busy, older) is left out of this reading.
+        """
+        found: list[list[Any]] = []
+
+        async def one(target: WebTarget) -> None:
+            try:
+                found.extend(await target.call("metrics"))
+            except (ControlError, OSError, trio.TooSlowError) as exc:
+                log.debug("no chart samples from %s: %r", target.name, exc)
+
+        async with trio.open_nursery() as nursery:
+            for target in self.targets():
+                nursery.start_soon(one, target)
+        return found
 
     def _shape(self, name: str, answer: Mapping[str, Any]) -> dict[str, Any]:
         snapshot = answer.get("snapshot") or {}

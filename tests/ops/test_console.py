@@ -28,4 +28,5 @@ async def test_console_in_a_pipe_prints_one_snapshot_and_names_services_inside_e
         # A name nothing answers to: the error says what is running.
         unknown = await cli(env, "console", "nope", "--pause")
         assert unknown.returncode == 1
-        assert "for 'nope' (running there: embedded)" in unknown.stdout.decode().replace("\n", "")
+        assert "for 'nope' (running there: embedded)" in unknown.stderr.decode()
+        assert unknown.stdout == b""

@@ -377,7 +377,7 @@ class BusProbe:
 
     def consumed(self) -> int:
         c = self._snap()["email-server/consumer"].extra or {}
-        return int(c.get("taken", 0)) + int(c.get("rejected", 0))  # type: ignore[call-overload]
+        return int(c.get("taken", 0)) + int(c.get("refused", 0))  # type: ignore[call-overload]
 
     def senders_idle(self) -> bool:
         """Every job the consumer handed out has been handled by a sender."""
@@ -388,8 +388,8 @@ class BusProbe:
         )
         return bool(done == taken)
 
-    def status_rejected(self) -> int:
-        return int((self._snap()["integration/status-consumer"].extra or {}).get("rejected", 0))  # type: ignore[call-overload]
+    def status_refused(self) -> int:
+        return int((self._snap()["integration/status-consumer"].extra or {}).get("refused", 0))  # type: ignore[call-overload]
 
     def outcomes(self) -> int:
         outcomes = (self._snap()["integration/updater"].extra or {}).get("outcomes", {})
@@ -465,10 +465,10 @@ class BusProbe:
             refused = True
         else:
             refused = False
-        rejected, outcomes, dead_before = self.status_rejected(), self.outcomes(), len(self.dead)
+        before, outcomes, dead_before = self.status_refused(), self.outcomes(), len(self.dead)
         await self.app.bus.publish_raw("status", body)  # type: ignore[attr-defined]
         if refused:
-            await self.wait(lambda: self.status_rejected() == rejected + 1)
+            await self.wait(lambda: self.status_refused() == before + 1)
             [(queue, dead_body, reason)] = self.dead[dead_before:]
             assert queue == "status" and dead_body == body
             assert reason.startswith(
@@ -476,7 +476,7 @@ class BusProbe:
             )
             return "refused"
         await self.wait(lambda: self.outcomes() >= outcomes + 1)
-        assert self.status_rejected() == rejected and len(self.dead) == dead_before
+        assert self.status_refused() == before and len(self.dead) == dead_before
         return "applied"
 
 

@@ -223,6 +223,7 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
                 )
                 seen["error"] = row(driver, crashed).find_element(By.CLASS_NAME, "error").text
                 seen["same_page"] = driver.execute_script("return window.__same_page")
+                seen["mode"] = driver.find_element(By.ID, "trees").get_attribute("data-mode")
                 driver.set_window_size(1400, 2400)
                 screenshot(driver, "tree")
                 driver.set_window_size(1400, 1000)
@@ -245,6 +246,7 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
         assert any(b.startswith("bucket example.com") for b in seen["buckets"]), seen["buckets"]
         assert "crash for the web view" in seen["error"]
         assert seen["same_page"] is True  # updated in place, not reloaded
+        assert seen["mode"] == "events"  # pushed by the server, not polled
         assert "restarted=True" in seen["done"]
         by_path = web.app.system.snapshot().by_path()
         assert by_path["integration/sweeper"].restarts == 1

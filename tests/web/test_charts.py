@@ -11,7 +11,7 @@ from actors.web.charts import Charts
 
 async def test_rates_and_latency_from_sampled_metrics(autojump_clock: trio.abc.Clock) -> None:
     metrics = EmailMetrics()
-    charts = Charts(metrics.registry, interval=5.0)
+    charts = Charts(metrics.chart_samples, interval=5.0)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(charts.run)
         await trio.sleep(1)  # first sample: all zero

@@ -56,6 +56,14 @@ async def test_integration_serves_every_tree_the_log_and_resends_through_auth(
                 await poll_until(lambda: listed_as_sent(second), timeout=60, what="resend SENT")
                 second_page = await web.get(f"emails/{second}")
 
+                # The latency chart, from the email server's histogram (another process).
+                async def latency_drawn() -> bool:
+                    charts = await web.get("charts")
+                    return 'data-series="p95"' in charts.text
+
+                await poll_until(latency_drawn, timeout=60, what="the latency chart")
+                charts_page = (await web.get("charts")).text
+
                 # A poison message on the bus: listed with its reason, then replayed (and,
                 # poison still, dead-lettered again).
                 await publish_poison(edge, env)
@@ -81,3 +89,5 @@ async def test_integration_serves_every_tree_the_log_and_resends_through_auth(
     assert f'id="resent-from" href="/web/emails/{first}"' in second_page.text
     assert received[first] == 1 and received[second] == 1
     assert "replayed 1 dead letter(s)" in flash
+    assert 'data-series="p50"' in charts_page and 'id="gathered"' in charts_page
+    assert 'data-series="SENT"' in charts_page  # the rates, from integration's counters

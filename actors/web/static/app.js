@@ -1,4 +1,5 @@
-// mailactors web view: confirmations on actions, and the live actor tree (polled once a second).
+// mailactors web view: confirmations on actions, and the live actor tree (server-sent events,
+// about once a second; polled when the browser cannot have them).
 // No framework, no build step. Everything from the server goes into the page as text
 // (textContent), never as HTML.
 "use strict";
@@ -84,23 +85,40 @@ function renderProcess(p, act) {
   return section;
 }
 
+function showTrees(root, data) {
+  const act = root.getAttribute("data-act");
+  const busy = root.contains(document.activeElement) && document.activeElement.tagName === "BUTTON";
+  if (!busy) {
+    root.replaceChildren(...data.processes.map((p) => renderProcess(p, act)));
+    for (const [name, error] of Object.entries(data.errors)) {
+      root.append(el("p", {class: "error"}, `${name}: ${error}`));
+    }
+  }
+  document.getElementById("updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
+}
+
+// Server-sent events: the server pushes the trees about once a second.
+function streamTree(root) {
+  const events = new EventSource(root.getAttribute("data-events"));
+  root.setAttribute("data-mode", "events");
+  events.addEventListener("tree", (event) => showTrees(root, JSON.parse(event.data)));
+  events.addEventListener("error", () => {
+    // CLOSED: refused (logged out, an error page); the browser will not retry, so poll.
+    if (events.readyState === EventSource.CLOSED) pollTree(root);
+    else document.getElementById("updated").textContent = "reconnecting…";
+  });
+}
+
+// The fallback: ask once a second.
 async function pollTree(root) {
   const source = root.getAttribute("data-source");
-  const act = root.getAttribute("data-act");
   const updated = document.getElementById("updated");
+  root.setAttribute("data-mode", "polling");
   for (;;) {
     try {
       const reply = await fetch(source, {credentials: "same-origin", headers: {accept: "application/json"}});
       if (reply.ok) {
-        const data = await reply.json();
-        const busy = root.contains(document.activeElement) && document.activeElement.tagName === "BUTTON";
-        if (!busy) {
-          root.replaceChildren(...data.processes.map((p) => renderProcess(p, act)));
-          for (const [name, error] of Object.entries(data.errors)) {
-            root.append(el("p", {class: "error"}, `${name}: ${error}`));
-          }
-        }
-        updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+        showTrees(root, await reply.json());
       } else {
         updated.textContent = `error ${reply.status}`;
       }
@@ -114,5 +132,8 @@ async function pollTree(root) {
 document.addEventListener("DOMContentLoaded", () => {
   confirmForms();
   const trees = document.getElementById("trees");
-  if (trees) pollTree(trees);
+  if (trees) {
+    if (window.EventSource) streamTree(trees);
+    else pollTree(trees);
+  }
 });
