@@ -53,6 +53,7 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     if name == "actor_hop":
         return (
             f"{r['actor_msgs_per_s']:,}/s vs raw channel {r['raw_msgs_per_s']:,}/s = {r['ratio']}x"
+            f"; receive_batch {r.get('actor_batch_msgs_per_s', 0):,}/s = {r.get('ratio_batch')}x"
         )
     if name == "snapshot":
         return f"{r['actors']} actors: median {r['median_ms']} ms, p95 {r['p95_ms']} ms"
