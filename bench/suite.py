@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 NAMES = (
-    "actor_hop", "snapshot", "bridge", "embedded_e2e",
-    "distributed_e2e", "latency", "slow_provider", "memory",
+    "actor_hop", "snapshot", "bridge", "embedded_e2e", "latency_embedded",
+    "distributed_e2e", "latency", "slow_provider", "scaling", "memory",
 )
-DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "memory"}
+DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "scaling", "memory"}
 
 
 def _verdict(name: str, r: dict[str, Any]) -> bool | None:
@@ -33,7 +33,11 @@ def _verdict(name: str, r: dict[str, Any]) -> bool | None:
         if name == "bridge":
             return bool(r["ratio_guest_loop"] >= 0.9)
         if name == "embedded_e2e":
-            return bool(r["emails_per_s"] >= 2000)
+            return bool(r["emails_per_s"] >= 2000 and r["ratio"] >= 0.8)
+        if name == "latency_embedded":
+            return bool(r["p99_ms"] <= 100)
+        if name == "scaling":
+            return all(p["ratio"] >= 0.8 for p in r["points"])
         if name == "distributed_e2e":
             return bool(r["emails_per_s"] >= 500 and r["ratio"] >= 0.8)
         if name == "latency":
@@ -59,11 +63,27 @@ def _headline(name: str, r: dict[str, Any]) -> str:
         return f"{r['actors']} actors: median {r['median_ms']} ms, p95 {r['p95_ms']} ms"
     if name == "bridge":
         return (
-            f"guest edge {r['ratio_guest_loop']}x plain asyncio (one crossing per phase), "
+            f"guest edge {r['ratio_guest_loop']}x ±{r.get('ratio_guest_loop_spread')} plain "
+            f"asyncio (one crossing per phase, paired runs; CPU {r.get('cpu_ratio_guest_loop')}x), "
             f"{r['ratio_guest']}x (one per call); trio-asyncio {r['ratio_trio_asyncio_loop']}x"
         )
     if name == "embedded_e2e":
-        return f"{r['emails_per_s']:,} emails/s, p50 {r['p50_ms']} ms"
+        return (
+            f"{r['emails_per_s']:,} emails/s vs plain script {r['plain_script_per_s']:,}/s "
+            f"= {r['ratio']}x (CPU {r['cpu_ms_per_email']} vs {r['plain_cpu_ms_per_email']} "
+            f"ms/email = {r['cpu_ratio']}x)"
+        )
+    if name in ("latency", "latency_embedded") and "loads" in r:
+        return "; ".join(
+            f"{round(x['fraction'] * 100)}% ({x['rate_per_s']}/s): "
+            f"p50 {x['p50_ms']} / p99 {x['p99_ms']} ms"
+            for x in r["loads"]
+        )
+    if name == "scaling":
+        return ", ".join(
+            f"{p['workers']}w {p['emails_per_s']}/{p['ideal_per_s']:g} = {p['ratio']}x"
+            for p in r["points"]
+        )
     if name == "distributed_e2e":
         claims = r.get("claims_cpu_ms_per_email", {}).get("total")
         window = r.get("window_ms") or {}
@@ -183,6 +203,12 @@ def _run(
             ),
         ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
+        (
+            "latency_embedded",
+            lambda: embedded.latency_embedded(
+                quick, results.get("embedded_e2e", {}).get("emails_per_s")
+            ),
+        ),
     ]
     for name, job in jobs:
         if name in want:
