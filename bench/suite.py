@@ -244,12 +244,26 @@ def _run(
     return results
 
 
-def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
+def main(
+    quick: bool,
+    only: list[str] | None,
+    json_file: str | None,
+    plot: str | None = None,
+    plot_from: str | None = None,
+) -> int:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     console = Console(stderr=True)
+    if plot_from:
+        # Pictures of a saved run (its --json file), without measuring again.
+        from . import plot as plotting
+
+        saved = json.loads(Path(plot_from).read_text())
+        for path in plotting.draw(saved, plot or "docs/bench"):
+            console.print(f"wrote {path}")
+        return 0
     with Progress(console=console, transient=True) as bars:
 
         def progress(name: str, total: int) -> Callable[[int], None]:
@@ -257,6 +271,9 @@ def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
             return lambda done: bars.update(task, completed=done)
 
         results = run(quick, set(only) if only else None, progress)
+    from .plot import commit_label
+
+    results["commit"] = commit_label()
     table = Table(title=f"mailactors bench{' --quick' if quick else ''}")
     table.add_column("benchmark")
     table.add_column("figure (baseline from the same run)")
@@ -273,6 +290,11 @@ def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
     line = json.dumps(results, default=str)
     if json_file:
         Path(json_file).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if plot:
+        from . import plot as plotting
+
+        for path in plotting.draw(results, plot):
+            console.print(f"wrote {path}")
     print(line)
     return 0
 
@@ -285,4 +307,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)"
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results to FILE")
-    bench.set_defaults(handler=lambda args: main(args.quick, args.only, args.json))
+    bench.add_argument(
+        "--plot", metavar="DIR", help="also draw the figures as PNGs into DIR (matplotlib)"
+    )
+    bench.add_argument(
+        "--plot-from", metavar="FILE",
+        help="draw the PNGs of a saved --json FILE (into --plot DIR, default docs/bench); "
+        "measures nothing",
+    )
+    bench.set_defaults(
+        handler=lambda args: main(args.quick, args.only, args.json, args.plot, args.plot_from)
+    )
