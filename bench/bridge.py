@@ -273,7 +273,7 @@ def measure(n: int = 3000, url: str = DEFAULT_URL, rounds: int = 3) -> dict[str,
             3,
         )
     of_medians = result["ratio_guest_loop"]
-    result.update(_paired_guest_loop(max(500, n // 3), url, pairs=max(8, 6 * rounds)))
+    result.update(_paired_guest_loop(n, url, pairs=max(8, 4 * rounds)))
     result["ratio_guest_loop_of_medians"] = of_medians
     result["crossing_us"] = {
         variant: {k: round(v, 1) for k, v in _run_child("crossing", variant, 5000, url).items()}
