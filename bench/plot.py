@@ -42,7 +42,8 @@ def _stamp(results: dict[str, Any], conditions: str) -> str:
     m = results.get("machine", {})
     machine = (
         f"{m.get('cpus', '?')} CPUs, Python {m.get('python', '?')}, "
-        f"load {m.get('load_average', '?')}, {m.get('when', '?')}"
+        f"load at start {m.get('load_average_at_start', '?')}, at end "
+        f"{m.get('load_average', '?')}, {m.get('when', '?')}"
         f"{' (quick)' if m.get('quick') else ''}"
     )
     return f"{machine}; commit {results.get('commit', commit_label())}\n{conditions}"

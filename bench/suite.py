@@ -142,7 +142,7 @@ def run(
         raise SystemExit(
             f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}"
         )
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     broker = None
     if want & (DISTRIBUTED | {"bridge"}):
         broker = _broker(results, want & (DISTRIBUTED | {"bridge"}))
@@ -238,6 +238,7 @@ def _run(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": results.pop("load_average_at_start"),
         "quick": quick,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
