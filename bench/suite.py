@@ -303,7 +303,7 @@ def main(
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``bench`` to supervisor.py's subcommands."""
     bench = commands.add_parser("bench", help="run the benchmarks (see bench/suite.py)")
-    bench.add_argument("--quick", action="store_true", help="small runs, under a minute")
+    bench.add_argument("--quick", action="store_true", help="small runs (a few minutes)")
     bench.add_argument(
         "--only", action="append", metavar="NAME", help="run only this benchmark (repeatable)"
     )
