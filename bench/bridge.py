@@ -135,27 +135,36 @@ async def _noop() -> None:
     pass
 
 
-async def _best_seconds(call: Callable[[], Awaitable[object]], n: int, repeats: int) -> float:
-    """The fastest of *repeats* runs of *n* calls, in seconds: the run least disturbed by the
-    rest of the machine. Plain awaits only, so it runs on either side of the edge."""
-    best = float("inf")
+async def _best_seconds(
+    call: Callable[[], Awaitable[object]], n: int, repeats: int
+) -> tuple[float, float]:
+    """The fastest of *repeats* runs of *n* calls, in seconds of wall and of CPU (the
+    process's, both threads): the run least disturbed by the rest of the machine. Plain
+    awaits only, so it runs on either side of the edge."""
+    best, best_cpu = float("inf"), float("inf")
     for _ in range(repeats):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(n):
             await call()
         best = min(best, time.perf_counter() - started)
-    return best
+        best_cpu = min(best_cpu, time.process_time() - cpu)
+    return best, best_cpu
 
 
 async def _crossing_costs(edge: Any, n: int, repeats: int = 5) -> dict[str, float]:
     """Microseconds per crossing for a call that does nothing, best of *repeats*."""
 
-    async def from_asyncio() -> float:
+    async def from_asyncio() -> tuple[float, float]:
         return await _best_seconds(partial(edge.call_trio, _noop), n, repeats)
 
-    best_run = await _best_seconds(partial(edge.run, _noop), n, repeats)
-    best_call_trio: float = await edge.run(from_asyncio)
-    return {"run": best_run / n * 1e6, "call_trio": best_call_trio / n * 1e6}
+    best_run, cpu_run = await _best_seconds(partial(edge.run, _noop), n, repeats)
+    best_call_trio, cpu_call_trio = await edge.run(from_asyncio)
+    return {
+        "run": best_run / n * 1e6,
+        "call_trio": best_call_trio / n * 1e6,
+        "run_cpu": cpu_run / n * 1e6,
+        "call_trio_cpu": cpu_call_trio / n * 1e6,
+    }
 
 
 def crossing_once(variant: str, n: int = 5000) -> dict[str, float]:
@@ -229,7 +238,8 @@ def measure(n: int = 3000, url: str = DEFAULT_URL, rounds: int = 3) -> dict[str,
     ratios to plain, so one number says whether the bridge keeps up on both halves),
     ``cpu_us`` (median CPU microseconds per message) and ``cpu_ratio_*`` (the same
     ratios from CPU per message, which neighbours on the machine disturb far less),
-    ``samples`` and ``conditions``.
+    ``samples`` and ``conditions``. ``ratio_guest_loop`` itself comes from back-to-back
+    pairs (:func:`_paired_guest_loop`), with its spread, every pair ratio and CPU ratio.
     """
     samples: dict[str, list[dict[str, Any]]] = {}
     load_before = os.getloadavg()
@@ -262,6 +272,9 @@ def measure(n: int = 3000, url: str = DEFAULT_URL, rounds: int = 3) -> dict[str,
             min(cpu[f"plain_{phase}"] / cpu[f"{key}_{phase}"] for phase in ("publish", "consume")),
             3,
         )
+    of_medians = result["ratio_guest_loop"]
+    result.update(_paired_guest_loop(n, url, pairs=max(8, 4 * rounds)))
+    result["ratio_guest_loop_of_medians"] = of_medians
     result["crossing_us"] = {
         variant: {k: round(v, 1) for k, v in _run_child("crossing", variant, 5000, url).items()}
         for variant in ("guest", "guest_start_guest_run", "trio_asyncio")
@@ -289,6 +302,51 @@ def measure(n: int = 3000, url: str = DEFAULT_URL, rounds: int = 3) -> dict[str,
     return result
 
 
+def pairs_once(n: int, url: str, pairs: int) -> list[dict[str, Any]]:
+    """In this process, *pairs* times: the plain workload, then the guest-loop one (the order
+    alternating), back to back, each on its own connection and queue."""
+    out = []
+    for i in range(pairs):
+        order = ["plain", "guest"] if i % 2 == 0 else ["guest", "plain"]
+        runs = {variant: run_once(variant, "per_call" if variant == "plain" else "loop", n, url)
+                for variant in order}
+        out.append(runs)
+    return out
+
+
+def _paired_guest_loop(n: int, url: str, pairs: int) -> dict[str, Any]:
+    """``ratio_guest_loop`` from back-to-back pairs: each guest-loop run against the plain run
+    right beside it in the same interpreter, the order alternating; the median of the pair
+    ratios (each pair's ratio of the time for both phases).
+
+    A broker shared with other work drifts by tens of percent within a minute; two runs a
+    fraction of a second apart see nearly the same broker, so their ratio keeps little of
+    the drift. ``spread`` is half the interquartile range of the pair ratios. (trio-asyncio
+    is not in these pairs: importing it patches asyncio for the whole process.)
+    """
+    ratios: list[float] = []
+    cpu_ratios: list[float] = []
+    phases = ("publish", "consume")
+    for runs in _run_child("pairs", str(pairs), n, url)["pairs"]:
+        plain, guest = runs["plain"], runs["guest"]
+        # Both phases together (the time for n published and n consumed): the worse of
+        # two noisy ratios, as the rounds above take, is biased low by the noise itself.
+        ratios.append(
+            sum(1 / plain[p]["rate"] for p in phases) / sum(1 / guest[p]["rate"] for p in phases)
+        )
+        cpu_ratios.append(
+            sum(plain[p]["cpu_us"] for p in phases) / sum(guest[p]["cpu_us"] for p in phases)
+        )
+    quartiles = statistics.quantiles(ratios, n=4) if len(ratios) >= 2 else [ratios[0]] * 3
+    return {
+        "ratio_guest_loop": round(statistics.median(ratios), 3),
+        "ratio_guest_loop_spread": round((quartiles[2] - quartiles[0]) / 2, 3),
+        "cpu_ratio_guest_loop": round(statistics.median(cpu_ratios), 3),
+        "ratio_guest_loop_pairs": [round(r, 3) for r in ratios],
+        "pair_n": n,
+    }
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import version
 
@@ -306,6 +364,8 @@ def main(argv: list[str] | None = None) -> None:
         variant, _, shape = args.child.partition(":")
         if variant == "crossing":
             print(json.dumps(crossing_once(shape, args.n)))
+        elif variant == "pairs":
+            print(json.dumps({"pairs": pairs_once(args.n, args.url, int(shape))}))
         else:
             print(json.dumps(run_once(variant, shape, args.n, args.url)))
         return
@@ -327,7 +387,10 @@ def main(argv: list[str] | None = None) -> None:
         )
     print("one empty crossing, best of 5 x 5000 (us):")
     for variant, costs in result["crossing_us"].items():
-        print(f"  {variant:<24} run {costs['run']:>6.1f}   call_trio {costs['call_trio']:>6.1f}")
+        print(
+            f"  {variant:<24} run {costs['run']:>6.1f} (CPU {costs['run_cpu']:>6.1f})   "
+            f"call_trio {costs['call_trio']:>6.1f} (CPU {costs['call_trio_cpu']:>6.1f})"
+        )
     print(json.dumps(result, indent=2))
 
 

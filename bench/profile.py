@@ -44,9 +44,7 @@ def main(n: int = 5000) -> None:
 
     profiler = cProfile.Profile()
     with tempfile.TemporaryDirectory() as directory:
-        profiler.enable()
-        result = trio.run(_run, n, directory, 512)
-        profiler.disable()
+        result = trio.run(_run, n, directory, 512, profiler)
     stats = pstats.Stats(profiler)
     shares: Counter[str] = Counter()
     total = 0.0

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 NAMES = (
-    "actor_hop", "snapshot", "bridge", "embedded_e2e",
-    "distributed_e2e", "latency", "slow_provider", "memory",
+    "actor_hop", "snapshot", "bridge", "embedded_e2e", "latency_embedded",
+    "distributed_e2e", "latency", "slow_provider", "scaling", "memory",
     "web_log",
 )
-DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "memory"}
+DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "scaling", "memory"}
 
 
 def _verdict(name: str, r: dict[str, Any]) -> bool | None:
@@ -34,7 +34,11 @@ def _verdict(name: str, r: dict[str, Any]) -> bool | None:
         if name == "bridge":
             return bool(r["ratio_guest_loop"] >= 0.9)
         if name == "embedded_e2e":
-            return bool(r["emails_per_s"] >= 2000)
+            return bool(r["emails_per_s"] >= 2000 and r["ratio"] >= 0.8)
+        if name == "latency_embedded":
+            return bool(r["p99_ms"] <= 100)
+        if name == "scaling":
+            return all(p["ratio"] >= 0.8 for p in r["points"])
         if name == "distributed_e2e":
             return bool(r["emails_per_s"] >= 500 and r["ratio"] >= 0.8)
         if name == "latency":
@@ -56,16 +60,33 @@ def _headline(name: str, r: dict[str, Any]) -> str:
     if name == "actor_hop":
         return (
             f"{r['actor_msgs_per_s']:,}/s vs raw channel {r['raw_msgs_per_s']:,}/s = {r['ratio']}x"
+            f"; receive_batch {r.get('actor_batch_msgs_per_s', 0):,}/s = {r.get('ratio_batch')}x"
         )
     if name == "snapshot":
         return f"{r['actors']} actors: median {r['median_ms']} ms, p95 {r['p95_ms']} ms"
     if name == "bridge":
         return (
-            f"guest edge {r['ratio_guest_loop']}x plain asyncio (one crossing per phase), "
+            f"guest edge {r['ratio_guest_loop']}x ±{r.get('ratio_guest_loop_spread')} plain "
+            f"asyncio (one crossing per phase, paired runs; CPU {r.get('cpu_ratio_guest_loop')}x), "
             f"{r['ratio_guest']}x (one per call); trio-asyncio {r['ratio_trio_asyncio_loop']}x"
         )
     if name == "embedded_e2e":
-        return f"{r['emails_per_s']:,} emails/s, p50 {r['p50_ms']} ms"
+        return (
+            f"{r['emails_per_s']:,} emails/s vs plain script {r['plain_script_per_s']:,}/s "
+            f"= {r['ratio']}x (CPU {r['cpu_ms_per_email']} vs {r['plain_cpu_ms_per_email']} "
+            f"ms/email = {r['cpu_ratio']}x)"
+        )
+    if name in ("latency", "latency_embedded") and "loads" in r:
+        return "; ".join(
+            f"{round(x['fraction'] * 100)}% ({x['rate_per_s']}/s): "
+            f"p50 {x['p50_ms']} / p99 {x['p99_ms']} ms"
+            for x in r["loads"]
+        )
+    if name == "scaling":
+        return ", ".join(
+            f"{p['workers']}w {p['emails_per_s']}/{p['ideal_per_s']:g} = {p['ratio']}x"
+            for p in r["points"]
+        )
     if name == "distributed_e2e":
         claims = r.get("claims_cpu_ms_per_email", {}).get("total")
         window = r.get("window_ms") or {}
@@ -126,7 +147,7 @@ def run(
         raise SystemExit(
             f"unknown benchmark(s): {', '.join(sorted(unknown))}; known: {', '.join(NAMES)}"
         )
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     broker = None
     if want & (DISTRIBUTED | {"bridge"}):
         broker = _broker(results, want & (DISTRIBUTED | {"bridge"}))
@@ -188,6 +209,12 @@ def _run(
         ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
         ("web_log", lambda: web.web_log(quick)),
+        (
+            "latency_embedded",
+            lambda: embedded.latency_embedded(
+                quick, results.get("embedded_e2e", {}).get("emails_per_s")
+            ),
+        ),
     ]
     for name, job in jobs:
         if name in want:
@@ -217,18 +244,33 @@ def _run(
         "python": platform.python_version(),
         "platform": platform.platform(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": results.pop("load_average_at_start"),
         "quick": quick,
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     return results
 
 
-def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
+def main(
+    quick: bool,
+    only: list[str] | None,
+    json_file: str | None,
+    plot: str | None = None,
+    plot_from: str | None = None,
+) -> int:
     from rich.console import Console
     from rich.progress import Progress
     from rich.table import Table
 
     console = Console(stderr=True)
+    if plot_from:
+        # Pictures of a saved run (its --json file), without measuring again.
+        from . import plot as plotting
+
+        saved = json.loads(Path(plot_from).read_text())
+        for path in plotting.draw(saved, plot or "docs/bench"):
+            console.print(f"wrote {path}")
+        return 0
     with Progress(console=console, transient=True) as bars:
 
         def progress(name: str, total: int) -> Callable[[int], None]:
@@ -236,6 +278,9 @@ def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
             return lambda done: bars.update(task, completed=done)
 
         results = run(quick, set(only) if only else None, progress)
+    from .plot import commit_label
+
+    results["commit"] = commit_label()
     table = Table(title=f"mailactors bench{' --quick' if quick else ''}")
     table.add_column("benchmark")
     table.add_column("figure (baseline from the same run)")
@@ -252,6 +297,11 @@ def main(quick: bool, only: list[str] | None, json_file: str | None) -> int:
     line = json.dumps(results, default=str)
     if json_file:
         Path(json_file).write_text(json.dumps(results, indent=1, default=str) + "\n")
+    if plot:
+        from . import plot as plotting
+
+        for path in plotting.draw(results, plot):
+            console.print(f"wrote {path}")
     print(line)
     return 0
 
@@ -266,20 +316,25 @@ Measure every performance target next to a baseline from the same run, print a t
 (figure, target, met) and, last, one JSON line with every figure and the conditions.
 It starts what it needs and stops what it started: RabbitMQ (only if nothing listens
 on 5672), noida-db for the Elasticsearch API, postfix's smtp-sink (make bench-deps).
-The full run takes about five minutes; --quick under one.
+The full run takes about twenty minutes; --quick about five. --plot DIR draws the
+figures (matplotlib: pip install -e '.[bench]').
 
 benchmarks (--only NAME):
   actor_hop        messages/s through one actor vs a raw Trio channel (>= 0.5x)
   snapshot         time to snapshot a tree of 1,000 actors (p95 <= 5 ms)
   bridge           the Trio/asyncio edge vs plain asyncio, aio-pika (>= 0.9x)
-  embedded_e2e     emails/s end to end, one process, Maildir and SQLite (>= 2,000/s)
+  embedded_e2e     emails/s end to end, one process, Maildir and SQLite (>= 2,000/s), vs a
+                   plain script doing the same work per email (>= 0.8x)
+  latency_embedded request to SENT at 25/50/75% of embedded_e2e's rate (p50, p99)
   distributed_e2e  emails/s through RabbitMQ, Elasticsearch API and SMTP vs a plain
                    aiosmtplib script (>= 500/s and >= 0.8x); CPU per email per process
-  latency          request to SMTP acceptance at a steady rate (p99 <= 100 ms)
+  latency          request to SMTP acceptance at 25/50/75% of the maximum rate (p99 <= 100 ms)
   slow_provider    throughput against an SMTP server that answers in 50 ms (>= 0.8x ideal)
-  memory           peak RSS of each service with 100,000 emails queued (<= 200 MB)""",
+  scaling          slow_provider with 1, 2 and 4 email-server workers, each vs its ideal
+  memory           peak RSS of each service with 100,000 emails queued (<= 200 MB)
+  web_log          the web view's email log page over 100,000 documents (p95 <= 200 ms)""",
     )
-    bench.add_argument("--quick", action="store_true", help="small runs, under a minute")
+    bench.add_argument("--quick", action="store_true", help="small runs (about five minutes)")
     bench.add_argument(
         "--only",
         action="append",
@@ -288,4 +343,14 @@ benchmarks (--only NAME):
         help="run only this benchmark (repeatable); names below",
     )
     bench.add_argument("--json", metavar="FILE", help="also write the results to FILE")
-    bench.set_defaults(handler=lambda args: main(args.quick, args.only, args.json))
+    bench.add_argument(
+        "--plot", metavar="DIR", help="also draw the figures as PNGs into DIR (matplotlib)"
+    )
+    bench.add_argument(
+        "--plot-from", metavar="FILE",
+        help="draw the PNGs of a saved --json FILE (into --plot DIR, default docs/bench); "
+        "measures nothing",
+    )
+    bench.set_defaults(
+        handler=lambda args: main(args.quick, args.only, args.json, args.plot, args.plot_from)
+    )

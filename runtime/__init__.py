@@ -4,7 +4,7 @@ Knows nothing about email. The public surface is re-exported here; the
 modules behind it are private.
 """
 
-from ._actor import Actor, ActorContext, Reply
+from ._actor import Actor, ActorContext, Failed, Reply
 from ._control import (
     ControlClient,
     ControlEndpoint,
@@ -72,6 +72,7 @@ __all__ = [
     "DeadLetterInfo",
     "EdgeCancelledError",
     "EdgeStatistics",
+    "Failed",
     "ErrorInfo",
     "GateStatistics",
     "InjectedCrash",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 import trio
 
-from ._errors import ActorStopped
+from ._errors import ActorError, ActorStopped
 from ._ref import ActorRef, Cell, _Ask, _Reply
 from ._snapshot import ActorState
 
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
     from ._context import SystemContext
 
 M = TypeVar("M")
+
+log = logging.getLogger("runtime.actor")
 
 
 class ActorContext:
@@ -58,14 +61,23 @@ class ActorContext:
             return len(cell._buffer)
         return cell.receive_channel.statistics().current_buffer_used
 
-    def reply_later(self) -> Reply:
+    def reply_later(self, index: int | None = None) -> Reply:
         """Take over answering the ``ask`` being handled now.
 
         The runtime then does not answer when :meth:`Actor.receive` returns;
         the actor answers through the handle, e.g. after writing a batch.
+        In :meth:`Actor.receive_batch`, ``index`` names the message of the
+        batch (its result in the returned list is then ignored).
         Raises ``RuntimeError`` when the message in hand is not an ``ask``.
         """
         inc = self._incarnation
+        if index is not None:
+            slot = inc.batch_slots[index] if 0 <= index < len(inc.batch_slots) else None
+            if slot is None:
+                raise RuntimeError(f"actor {self.path!r}: reply_later({index}) is not an ask")
+            inc.batch_deferred.add(index)
+            inc.owed[slot] = type(inc.batch_msgs[index])
+            return Reply(slot, inc.owed)
         if inc.current is None:
             raise RuntimeError(f"actor {self.path!r}: reply_later() outside an ask")
         inc.deferred = True
@@ -106,8 +118,26 @@ class Reply:
         self._owed.pop(self._slot, None)
 
 
+class Failed:
+    """A result of :meth:`Actor.receive_batch` that fails one message alone.
+
+    Its asker gets ``error`` raised, the other messages of the batch get their
+    replies, and the actor keeps running (a failure that should restart the
+    actor is raised instead). For a message sent without ``ask`` the error is
+    logged and counted in the actor's ``failures``.
+    """
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __repr__(self) -> str:
+        return f"Failed({self.error!r})"
+
+
 class Actor(Generic[M]):
-    """Subclass this and implement :meth:`receive`.
+    """Subclass this and implement :meth:`receive` (or, with ``batch``, :meth:`receive_batch`).
 
     ``accepts`` lists the message types the actor takes; a ref refuses any other
     at the call site. Each restart calls the factory again, so an incarnation
@@ -115,10 +145,16 @@ class Actor(Generic[M]):
     actor as ready (start the next sibling only after it returns);
     ``stopping`` runs on a graceful stop, after the message in hand is done,
     within the child's shutdown timeout.
+
+    ``batch`` above 0 makes the actor take, in one turn, the message that woke
+    it and whatever else is already waiting (at most ``batch`` in all) and hand
+    them to :meth:`receive_batch`: a batch is formed only from what is queued,
+    so nothing ever waits for a batch to fill and a lone message goes alone.
     """
 
     accepts: ClassVar[tuple[type, ...]] = ()
     mailbox: ClassVar[int] = 64
+    batch: ClassVar[int] = 0
     ctx: ActorContext
 
     async def started(self) -> None:
@@ -126,6 +162,16 @@ class Actor(Generic[M]):
 
     async def receive(self, msg: M) -> Any:
         """Handle one message. For an ``ask``, the return value is the reply."""
+        raise NotImplementedError
+
+    async def receive_batch(self, msgs: list[M]) -> Sequence[Any]:
+        """Handle the messages waiting, in mailbox order (only with ``batch`` > 0).
+
+        Return one result per message: the reply to its ``ask`` (ignored for a
+        send), or :class:`Failed` to fail that message alone. Raising fails every
+        ask of the batch not taken with ``ctx.reply_later(i)`` with the error,
+        and the actor with it, as :meth:`receive` raising does.
+        """
         raise NotImplementedError
 
     async def stopping(self) -> None:
@@ -145,6 +191,9 @@ class _Incarnation:
         "current_type",
         "deferred",
         "owed",
+        "batch_slots",
+        "batch_msgs",
+        "batch_deferred",
     )
 
     def __init__(self, cell: Cell, actor: Actor[Any]) -> None:
@@ -159,6 +208,11 @@ class _Incarnation:
         # Replies taken with reply_later() and not answered yet, with the
         # request's type for the error: all fail when the incarnation ends.
         self.owed: dict[_Reply, type] = {}
+        # The batch in hand (receive_batch): each message's reply slot (None for a
+        # send), the messages, and the indexes taken with reply_later(i).
+        self.batch_slots: list[_Reply | None] = []
+        self.batch_msgs: list[Any] = []
+        self.batch_deferred: set[int] = set()
 
     def request_stop(self) -> None:
         self.stop_requested = True
@@ -184,42 +238,125 @@ class _Incarnation:
             await actor.started()
             cell.set_state(ActorState.RUNNING)
             task_status.started()
-            receive = cell.receive_channel.receive
-            handle = actor.receive
-            with self.idle_scope:
-                if self.stop_requested:
-                    self.idle_scope.cancel()
-                while True:
-                    item = await receive()
-                    self.busy = True
-                    if type(item) is _Ask:
-                        self.current = reply = item.reply
-                        self.current_type = type(item.msg)
-                        self.deferred = False
-                        try:
-                            value = await handle(item.msg)
-                        except Exception as exc:
-                            if not self.deferred:
-                                reply.fail(exc)
-                            raise
-                        except BaseException:
-                            # Cancelled belongs to this actor's scopes, never the
-                            # caller's: the caller learns the actor went away.
-                            if not self.deferred:
-                                reply.fail(
-                                    ActorStopped(cell.path, type(item.msg), "was cancelled")
-                                )
-                            raise
-                        finally:
-                            self.current = None
-                        if not self.deferred:
-                            reply.set(value)
-                    else:
-                        await handle(item)
-                    self.busy = False
-                    cell.processed += 1
+            if actor.batch > 0:
+                await self._run_batches()
+            else:
+                # The loop inline, not in a coroutine of its own: one frame less to resume
+                # at every message of every actor.
+                receive = cell.receive_channel.receive
+                handle = actor.receive
+                with self.idle_scope:
                     if self.stop_requested:
-                        break
+                        self.idle_scope.cancel()
+                    while True:
+                        item = await receive()
+                        self.busy = True
+                        if type(item) is _Ask:
+                            self.current = reply = item.reply
+                            self.current_type = type(item.msg)
+                            self.deferred = False
+                            try:
+                                value = await handle(item.msg)
+                            except Exception as exc:
+                                if not self.deferred:
+                                    reply.fail(exc)
+                                raise
+                            except BaseException:
+                                # Cancelled belongs to this actor's scopes, never the
+                                # caller's: the caller learns the actor went away.
+                                if not self.deferred:
+                                    reply.fail(
+                                        ActorStopped(cell.path, type(item.msg), "was cancelled")
+                                    )
+                                raise
+                            finally:
+                                self.current = None
+                            if not self.deferred:
+                                reply.set(value)
+                        else:
+                            await handle(item)
+                        self.busy = False
+                        cell.processed += 1
+                        if self.stop_requested:
+                            break
             cell.set_state(ActorState.STOPPING)
             await actor.stopping()
             nursery.cancel_scope.cancel()
+
+    async def _run_batches(self) -> None:
+        cell = self.cell
+        actor = self.actor
+        limit = actor.batch
+        channel = cell.receive_channel
+        handle = actor.receive_batch
+        with self.idle_scope:
+            if self.stop_requested:
+                self.idle_scope.cancel()
+            while True:
+                items = [await channel.receive()]
+                self.busy = True
+                # Only what is already queued: never a wait for the batch to fill.
+                while len(items) < limit:
+                    try:
+                        items.append(channel.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                msgs: list[Any] = []
+                slots: list[_Reply | None] = []
+                for item in items:
+                    if type(item) is _Ask:
+                        msgs.append(item.msg)
+                        slots.append(item.reply)
+                    else:
+                        msgs.append(item)
+                        slots.append(None)
+                self.batch_slots = slots
+                self.batch_msgs = msgs
+                deferred = self.batch_deferred = set()
+                try:
+                    results = await handle(msgs)
+                except Exception as exc:
+                    self._fail_batch(exc)
+                    raise
+                except BaseException:
+                    self._fail_batch(None)
+                    raise
+                if len(results) != len(msgs):
+                    error = ActorError(
+                        f"actor {cell.path!r}: receive_batch returned {len(results)} "
+                        f"results for {len(msgs)} messages"
+                    )
+                    self._fail_batch(error)
+                    raise error
+                self.batch_slots = []
+                i = 0
+                for slot, value in zip(slots, results, strict=True):
+                    if deferred and i in deferred:
+                        pass
+                    elif type(value) is Failed:
+                        if slot is not None:
+                            slot.fail(value.error)
+                        else:
+                            cell.record_failure(value.error)
+                            log.warning(
+                                "%s: %s failed: %r", cell.path, type(msgs[i]).__name__, value.error
+                            )
+                    elif slot is not None:
+                        slot.set(value)
+                    i += 1
+                self.busy = False
+                cell.processed += len(items)
+                if self.stop_requested:
+                    break
+
+    def _fail_batch(self, exc: Exception | None) -> None:
+        """``receive_batch`` raised: every ask it did not take over fails (``exc``, or
+        ActorStopped for a cancellation, which never crosses into the caller)."""
+        slots, self.batch_slots = self.batch_slots, []
+        for i, slot in enumerate(slots):
+            if slot is not None and i not in self.batch_deferred:
+                slot.fail(
+                    exc
+                    if exc is not None
+                    else ActorStopped(self.cell.path, type(self.batch_msgs[i]), "was cancelled")
+                )

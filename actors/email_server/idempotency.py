@@ -66,11 +66,8 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
             }
         )
 
-    async def receive(self, msg: ClaimAsk | Settle | Flush) -> None:
-        if type(msg) is Flush:
-            await self.on_flush_message(msg)
-        else:
-            await self.add(msg, self.ctx.reply_later())  # type: ignore[arg-type]
+    def collect(self, msg: ClaimAsk | Settle, index: int) -> None:
+        self.put(msg, self.ctx.reply_later(index))
 
     async def flush(self, items: list[ClaimAsk | Settle]) -> list[Claim | bool]:
         asks = [i.event_id for i in items if type(i) is ClaimAsk]

@@ -116,13 +116,11 @@ class DocumentWriter(BatchingActor[EmailDocument]):
     async def started(self) -> None:
         self.ctx.report(lambda: {"batches": self.flushes, "documents": self.flushed})
 
-    async def receive(self, msg: SaveEmail | SaveEmails | Flush) -> None:
+    def collect(self, msg: SaveEmail | SaveEmails, index: int) -> None:
         if type(msg) is SaveEmail:
-            await self.add(msg.document, self.ctx.reply_later())
-        elif type(msg) is SaveEmails:
-            await self.add_many(msg.documents, self.ctx.reply_later())
+            self.put(msg.document, self.ctx.reply_later(index))
         else:
-            await self.on_flush_message(msg)  # type: ignore[arg-type]
+            self.put_many(msg.documents, self.ctx.reply_later(index))  # type: ignore[union-attr]
 
     async def flush(self, items: list[EmailDocument]) -> list[SaveResult]:
         results = await self.store.save_many(items)
@@ -186,11 +184,8 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
             }
         )
 
-    async def receive(self, msg: StatusUpdate | Flush) -> None:
-        if type(msg) is StatusUpdate:
-            await self.add(msg, None)
-        else:
-            await self.on_flush_message(msg)  # type: ignore[arg-type]
+    def collect(self, msg: StatusUpdate, index: int) -> None:
+        self.put(msg, None)
 
     async def flush(self, items: list[StatusUpdate]) -> list[None]:
         events = [u.event for u in items]

@@ -1,4 +1,4 @@
-"""A base for actors that write in batches: up to N items or T milliseconds.
+"""A base for actors that write in batches: what is waiting, up to N items or T milliseconds.
 
 Stores are fast per batch and slow per item (DESIGN.md: Elasticsearch bulk
 index about 10x single index), so writers collect work and flush it together.
@@ -16,7 +16,7 @@ import msgspec
 import trio
 
 from actors.domain.edges import StoreUnavailable
-from runtime import Actor, Reply
+from runtime import Actor, Failed, Reply
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -29,7 +29,7 @@ class Flush(msgspec.Struct, frozen=True):
 
 
 class _Gather:
-    """The results of one ``add_many``, collected across batches."""
+    """The results of one ``put_many``, collected across batches."""
 
     __slots__ = ("reply", "results", "left", "done")
 
@@ -41,7 +41,7 @@ class _Gather:
 
 
 class _Part:
-    """Stands for a Reply for one item of an ``add_many``."""
+    """Stands for a Reply for one item of a ``put_many``."""
 
     __slots__ = ("gather", "index")
 
@@ -67,18 +67,22 @@ class _Part:
 class BatchingActor(Actor[Any], Generic[T]):
     """Collects items (and the replies owed for them) and calls :meth:`flush`.
 
-    A batch is flushed when the mailbox holds nothing more to add, when it
-    holds ``batch_size`` items, or ``batch_ms`` after its first item, whichever
-    comes first, and on a graceful stop.
+    The actor takes everything waiting in its mailbox in one turn (the runtime's
+    ``receive_batch``), puts each message's items in the batch with :meth:`collect`
+    and flushes once the mailbox holds nothing more (group commit), when the
+    batch holds ``batch_size`` items, or ``batch_ms`` after its first item when
+    ``linger`` keeps it open, whichever comes first, and on a graceful stop.
+    A message :meth:`collect` refuses fails alone: its asker gets the error.
     """
 
     mailbox: ClassVar[int] = 4096
+    batch: ClassVar[int] = 4096  # one turn takes all that is waiting, up to this many
 
     def __init__(self, batch_size: int, batch_ms: float) -> None:
         self.batch_size = batch_size
         self.batch_ms = batch_ms
         self.items: list[T] = []
-        self.replies: list[Reply | None] = []
+        self.replies: list[Reply | _Part | None] = []
         self.generation = 0
         self.flushes = 0  # batches written; flushed / flushes is the mean batch size
         self._last_flush = -math.inf
@@ -106,30 +110,18 @@ class BatchingActor(Actor[Any], Generic[T]):
                 await trio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(max_delay, delay * 2)
 
-    async def add(self, item: T, reply: Reply | None) -> None:
-        first = not self.items
+    def collect(self, msg: Any, index: int) -> None:
+        """Put the items of one message (never a :class:`Flush`) in the batch, with
+        :meth:`put` or :meth:`put_many`; ``self.ctx.reply_later(index)`` takes over the
+        answer to an ask. Raise to refuse the message alone."""
+        raise NotImplementedError
+
+    def put(self, item: T, reply: Reply | None) -> None:
+        """Add one item; ``reply`` (if any) gets its result when its batch is written."""
         self.items.append(item)
         self.replies.append(reply)
-        await self._after_add(first)
 
-    async def _after_add(self, first: bool) -> None:
-        """``first``: the batch was empty before these items (its timer is not running)."""
-        if not self.items:
-            return
-        # Group commit: flush as soon as nothing more is queued. Under light load
-        # that is at once; under load the mailbox fills while the last batch is
-        # written, and the next batch takes all of it. batch_ms bounds the wait
-        # when items trickle in while other messages keep the mailbox non-empty.
-        if (
-            len(self.items) >= self.batch_size
-            or self.batch_ms <= 0
-            or (self.ctx.mailbox_depth() == 0 and not self._busy())
-        ):
-            await self._flush()
-        elif first:
-            self.ctx.start_soon(self._timer, self.generation)
-
-    async def add_many(self, items: list[T], reply: Reply) -> None:
+    def put_many(self, items: list[T], reply: Reply) -> None:
         """Add several items owed one reply: the list of their results, in order.
 
         The items may land in different batches; the reply is set when the last
@@ -139,14 +131,44 @@ class BatchingActor(Actor[Any], Generic[T]):
             reply.set([])
             return
         gather = _Gather(reply, len(items))
-        first = not self.items
-        for i, item in enumerate(items):
-            self.items.append(item)
-            self.replies.append(_Part(gather, i))  # type: ignore[arg-type]
-            if len(self.items) >= self.batch_size:
+        self.items.extend(items)
+        self.replies.extend(_Part(gather, i) for i in range(len(items)))
+
+    async def receive_batch(self, msgs: list[Any]) -> list[Any]:
+        results: list[Any] = [None] * len(msgs)
+        first = not self.items  # the batch was empty (its timer is not running)
+        for i, msg in enumerate(msgs):
+            if type(msg) is Flush:
+                if msg.generation == self.generation and self.items:
+                    await self._flush()
+                    first = True
+                continue
+            try:
+                self.collect(msg, i)
+            except Exception as exc:
+                results[i] = Failed(exc)
+            while len(self.items) >= self.batch_size:
                 await self._flush()
                 first = True
-        await self._after_add(first)
+        if self.items:
+            if self.ctx.mailbox_depth() == 0:
+                # One pass of the scheduler before deciding: senders that are ready now
+                # (woken by the last batch's replies) add to this batch rather than each
+                # starting a small one. No time passes; at light load it is one yield.
+                await trio.lowlevel.checkpoint()
+            await self._after_add(first)
+        return results
+
+    async def _after_add(self, first: bool) -> None:
+        """``first``: the batch was empty before these items (its timer is not running)."""
+        # Group commit: flush as soon as nothing more is queued. Under light load
+        # that is at once; under load the mailbox fills while the last batch is
+        # written, and the next turn takes all of it. batch_ms bounds the wait
+        # when items trickle in while other messages keep the mailbox non-empty.
+        if self.batch_ms <= 0 or (self.ctx.mailbox_depth() == 0 and not self._busy()):
+            await self._flush()
+        elif first:
+            self.ctx.start_soon(self._timer, self.generation)
 
     # Off by default: a writer whose latency matters flushes whenever its mailbox is empty.
     linger: ClassVar[bool] = False
@@ -162,13 +184,11 @@ class BatchingActor(Actor[Any], Generic[T]):
         if generation == self.generation:
             await self.ctx.self_ref.send(Flush(generation))
 
-    async def on_flush_message(self, msg: Flush) -> None:
-        if msg.generation == self.generation and self.items:
-            await self._flush()
-
     async def _flush(self) -> None:
-        items, replies = self.items, self.replies
-        self.items, self.replies = [], []
+        """Write the first ``batch_size`` items (all of them, usually)."""
+        size = self.batch_size
+        items, replies = self.items[:size], self.replies[:size]
+        del self.items[:size], self.replies[:size]
         self.generation += 1
         self.flushes += 1
         self.flushed += len(items)
@@ -182,12 +202,17 @@ class BatchingActor(Actor[Any], Generic[T]):
             raise
         for reply, result in zip(replies, results, strict=True):
             if reply is not None:
-                reply.set(result)
+                if type(result) is Failed:
+                    reply.fail(result.error)
+                else:
+                    reply.set(result)
 
     async def flush(self, items: list[T]) -> list[Any]:
-        """Write ``items``; return one result per item (the reply to its ask)."""
+        """Write ``items``; return one result per item (the reply to its ask), or
+        :class:`runtime.Failed` for an item that failed alone. Raising fails them all
+        (and the actor)."""
         raise NotImplementedError
 
     async def stopping(self) -> None:
-        if self.items:
+        while self.items:
             await self._flush()

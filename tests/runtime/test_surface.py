@@ -36,6 +36,7 @@ from runtime import (
     ChildSpec,
     DeadLetterInfo,
     ErrorInfo,
+    Failed,
     GateStatistics,
     IntakeGate,
     MailboxFull,
@@ -358,6 +359,15 @@ async def test_a_stopped_actor_answers_asks_with_actor_stopped(
         [letter] = list(system.dead_letters.recent)
         assert isinstance(letter, DeadLetterInfo)
         assert (letter.path, letter.message_type) == ("slow", "Ping")
+
+
+def test_failed_is_a_result_not_an_error() -> None:
+    # Returned from receive_batch (tests/runtime/test_batches.py), never raised.
+    error = ValueError("bad item")
+    failed = Failed(error)
+    assert failed.error is error and "bad item" in repr(failed)
+    assert not isinstance(failed, BaseException)
+    assert runtime.Actor.batch == 0  # an actor takes one message per turn unless it says so
 
 
 # -- the introspection types -------------------------------------------------------------

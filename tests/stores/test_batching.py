@@ -1,4 +1,4 @@
-"""BatchingActor: group commit, and several items owed one reply (add_many)."""
+"""BatchingActor: group commit, and several items owed one reply (put_many)."""
 
 from __future__ import annotations
 
@@ -29,13 +29,11 @@ class Doubler(BatchingActor[int]):
         super().__init__(batch_size, batch_ms=5.0)
         self.batches = batches
 
-    async def receive(self, msg: Any) -> None:
+    def collect(self, msg: Any, index: int) -> None:
         if type(msg) is Put:
-            await self.add_many(msg.items, self.ctx.reply_later())
-        elif type(msg) is int:
-            await self.add(msg, self.ctx.reply_later())
+            self.put_many(msg.items, self.ctx.reply_later(index))
         else:
-            await self.on_flush_message(msg)
+            self.put(msg, self.ctx.reply_later(index))
 
     async def flush(self, items: list[int]) -> list[int]:
         self.batches.append(list(items))
@@ -51,7 +49,7 @@ async def _spawn(system: Any, batches: list[list[int]], batch_size: int = 100) -
     return system.lookup("b/doubler")
 
 
-async def test_add_many_goes_in_one_batch_with_one_reply_in_order(actor_system):
+async def test_put_many_goes_in_one_batch_with_one_reply_in_order(actor_system):
     batches: list[list[int]] = []
     ref = await _spawn(actor_system, batches)
     assert await ref.ask(Put([3, 1, 2])) == [6, 2, 4]
@@ -60,14 +58,14 @@ async def test_add_many_goes_in_one_batch_with_one_reply_in_order(actor_system):
     assert await ref.ask(7) == 14
 
 
-async def test_add_many_larger_than_a_batch_is_answered_once_all_batches_are_written(actor_system):
+async def test_put_many_larger_than_a_batch_is_answered_once_all_batches_are_written(actor_system):
     batches: list[list[int]] = []
     ref = await _spawn(actor_system, batches, batch_size=4)
     assert await ref.ask(Put(list(range(10)))) == [i * 2 for i in range(10)]
     assert batches == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
 
 
-async def test_a_failed_batch_fails_the_whole_add_many(actor_system):
+async def test_a_failed_batch_fails_the_whole_put_many(actor_system):
     batches: list[list[int]] = []
     ref = await _spawn(actor_system, batches)
     with pytest.raises(Fail):
