@@ -115,6 +115,10 @@ class UnsubscribeTokens:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             raise TokenError(400, "malformed unsubscribe link") from None
+        # The decoder drops characters outside the alphabet and ignores the last character's
+        # spare bits, so many strings decode alike: only the one make() writes is the token.
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
+            raise TokenError(400, "malformed unsubscribe link")
         payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
         if len(payload) < 6:
             raise TokenError(400, "malformed unsubscribe link")
