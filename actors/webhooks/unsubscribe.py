@@ -210,7 +210,19 @@ def _page(status: int, title: str, text: str, form: str = "") -> HTMLResponse:
         f'<meta name="robots" content="noindex"></head><body><h1>{t}</h1><p>{x}</p>{form}'
         "</body></html>"
     )
-    return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+# The link holds the token: the page loads nothing and may not be framed (a framing site
+# could have the reader click "Unsubscribe"); its one form posts back to itself.
+PAGE_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none';"
+    " base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 
 
 async def _read_form(request: Request) -> bytes | None:
