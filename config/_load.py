@@ -82,6 +82,9 @@ def load_config(
         key = _key_from_msgspec_path(at.rstrip("`")) if message else ()
         # The check spans the section: name every place its values came from.
         under = sorted({s for k, s in sources.items() if k[: len(key)] == key})
+        if not key:  # a check across sections: the places of the keys its message names
+            named = message or str(exc)
+            under = sorted({s for k, s in sources.items() if ".".join(k) in named})
         source = ", ".join(under) if under else _source(key, sources, file)
         raise ConfigError(".".join(key), message or str(exc), source=source, file=file) from None
     return _resolve_paths(msgspec.structs.replace(config, profile=file))

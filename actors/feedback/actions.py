@@ -42,7 +42,13 @@ import msgspec
 import trio
 
 from actors.domain.edges import Bus, SearchQuery, Store
-from actors.domain.schema import STATUS_EVENT_VERSION, EmailStatusEvent, FeedbackDetail, Status
+from actors.domain.schema import (
+    STATUS_EVENT_VERSION,
+    EmailDocument,
+    EmailStatusEvent,
+    FeedbackDetail,
+    Status,
+)
 from actors.email_server.suppression import (
     ALL_CATEGORIES,
     CATEGORY_PAUSE,
@@ -139,7 +145,7 @@ class FeedbackActions:
             domain = self.metrics.domain(address)
             self.metrics.by_domain.add(domain, fb.kind.value)
             self.check_domain_rates(domain)
-        await self.bus.publish_status(self._status_event(fb, doc.attempts, doc.provider))
+        await self.bus.publish_status(self._status_event(fb, doc))
         await self.ledger.mark_seen(key, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
         self.metrics.reports.labels(
@@ -186,12 +192,15 @@ class FeedbackActions:
         return f"{n} soft bounces"
 
     @staticmethod
-    def _status_event(fb: Feedback, attempts: int, provider: str | None) -> EmailStatusEvent:
+    def _status_event(fb: Feedback, doc: EmailDocument) -> EmailStatusEvent:
         return EmailStatusEvent(
             event_id=fb.event_id,
             status=STATUS_OF[fb.kind],
-            attempt=max(attempts, 1),
-            provider=provider,
+            attempt=max(doc.attempts, 1),
+            provider=doc.provider,
+            # As on every status event (README, wire format): consumers correlate by them.
+            tags=list(doc.tags),
+            metadata=dict(doc.metadata),
             occurred_at=fb.occurred_at,
             schema_version=STATUS_EVENT_VERSION,
             feedback=FeedbackDetail(

@@ -312,9 +312,19 @@ class AuthService(email_grpc.AuthServiceBase):
             except GRPCError as exc:  # integration's answer, passed on (distributed)
                 answers.append((i, f"requests[{i}]: {exc.status.name}: {exc.message}"))
 
-        async with trio.open_nursery() as nursery:
-            for i, msg in msgs:
-                nursery.start_soon(one, i, msg)
+        # Asked at once, requests race to the store, so of two with one idempotency key the
+        # later could be kept. A repeated key waits for a second round: the earlier one wins.
+        seen: set[str] = set()
+        rounds: tuple[list[tuple[int, _Request]], ...] = ([], [])
+        for i, msg in msgs:
+            key = msg.idempotency_key
+            rounds[bool(key) and key in seen].append((i, msg))
+            if key:
+                seen.add(key)
+        for batch in rounds:
+            async with trio.open_nursery() as nursery:
+                for i, msg in batch:
+                    nursery.start_soon(one, i, msg)
         return answers
 
     async def CancelEmail(self, stream: Any) -> None:

@@ -167,6 +167,17 @@ class HttpServer(Actor[Any]):
     ) -> None:
         try:
             await serve(app, cfg, shutdown_trigger=self._stop.wait, task_status=task_status)  # type: ignore[arg-type]
+        except* OSError as group:  # hypercorn raises it from a nursery: in a group
+            exc: BaseException = group
+            while isinstance(exc, BaseExceptionGroup):
+                exc = exc.exceptions[0]
+            if self.bound or not isinstance(exc, OSError) or exc.errno is None:
+                raise
+            # hypercorn's bind error names no address: name it, as the other edges do.
+            raise OSError(
+                exc.errno, f"error while attempting to bind on address "
+                f"('{self.http.host}', {self.http.port}): {exc.strerror}",
+            ) from exc
         finally:
             self._done.set()
 

@@ -75,6 +75,8 @@ def port_setting(config: Config | None, port: int) -> str | None:
         "grpc.integration_port": config.grpc.integration_port,
         "metrics.port": config.metrics.port,
         "control.port": config.control.port,
+        "http.port": config.http.port,
+        "bounces.port": config.bounces.port,
     }
     for key, value in keys.items():
         if value == port:

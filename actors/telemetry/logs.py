@@ -65,6 +65,10 @@ LIBRARY_LEVELS = {
     "grpclib": logging.WARNING,
     "asyncio": logging.WARNING,
     "aio_pika": logging.WARNING,
+    # On a broker restart these say, with an internal callback's error and once a try, what
+    # the bus says in one line (lost / reconnecting / reconnected); seen as 2+N lines each.
+    "aio_pika.tools": logging.CRITICAL,
+    "aio_pika.robust_connection": logging.ERROR,
     # aiormq logs an ERROR with a traceback on every failed connection attempt; the bus
     # says the same in one line (not reachable yet / lost / reconnected).
     "aiormq": logging.CRITICAL,

@@ -7,6 +7,7 @@ are the attacker's text); the one script is ``static/app.js`` (no inline script,
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 from collections.abc import AsyncIterator, Sequence
@@ -60,6 +61,9 @@ def _environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
     )
     env.globals["prefix"] = PREFIX
+    # For text shown on the page (autoescape escapes it), not jinja's tojson, which is for
+    # <script> blocks: it wrote "Ada \u00fcn\u00ef" and "\u003c" for what was sent.
+    env.filters["json_text"] = lambda value: json.dumps(value, ensure_ascii=False)
     return env
 
 

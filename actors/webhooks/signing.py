@@ -48,7 +48,7 @@ def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
 def verify(
     secret: str | bytes,
     headers: Mapping[str, str],
-    body: bytes,
+    body: bytes | str,
     tolerance_s: float = 300,
     *,
     now: float | None = None,
@@ -56,12 +56,14 @@ def verify(
     """Check a delivery and return its JSON body; raise WebhookVerificationError if bad.
 
     ``headers``: the request's headers (any letter case); ``body``: the raw bytes, as
-    received (not re-encoded JSON). The timestamp must be within ``tolerance_s`` of
-    ``now`` (default: the clock), which bounds replays of a captured request; the
-    signature is compared in constant time, against each ``v1,`` entry the header lists
-    (a sender rotating its secret sends two). Dedupe on ``webhook-id`` yourself:
-    delivery is at least once.
+    received (not re-encoded JSON), or that text decoded as UTF-8. The timestamp must be
+    within ``tolerance_s`` of ``now`` (default: the clock), which bounds replays of a
+    captured request; the signature is compared in constant time, against each ``v1,``
+    entry the header lists (a sender rotating its secret sends two). Dedupe on
+    ``webhook-id`` yourself: delivery is at least once.
     """
+    if isinstance(body, str):  # a framework that hands the body decoded (we send UTF-8)
+        body = body.encode()
     lower = {k.lower(): v for k, v in headers.items()}
     msg_id = lower.get("webhook-id", "")
     stamp = lower.get("webhook-timestamp", "")

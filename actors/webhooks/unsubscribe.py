@@ -115,6 +115,10 @@ class UnsubscribeTokens:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except (binascii.Error, ValueError):
             raise TokenError(400, "malformed unsubscribe link") from None
+        # The decoder drops characters outside the alphabet and ignores the last character's
+        # spare bits, so many strings decode alike: only the one make() writes is the token.
+        if base64.urlsafe_b64encode(raw).rstrip(b"=").decode() != token:
+            raise TokenError(400, "malformed unsubscribe link")
         payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
         if len(payload) < 6:
             raise TokenError(400, "malformed unsubscribe link")
@@ -206,7 +210,19 @@ def _page(status: int, title: str, text: str, form: str = "") -> HTMLResponse:
         f'<meta name="robots" content="noindex"></head><body><h1>{t}</h1><p>{x}</p>{form}'
         "</body></html>"
     )
-    return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store"})
+    return HTMLResponse(body, status_code=status, headers=PAGE_HEADERS)
+
+
+# The link holds the token: the page loads nothing and may not be framed (a framing site
+# could have the reader click "Unsubscribe"); its one form posts back to itself.
+PAGE_HEADERS = {
+    "cache-control": "no-store",
+    "content-security-policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none';"
+    " base-uri 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 
 
 async def _read_form(request: Request) -> bytes | None:
