@@ -133,7 +133,10 @@ class FeedbackActions:
             self.refuse(fb.source, "wrong_recipient")
             return Outcome(False, "wrong_recipient")
         key = f"{fb.source}|{fb.source_id}|{fb.kind}|{fb.event_id}|{address}"
-        if await self.ledger.seen(key):
+        # A report with two names (SES: its feedbackId and the SNS MessageId) is a repeat
+        # under either; the alias key is the one used before the report had two.
+        alias = f"{fb.source}|{fb.alias}|{fb.kind}|{fb.event_id}|{address}" if fb.alias else ""
+        if await self.ledger.seen(key) or (alias and await self.ledger.seen(alias)):
             log.info("%s %s: a repeat, applied before", fb.source, fb.kind, extra=ids)
             self.refuse(fb.source, "repeat")
             return Outcome(False, "repeat")
@@ -147,6 +150,8 @@ class FeedbackActions:
             self.check_domain_rates(domain)
         await self.bus.publish_status(self._status_event(fb, doc))
         await self.ledger.mark_seen(key, datetime.now(UTC))
+        if alias:
+            await self.ledger.mark_seen(alias, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
         self.metrics.reports.labels(
             fb.source, fb.kind.value, bounce_type, doc.category, self.metrics.domain(address)

@@ -47,6 +47,7 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     diagnostic: str | None = None  # the remote server's words, e.g. "550 5.1.1 no such user"
     feedback_type: str | None = None  # COMPLAINT: the ARF Feedback-Type (abuse, fraud, ...)
     reporter: str | None = None  # who reported it: the MTA, the mailbox provider
+    alias: str | None = None  # another id of the same report (SES: the SNS MessageId)
 
 
 class FeedbackSink(Protocol):
