@@ -55,7 +55,7 @@ from actors.email_server.suppression import (
     Suppressions,
     normalize,
 )
-from actors.feedback.events import BounceType, Feedback, FeedbackKind
+from actors.feedback.events import BounceType, Feedback, FeedbackKind, Outcome
 from actors.feedback.ledger import FeedbackLedger
 from actors.telemetry.metrics import FeedbackMetrics
 from config import FeedbackConfig
@@ -73,12 +73,6 @@ STATUS_OF = {
 }
 # The statuses of emails that left: the denominator of the rates.
 _SENT_LIKE = (Status.SENT, Status.DELIVERED, Status.DELAYED, Status.BOUNCED, Status.COMPLAINED)
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    applied: bool
-    reason: str  # "applied", or why not: unknown_email, wrong_recipient, repeat
-    suppressed: str | None = None  # the suppression it made, if any
 
 
 class FeedbackActions:
@@ -105,8 +99,8 @@ class FeedbackActions:
         self.paused: dict[str, str] = {}  # categories this process paused -> why
         metrics.by_domain.window_s = settings.rate_window_s
 
-    async def report(self, feedback: Feedback) -> None:
-        await self.apply(feedback)
+    async def report(self, feedback: Feedback) -> Outcome:
+        return await self.apply(feedback)
 
     def refuse(self, source: str, reason: str) -> None:
         """Count a report refused or ignored (sources call it for what they refuse)."""

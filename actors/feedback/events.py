@@ -16,7 +16,7 @@ from typing import Protocol
 
 import msgspec
 
-__all__ = ["BounceType", "Feedback", "FeedbackKind", "FeedbackSink"]
+__all__ = ["BounceType", "Feedback", "FeedbackKind", "FeedbackSink", "Outcome"]
 
 
 class FeedbackKind(enum.StrEnum):
@@ -50,9 +50,18 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     alias: str | None = None  # another id of the same report (SES: the SNS MessageId)
 
 
+class Outcome(msgspec.Struct, frozen=True):
+    """What the sink did with one report."""
+
+    applied: bool
+    reason: str  # "applied", or why not: unknown_email, wrong_recipient, repeat
+    suppressed: str | None = None  # the suppression it made, if any
+
+
 class FeedbackSink(Protocol):
     """Where every source hands what it parsed; the one place that acts on feedback."""
 
-    async def report(self, feedback: Feedback) -> None:
-        """Apply ``feedback`` durably (or raise: the source must not acknowledge it)."""
+    async def report(self, feedback: Feedback) -> Outcome:
+        """Apply ``feedback`` durably (or raise: the source must not acknowledge it); says
+        whether it was applied or knowingly ignored (a repeat, another recipient...)."""
         ...
