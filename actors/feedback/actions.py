@@ -55,7 +55,7 @@ from actors.email_server.suppression import (
     Suppressions,
     normalize,
 )
-from actors.feedback.events import BounceType, Feedback, FeedbackKind
+from actors.feedback.events import BounceType, Feedback, FeedbackKind, Outcome
 from actors.feedback.ledger import FeedbackLedger
 from actors.telemetry.metrics import FeedbackMetrics
 from config import FeedbackConfig
@@ -73,12 +73,6 @@ STATUS_OF = {
 }
 # The statuses of emails that left: the denominator of the rates.
 _SENT_LIKE = (Status.SENT, Status.DELIVERED, Status.DELAYED, Status.BOUNCED, Status.COMPLAINED)
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    applied: bool
-    reason: str  # "applied", or why not: unknown_email, wrong_recipient, repeat
-    suppressed: str | None = None  # the suppression it made, if any
 
 
 class FeedbackActions:
@@ -105,8 +99,8 @@ class FeedbackActions:
         self.paused: dict[str, str] = {}  # categories this process paused -> why
         metrics.by_domain.window_s = settings.rate_window_s
 
-    async def report(self, feedback: Feedback) -> None:
-        await self.apply(feedback)
+    async def report(self, feedback: Feedback) -> Outcome:
+        return await self.apply(feedback)
 
     def refuse(self, source: str, reason: str) -> None:
         """Count a report refused or ignored (sources call it for what they refuse)."""
@@ -133,7 +127,10 @@ class FeedbackActions:
             self.refuse(fb.source, "wrong_recipient")
             return Outcome(False, "wrong_recipient")
         key = f"{fb.source}|{fb.source_id}|{fb.kind}|{fb.event_id}|{address}"
-        if await self.ledger.seen(key):
+        # A report with two names (SES: its feedbackId and the SNS MessageId) is a repeat
+        # under either; the alias key is the one used before the report had two.
+        alias = f"{fb.source}|{fb.alias}|{fb.kind}|{fb.event_id}|{address}" if fb.alias else ""
+        if await self.ledger.seen(key) or (alias and await self.ledger.seen(alias)):
             log.info("%s %s: a repeat, applied before", fb.source, fb.kind, extra=ids)
             self.refuse(fb.source, "repeat")
             return Outcome(False, "repeat")
@@ -147,6 +144,8 @@ class FeedbackActions:
             self.check_domain_rates(domain)
         await self.bus.publish_status(self._status_event(fb, doc))
         await self.ledger.mark_seen(key, datetime.now(UTC))
+        if alias:
+            await self.ledger.mark_seen(alias, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
         self.metrics.reports.labels(
             fb.source, fb.kind.value, bounce_type, doc.category, self.metrics.domain(address)

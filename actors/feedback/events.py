@@ -16,7 +16,7 @@ from typing import Protocol
 
 import msgspec
 
-__all__ = ["BounceType", "Feedback", "FeedbackKind", "FeedbackSink"]
+__all__ = ["BounceType", "Feedback", "FeedbackKind", "FeedbackSink", "Outcome"]
 
 
 class FeedbackKind(enum.StrEnum):
@@ -47,11 +47,21 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True, rename="camel"):
     diagnostic: str | None = None  # the remote server's words, e.g. "550 5.1.1 no such user"
     feedback_type: str | None = None  # COMPLAINT: the ARF Feedback-Type (abuse, fraud, ...)
     reporter: str | None = None  # who reported it: the MTA, the mailbox provider
+    alias: str | None = None  # another id of the same report (SES: the SNS MessageId)
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What the sink did with one report."""
+
+    applied: bool
+    reason: str  # "applied", or why not: unknown_email, wrong_recipient, repeat
+    suppressed: str | None = None  # the suppression it made, if any
 
 
 class FeedbackSink(Protocol):
     """Where every source hands what it parsed; the one place that acts on feedback."""
 
-    async def report(self, feedback: Feedback) -> None:
-        """Apply ``feedback`` durably (or raise: the source must not acknowledge it)."""
+    async def report(self, feedback: Feedback) -> Outcome:
+        """Apply ``feedback`` durably (or raise: the source must not acknowledge it); says
+        whether it was applied or knowingly ignored (a repeat, another recipient...)."""
         ...

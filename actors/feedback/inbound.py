@@ -175,15 +175,22 @@ class BounceHandler:
                         extra=ids)  # fmt: skip
             return "250 2.0.0 OK, ignored: the report names another email than its address"
         with trio.fail_after(SINK_TIMEOUT_S):
-            for record in records:
-                await self.sink.report(record)
-        for record in records:
+            outcomes = [await self.sink.report(record) for record in records]
+        ignored: list[str] = []  # why the sink left a record alone (it logged each)
+        for record, outcome in zip(records, outcomes, strict=True):
+            if not outcome.applied:
+                self.counts[f"ignored_{outcome.reason}"] += 1
+                ignored.append(outcome.reason)
+                continue
             self.counts[f"feedback_{record.kind.value}"] += 1
             log.info("%s for %s (%s %s) via %s", record.kind.value, record.recipient or "?",
                      record.bounce_type or record.feedback_type or "",
                      record.status_code or "", report.kind.value,
                      extra={"event_id": record.event_id})  # fmt: skip
-        return f"250 2.0.0 OK, {len(records)} report(s) applied"
+        applied = f"250 2.0.0 OK, {len(records) - len(ignored)} report(s) applied"
+        if not ignored:
+            return applied
+        return f"{applied}, {len(ignored)} ignored ({', '.join(sorted(set(ignored)))})"
 
 
 class _Session(SMTP):

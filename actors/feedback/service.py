@@ -156,10 +156,11 @@ class SinkRef:
         outcome: Outcome = await self.ref.ask(ReportFeedback(feedback), timeout=ASK_TIMEOUT_S)
         return outcome
 
-    async def report(self, feedback: Feedback) -> None:
+    async def report(self, feedback: Feedback) -> Outcome:
         outcome = await self.apply(feedback)
         if outcome.reason == "unavailable":
             raise StoreUnavailable("feedback not applied now; report it again later")
+        return outcome
 
     def refuse(self, source: str, reason: str) -> None:
         with contextlib.suppress(Exception):  # counting never fails a request

@@ -9,6 +9,12 @@ The email is found by its Message-ID: the email server sets ``<eventId@domain>``
 ``mail.commonHeaders.messageId`` (and in ``mail.headers`` when the identity is set to
 include the original headers). SES's own ``mail.messageId`` is the document's
 ``providerMessageId``; it is not used to find the email (that would need a search).
+
+A bounce or complaint is known by SES's own ``feedbackId`` with the recipient, not by the
+SNS MessageId: SES can publish one event to several topics, or again, under new
+MessageIds, and it must still be applied once (one BOUNCED, one webhook). The SNS MessageId
+stays its ``alias``: a repeat under either name is a repeat. Events without a feedbackId
+(Delivery, Reject, DeliveryDelay) are known by the SNS MessageId.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ class _Bounce(_Camel):
     bounce_type: str
     bounced_recipients: list[_Recipient]
     timestamp: datetime
+    feedback_id: str | None = None
     bounce_sub_type: str | None = None
     reporting_mta: str | None = msgspec.field(default=None, name="reportingMTA")
 
@@ -68,6 +75,7 @@ class _Bounce(_Camel):
 class _Complaint(_Camel):
     complained_recipients: list[_Recipient]
     timestamp: datetime
+    feedback_id: str | None = None
     complaint_feedback_type: str | None = None
     user_agent: str | None = None
 
@@ -126,7 +134,8 @@ def _code(status: str | None) -> str | None:
 
 
 def feedback_from_ses(message: str | bytes, source_id: str) -> list[Feedback]:
-    """The records of one SES event (``source_id``: the SNS MessageId). Raises
+    """The records of one SES event (``source_id``: the SNS MessageId, used where SES
+    gives no feedbackId). Raises
     :class:`SesEventError` for what is not an SES event; an event type that is not
     feedback (Send, Open, ...) gives no record."""
     try:
@@ -141,8 +150,13 @@ def feedback_from_ses(message: str | bytes, source_id: str) -> list[Feedback]:
     event_id = _event_id(event.mail)
     out: list[Feedback] = []
 
-    def record(**fields: Any) -> Feedback:
-        return Feedback(event_id=event_id, source="ses", source_id=source_id, **fields)
+    def record(feedback_id: str | None = None, **fields: Any) -> Feedback:
+        # The recipient too: one feedbackId covers every recipient of the event, and the
+        # document's history keeps one record per source id.
+        if not feedback_id:
+            return Feedback(event_id=event_id, source="ses", source_id=source_id, **fields)
+        own = f"{feedback_id}#{fields['recipient'].lower()}"
+        return Feedback(event_id=event_id, source="ses", source_id=own, alias=source_id, **fields)
 
     if kind == "Bounce":
         b = _need(event.bounce, "bounce")
@@ -151,7 +165,8 @@ def feedback_from_ses(message: str | bytes, source_id: str) -> list[Feedback]:
             raise SesEventError(f"bounce.bounceType: unknown {b.bounce_type[:40]!r}")
         for r in _limited(b.bounced_recipients):
             out.append(record(
-                kind=FeedbackKind.BOUNCE, recipient=r.email_address, occurred_at=b.timestamp,
+                feedback_id=b.feedback_id, kind=FeedbackKind.BOUNCE, recipient=r.email_address,
+                occurred_at=b.timestamp,
                 bounce_type=bounce_type, status_code=_code(r.status),
                 diagnostic=r.diagnostic_code or b.bounce_sub_type, reporter=b.reporting_mta,
             ))  # fmt: skip
@@ -159,7 +174,8 @@ def feedback_from_ses(message: str | bytes, source_id: str) -> list[Feedback]:
         c = _need(event.complaint, "complaint")
         for r in _limited(c.complained_recipients):
             out.append(record(
-                kind=FeedbackKind.COMPLAINT, recipient=r.email_address, occurred_at=c.timestamp,
+                feedback_id=c.feedback_id, kind=FeedbackKind.COMPLAINT,
+                recipient=r.email_address, occurred_at=c.timestamp,
                 feedback_type=c.complaint_feedback_type or "abuse", reporter=c.user_agent,
             ))  # fmt: skip
     elif kind == "Delivery":

@@ -146,9 +146,11 @@ def ses_event(
     status: str = "5.1.1",
     when: datetime | None = None,
     form: str = "notificationType",
+    feedback_id: str | None = None,
 ) -> str:
     """The JSON SES puts in the SNS Message for ``kind`` (Bounce, Complaint, Delivery,
-    Reject, DeliveryDelay) about the email ``event_id`` sent to ``recipient``."""
+    Reject, DeliveryDelay) about the email ``event_id`` sent to ``recipient``; a bounce or
+    complaint has ``feedback_id`` as SES's feedbackId (a new one by default, as SES gives)."""
     at = (when or datetime.now(UTC)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     mail = {
         "timestamp": at,
@@ -176,14 +178,14 @@ def ses_event(
                 "diagnosticCode": f"smtp; 550 {status} <{recipient}>: Recipient address rejected",
             }],
             "timestamp": at,
-            "feedbackId": "0100018c-bounce-000000",
+            "feedbackId": feedback_id or f"0100018c-bounce-{fresh()}",
             "reportingMTA": "dsn; a8-25.smtp-out.amazonses.com",
         }  # fmt: skip
     elif kind == "Complaint":
         body["complaint"] = {
             "complainedRecipients": [{"emailAddress": recipient}],
             "timestamp": at,
-            "feedbackId": "0100018c-complaint-000000",
+            "feedbackId": feedback_id or f"0100018c-complaint-{fresh()}",
             "userAgent": "Yahoo!-Mail-Feedback/2.0",
             "complaintFeedbackType": "abuse",
             "arrivalDate": at,

@@ -50,6 +50,9 @@ __all__ = ["PREFIX", "web_routes"]
 PREFIX = "/web"
 HERE = Path(__file__).resolve().parent
 PAGE_SIZES = (20, 50, 100, 200)
+# The email log form's fields.
+LOG_FIELDS = ("recipient", "status", "category", "template", "subject", "tags", "meta",
+              "from", "to", "order", "size", "page")  # fmt: skip
 SESSION_HOURS = 8
 TREE_EVERY = 1.0  # seconds between two tree events
 
@@ -76,6 +79,27 @@ def _parse_time(value: str, field: str) -> datetime | None:
     except ValueError:
         raise ValueError(f"{field}: not a date and time: {value!r}") from None
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _parse_tags(value: str) -> tuple[str, ...]:
+    """The form's tags field: comma-separated; an email must carry every one."""
+    return tuple(t for t in (part.strip() for part in value.split(",")) if t)
+
+
+def _parse_metadata(value: str) -> dict[str, str]:
+    """The form's metadata field: comma-separated ``key=value`` pairs, all of which must match."""
+    out: dict[str, str] = {}
+    for pair in (part.strip() for part in value.split(",")):
+        if not pair:
+            continue
+        key, sep, val = pair.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"metadata: expects key=value, got {pair!r}")
+        if key in out:
+            raise ValueError(f"metadata: {key!r} given twice")
+        out[key] = val.strip()
+    return out
 
 
 def _when(dt: datetime | None) -> str:
@@ -173,9 +197,7 @@ class WebView:
 
     def _query(self, request: Request) -> tuple[SearchQuery, dict[str, str]]:
         q = request.query_params
-        form = {k: q.get(k, "").strip() for k in
-                ("recipient", "status", "category", "template", "subject", "from", "to",
-                 "order", "size", "page")}  # fmt: skip
+        form = {k: q.get(k, "").strip() for k in LOG_FIELDS}
         status = None
         if form["status"]:
             try:
@@ -191,6 +213,8 @@ class WebView:
             category=form["category"] or None,
             template=form["template"] or None,
             subject_text=form["subject"] or None,
+            tags=_parse_tags(form["tags"]),
+            metadata=_parse_metadata(form["meta"]),
             created_from=_parse_time(form["from"], "from"),
             created_to=_parse_time(form["to"], "to"),
             oldest_first=form["order"] == "oldest",
@@ -209,7 +233,9 @@ class WebView:
             query, form = self._query(request)
             page = await self.store.search(query)
         except ValueError as exc:
-            return self.page(request, "emails.html", status=400, error=str(exc), form={},
+            # The form as sent, so the user sees what to correct (the template needs every field).
+            form = {k: request.query_params.get(k, "") for k in LOG_FIELDS}
+            return self.page(request, "emails.html", status=400, error=str(exc), form=form,
                              statuses=[s.value for s in Status], docs=[], counts={},
                              total=0, next_page="", sizes=PAGE_SIZES)  # fmt: skip
         counts = await self.status_counts(query)

@@ -28,7 +28,13 @@ from actors.domain.schema import (
     FeedbackDetail,
     Status,
 )
-from actors.feedback import Feedback, FeedbackSink, RecipientHandler, inbound_smtp_server
+from actors.feedback import (
+    Feedback,
+    FeedbackSink,
+    Outcome,
+    RecipientHandler,
+    inbound_smtp_server,
+)
 from actors.grpc.convert import document_from_proto
 from actors.testing.sns import TOPIC, SnsHost
 from config import Config, load_config
@@ -56,7 +62,7 @@ class RecordingSink:
         self.calls = 0
         self._changed = trio.Event()
 
-    async def report(self, feedback: Feedback) -> None:
+    async def report(self, feedback: Feedback) -> Outcome:
         self.calls += 1
         await trio.lowlevel.checkpoint()
         if self.fail > 0:
@@ -65,6 +71,7 @@ class RecordingSink:
         self.records.append(feedback)
         self._changed.set()
         self._changed = trio.Event()
+        return Outcome(True, "applied")
 
 
 KEY = "feedback-test-key-0123456789abcdef"
