@@ -7,7 +7,7 @@ from pathlib import Path
 
 from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.feedback import FeedbackKind
-from tests.feedback.test_actions import kit, report
+from tests.support.feedback_actions import kit, report
 
 
 async def test_a_bounce_event_carries_the_emails_tags_and_metadata(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ development extras; CI installs promtool (as make would run them: ``make -n -B``
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,9 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 def _plan(target: str) -> str:
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
+    # Under `make test` (as .ci/run runs it) the parent's MAKELEVEL/MAKEFLAGS would make the
+    # child print "Entering directory" lines: the plan is read as a fresh make sees it.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
     return subprocess.run(
-        ["make", "-n", "-B", target], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout
+        ["make", "-n", "-B", "--no-print-directory", target],
+        cwd=ROOT, capture_output=True, text=True, check=True, env=env,
+    ).stdout  # fmt: skip
 
 
 def test_make_run_installs_the_runtime_dependencies_only() -> None:
