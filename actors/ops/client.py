@@ -223,7 +223,6 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from actors.domain.schema import Status
     from actors.grpc.convert import status_to_proto
     from protos import email_grpc, email_pb2
 

@@ -23,7 +23,7 @@ from actors.feedback.service import FeedbackActor, FeedbackResources
 from actors.telemetry.metrics import FeedbackMetrics
 from config import load_config
 from runtime import ChildSpec, open_actor_system
-from tests.support.feedback_actions import Kit, kit, report  # noqa: F401
+from tests.support.feedback_actions import kit, report
 
 
 async def test_a_complaint_with_scope_all_suppresses_every_category(tmp_path: Path) -> None:
