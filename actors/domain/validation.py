@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORY_PATTERN",
     "InvalidField",
+    "ascii_address",
     "normalize_address",
     "normalize_recipient",
     "search_recipient",
@@ -134,6 +135,25 @@ def _checked_address(recipient: str) -> tuple[bool, str]:
         return True, _normalize_recipient(recipient)
     except InvalidField as exc:
         return False, exc.reason
+
+
+@functools.lru_cache(maxsize=4096)
+def ascii_address(address: str) -> str | None:
+    """``address`` (as :func:`normalize_recipient` returned it) with its domain in IDNA
+    A-labels (``user@bücher.example`` -> ``user@xn--bcher-kva.example``), what goes to a
+    server without SMTPUTF8 (RFC 6531); None when the local part is not ASCII: such an
+    address has no ASCII form. The A-labels are email_validator's, the same IDNA 2008
+    conversion that checked the domain's length."""
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:  # not an address normalize_recipient returned
+        raise ValueError(f"{address!r}: {exc}") from None
+    return f"{local}@{checked.ascii_domain}"
 
 
 def _normalize_recipient(recipient: Any) -> str:
