@@ -359,8 +359,14 @@ def check_send_at(
 _ANY_SENDER = SenderPolicy(any_sender=True)
 
 
-def check_event_addressing(event: Any) -> None:
-    """The checks of :func:`check_addressing` on a send event's fields, bar the sender policy
-    (auth applied it): an event published by another program is held to the same syntax,
-    header allow-list and sizes before anything reaches a provider. Raises InvalidField."""
-    check_addressing(event, policy=_ANY_SENDER, recipient=event.recipient)
+def check_event_addressing(
+    event: Any, *, recipient: str | None = None, prefix: str = ""
+) -> Addressing:
+    """The checks of :func:`check_addressing` on a send event's (or a saved document's) fields,
+    bar the sender policy (auth applied it): what another program publishes or saves is held to
+    the same syntax, header allow-list and sizes before anything reaches a provider or the
+    store. ``recipient``: the normalized one, if ``event.recipient`` may not be. Raises
+    InvalidField naming the field (after ``prefix``)."""
+    return check_addressing(
+        event, policy=_ANY_SENDER, recipient=recipient or event.recipient, prefix=prefix
+    )
