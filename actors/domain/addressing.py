@@ -43,7 +43,9 @@ __all__ = [
     "SenderPolicy",
     "check_addressing",
     "check_event_addressing",
+    "check_metadata",
     "check_send_at",
+    "check_tags",
     "format_sender",
 ]
 
@@ -229,7 +231,8 @@ def _check_headers(headers: Any, prefix: str) -> dict[str, str]:
     return out
 
 
-def _check_tags(tags: Any, prefix: str) -> list[str]:
+def check_tags(tags: Any, prefix: str = "") -> list[str]:
+    """Tags as a request may carry them (deduplicated, in order), or InvalidField."""
     if not tags:
         return []
     if isinstance(tags, str) or not isinstance(tags, Sequence):
@@ -247,7 +250,8 @@ def _check_tags(tags: Any, prefix: str) -> list[str]:
     return out
 
 
-def _check_metadata(metadata: Any, prefix: str) -> dict[str, str]:
+def check_metadata(metadata: Any, prefix: str = "") -> dict[str, str]:
+    """Metadata as a request may carry it, or InvalidField."""
     if not metadata:
         return {}
     if not isinstance(metadata, Mapping):
@@ -322,8 +326,8 @@ def check_addressing(
         cc=copies["cc"],
         bcc=copies["bcc"],
         headers=_check_headers(headers, prefix),
-        tags=_check_tags(tags, prefix),
-        metadata=_check_metadata(metadata, prefix),
+        tags=check_tags(tags, prefix),
+        metadata=check_metadata(metadata, prefix),
     )
 
 
