@@ -360,9 +360,7 @@ async def _snapshot(
     return Exit.OK if answers and not errors else Exit.FAILED
 
 
-async def _command(
-    config: Config, args: argparse.Namespace, console: Console, err: Console
-) -> int:
+async def _command(config: Config, args: argparse.Namespace, console: Console, err: Console) -> int:
     targets, where = _targets(config, args)
     if not targets:
         return _none_running(where)
