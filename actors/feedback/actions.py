@@ -3,10 +3,13 @@ acknowledged to whoever reported it.
 
 For each :class:`~actors.feedback.events.Feedback` record, in this order:
 
-1. It must name an email we sent to that recipient: the document is read from the
-   store; an unknown eventId or another recipient is ignored with a log line and a
-   metric (``mailactors_feedback_refused_total``), never acted on: a forged or
-   misrouted report cannot suppress an address that is not in the email.
+1. It must name an email we sent to that address (its recipient, a cc or a bcc): the
+   document is read from the store; an unknown eventId or another address is ignored
+   with a log line and a metric (``mailactors_feedback_refused_total``), never acted on:
+   a forged or misrouted report cannot suppress an address that is not in the email.
+   A copy's report (cc, bcc) acts on its address and is kept in the email's history
+   (its ``feedback.recipient`` says which address); the email's status and the rates
+   (step 4) follow its recipient's reports only.
 2. A report already applied (same source, report id, kind and recipient; the
    ledger remembers it durably) is acknowledged and nothing more.
 3. Actions, durable before the report is acknowledged: a hard bounce suppresses the
@@ -119,13 +122,17 @@ class FeedbackActions:
             self.refuse(fb.source, "unknown_email")
             return Outcome(False, "unknown_email")
         address = normalize(fb.recipient)
-        if address != normalize(doc.recipient):
+        if address not in {normalize(a) for a in (doc.recipient, *doc.cc, *doc.bcc)}:
             log.warning(
-                "%s %s ignored: for %s, not the email's recipient", fb.source, fb.kind,
-                fb.recipient[:320], extra=ids,
+                "%s %s ignored: for %s, not an address the email was sent to", fb.source,
+                fb.kind, fb.recipient[:320], extra=ids,
             )  # fmt: skip
             self.refuse(fb.source, "wrong_recipient")
             return Outcome(False, "wrong_recipient")
+        # A copy's (cc, bcc) report suppresses its address and is kept in the history, but
+        # the email's status and the rates (counted per email, by its recipient) follow
+        # the recipient's reports only (README "Bounces and complaints").
+        primary = address == normalize(doc.recipient)
         key = f"{fb.source}|{fb.source_id}|{fb.kind}|{fb.event_id}|{address}"
         # A report with two names (SES: its feedbackId and the SNS MessageId) is a repeat
         # under either; the alias key is the one used before the report had two.
@@ -135,7 +142,7 @@ class FeedbackActions:
             self.refuse(fb.source, "repeat")
             return Outcome(False, "repeat")
         suppressed = await self._act(fb, address, doc.category, key)
-        if fb.kind in (FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT):
+        if primary and fb.kind in (FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT):
             # Before the status event is published, so the store cannot count it yet: it is
             # counted here as moved, once.
             await self.check_rates(doc.category, moved=(doc.status, STATUS_OF[fb.kind]))
