@@ -101,6 +101,10 @@ class FeedbackActions:
         self._checked: dict[str, float] = {}  # category -> trio time of its last rate check
         self.paused: dict[str, str] = {}  # categories this process paused -> why
         metrics.by_domain.window_s = settings.rate_window_s
+        # While the per-domain window is filled from the store: the reports applied
+        # meanwhile (counted live; the store may show them already).
+        self._live: set[tuple[str, str, str]] | None = None
+        self.rebuilt_from: int | None = None  # emails the window was filled from
 
     async def report(self, feedback: Feedback) -> Outcome:
         return await self.apply(feedback)
@@ -151,6 +155,8 @@ class FeedbackActions:
             self.check_domain_rates(domain)
         await self.bus.publish_status(self._status_event(fb, doc))
         await self.ledger.mark_seen(key, datetime.now(UTC))
+        if self._live is not None:
+            self._live.add((fb.event_id, fb.source, fb.source_id))
         if alias:
             await self.ledger.mark_seen(alias, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
@@ -273,13 +279,70 @@ class FeedbackActions:
             log.warning("category %r paused: %s", category, why)
         return rates
 
+    REBUILD_MAX = 200_000  # emails read from the store at most to fill the domain window
+    REBUILD_PAGE = 500
+
+    def begin_domain_rebuild(self) -> bool:
+        """Claim the rebuild of this process's domain window and note, from now, the reports
+        applied (they are counted live); False when it was done (a restarted sink)."""
+        if self.metrics.rebuilt:
+            return False
+        self.metrics.rebuilt = True
+        self._live = set()
+        return True
+
+    async def rebuild_domain_rates(self) -> int:
+        """Fill the per-domain window (kept in memory) from the store, once per process:
+        the emails created in the window before this process counted sends itself, by
+        status (sent, delivered, delayed, bounced, complained: sent), and their recipients'
+        bounces and complaints from their history, each at its time. Reports this sink
+        applies meanwhile are not counted twice; at most ``REBUILD_MAX`` emails, newest
+        first. Returns how many emails were read."""
+        if self._live is None and not self.begin_domain_rebuild():
+            return 0
+        m = self.metrics
+        now = datetime.now(UTC)
+        since = m.counting_since - timedelta(seconds=self.settings.rate_window_s)
+        read = 0
+        try:
+            for status in _SENT_LIKE:
+                token = ""
+                while read < self.REBUILD_MAX:
+                    page = await self.store.search(SearchQuery(
+                        status=status, created_from=since, created_to=m.counting_since,
+                        page_size=self.REBUILD_PAGE, page_token=token,
+                    ))  # fmt: skip
+                    for doc in page.documents[: self.REBUILD_MAX - read]:
+                        read += 1
+                        self._count_stored(doc, now)
+                    token = page.next_page_token
+                    if not token:
+                        break
+        finally:
+            self._live = None
+        self.rebuilt_from = read
+        return read
+
+    def _count_stored(self, doc: EmailDocument, now: datetime) -> None:
+        window = self.metrics.by_domain
+        domain = self.metrics.domain(doc.recipient)
+        window.add(domain, "sent", age_s=(now - (doc.sent_at or doc.created_at)).total_seconds())
+        own = normalize(doc.recipient)
+        for r in doc.history:
+            fb = r.feedback
+            if fb is None or fb.kind not in ("bounce", "complaint") or fb.recipient != own:
+                continue
+            if self._live is not None and (doc.event_id, fb.source, fb.source_id) in self._live:
+                continue
+            window.add(domain, fb.kind, age_s=(now - r.at).total_seconds())
+
     def check_domain_rates(self, domain: str, *, force: bool = False) -> dict[str, float]:
         """The bounce and complaint rates of one recipient domain (its metric label:
         ``other`` past the first domains) over the window; a warning past a threshold.
 
         Counted in this process (SENT as integration records it, the reports as applied
-        here), not read from the store, which cannot count by domain: since a restart the
-        window is shorter, and a bounce of an email sent before it counts with no send;
+        here), not read from the store, which cannot count by domain; at start the window
+        is filled from the store once (:meth:`rebuild_domain_rates`);
         ``rate_min_emails`` sends must be counted before anything is said. No pause: a
         domain is not something a sender can stop sending to as a whole."""
         s = self.settings
