@@ -125,6 +125,15 @@ class FeedbackActions:
             log.warning("%s %s ignored: no email with this eventId", fb.source, fb.kind, extra=ids)
             self.refuse(fb.source, "unknown_email")
             return Outcome(False, "unknown_email")
+        if not fb.recipient.strip():
+            # A redacted report (an ARF without Original-Rcpt-To, as mailbox providers send
+            # them): about the email's one address; with copies nobody can say whose.
+            if doc.cc or doc.bcc:
+                log.warning("%s %s ignored: the address is redacted and the email had copies",
+                            fb.source, fb.kind, extra=ids)  # fmt: skip
+                self.refuse(fb.source, "redacted_recipient")
+                return Outcome(False, "redacted_recipient")
+            fb = msgspec.structs.replace(fb, recipient=doc.recipient)
         address = normalize(fb.recipient)
         if address not in {normalize(a) for a in (doc.recipient, *doc.cc, *doc.bcc)}:
             log.warning(
