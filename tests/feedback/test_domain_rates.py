@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from tests.support.embedded import embedded_config, request
 from tests.support.feedback import sns_settings
 from tests.support.http import http_config, http_url
 from tests.support.promtool import check_metrics
+from tests.support.stores import AnyStore, opened, settle, store_maker
 from tests.support.waiting import poll_until
 
 
@@ -178,18 +180,23 @@ async def _status_is(app: Embedded, event_id: str, status: Status) -> bool:
     return doc is not None and doc.status is status
 
 
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyStore]:
+    async with opened(store_maker(request, tmp_path / "emails.sqlite3")()) as s:
+        yield s
+
+
 async def test_the_window_is_filled_once_and_a_report_applied_meanwhile_counts_once(
-    tmp_path: Path,
+    tmp_path: Path, store: AnyStore
 ) -> None:
-    store = SqliteStore(tmp_path / "emails.sqlite3")
     bus = MemoryBus(100)
-    await store.open()
     await bus.open()
     docs = [EmailDocument(event_id=f"a{i}", recipient=f"u{i}@example.org", template="welcome")
             for i in range(4)]  # fmt: skip
     await store.save_many(docs)
     await store.apply_status_many([EmailStatusEvent(event_id=d.event_id, status=Status.SENT)
                                    for d in docs])  # fmt: skip
+    await settle(store)
     metrics = FeedbackMetrics(CollectorRegistry())  # this process starts counting now
     settings = FeedbackConfig(rate_check_s=0)
     async with (
@@ -203,6 +210,9 @@ async def test_the_window_is_filled_once_and_a_report_applied_meanwhile_counts_o
                                     bounce_type=BounceType.HARD))  # fmt: skip
         published = msgspec.json.decode((await bus.next_status()).body, type=EmailStatusEvent)
         await store.apply_status_many([published])
+        await settle(store)
+        bounced = await store.get("a0")
+        assert bounced is not None and bounced.status is Status.BOUNCED  # the store shows it
         assert await actions.rebuild_domain_rates() == 4
         assert metrics.by_domain.totals("example.org") == {"sent": 4, "bounce": 1}
         # The sink restarted in the same process: its window is not filled again.
@@ -211,7 +221,6 @@ async def test_the_window_is_filled_once_and_a_report_applied_meanwhile_counts_o
         assert await again.rebuild_domain_rates() == 0
         assert metrics.by_domain.totals("example.org") == {"sent": 4, "bounce": 1}
     await bus.close()
-    await store.close()
 
 
 async def test_counts_placed_in_the_past_leave_the_window_on_time(
