@@ -270,11 +270,17 @@ class _Server:
         line = self._proc.stdout.readline()
         if not line:
             self._proc.wait()
-            self._stderr.seek(0)
             raise RuntimeError(
-                f"bench variant {self.key} exited ({self._proc.returncode}):\n{self._stderr.read()}"
+                f"bench variant {self.key} exited ({self._proc.returncode}): {self._last_error()}"
             )
         return json.loads(line)
+
+    def _last_error(self) -> str:
+        # The traceback's last line says what went wrong (a broker that went away, mostly);
+        # the bench's table has no room for the rest.
+        self._stderr.seek(0)
+        lines = [line for line in self._stderr.read().splitlines() if line.strip()]
+        return lines[-1] if lines else "nothing on stderr"
 
     def ask(self, command: str) -> Any:
         assert self._proc.stdin is not None
@@ -290,9 +296,8 @@ class _Server:
                 self._proc.stdin.write("quit\n")
                 self._proc.stdin.close()
                 if self._proc.wait(timeout=60) != 0:
-                    self._stderr.seek(0)
                     raise RuntimeError(
-                        f"bench variant {self.key} failed at exit:\n{self._stderr.read()}"
+                        f"bench variant {self.key} failed at exit: {self._last_error()}"
                     )
         finally:
             if self._proc.poll() is None:
