@@ -32,15 +32,17 @@ percent fast or slow throughout (memory layout, hash seed), which no number of i
 cycles averages out, so the figure samples many (the interpreters of one batch share a hash
 seed, so a pair differs in the bridge, not in dict layouts). Figures are medians of all
 pair ratios, with a 95% confidence interval of the median by two-stage bootstrap (batches,
-then cycles within them): the figure's spread, how far another run's median may land. The
-primary ratio is from CPU time, which neighbours on a shared machine disturb far less than
-wall time; the wall ratio stands beside it with its own spread.
+then cycles within them): the figure's spread, how far another run's median may land. A
+busy machine widens it; then more batches are run, up to *max_batches*. The primary ratio
+is from CPU time, which neighbours on a shared machine disturb far less than wall time;
+the wall ratio stands beside it with its own spread.
 
 Also measured, without the broker: the cost of one empty crossing each way (best of five
 runs of 2000), for the guest edge on our driver, on Trio's stock ``start_guest_run`` driver,
 and for the trio-asyncio edge.
 
-Run it: ``python -m bench.bridge [--chunk 25] [--cycles 160] [--batches 16] [--url amqp://...]``.
+Run it: ``python -m bench.bridge [--chunk 25] [--cycles 10] [--batches 16] [--max-batches 32]
+[--url amqp://...]`` (cycles per batch).
 """
 
 from __future__ import annotations
@@ -78,6 +80,9 @@ CROSSINGS_PER_MESSAGE = 3
 # issue's "repeated runs agree within +-0.05".
 TOLERANCE = 0.05
 WARMUP_CYCLES = 2  # per variant, not counted: the connection and code paths warm up
+EXTRA_BATCHES = 4  # added at a time while the target's CI is wider than TOLERANCE
+MAX_LOST_BATCHES = 3  # batches thrown away (a variant died) before the run gives up
+RETRY_PAUSE = 5.0  # seconds before running a lost batch again
 
 # How the workload awaits one aio-pika call: plain asyncio awaits it directly; the
 # per-call shape passes it to edge.run().
@@ -365,41 +370,89 @@ def _orders(rounds: int) -> list[list[str]]:
     return orders
 
 
+class _Batches:
+    """Per-variant cycle times by batch, and the batches lost (a variant died) on the way."""
+
+    def __init__(self) -> None:
+        self.times: dict[str, list[list[dict[str, float]]]] = {key: [] for key in VARIANTS}
+        self.lost: list[str] = []
+
+
 def run_cycles(
-    chunk: int, cycles: int, url: str, batches: int
-) -> dict[str, list[list[dict[str, float]]]]:
+    chunk: int,
+    cycles: int,
+    url: str,
+    batches: int,
+    into: _Batches | None = None,
+    retries: int = MAX_LOST_BATCHES,
+) -> _Batches:
     """Every variant's wall and CPU seconds for *cycles* cycles of *chunk* messages, taken
-    in turns, in *batches* batches of fresh interpreters (each after
-    :data:`WARMUP_CYCLES` uncounted cycles): ``times[key][batch][k]``."""
-    times: dict[str, list[list[dict[str, float]]]] = {key: [] for key in VARIANTS}
-    for batch in range(batches):
-        per_batch = cycles // batches + (batch < cycles % batches)
-        # One hash seed for the batch: str hashes (dict and set layouts) differ between
-        # interpreters and so does their speed; the pairs share it, the batches sample it.
-        hash_seed = random.randrange(2**32)
-        servers = {key: _Server(key, chunk, url, hash_seed) for key in VARIANTS}
-        clean = False
-        try:
-            for server in servers.values():
-                server.answer()  # ready
-            for key in VARIANTS:
-                times[key].append([])
-            for k, order in enumerate(_orders(WARMUP_CYCLES + per_batch)):
-                for key in order:
-                    result = servers[key].ask("cycle")
-                    if k >= WARMUP_CYCLES:
-                        times[key][-1].append(result)
-            clean = True
-        finally:
-            for server in servers.values():
-                server.close(clean)
+    in turns, in each of *batches* batches of fresh interpreters (each after
+    :data:`WARMUP_CYCLES` uncounted cycles): ``.times[key][batch][k]``, added to *into*.
+
+    A batch in which a variant dies (the shared broker restarted under it, say) is thrown
+    away whole and run again, up to *retries* times in all; ``.lost`` says why each went.
+    """
+    result = into if into is not None else _Batches()
+    for _ in range(batches):
+        while True:
+            try:
+                times = _run_batch(chunk, cycles, url)
+                break
+            except RuntimeError as exc:
+                if len(result.lost) >= retries:
+                    raise
+                result.lost.append(str(exc))
+                time.sleep(RETRY_PAUSE)  # a broker restart takes a few seconds
+        for key in VARIANTS:
+            result.times[key].append(times[key])
+    return result
+
+
+def _run_batch(chunk: int, cycles: int, url: str) -> dict[str, list[dict[str, float]]]:
+    # One hash seed for the batch: str hashes (dict and set layouts) differ between
+    # interpreters and so does their speed; the pairs share it, the batches sample it.
+    hash_seed = random.randrange(2**32)
+    servers = {key: _Server(key, chunk, url, hash_seed) for key in VARIANTS}
+    times: dict[str, list[dict[str, float]]] = {key: [] for key in VARIANTS}
+    clean = False
+    try:
+        for server in servers.values():
+            server.answer()  # ready
+        for k, order in enumerate(_orders(WARMUP_CYCLES + cycles)):
+            for key in order:
+                result = servers[key].ask("cycle")
+                if k >= WARMUP_CYCLES:
+                    times[key].append(result)
+        clean = True
+    finally:
+        for server in servers.values():
+            server.close(clean)
     return times
 
 
-def measure(
-    chunk: int = 25, cycles: int = 160, batches: int = 16, url: str = DEFAULT_URL
+def _ratios_summary(
+    times: dict[str, list[list[dict[str, float]]]], key: str, clock: str
 ) -> dict[str, Any]:
-    """Measure all variants and shapes, paired cycle by cycle with plain asyncio.
+    """:func:`summarize` of plain's *clock* time over variant *key*'s, cycle by cycle."""
+    return summarize(
+        [
+            [p[clock] / v[clock] for p, v in zip(plain_batch, batch, strict=True)]
+            for plain_batch, batch in zip(times["plain"], times[key], strict=True)
+        ]
+    )
+
+
+def measure(
+    chunk: int = 25,
+    cycles: int = 10,
+    batches: int = 16,
+    max_batches: int = 32,
+    url: str = DEFAULT_URL,
+) -> dict[str, Any]:
+    """Measure all variants and shapes, paired cycle by cycle with plain asyncio: *batches*
+    batches of *cycles* cycles of *chunk* messages, and more batches (up to *max_batches*)
+    while the target's CI reaches further than :data:`TOLERANCE`.
 
     Keys: ``msgs_per_s`` (per variant, messages published and consumed per second, median
     over cycles); ``cpu_us_per_msg`` (median CPU microseconds per message published and
@@ -414,9 +467,18 @@ def measure(
     """
     load_before = os.getloadavg()
     started = time.perf_counter()
-    if not 1 <= batches <= cycles:
-        raise ValueError(f"batches must be between 1 and cycles ({cycles}), not {batches}")
-    times = run_cycles(chunk, cycles, url, batches)
+    if not 1 <= batches <= max_batches:
+        raise ValueError(f"batches ({batches}) must be between 1 and max_batches ({max_batches})")
+    batched = run_cycles(chunk, cycles, url, batches)
+    # A busy machine can leave the target's interval wider than the tolerance: then more
+    # batches, up to max_batches, rather than a figure that cannot be judged.
+    while (
+        len(batched.times["plain"]) < max_batches
+        and _ratios_summary(batched.times, "guest_loop", "cpu")["spread"] > TOLERANCE
+    ):
+        more = min(EXTRA_BATCHES, max_batches - len(batched.times["plain"]))
+        run_cycles(chunk, cycles, url, more, into=batched)
+    times = batched.times
     cycles_seconds = time.perf_counter() - started
     plain = times["plain"]
     flat = {key: [t for batch in runs for t in batch] for key, runs in times.items()}
@@ -431,17 +493,12 @@ def measure(
         },
     }
     pairs: dict[str, dict[str, Any]] = {}
-    for key, runs in times.items():
+    for key in VARIANTS:
         if key == "plain":
             continue
         pairs[key] = {}
         for clock, prefix in (("cpu", "ratio"), ("wall", "wall_ratio")):
-            summary = pairs[key][clock] = summarize(
-                [
-                    [p[clock] / v[clock] for p, v in zip(plain_batch, batch, strict=True)]
-                    for plain_batch, batch in zip(plain, runs, strict=True)
-                ]
-            )
+            summary = pairs[key][clock] = _ratios_summary(times, key, clock)
             result[f"{prefix}_{key}"] = summary["median"]
             result[f"{prefix}_{key}_spread"] = summary["spread"]
             result[f"{prefix}_{key}_stable"] = summary["within_tolerance"]
@@ -462,8 +519,11 @@ def measure(
     }
     result["conditions"] = {
         "chunk": chunk,
-        "cycles": cycles,
-        "batches": batches,
+        "cycles_per_batch": cycles,
+        "batches": len(plain),
+        "batches_planned": batches,
+        "max_batches": max_batches,
+        "batches_lost_and_rerun": batched.lost,
         "warmup_cycles": WARMUP_CYCLES,
         "message_bytes": MESSAGE_BYTES,
         "delivery_mode": "persistent",
@@ -473,11 +533,12 @@ def measure(
             f"them (queue iterator, prefetch {PREFETCH})"
         ),
         "statistic": (
-            f"{batches} batches of fresh interpreters, one per variant, all connected at "
-            "once, taking turns cycle by cycle; pair k = plain's cycle k against the "
-            "variant's; median of the pair ratios with a 95% CI of the median by two-stage "
-            "bootstrap (batches, then cycles); primary ratio from process CPU time, wall "
-            "beside it"
+            f"{len(plain)} batches of fresh interpreters ({batches} planned, more while "
+            f"the target's CI was wider than +-{TOLERANCE}, up to {max_batches}), one "
+            "per variant, all connected at once, taking turns cycle by cycle; pair k = "
+            "plain's cycle k against the variant's; median of the pair ratios with a 95% "
+            "CI of the median by two-stage bootstrap (batches, then cycles); primary ratio "
+            "from process CPU time, wall beside it"
         ),
         "tolerance": TOLERANCE,
         "cycles_seconds": round(cycles_seconds, 1),
@@ -515,15 +576,18 @@ def stability_line(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.bridge", description=__doc__)
     parser.add_argument("--chunk", type=int, default=25, help="messages per cycle")
-    parser.add_argument("--cycles", type=int, default=160, help="counted cycles per variant")
+    parser.add_argument("--cycles", type=int, default=10, help="counted cycles per batch")
     parser.add_argument(
         "--batches", type=int, default=16, help="fresh interpreters this many times"
+    )
+    parser.add_argument(
+        "--max-batches", type=int, default=32, help="more while the CI is too wide, up to"
     )
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "serve:KEY" or "crossing:VARIANT"
     args = parser.parse_args(argv)
-    if args.chunk < 1 or not 1 <= args.batches <= args.cycles:
-        parser.error("--chunk must be at least 1 and --batches between 1 and --cycles")
+    if args.chunk < 1 or args.cycles < 1 or not 1 <= args.batches <= args.max_batches:
+        parser.error("--chunk and --cycles must be at least 1, --batches 1 to --max-batches")
     if args.child:
         role, _, name = args.child.partition(":")
         if role == "crossing":
@@ -534,7 +598,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"unknown child role {role!r}")
         return
 
-    result = measure(args.chunk, args.cycles, args.batches, args.url)
+    result = measure(args.chunk, args.cycles, args.batches, args.max_batches, args.url)
     print(
         f"{'run':<19}{'msgs/s':>8}{'CPU us/msg':>12}{'CPU ratio':>11}{'95% CI':>13}"
         f"{'wall ratio':>12}{'95% CI':>13}"

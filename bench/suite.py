@@ -210,7 +210,7 @@ def _run(
         (
             "bridge",
             lambda: bridge.measure(
-                cycles=80 if quick else 160, batches=8 if quick else 16, url=broker_url
+                batches=8 if quick else 16, max_batches=16 if quick else 32, url=broker_url
             ),
         ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),

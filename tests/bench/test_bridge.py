@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import bridge
 from bench.bridge import (
     TOLERANCE,
     VARIANTS,
@@ -48,9 +49,18 @@ def test_each_guest_variant_runs_next_to_plain_and_first_half_the_time() -> None
 
 @pytest.mark.services
 def test_every_variant_answers_its_cycles_against_the_broker(rabbitmq_url: str) -> None:
-    times = run_cycles(chunk=3, cycles=3, url=rabbitmq_url, batches=2)
-    assert set(times) == set(VARIANTS)
+    batched = run_cycles(chunk=3, cycles=2, url=rabbitmq_url, batches=2)
+    times = batched.times
+    assert set(times) == set(VARIANTS) and batched.lost == []
     for batches in times.values():
-        # Three counted cycles over two batches of fresh interpreters, warm-up not counted.
-        assert [len(batch) for batch in batches] == [2, 1]
+        # Two counted cycles in each of two batches of fresh interpreters, warm-up not counted.
+        assert [len(batch) for batch in batches] == [2, 2]
         assert all(t["wall"] > 0 and t["cpu"] > 0 for batch in batches for t in batch)
+
+
+def test_a_variant_that_dies_is_named_with_its_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bridge, "RETRY_PAUSE", 0.0)
+    nothing_listens = "amqp://guest:guest@127.0.0.1:1/"
+    dead = r"bench variant \w+ exited \(1\): .*Connect call failed"
+    with pytest.raises(RuntimeError, match=dead):
+        run_cycles(chunk=3, cycles=1, url=nothing_listens, batches=1, retries=1)
