@@ -215,7 +215,7 @@ def _bridge(results: dict[str, Any]) -> Any:
         )
         for x, s in zip(positions, summaries, strict=True):
             ax.annotate(f"{s['median']:.3f}\n±{s['spread']:.3f}", (x, s["median"]),
-                        textcoords="offset points", xytext=(8, 0), fontsize=7, va="center")
+                        textcoords="offset points", xytext=(34, 0), fontsize=7, va="center")
         ax.axhline(0.9, color="grey", ls="--", label="target for guest_loop (0.9)")
         ax.axhline(1.0, color="lightgrey", ls=":")
         ax.set_xticks(list(positions), [k.replace("_", "\n", 1) for k in keys], fontsize=8)
