@@ -255,7 +255,7 @@ def _crossing_child(variant: str) -> dict[str, float]:
 
 
 class _Server:
-    """One variant's interpreter (:func:`serve`), driven a chunk at a time over its stdin."""
+    """One variant's interpreter (:func:`serve`), driven a cycle at a time over its stdin."""
 
     def __init__(self, key: str, chunk: int, url: str, hash_seed: int) -> None:
         self.key = key
@@ -357,7 +357,7 @@ def summarize(batches: Sequence[Sequence[float]]) -> dict[str, Any]:
 def _orders(rounds: int) -> list[list[str]]:
     """The order of the variants in each round of cycles. Plain sits between the two guest
     variants (the target figure's and the per-call one), which swap sides every round, so
-    each is always next to the plain chunk it is paired with and goes first half the time;
+    each is always next to the plain cycle it is paired with and goes first half the time;
     the trio-asyncio variants follow, rotating."""
     rest = ["trio_asyncio_loop", "trio_asyncio"]
     orders = []
