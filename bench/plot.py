@@ -1,6 +1,6 @@
 """Pictures of the bench's figures (``supervisor.py bench --plot DIR``), drawn with matplotlib.
 
-Four PNGs, each stating the machine, the commit and the conditions it was measured under:
+Five PNGs, each stating the machine, the commit and the conditions it was measured under:
 
 throughput.png   the embedded pipeline's rate against concurrent callers, beside the plain
                  script's (one loop, no concurrency), and distributed_e2e beside its
@@ -10,6 +10,8 @@ latency_cdf.png  request-to-send latency distribution at 25%, 50% and 75% of the
 cpu.png          CPU milliseconds per email by process (stacked): the distributed cluster
                  next to the plain aiosmtplib script and its sink
 scaling.png      the slow-provider rate against email-server workers, next to the ideal
+bridge.png       the asyncio edge against plain asyncio: every paired cycle's ratio per
+                 variant, CPU and wall, with the median, its 95% CI and the target
 
 A picture whose figures are missing from the results (a benchmark not run) is skipped.
 """
@@ -62,6 +64,7 @@ def draw(results: dict[str, Any], directory: str | Path) -> list[Path]:
         ("latency_cdf.png", _latency),
         ("cpu.png", _cpu),
         ("scaling.png", _scaling),
+        ("bridge.png", _bridge),
     ):
         fig = fn(results)
         if fig is not None:
@@ -189,4 +192,37 @@ def _scaling(results: dict[str, Any]) -> Any:
     ax.set_ylim(bottom=0)
     ax.legend()
     _note(fig, _stamp(results, results["scaling"].get("conditions", "")))
+    return fig
+
+
+def _bridge(results: dict[str, Any]) -> Any:
+    bridge = results.get("bridge", {})
+    pairs = bridge.get("pairs")
+    if not pairs:
+        return None
+    fig, axes = _figure("The asyncio edge against plain asyncio (aio-pika, paired cycles)", 2)
+    keys = list(pairs)
+    for ax, clock, label in zip(axes, ("cpu", "wall"), ("CPU time", "wall time"), strict=True):
+        summaries = [pairs[key][clock] for key in keys]
+        ax.boxplot([s["pairs"] for s in summaries], showfliers=False)
+        positions = range(1, len(keys) + 1)
+        medians = [s["median"] for s in summaries]
+        ax.errorbar(
+            positions, medians,
+            yerr=[[m - s["ci95"][0] for m, s in zip(medians, summaries, strict=True)],
+                  [s["ci95"][1] - m for m, s in zip(medians, summaries, strict=True)]],
+            fmt="o", color="C3", capsize=4, label="median, 95% CI",
+        )
+        for x, s in zip(positions, summaries, strict=True):
+            ax.annotate(f"{s['median']:.3f}\n±{s['spread']:.3f}", (x, s["median"]),
+                        textcoords="offset points", xytext=(34, 0), fontsize=7, va="center")
+        ax.axhline(0.9, color="grey", ls="--", label="target for guest_loop (0.9)")
+        ax.axhline(1.0, color="lightgrey", ls=":")
+        ax.set_xticks(list(positions), [k.replace("_", "\n", 1) for k in keys], fontsize=8)
+        ax.set_ylabel(f"plain / variant, {label} per cycle")
+        ax.set_ylim(bottom=0)
+        ax.set_title(f"{label} (boxes: quartiles of the pairs)")
+        ax.legend(fontsize=7, loc="lower right")
+    _note(fig, _stamp(results, str(bridge.get("conditions", {}).get("statistic", ""))
+                      + f"; {bridge.get('conditions', {}).get('cycle', '')}"))
     return fig

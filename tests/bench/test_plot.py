@@ -1,4 +1,4 @@
-"""bench --plot: the four pictures from a results dict, and only those its figures allow."""
+"""bench --plot: the five pictures from a results dict, and only those its figures allow."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def results() -> dict[str, Any]:
             "cpu_ms_per_email": {"auth": 0.7, "email-server": 1.0, "other": 0.2},
             "raw_aiosmtplib_cpu_ms_per_email": {"client": 1.3, "smtp-sink": 0.1},
         },
+        "bridge": {
+            "pairs": {
+                key: {
+                    clock: {"median": m, "ci95": [m - 0.02, m + 0.02], "spread": 0.02,
+                            "pairs": [m - 0.1, m, m + 0.1]}
+                    for clock in ("cpu", "wall")
+                }
+                for key, m in (("guest", 0.8), ("guest_loop", 0.97), ("trio_asyncio", 0.3))
+            },
+            "conditions": {"statistic": "test", "cycle": "test"},
+        },
         "scaling": {
             "points": [
                 {"workers": w, "emails_per_s": 38.0 * w, "ideal_per_s": 40.0 * w, "ratio": 0.95}
@@ -39,10 +50,10 @@ def results() -> dict[str, Any]:
     }
 
 
-def test_draws_the_four_pictures(tmp_path: Path) -> None:
+def test_draws_the_five_pictures(tmp_path: Path) -> None:
     written = draw(results(), tmp_path / "out")
     assert sorted(p.name for p in written) == [
-        "cpu.png", "latency_cdf.png", "scaling.png", "throughput.png"
+        "bridge.png", "cpu.png", "latency_cdf.png", "scaling.png", "throughput.png"
     ]
     for path in written:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
@@ -50,7 +61,7 @@ def test_draws_the_four_pictures(tmp_path: Path) -> None:
 
 def test_a_picture_without_its_figures_is_skipped(tmp_path: Path) -> None:
     partial = results()
-    del partial["scaling"], partial["distributed_e2e"]
+    del partial["scaling"], partial["distributed_e2e"], partial["bridge"]
     assert sorted(p.name for p in draw(partial, tmp_path)) == ["latency_cdf.png", "throughput.png"]
 
 
