@@ -20,10 +20,10 @@ import trio
 from actors.auth import faults
 from actors.domain.addressing import SenderPolicy, check_addressing, check_send_at
 from actors.domain.edges import ApplyResult, Bus, SaveResult
-from actors.domain.event_checks import check_idempotency_key
+from actors.domain.event_checks import check_idempotency_key, checked_events
 from actors.domain.schema import Attachment, EmailDocument, Status
 from actors.domain.templates import TemplateRenderer
-from actors.domain.validation import validate_request
+from actors.domain.validation import validate_request_rendered
 from config import ApiConfig, LimitsConfig
 from runtime import Actor, ChildSpec, Reply, SupervisorSpec
 
@@ -157,7 +157,7 @@ class RequestHandler(Actor[RequestEmail]):
 
     async def handle(self, req: RequestEmail) -> RequestAccepted:
         try:
-            recipient = validate_request(
+            recipient, rendered = validate_request_rendered(
                 req.recipient,
                 req.template,
                 req.variables,
@@ -224,7 +224,9 @@ class RequestHandler(Actor[RequestEmail]):
         # Saved: only now may the email be sent. A crash right here leaves it
         # PENDING; the outbox sweeper republishes it.
         faults.after_save()  # the soak test's injected crash, here exactly; inert otherwise
-        await self.bus.publish_send(document.to_send_event())
+        event = document.to_send_event()
+        checked_events.remember(event, rendered)  # an email server in this process uses it
+        await self.bus.publish_send(event)
         self.accepted += 1
         log.info(
             "accepted: template %s, category %s",

@@ -35,7 +35,7 @@ from actors.domain.schema import EmailSendEvent, EmailStatusEvent, Status
 from actors.domain.templates import RenderedEmail, TemplateError, TemplateRenderer
 from actors.email_server.idempotency import ClaimAsk, ClaimsWriter
 from actors.email_server.safeguards import SendGuards
-from actors.email_server.suppression import CATEGORY_PAUSE, is_recipient_refusal
+from actors.email_server.suppression import is_recipient_refusal
 from actors.email_server.throttle import Acquire, Done, SlowDown, ThrottleGate, Throttler, domain_of
 from actors.providers.chain import provider_report
 from actors.stores.claims import UNKNOWN_OUTCOME_REASON, Claim, ClaimDecision, ClaimStore, Settle
@@ -288,8 +288,7 @@ class Sender(Actor[SendJob]):
                 return _status(event, Status.FAILED, error=f"render: {exc}")
         guards = self.guards
         if guards.suppression is not None:
-            entry = guards.suppression.lookup(event.recipient, event.category)
-            entry = entry or guards.suppression.lookup(CATEGORY_PAUSE, event.category)
+            entry = guards.suppression.blocking(event.recipient, event.category)
             if entry is not None:  # refused for good before: the provider is not contacted
                 guards.suppressed += 1
                 log.info("suppressed: %s", entry.reason, extra={"event_id": event.event_id})

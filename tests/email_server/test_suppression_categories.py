@@ -79,3 +79,39 @@ async def test_a_file_from_before_categories_is_carried_over(tmp_path: Path) -> 
         assert (entry.reason, entry.event_id, entry.category) == ("550 gone", "ev-1", "")
     async with SuppressionList(path) as again:  # a second open finds nothing left to carry
         assert len(await again.entries()) == 1
+
+
+async def test_blocking_names_the_recipient_entry_before_a_category_pause(suppressions: Any) -> None:
+    assert suppressions.blocking("ada@example.com", "newsletter") is None
+    await suppressions.add("*", "paused: complaint rate", category="newsletter", source="rate")
+    paused = suppressions.blocking("ada@example.com", "newsletter")
+    assert paused is not None and paused.reason == "paused: complaint rate"
+    assert suppressions.blocking("ada@example.com", "transactional") is None
+    await suppressions.add("Ada@Example.com", "hard bounce")
+    own = suppressions.blocking("ADA@example.com", "newsletter")
+    assert own is not None and own.reason == "hard bounce"  # the address's own entry first
+
+
+async def test_a_change_by_another_connection_is_seen_at_once(tmp_path: Path) -> None:
+    """Lookups answer absent addresses from memory; a write by anyone (the CLI, another
+    worker's list on the same file) is seen by the very next lookup, not after a delay."""
+    path = tmp_path / "sent.sqlite3"
+    async with SuppressionList(path) as sender_side, SuppressionList(path) as operator:
+        assert sender_side.blocking("bo@example.com", "transactional") is None  # cached: empty
+        await operator.add("bo@example.com", "operator", source="operator")
+        entry = sender_side.blocking("bo@example.com", "transactional")
+        assert entry is not None and entry.reason == "operator"
+        # A plain sqlite3 connection, as another program would write it.
+        with sqlite3.connect(path) as db:
+            db.execute("DELETE FROM suppressions")
+        assert sender_side.blocking("bo@example.com", "transactional") is None
+
+
+async def test_too_many_entries_to_keep_in_memory_are_read_from_the_file(tmp_path: Path) -> None:
+    async with SuppressionList(tmp_path / "sent.sqlite3") as big:
+        big.max_cached = 2
+        for name in ("a", "b", "c"):
+            await big.add(f"{name}@example.com", "bounce")
+        entry = big.blocking("c@example.com", "transactional")
+        assert entry is not None and entry.address == "c@example.com"
+        assert big.blocking("d@example.com", "transactional") is None
