@@ -286,6 +286,8 @@ class EmailServerConfig(_Section, frozen=True):
     claim_lease_s: PosFloat = 60.0  # a dead owner's claim is taken over after this
     claim_recheck_s: PosFloat = 1.0  # a copy of an email claimed elsewhere looks again after this
     claims_batch_ms: NonNegFloat = 5.0
+    # Elasticsearch store: each worker reloads the shared suppression list this often
+    suppression_refresh_s: PosFloat = 2.0
     unknown_outcome: Literal["resend", "fail"] = "resend"
     unknown_outcome_by_category: dict[str, Literal["resend", "fail"]] = {}
 

@@ -189,6 +189,7 @@ class RequestHandler(Actor[RequestEmail]):
                 req.attachments,
                 self.limits,
                 self.renderer,
+                req,  # its headers, cc and bcc count toward the size limit
             )
         except ValueError:
             self.invalid += 1

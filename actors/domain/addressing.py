@@ -43,7 +43,9 @@ __all__ = [
     "SenderPolicy",
     "check_addressing",
     "check_event_addressing",
+    "check_metadata",
     "check_send_at",
+    "check_tags",
     "format_sender",
 ]
 
@@ -229,7 +231,8 @@ def _check_headers(headers: Any, prefix: str) -> dict[str, str]:
     return out
 
 
-def _check_tags(tags: Any, prefix: str) -> list[str]:
+def check_tags(tags: Any, prefix: str = "") -> list[str]:
+    """Tags as a request may carry them (deduplicated, in order), or InvalidField."""
     if not tags:
         return []
     if isinstance(tags, str) or not isinstance(tags, Sequence):
@@ -247,7 +250,8 @@ def _check_tags(tags: Any, prefix: str) -> list[str]:
     return out
 
 
-def _check_metadata(metadata: Any, prefix: str) -> dict[str, str]:
+def check_metadata(metadata: Any, prefix: str = "") -> dict[str, str]:
+    """Metadata as a request may carry it, or InvalidField."""
     if not metadata:
         return {}
     if not isinstance(metadata, Mapping):
@@ -322,8 +326,8 @@ def check_addressing(
         cc=copies["cc"],
         bcc=copies["bcc"],
         headers=_check_headers(headers, prefix),
-        tags=_check_tags(tags, prefix),
-        metadata=_check_metadata(metadata, prefix),
+        tags=check_tags(tags, prefix),
+        metadata=check_metadata(metadata, prefix),
     )
 
 
@@ -359,8 +363,14 @@ def check_send_at(
 _ANY_SENDER = SenderPolicy(any_sender=True)
 
 
-def check_event_addressing(event: Any) -> None:
-    """The checks of :func:`check_addressing` on a send event's fields, bar the sender policy
-    (auth applied it): an event published by another program is held to the same syntax,
-    header allow-list and sizes before anything reaches a provider. Raises InvalidField."""
-    check_addressing(event, policy=_ANY_SENDER, recipient=event.recipient)
+def check_event_addressing(
+    event: Any, *, recipient: str | None = None, prefix: str = ""
+) -> Addressing:
+    """The checks of :func:`check_addressing` on a send event's (or a saved document's) fields,
+    bar the sender policy (auth applied it): what another program publishes or saves is held to
+    the same syntax, header allow-list and sizes before anything reaches a provider or the
+    store. ``recipient``: the normalized one, if ``event.recipient`` may not be. Raises
+    InvalidField naming the field (after ``prefix``)."""
+    return check_addressing(
+        event, policy=_ANY_SENDER, recipient=recipient or event.recipient, prefix=prefix
+    )

@@ -168,11 +168,11 @@ def apply_feedback(doc: EmailDocument, event: EmailStatusEvent) -> EmailDocument
     FAILED for a provider's reject), or None for a report it already has.
 
     Every report is kept in the history, at its place in event time; the status is
-    the replay of all reports in event time along ``schema.AFTER_SENT``, starting
-    from SENT, so a late or out-of-order report never moves the status back and
-    the result does not depend on the order reports arrive in. Before the email's
-    SENT is recorded (feedback overtook it on the bus) the report waits in the
-    history and counts once SENT arrives.
+    the replay of the recipient's reports (not a cc's or bcc's) in event time along
+    ``schema.AFTER_SENT``, starting from SENT, so a late or out-of-order report never
+    moves the status back and the result does not depend on the order reports arrive in.
+    Before the email's SENT is recorded (feedback overtook it on the bus) the report
+    waits in the history and counts once SENT arrives.
     """
     fb = event.feedback
     assert fb is not None
@@ -218,7 +218,11 @@ def _replay_feedback(doc: EmailDocument) -> None:
         return  # FAILED by the email server: feedback never changes it
     status = Status.SENT
     last: AttemptRecord | None = None
-    for r in sorted((r for r in doc.history if r.feedback is not None), key=lambda r: r.at):
+    # Only the recipient's reports move the status: a copy's (cc, bcc) bounce is kept in
+    # the history, but the email reached its recipient.
+    own = doc.recipient.strip().lower()
+    reports = (r for r in doc.history if r.feedback is not None and r.feedback.recipient == own)
+    for r in sorted(reports, key=lambda r: r.at):
         if r.status in AFTER_SENT.get(status, frozenset()):
             status, last = r.status, r
     doc.status = status

@@ -306,8 +306,8 @@ async def screen_send_delivery(
     if rendered is not None:  # checked and rendered by this process's auth
         return event, rendered
     try:
-        _, rendered = validate_event_rendered(event, limits, renderer)
-        check_event_addressing(event)
+        recipient, rendered = validate_event_rendered(event, limits, renderer)
+        check_event_addressing(event, recipient=recipient)
     except Exception as exc:  # validate_request raises InvalidField only; be sure of it
         if isinstance(exc, InvalidField):
             why = str(exc)
@@ -355,9 +355,11 @@ def check_document(
 ) -> EmailDocument:
     """A new PENDING document as SaveEmail may store it (recipient normalized).
 
-    The request fields get ``validate_request``; the eventId and idempotency key
-    their own rules; and the lifecycle (status, attempts, history...) must be
-    the initial one, since only status events from the email server change it.
+    The request fields get ``validate_request``, the addressing fields (from, reply-to,
+    cc, bcc, headers, tags, metadata) auth's checks bar the sender policy (and are stored
+    normalized, as auth stores them); the eventId and idempotency key their own rules; and
+    the lifecycle (status, attempts, history...) must be the initial one, since only status
+    events from the email server change it.
     """
     check_event_id(doc.event_id, f"{prefix}event_id")
     try:
@@ -370,9 +372,11 @@ def check_document(
             doc.attachments,
             limits,
             renderer,
+            doc,
         )
     except InvalidField as exc:
         raise InvalidField(f"{prefix}{exc.field}", exc.reason) from None
+    extra = check_event_addressing(doc, recipient=recipient, prefix=prefix)
     check_idempotency_key(doc.idempotency_key, f"{prefix}idempotency_key")
     scheduled = doc.status is Status.SCHEDULED and doc.send_at is not None
     if doc.status is not Status.PENDING and not scheduled:
@@ -389,9 +393,19 @@ def check_document(
             )
     _check_aware(doc.created_at, f"{prefix}created_at")
     _check_aware(doc.updated_at, f"{prefix}updated_at")
-    if recipient == doc.recipient:
-        return doc
-    return msgspec.structs.replace(doc, recipient=recipient)
+    _check_aware(doc.send_at, f"{prefix}send_at")
+    return msgspec.structs.replace(
+        doc,
+        recipient=recipient,
+        from_address=extra.from_address,
+        from_name=extra.from_name,
+        reply_to=extra.reply_to,
+        cc=extra.cc,
+        bcc=extra.bcc,
+        headers=extra.headers,
+        tags=extra.tags,
+        metadata=extra.metadata,
+    )
 
 
 def _snake(camel: str) -> str:

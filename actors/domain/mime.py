@@ -32,11 +32,15 @@ from email.policy import EmailPolicy
 from email.utils import format_datetime
 from typing import Any, TypeVar
 
+import msgspec
+
 from actors.domain.edges import OutgoingEmail
+from actors.domain.validation import ascii_address
 
 __all__ = [
     "EVENT_ID_HEADER",
     "RESERVED_HEADERS",
+    "ascii_email",
     "build_message",
     "encode_address",
     "encode_text",
@@ -506,6 +510,49 @@ def _rfc2231(name: str, value: str) -> str:
         current += piece
     segments.append(current)
     return ";".join(f"\r\n {name}*{i}*={seg}" for i, seg in enumerate(segments))
+
+
+def _ascii_named(header: str, value: str) -> str:
+    """A ``Name <addr>`` or ``addr`` value with the address in its ASCII form."""
+    if value.isascii():
+        return value
+    parsed = _address_header(value)
+    if parsed is None:
+        raise ValueError(f"{header}: {value!r} is not one address")
+    name, addr_spec = parsed
+    plain = ascii_address(addr_spec)
+    if plain is None:
+        raise ValueError(
+            f"{header}: {addr_spec!r} has a non-ASCII local part (no ASCII form to send instead)"
+        )
+    if not name:
+        return plain
+    local, _, domain = plain.rpartition("@")
+    return str(headerregistry.Address(display_name=name, username=local, domain=domain))
+
+
+def ascii_email(email: OutgoingEmail) -> OutgoingEmail:
+    """``email`` for a server without SMTPUTF8: every address with an internationalised
+    domain written with its IDNA A-labels (``xn--``), in the headers and the envelope alike.
+
+    Raises ``ValueError`` naming the header of an address whose local part is not ASCII:
+    there is no ASCII form of it, and such a message cannot go to that server.
+    """
+
+    def many(header: str, values: list[str]) -> list[str]:
+        return [_ascii_named(header, v) for v in values]
+
+    return msgspec.structs.replace(
+        email,
+        sender=_ascii_named("From", email.sender),
+        recipient=_ascii_named("To", email.recipient),
+        cc=many("Cc", email.cc),
+        bcc=many("Bcc", email.bcc),
+        reply_to=_ascii_named("Reply-To", email.reply_to) if email.reply_to else None,
+        envelope_from=(
+            _ascii_named("MAIL FROM", email.envelope_from) if email.envelope_from else None
+        ),
+    )
 
 
 def needs_smtputf8(msg: EmailMessage) -> bool:

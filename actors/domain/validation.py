@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CATEGORY_PATTERN",
     "InvalidField",
+    "ascii_address",
     "normalize_address",
     "normalize_recipient",
     "search_recipient",
@@ -134,6 +135,25 @@ def _checked_address(recipient: str) -> tuple[bool, str]:
         return True, _normalize_recipient(recipient)
     except InvalidField as exc:
         return False, exc.reason
+
+
+@functools.lru_cache(maxsize=4096)
+def ascii_address(address: str) -> str | None:
+    """``address`` (as :func:`normalize_recipient` returned it) with its domain in IDNA
+    A-labels (``user@bücher.example`` -> ``user@xn--bcher-kva.example``), what goes to a
+    server without SMTPUTF8 (RFC 6531); None when the local part is not ASCII: such an
+    address has no ASCII form. The A-labels are email_validator's, the same IDNA 2008
+    conversion that checked the domain's length."""
+    if address.isascii():
+        return address
+    local, _, domain = address.rpartition("@")
+    if not local.isascii():
+        return None
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:  # not an address normalize_recipient returned
+        raise ValueError(f"{address!r}: {exc}") from None
+    return f"{local}@{checked.ascii_domain}"
 
 
 def _normalize_recipient(recipient: Any) -> str:
@@ -255,6 +275,7 @@ def validate_request(
     attachments: Any,
     limits: LimitsConfig,
     renderer: TemplateRenderer,
+    addressing: Any = None,
 ) -> str:
     """Check a whole request; return the normalized recipient or raise InvalidField.
 
@@ -262,10 +283,14 @@ def validate_request(
     JSON) and a wrong type is one more thing to report, not to crash on. The
     template is rendered once with the variables, so that a missing variable is
     reported now, to the caller, rather than later as a FAILED email.
+    ``addressing``: the request (or event, document) whose ``headers``, ``cc``, ``bcc`` and
+    ``reply_to`` count toward ``limits.max_message_bytes`` with the rest (the addressing
+    checks, :func:`actors.domain.addressing.check_addressing`, check them otherwise).
     """
     return validate_request_rendered(
-        recipient, template, variables, category, subject, attachments, limits, renderer
-    )[0]
+        recipient, template, variables, category, subject, attachments, limits, renderer,
+        addressing,
+    )[0]  # fmt: skip
 
 
 def validate_request_rendered(
@@ -277,6 +302,7 @@ def validate_request_rendered(
     attachments: Any,
     limits: LimitsConfig,
     renderer: TemplateRenderer,
+    addressing: Any = None,
 ) -> tuple[str, RenderedEmail]:
     """``validate_request``, also returning the email it rendered to check the request.
 
@@ -347,20 +373,56 @@ def validate_request_rendered(
     except TemplateNotFound as exc:  # pragma: no cover - checked above
         raise InvalidField("template", str(exc)) from None
 
-    total = (
+    content = (
         HEADER_ALLOWANCE_BYTES
         + len(rendered.subject.encode("utf-8"))
         + len(rendered.text.encode("utf-8"))
         + len((rendered.html or "").encode("utf-8"))
         + encoded_attachments
     )
+    added = _addressing_bytes(addressing)
+    total = content + sum(added.values())
     if total > limits.max_message_bytes:
+        # Blame what tipped it over: the body, or the largest of the request's own extras.
+        field = "attachments" if encoded_attachments else "variables"
+        if content <= limits.max_message_bytes:
+            field = max(added, key=lambda name: added[name])
+        extras = ", ".join(f"{name} {n}" for name, n in added.items() if n)
         raise InvalidField(
-            "attachments" if encoded_attachments else "variables",
-            f"the message would be about {total} bytes, more than the limit of "
-            f"{limits.max_message_bytes}",
+            field,
+            f"the message would be about {total} bytes"
+            + (f" (of which {extras})" if extras else "")
+            + f", more than the limit of {limits.max_message_bytes} (limits.max_message_bytes)",
         )
     return address, rendered
+
+
+def _addressing_bytes(given: Any) -> dict[str, int]:
+    """What a request's own headers and addresses add to its message, in bytes, by field
+    (``cc``, ``bcc``, ``reply_to``, ``headers``): each written as a header line (bcc only in
+    the envelope, one RCPT TO each). Values of the wrong type count nothing here; the
+    addressing checks refuse them."""
+    if given is None:
+        return {}
+
+    def size(value: Any) -> int:
+        return len(value.encode("utf-8", "surrogatepass")) if isinstance(value, str) else 0
+
+    def addresses(values: Any, line: int) -> int:
+        if isinstance(values, str) or not isinstance(values, Sequence):
+            return 0
+        return sum(size(v) + line for v in values)
+
+    headers = getattr(given, "headers", None)
+    reply_to = getattr(given, "reply_to", None)
+    return {
+        "headers": sum(  # "Name: value" CRLF
+            size(name) + size(value) + 4 for name, value in headers.items()
+        ) if isinstance(headers, Mapping) else 0,
+        "cc": addresses(getattr(given, "cc", ()), len(",\r\n ")),
+        "bcc": addresses(getattr(given, "bcc", ()), len("RCPT TO:<>\r\n")),
+        "reply_to": size(reply_to) + len("Reply-To: \r\n") if size(reply_to) else 0,
+    }  # fmt: skip
 
 
 def validate_event(event: EmailSendEvent, limits: LimitsConfig, renderer: TemplateRenderer) -> str:
@@ -381,4 +443,5 @@ def validate_event_rendered(
         event.attachments,
         limits,
         renderer,
+        event,
     )

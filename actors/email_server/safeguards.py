@@ -125,6 +125,7 @@ def open_suppression(config: Any) -> Any:
     return ElasticsearchSuppression(
         config.store.resolved_url(),
         suppression_index(config.email_server.claims_index),
+        refresh_s=config.email_server.suppression_refresh_s,
         request_timeout=config.store.request_timeout_s,
     )
 

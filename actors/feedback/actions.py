@@ -3,10 +3,13 @@ acknowledged to whoever reported it.
 
 For each :class:`~actors.feedback.events.Feedback` record, in this order:
 
-1. It must name an email we sent to that recipient: the document is read from the
-   store; an unknown eventId or another recipient is ignored with a log line and a
-   metric (``mailactors_feedback_refused_total``), never acted on: a forged or
-   misrouted report cannot suppress an address that is not in the email.
+1. It must name an email we sent to that address (its recipient, a cc or a bcc): the
+   document is read from the store; an unknown eventId or another address is ignored
+   with a log line and a metric (``mailactors_feedback_refused_total``), never acted on:
+   a forged or misrouted report cannot suppress an address that is not in the email.
+   A copy's report (cc, bcc) acts on its address and is kept in the email's history
+   (its ``feedback.recipient`` says which address); the email's status and the rates
+   (step 4) follow its recipient's reports only.
 2. A report already applied (same source, report id, kind and recipient; the
    ledger remembers it durably) is acknowledged and nothing more.
 3. Actions, durable before the report is acknowledged: a hard bounce suppresses the
@@ -98,6 +101,10 @@ class FeedbackActions:
         self._checked: dict[str, float] = {}  # category -> trio time of its last rate check
         self.paused: dict[str, str] = {}  # categories this process paused -> why
         metrics.by_domain.window_s = settings.rate_window_s
+        # While the per-domain window is filled from the store: the reports applied
+        # meanwhile (counted live; the store may show them already).
+        self._live: set[tuple[str, str, str]] | None = None
+        self.rebuilt_from: int | None = None  # emails the window was filled from
 
     async def report(self, feedback: Feedback) -> Outcome:
         return await self.apply(feedback)
@@ -118,14 +125,27 @@ class FeedbackActions:
             log.warning("%s %s ignored: no email with this eventId", fb.source, fb.kind, extra=ids)
             self.refuse(fb.source, "unknown_email")
             return Outcome(False, "unknown_email")
+        if not fb.recipient.strip():
+            # A redacted report (an ARF without Original-Rcpt-To, as mailbox providers send
+            # them): about the email's one address; with copies nobody can say whose.
+            if doc.cc or doc.bcc:
+                log.warning("%s %s ignored: the address is redacted and the email had copies",
+                            fb.source, fb.kind, extra=ids)  # fmt: skip
+                self.refuse(fb.source, "redacted_recipient")
+                return Outcome(False, "redacted_recipient")
+            fb = msgspec.structs.replace(fb, recipient=doc.recipient)
         address = normalize(fb.recipient)
-        if address != normalize(doc.recipient):
+        if address not in {normalize(a) for a in (doc.recipient, *doc.cc, *doc.bcc)}:
             log.warning(
-                "%s %s ignored: for %s, not the email's recipient", fb.source, fb.kind,
-                fb.recipient[:320], extra=ids,
+                "%s %s ignored: for %s, not an address the email was sent to", fb.source,
+                fb.kind, fb.recipient[:320], extra=ids,
             )  # fmt: skip
             self.refuse(fb.source, "wrong_recipient")
             return Outcome(False, "wrong_recipient")
+        # A copy's (cc, bcc) report suppresses its address and is kept in the history, but
+        # the email's status and the rates (counted per email, by its recipient) follow
+        # the recipient's reports only (README "Bounces and complaints").
+        primary = address == normalize(doc.recipient)
         key = f"{fb.source}|{fb.source_id}|{fb.kind}|{fb.event_id}|{address}"
         # A report with two names (SES: its feedbackId and the SNS MessageId) is a repeat
         # under either; the alias key is the one used before the report had two.
@@ -135,7 +155,7 @@ class FeedbackActions:
             self.refuse(fb.source, "repeat")
             return Outcome(False, "repeat")
         suppressed = await self._act(fb, address, doc.category, key)
-        if fb.kind in (FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT):
+        if primary and fb.kind in (FeedbackKind.BOUNCE, FeedbackKind.COMPLAINT):
             # Before the status event is published, so the store cannot count it yet: it is
             # counted here as moved, once.
             await self.check_rates(doc.category, moved=(doc.status, STATUS_OF[fb.kind]))
@@ -144,6 +164,8 @@ class FeedbackActions:
             self.check_domain_rates(domain)
         await self.bus.publish_status(self._status_event(fb, doc))
         await self.ledger.mark_seen(key, datetime.now(UTC))
+        if self._live is not None:
+            self._live.add((fb.event_id, fb.source, fb.source_id))
         if alias:
             await self.ledger.mark_seen(alias, datetime.now(UTC))
         bounce_type = fb.bounce_type.value if fb.bounce_type is not None else ""
@@ -266,13 +288,70 @@ class FeedbackActions:
             log.warning("category %r paused: %s", category, why)
         return rates
 
+    REBUILD_MAX = 200_000  # emails read from the store at most to fill the domain window
+    REBUILD_PAGE = 500
+
+    def begin_domain_rebuild(self) -> bool:
+        """Claim the rebuild of this process's domain window and note, from now, the reports
+        applied (they are counted live); False when it was done (a restarted sink)."""
+        if self.metrics.rebuilt:
+            return False
+        self.metrics.rebuilt = True
+        self._live = set()
+        return True
+
+    async def rebuild_domain_rates(self) -> int:
+        """Fill the per-domain window (kept in memory) from the store, once per process:
+        the emails created in the window before this process counted sends itself, by
+        status (sent, delivered, delayed, bounced, complained: sent), and their recipients'
+        bounces and complaints from their history, each at its time. Reports this sink
+        applies meanwhile are not counted twice; at most ``REBUILD_MAX`` emails, newest
+        first. Returns how many emails were read."""
+        if self._live is None and not self.begin_domain_rebuild():
+            return 0
+        m = self.metrics
+        now = datetime.now(UTC)
+        since = m.counting_since - timedelta(seconds=self.settings.rate_window_s)
+        read = 0
+        try:
+            for status in _SENT_LIKE:
+                token = ""
+                while read < self.REBUILD_MAX:
+                    page = await self.store.search(SearchQuery(
+                        status=status, created_from=since, created_to=m.counting_since,
+                        page_size=self.REBUILD_PAGE, page_token=token,
+                    ))  # fmt: skip
+                    for doc in page.documents[: self.REBUILD_MAX - read]:
+                        read += 1
+                        self._count_stored(doc, now)
+                    token = page.next_page_token
+                    if not token:
+                        break
+        finally:
+            self._live = None
+        self.rebuilt_from = read
+        return read
+
+    def _count_stored(self, doc: EmailDocument, now: datetime) -> None:
+        window = self.metrics.by_domain
+        domain = self.metrics.domain(doc.recipient)
+        window.add(domain, "sent", age_s=(now - (doc.sent_at or doc.created_at)).total_seconds())
+        own = normalize(doc.recipient)
+        for r in doc.history:
+            fb = r.feedback
+            if fb is None or fb.kind not in ("bounce", "complaint") or fb.recipient != own:
+                continue
+            if self._live is not None and (doc.event_id, fb.source, fb.source_id) in self._live:
+                continue
+            window.add(domain, fb.kind, age_s=(now - r.at).total_seconds())
+
     def check_domain_rates(self, domain: str, *, force: bool = False) -> dict[str, float]:
         """The bounce and complaint rates of one recipient domain (its metric label:
         ``other`` past the first domains) over the window; a warning past a threshold.
 
         Counted in this process (SENT as integration records it, the reports as applied
-        here), not read from the store, which cannot count by domain: since a restart the
-        window is shorter, and a bounce of an email sent before it counts with no send;
+        here), not read from the store, which cannot count by domain; at start the window
+        is filled from the store once (:meth:`rebuild_domain_rates`);
         ``rate_min_emails`` sends must be counted before anything is said. No pause: a
         domain is not something a sender can stop sending to as a whole."""
         s = self.settings

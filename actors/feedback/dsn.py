@@ -67,7 +67,7 @@ log = logging.getLogger("mailactors.feedback")
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
 MAX_DIAGNOSTIC_CHARS = 500
-MAX_RECIPIENTS = 100  # per report; each of our emails has one recipient
+MAX_RECIPIENTS = 100  # per report; an email has its recipient and a few copies (cc, bcc)
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _SMTP_REPLY = re.compile(r"\b([245]\d\d)[ -](?:([245]\.\d{1,3}\.\d{1,3})\b)?")

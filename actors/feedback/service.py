@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 import msgspec
+import trio
 from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -128,7 +129,22 @@ class FeedbackActor(Actor[ReportFeedback | Refusal]):
 
     async def started(self) -> None:
         a = self.actions
-        self.ctx.report(lambda: {"counts": dict(a.counts), "paused": dict(a.paused)})
+        self.ctx.report(lambda: {
+            "counts": dict(a.counts), "paused": dict(a.paused),
+            "domain_rates_from": a.rebuilt_from,
+        })  # fmt: skip
+        if a.begin_domain_rebuild():
+            self.ctx.start_soon(self._rebuild_domain_rates)
+
+    async def _rebuild_domain_rates(self) -> None:
+        start = trio.current_time()
+        try:
+            n = await self.actions.rebuild_domain_rates()
+        except StoreUnavailable as exc:
+            log.warning("per-domain rates not filled from the store (%s): counted from now", exc)
+            return
+        log.info("per-domain rates filled from %d stored emails in %.2fs", n,
+                 trio.current_time() - start)  # fmt: skip
 
     async def receive(self, msg: ReportFeedback | Refusal) -> Outcome | None:
         if type(msg) is Refusal:

@@ -14,12 +14,15 @@ A bounce or complaint is known by SES's own ``feedbackId`` with the recipient, n
 SNS MessageId: SES can publish one event to several topics, or again, under new
 MessageIds, and it must still be applied once (one BOUNCED, one webhook). The SNS MessageId
 stays its ``alias``: a repeat under either name is a repeat. Events without a feedbackId
-(Delivery, Reject, DeliveryDelay) are known by the SNS MessageId.
+(Delivery, Reject, DeliveryDelay) are known the same way by what SES says of them: its
+``mail.messageId``, the event type, the event's timestamp (a message is delayed more than
+once) and the recipient; only an event without ``mail.messageId`` (not SES's) is known
+by the SNS MessageId alone.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -134,8 +137,8 @@ def _code(status: str | None) -> str | None:
 
 
 def feedback_from_ses(message: str | bytes, source_id: str) -> list[Feedback]:
-    """The records of one SES event (``source_id``: the SNS MessageId, used where SES
-    gives no feedbackId). Raises
+    """The records of one SES event (``source_id``: the SNS MessageId, the records'
+    alias, or their id when SES gives no id of its own). Raises
     :class:`SesEventError` for what is not an SES event; an event type that is not
     feedback (Send, Open, ...) gives no record."""
     try:
@@ -150,9 +153,15 @@ def feedback_from_ses(message: str | bytes, source_id: str) -> list[Feedback]:
     event_id = _event_id(event.mail)
     out: list[Feedback] = []
 
+    ses_id = event.mail.message_id
+
     def record(feedback_id: str | None = None, **fields: Any) -> Feedback:
         # The recipient too: one feedbackId covers every recipient of the event, and the
         # document's history keeps one record per source id.
+        if not feedback_id and ses_id:
+            at = fields["occurred_at"]
+            at = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+            feedback_id = f"{ses_id[:200]}#{kind}#{at.isoformat()}"
         if not feedback_id:
             return Feedback(event_id=event_id, source="ses", source_id=source_id, **fields)
         own = f"{feedback_id}#{fields['recipient'].lower()}"

@@ -14,16 +14,23 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
 from actors.domain.schema import Status
+from actors.ops.exits import Exit
 from config import Config, load_config
 
 __all__ = ["parse_vars", "positive_int", "register", "timestamp"]
 
 STATUSES = tuple(status.value for status in Status)  # every status, as the API names them
+
+
+def usage_error(line: str) -> NoReturn:
+    """End the command with ``line`` on stderr and exit status 2 (a bad option or value)."""
+    print(f"error: {line}", file=sys.stderr)
+    raise SystemExit(Exit.CONFIG)
 
 
 def parse_pairs(option: str, pairs: Sequence[str]) -> dict[str, str]:
@@ -32,11 +39,29 @@ def parse_pairs(option: str, pairs: Sequence[str]) -> dict[str, str]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"error: {option} expects KEY=VALUE, got {pair!r}")
+            usage_error(f"{option} expects KEY=VALUE, got {pair!r}")
         if key in out:
-            raise SystemExit(f"error: {option} {key!r} given twice")
+            usage_error(f"{option} {key!r} given twice")
         out[key] = value
     return out
+
+
+def search_filters(tags: Sequence[str], metas: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """``search --tag`` / ``--meta``, held to the rules of a request's tags and metadata: a
+    filter no email can match is a mistake to name, not an empty result."""
+    from actors.domain.addressing import check_metadata, check_tags
+    from actors.domain.validation import InvalidField
+
+    metadata = parse_pairs("--meta", metas)
+    try:
+        checked_tags = check_tags(tags)
+    except InvalidField as exc:
+        usage_error(f"--tag: {exc.reason}")
+    try:
+        return checked_tags, check_metadata(metadata)
+    except InvalidField as exc:
+        key = exc.field.removeprefix("metadata")[1:-1]  # "metadata['k']" -> "'k'"
+        usage_error(f"--meta {key}: {exc.reason}" if key else f"--meta: {exc.reason}")
 
 
 def parse_vars(pairs: Sequence[str], json_pairs: Sequence[str] = ()) -> dict[str, Any]:
@@ -105,7 +130,7 @@ def _run_client(config: Config, fn: Call, integration: bool = False) -> int:
             "start one with `python supervisor.py up`",
             file=sys.stderr,
         )
-        return 5  # actors.ops.exits.Exit.UNAVAILABLE
+        return Exit.UNAVAILABLE
     return 0
 
 
@@ -226,6 +251,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from actors.grpc.convert import status_to_proto
     from protos import email_grpc, email_pb2
 
+    tags, metadata = search_filters(args.tag, args.meta)
     config = load_config(args.profile)
 
     async def search(channel: Any) -> None:
@@ -237,8 +263,8 @@ def cmd_search(args: argparse.Namespace) -> int:
             request.status = status_to_proto(Status(args.status))
         if args.category:
             request.category = args.category
-        request.tags.extend(args.tag)
-        request.metadata.update(parse_pairs("--meta", args.meta))
+        request.tags.extend(tags)
+        request.metadata.update(metadata)
         if args.since is not None:
             request.created_from.FromDatetime(args.since)
         if args.until is not None:

@@ -35,6 +35,7 @@ from rich.text import Text
 
 from actors.ops.client import positive_int
 from actors.ops.console_view import Rates, View, ago, render
+from actors.ops.exits import Exit
 from config import Config, load_config
 from runtime import ControlClient, ControlError, ControlRefused
 
@@ -289,7 +290,13 @@ async def _read_keys(send: trio.MemorySendChannel[str]) -> None:
 def _none_running(where: str) -> int:
     """Nothing to show or steer: said on stderr (stdout stays for what was asked), status 1."""
     print(f"no running service found in {where}", file=sys.stderr)
-    return 1
+    return Exit.FAILED
+
+
+def _print_errors(err: Console, errors: Mapping[str, str]) -> None:
+    """What went wrong, one line per instance, on stderr: stdout is for what was asked."""
+    for name, e in errors.items():
+        err.print(f"[red]{name}: {e}[/red]", highlight=False, soft_wrap=True)
 
 
 async def _live(config: Config, args: argparse.Namespace, console: Console) -> int:
@@ -339,17 +346,21 @@ async def _live(config: Config, args: argparse.Namespace, console: Console) -> i
     return 0  # not reached: the loop ends by a return
 
 
-async def _snapshot(config: Config, args: argparse.Namespace, console: Console) -> int:
-    """Not a terminal (a pipe, a file): the live view drawn once, in full."""
+async def _snapshot(
+    config: Config, args: argparse.Namespace, console: Console, err: Console
+) -> int:
+    """Not a terminal (a pipe, a file): the live view drawn once, in full; errors on stderr."""
     targets, where = _targets(config, args)
     answers, errors = await fetch(targets)
     if not answers and not errors:
         return _none_running(where)
-    console.print(render(answers, errors, Rates(), where, width=console.width, height=None))
-    return 0 if answers and not errors else 1
+    if answers:
+        console.print(render(answers, {}, Rates(), where, width=console.width, height=None))
+    _print_errors(err, errors)
+    return Exit.OK if answers and not errors else Exit.FAILED
 
 
-async def _command(config: Config, args: argparse.Namespace, console: Console) -> int:
+async def _command(config: Config, args: argparse.Namespace, console: Console, err: Console) -> int:
     targets, where = _targets(config, args)
     if not targets:
         return _none_running(where)
@@ -374,16 +385,16 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
                     f"yet (state {r['state']}, restarts: {r['restarts']})[/yellow]",
                     highlight=False,
                 )
-        for name, e in errors.items():
-            console.print(f"[red]{name}: {e}[/red]", highlight=False)
+        _print_errors(err, errors)
         if not results:
             if missing and not errors:
-                console.print(
+                err.print(
                     f"[red]no actor at {args.restart!r} in {', '.join(sorted(missing))}[/red]",
                     highlight=False,
+                    soft_wrap=True,
                 )
-            return 1
-        return 1 if errors else 0
+            return Exit.FAILED
+        return Exit.FAILED if errors else Exit.OK
     if args.pause or args.resume:
         cmd = "pause" if args.pause else "resume"
         results, errors = await fetch(targets, cmd)
@@ -393,26 +404,24 @@ async def _command(config: Config, args: argparse.Namespace, console: Console) -
             for name, r in results.items():
                 state = "paused" if r["intake"]["paused"] else "taking messages"
                 console.print(f"{name}: intake {state}" + ("" if r["changed"] else " (already)"))
-            for name, e in errors.items():
-                console.print(f"[red]{name}: {e}[/red]", highlight=False)
-        return 0 if results and not errors else 1
+            _print_errors(err, errors)
+        return Exit.OK if results and not errors else Exit.FAILED
     if args.dead_letters:
         results, errors = await fetch_dead_letters(targets, args.limit)
         if args.json:
             _print_json({"dead_letters": results, "errors": errors})
         else:
-            _print_dead_letters(console, results, errors)
-        return 0 if results and not errors else 1
+            _print_dead_letters(console, results)
+            _print_errors(err, errors)
+        return Exit.OK if results and not errors else Exit.FAILED
     results, errors = await fetch(targets)
     if args.json:
         _print_json({"services": results, "errors": errors})
-        return 0 if results and not errors else 1
+        return Exit.OK if results and not errors else Exit.FAILED
     raise AssertionError("unreachable")
 
 
-def _print_dead_letters(
-    console: Console, results: Mapping[str, Any], errors: Mapping[str, str]
-) -> None:
+def _print_dead_letters(console: Console, results: Mapping[str, Any]) -> None:
     for name, r in results.items():
         console.print(Text(f"{name}: {r['count']} dead letters in the runtime", style="bold"))
         if r["recent"]:
@@ -434,24 +443,23 @@ def _print_dead_letters(
             for d in external:
                 dlq.add_row(d["queue"], d.get("eventId") or "-", d["reason"])
             console.print(dlq)
-    for name, e in errors.items():
-        console.print(f"[red]{name}: {e}[/red]", highlight=False)
 
 
 def main_console(config: Config, args: argparse.Namespace) -> int:
     """Entry point of ``supervisor.py console``."""
     console = Console()
+    err = Console(stderr=True)
     live = not (args.json or args.restart or args.pause or args.resume or args.dead_letters)
     try:
         if live:
             if args.interval <= 0 or not math.isfinite(args.interval):
                 raise SystemExit("--interval must be a positive number of seconds")
             if not console.is_terminal:
-                return trio.run(_snapshot, config, args, console)
+                return trio.run(_snapshot, config, args, console, err)
             return trio.run(_live, config, args, console)
-        return trio.run(_command, config, args, console)
+        return trio.run(_command, config, args, console, err)
     except KeyboardInterrupt:
-        return 130
+        return Exit.INTERRUPTED
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        return Exit.FAILED

@@ -5,8 +5,10 @@ Pure rendering, from the control endpoints' answers to rich renderables; no I/O.
 * One instance: its actor tree, one row per actor, siblings that differ only by their
   number (``sender-0`` .. ``sender-31``) folded into one row with their sums unless
   ``expand``; the columns that fit the width (the mailbox bar, reports and last error
-  need a wide terminal; on a narrow one the errors come as lines under the table); as
-  many rows as fit the height, from ``View.offset`` (the keys scroll it).
+  need a wide terminal; on a narrow one the errors come as lines under the table); the
+  reports, nested maps flattened to ``key.sub=value``, in their column or, when it is
+  missing or too narrow, whole as lines under the rows shown; as many rows (with their report
+  lines) as fit the height, from ``View.offset`` (the keys scroll it).
 * Several instances: one summary row each, numbered, paged to the height like the tree;
   n/p (or the arrows) move the highlighted row, Enter shows it (1-9 show that one at once);
   showing one, n/p go to the next or previous instance.
@@ -19,7 +21,7 @@ import math
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from rich import box
@@ -140,15 +142,51 @@ def ago(at: float) -> str:
     return f"{seconds / 3600:.0f}h ago"
 
 
-def _report_text(extra: Mapping[str, Any] | None) -> str:
-    if not extra:
-        return ""
+def _report_items(extra: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``key=value`` for each value an actor reports, nested maps flattened (``key.sub=value``:
+    the webhook dispatcher's per-endpoint counts, the inbound endpoint's per-outcome ones).
+    Lists are left to ``--json``, and the throttler's buckets have a line of their own."""
     parts = []
     for key, value in extra.items():
-        if key == "buckets" or isinstance(value, dict | list):
+        if (not prefix and key == "buckets") or isinstance(value, list):
             continue
-        parts.append(f"{key}={value}")
-    return " ".join(parts)
+        if isinstance(value, Mapping):
+            parts += _report_items(value, f"{prefix}{key}.")
+        else:
+            parts.append(f"{prefix}{key}={value}")
+    return parts
+
+
+def _report_text(extra: Mapping[str, Any] | None) -> str:
+    return " ".join(_report_items(extra)) if extra else ""
+
+
+# What the columns but actor, reports and last error take, borders and padding included, at
+# most: the rest is shared by those (ratio 1 each), so a report this long fits its column.
+_FIXED_COLUMNS = 80
+
+
+def _report_room(width: int) -> int:
+    """Cells of the reports column, at least (0: there is none)."""
+    if width < REPORTS_FROM:
+        return 0
+    return max(0, width - _FIXED_COLUMNS) // (3 if width >= ERROR_FROM else 2)
+
+
+def _wrap_words(words: Sequence[str], width: int, indent: int = 4) -> list[str]:
+    """``words`` packed into lines of at most ``width`` cells, continuation lines indented
+    (a word longer than a line gets one of its own, cut by the caller's ellipsis)."""
+    lines: list[str] = []
+    line = ""
+    for word in words:
+        if line and cell_len(line) + 1 + cell_len(word) > width:
+            lines.append(line)
+            line = " " * indent + word
+        else:
+            line = f"{line} {word}" if line else word
+    if line:
+        lines.append(line)
+    return lines
 
 
 def tree_order(actors: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -374,6 +412,17 @@ def render_instance(
     if info.get("metrics"):
         header.append(f", metrics {info['metrics']}")
     rows = actor_rows(snapshot["actors"], rates, view.expand)
+    inner = max(1, width - 4)  # within the panel's borders and padding
+    # A report the reports column cannot hold whole (narrower than REPORTS_FROM, none at all)
+    # comes as lines under the table, after the rows shown: whole, never cut.
+    room = _report_room(width)
+    reports = [
+        _wrap_words([f"{r.label}:", *r.report.split(" ")], inner)
+        if r.report and cell_len(r.report) > room
+        else []
+        for r in rows
+    ]
+    rows = [replace(r, report="") if lines else r for r, lines in zip(rows, reports, strict=True)]
     below: list[Text] = [t for t in (_throttle_text(snapshot), _queues_text(info)) if t is not None]
     if width < ERROR_FROM:
         with_errors = sorted(
@@ -381,27 +430,36 @@ def render_instance(
         )
         for label, _ in with_errors[:MAX_ERROR_LINES]:
             below.append(_line(Text(f"{label}: {_error_text((label, _))}", style="red")))
-    shown = rows
+    start, end = 0, len(rows)
     more: Text | None = None
     if height is not None:
         # Panel borders (2), header (1), the table's blank top, head, rule and bottom (4).
-        inner = max(1, width - 4)
         lines_below = sum(
             1 if t.no_wrap else max(1, math.ceil(cell_len(t.plain) / inner)) for t in below
         )
-        fit = max(3, height - 7 - lines_below)
-        view.page = max(1, fit - 1)
-        if len(rows) > fit:
-            view.offset = min(view.offset, len(rows) - (fit - 1))
-            shown = rows[view.offset : view.offset + fit - 1]
-            first, last = view.offset + 1, view.offset + len(shown)
+        room = max(3, height - 7 - lines_below)  # for rows and their report lines
+        costs = [1 + len(lines) for lines in reports]
+        if sum(costs) > room:
+            room = max(2, room - 1)  # the line that says which rows these are
+            last_start, used = len(rows), 0  # the last page starts here, and is full
+            while last_start > 0 and used + costs[last_start - 1] <= room:
+                last_start -= 1
+                used += costs[last_start]
+            start = min(view.offset, last_start)
+            end, used = start, 0
+            while end < len(rows) and (end == start or used + costs[end] <= room):
+                used += costs[end]
+                end += 1
             fold = "fold siblings" if view.expand else "one row each"
             more = _line(
-                Text(f"rows {first}-{last} of {len(rows)}: {KEYS_HELP}, e {fold}", style="dim")
+                Text(f"rows {start + 1}-{end} of {len(rows)}: {KEYS_HELP}, e {fold}", style="dim")
             )
-        else:
-            view.offset = 0
+        view.offset = start
+        view.page = max(1, end - start)
+    shown = rows[start:end]
     parts: list[RenderableType] = [_line(header), _actor_table(shown, width)]
+    for lines in reports[start:end]:
+        parts += [_line(Text(line)) for line in lines]
     if more is not None:
         parts.append(more)
     parts += [_line(t) if t.style == "red" else t for t in below]

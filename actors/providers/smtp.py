@@ -19,6 +19,10 @@ TRANSIENT, or THROTTLED when the reply asks to slow down (a 4.7.x enhanced code,
 connections and timeouts TRANSIENT. A "retry after N seconds" hint in the reply
 becomes ``retry_after``. The password is held in a wrapper that never prints it.
 
+Internationalised addresses: a message with one is sent with SMTPUTF8 when the server offers
+it; otherwise an internationalised domain goes as its IDNA A-labels (``xn--``) in the envelope
+and the headers, and an address with a non-ASCII local part is a PERMANENT failure naming it.
+
 DKIM: with a ``signer`` the bytes are signed after they are rendered for the connection's
 server (8-bit, or 7-bit for a server without 8BITMIME), so the signature covers exactly what
 is sent; a message the signer refuses (see :meth:`~actors.domain.dkim.DkimSigner.sign`) is a
@@ -41,7 +45,7 @@ import trio
 
 from actors.domain.dkim import DkimSigner
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
-from actors.domain.mime import build_message, final_bytes, needs_smtputf8
+from actors.domain.mime import ascii_email, build_message, final_bytes, needs_smtputf8
 from runtime import AsyncioEdge, current_edge
 
 __all__ = ["SmtpProvider", "SmtpStatistics", "classify_reply", "parse_retry_after"]
@@ -262,13 +266,10 @@ class SmtpProvider:
         except ValueError as exc:
             self._failed += 1
             return self._failure(None, str(exc), Failure.PERMANENT)
-        sender = email.envelope_from or _envelope_address(email.sender)
         async with self._slots:
             conn = self._idle.pop()
             try:
-                result = await edge.run(
-                    self._deliver, conn, msg, sender, email.envelope_recipients, email.message_id
-                )
+                result = await edge.run(self._deliver, conn, msg, email)
             finally:
                 # Whatever happened, the slot is consistent: _deliver drops a client it
                 # cannot vouch for (including when cancelled).
@@ -279,20 +280,13 @@ class SmtpProvider:
             self._failed += 1
         return result
 
-    async def _deliver(
-        self,
-        conn: _Conn,
-        msg: EmailMessage,
-        sender: str,
-        recipients: list[str],
-        message_id: str,
-    ) -> SendResult:
+    async def _deliver(self, conn: _Conn, msg: EmailMessage, email: OutgoingEmail) -> SendResult:
         """asyncio side of one send: connect if needed, then MAIL, RCPT, DATA."""
         try:
             try:
-                return await self._attempt(conn, msg, sender, recipients, message_id, True)
+                return await self._attempt(conn, msg, email, True)
             except _StaleConnection:
-                return await self._attempt(conn, msg, sender, recipients, message_id, False)
+                return await self._attempt(conn, msg, email, False)
         except BaseException:  # cancelled mid-exchange: the connection's state is unknown
             self._drop(conn)
             raise
@@ -304,13 +298,11 @@ class SmtpProvider:
         self,
         conn: _Conn,
         msg: EmailMessage,
-        sender: str,
-        recipients: list[str],
-        message_id: str,
+        email: OutgoingEmail,
         may_retry: bool,
     ) -> SendResult:
-        """``recipients[0]`` is the email's own recipient: its refusal fails the send. A
-        refused cc or bcc copy does not; it is named in the reply."""
+        """The email's own recipient's refusal fails the send. A refused cc or bcc copy does
+        not; it is named in the reply. ``msg`` is ``build_message(email)``."""
         smtp = conn.smtp
         fresh = smtp is None or not smtp.is_connected
         stage = "connect"
@@ -326,6 +318,23 @@ class SmtpProvider:
                     except aiosmtplib.SMTPHeloError:
                         await smtp.helo()  # a server from before ESMTP
             stage = "MAIL"
+            utf8 = needs_smtputf8(msg)
+            if utf8 and not smtp.supports_extension("smtputf8"):
+                # RFC 6531 section 3.2: without SMTPUTF8 only ASCII may be sent, so an
+                # internationalised domain goes as its A-labels, in the envelope and the
+                # headers alike; an address with a non-ASCII local part cannot go at all.
+                try:
+                    email = ascii_email(email)
+                    msg = build_message(email)
+                except ValueError as exc:
+                    return self._failure(
+                        None,
+                        f"the server does not offer SMTPUTF8, and {exc}",
+                        Failure.PERMANENT,
+                    )
+                utf8 = False
+            sender = email.envelope_from or _envelope_address(email.sender)
+            recipients = email.envelope_recipients
             eight_bit = smtp.supports_extension("8bitmime")
             try:
                 data = final_bytes(
@@ -337,13 +346,7 @@ class SmtpProvider:
             if eight_bit:
                 options.append("BODY=8BITMIME")
             encoding = "ascii"
-            if needs_smtputf8(msg):
-                if not smtp.supports_extension("smtputf8"):
-                    return self._failure(
-                        None,
-                        "the server does not offer SMTPUTF8, needed for this address",
-                        Failure.PERMANENT,
-                    )
+            if utf8:
                 options.append("SMTPUTF8")
                 encoding = "utf-8"
             await smtp.mail(sender, options=options, encoding=encoding)
@@ -397,7 +400,7 @@ class SmtpProvider:
         return SendResult(
             provider=self.name,
             ok=True,
-            message_id=queue_id or message_id,
+            message_id=queue_id or email.message_id,
             code=response.code,
             reply=reply[:MAX_REPLY_CHARS],
         )

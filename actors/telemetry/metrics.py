@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import trio
@@ -212,7 +213,7 @@ class FeedbackMetrics:
         self.domain_rate = Gauge(
             "mailactors_feedback_domain_rate",
             "Bounced or complained emails over the emails sent, per recipient domain, over "
-            "the window (counted by this process since it started; see the README)",
+            "the window (counted by this process, filled from the store at start; see the README)",
             ["kind", "domain"],
             registry=r,
         )
@@ -221,6 +222,10 @@ class FeedbackMetrics:
         # (MeteredStore), the sink in the same process counts bounces and complaints.
         self.by_domain = DomainWindow()
         self._pending: dict[str, str] = {}  # eventId -> domain label, until its send outcome
+        # Emails created before this are not counted live (another process stored them):
+        # the sink counts them once from the store at start (rebuild_domain_rates).
+        self.counting_since = datetime.now(UTC)
+        self.rebuilt = False  # the window was filled from the store (once per process)
 
     MAX_PENDING = 200_000  # ~30 MB at most; past it the oldest are forgotten (not counted)
 
@@ -261,12 +266,16 @@ class DomainWindow:
     def _slice(self) -> int:
         return int(trio.current_time() // (self.window_s / self.buckets))
 
-    def add(self, domain: str, kind: str, n: int = 1) -> None:
+    def add(self, domain: str, kind: str, n: int = 1, *, age_s: float = 0.0) -> None:
+        """Count ``n`` of ``kind`` now, or ``age_s`` seconds ago (nothing past the window)."""
         slices = self._counts.setdefault(domain, {})
         now = self._slice()
         for old in [k for k in slices if k <= now - self.buckets]:
             del slices[old]
-        counts = slices.setdefault(now, {})
+        at = int((trio.current_time() - max(age_s, 0.0)) // (self.window_s / self.buckets))
+        if at <= now - self.buckets:
+            return
+        counts = slices.setdefault(at, {})
         counts[kind] = counts.get(kind, 0) + n
 
     def totals(self, domain: str) -> dict[str, int]:

@@ -79,11 +79,16 @@ def webhook_id(endpoint: str, event: EmailStatusEvent) -> str:
 
     An email reaches a terminal status once, so every event of it is the same news
     (a repeat published by a claim, a second copy ending SUPPRESSED): the status names
-    it. A non-terminal one (RETRYING, DELAYED...) can happen again: its attempt and
-    time tell the happenings apart, and a redelivered copy keeps both.
+    it. A non-terminal one (RETRYING...) can happen again: its attempt and
+    time tell the happenings apart, and a redelivered copy keeps both. A feedback status
+    is one report about one address (``feedback.source``, ``sourceId``).
     """
     parts = [endpoint, event.event_id, event.status.value]
-    if not event.status.terminal:
+    if event.feedback is not None:
+        # One per report: an email can have several (a cc's bounce, then the recipient's;
+        # two delays), each news; a repeat of one report is the same report.
+        parts += [event.feedback.source, event.feedback.source_id]
+    elif not event.status.terminal:
         parts += [str(event.attempt), event.occurred_at.isoformat()]
     key = "\0".join(parts)
     return "msg_" + hashlib.sha256(key.encode()).hexdigest()[:32]
@@ -109,6 +114,9 @@ def event_body(doc: EmailDocument, event: EmailStatusEvent, sequence: int) -> by
         "reply": event.smtp_reply or doc.smtp_reply,
         "error": event.error,
     }
+    if event.feedback is not None:
+        # Which address the report is about (the recipient, or a cc or bcc), and what it says.
+        body["feedback"] = msgspec.to_builtins(event.feedback)
     for name in PASSED_THROUGH:
         value = getattr(doc, name, None)
         if value:

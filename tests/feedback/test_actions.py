@@ -95,9 +95,12 @@ class _DownStore:
     async def get(self, event_id: str) -> None:
         raise StoreUnavailable("elasticsearch: connection refused")
 
+    async def search(self, query: object) -> None:  # the sink's start fills its domain rates
+        raise StoreUnavailable("elasticsearch: connection refused")
+
 
 async def test_a_store_outage_is_answered_try_again_and_the_actor_lives_on(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     config = load_config("embedded", env={})
     async with (
@@ -117,3 +120,4 @@ async def test_a_store_outage_is_answered_try_again_and_the_actor_lives_on(
             await sink.report(fb)
         assert system.snapshot().by_path()["sink"].restarts == 0
         assert suppression.lookup("a@example.org") is None
+        assert "per-domain rates not filled from the store" in caplog.text

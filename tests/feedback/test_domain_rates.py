@@ -4,11 +4,15 @@ promtool, a rate over its threshold warns, the window forgets old counts."""
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx
+import msgspec
 import pytest
 import trio
 import trio.testing
@@ -19,10 +23,17 @@ from actors.domain.schema import EmailDocument, EmailStatusEvent, Status
 from actors.email_server.suppression import SuppressionList
 from actors.feedback import BounceType, Feedback, FeedbackActions, FeedbackKind
 from actors.feedback.ledger import SqliteLedger
+from actors.profiles.embedded import Embedded, open_embedded
 from actors.stores.sqlite import SqliteStore
 from actors.telemetry.metrics import DomainWindow, EmailMetrics, FeedbackMetrics, instrument
+from actors.testing.sns import SnsSigner, fresh, open_sns_host, ses_event, sns_notification
 from config import FeedbackConfig
+from tests.support.embedded import embedded_config, request
+from tests.support.feedback import sns_settings
+from tests.support.http import http_config, http_url
 from tests.support.promtool import check_metrics
+from tests.support.stores import AnyStore, opened, settle, store_maker
+from tests.support.waiting import poll_until
 
 
 def _report(kind: FeedbackKind, event_id: str, to: str, **kw: Any) -> Feedback:
@@ -107,3 +118,117 @@ async def test_emails_in_flight_are_bounded_and_only_a_sent_one_counts() -> None
     metrics.outcome("f", Status.SUPPRESSED)  # never sent
     metrics.outcome("f", Status.SENT)
     assert metrics.by_domain.totals("example.org") == {"sent": 3}
+
+
+async def test_a_restarted_process_fills_the_domain_window_from_the_store(
+    tmp_path: Path,
+) -> None:
+    """Sends and bounces counted before a restart are counted after it (from the store,
+    once), so the first bounce after a restart is not a bounce with no send."""
+    signer = SnsSigner()
+    async with open_sns_host(tmp_path / "sns", signer) as sns:
+        config = embedded_config(tmp_path, http=http_config(), feedback={
+            "ses": sns_settings(sns), "ledger_path": str(tmp_path / "feedback.sqlite3"),
+            "rate_check_s": 0.0,
+        })  # fmt: skip
+
+        async def bounce(app: Embedded, client: httpx.AsyncClient, event_id: str, to: str) -> None:
+            event = ses_event("Bounce", event_id, to)
+            fields = sns_notification(event, sns.cert_url, signer, message_id=fresh())
+            reply = await client.post(http_url(app) + "/feedback/ses",
+                                      content=json.dumps(fields).encode())  # fmt: skip
+            assert reply.json()["records"] == ["applied"], reply.text
+            await poll_until(lambda: _status_is(app, event_id, Status.BOUNCED), timeout=10,
+                             what=f"{event_id} BOUNCED")  # fmt: skip
+
+        before = EmailMetrics()
+        async with (
+            open_embedded(config, grpc=False, shutdown=10.0, metrics=before) as app,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+            ids = []
+            for to in ("u0@example.org", "u1@example.org", "u2@example.org", "u3@example.org",
+                       "w@other.net"):  # fmt: skip
+                ids.append((await app.request(request(to=to))).event_id)
+                assert (await app.wait_terminal(ids[-1])).status is Status.SENT
+            await bounce(app, client, ids[0], "u0@example.org")
+            counted = before.feedback.by_domain.totals("example.org")
+            assert counted == {"sent": 4, "bounce": 1}
+
+        after = EmailMetrics()  # a new process: nothing counted yet
+        async with (
+            open_embedded(config, grpc=False, shutdown=10.0, metrics=after) as app,
+            httpx.AsyncClient(timeout=30) as client,
+        ):
+
+            def filled() -> bool:
+                extra = app.system.snapshot().by_path()["feedback/sink"].extra or {}
+                return extra.get("domain_rates_from") is not None
+
+            await poll_until(filled, timeout=10, what="the domain window filled")
+            assert after.feedback.by_domain.totals("example.org") == counted
+            assert after.feedback.by_domain.totals("other.net") == {"sent": 1}
+            # One more bounce: 2 of the 4 sends, not 1 of none.
+            await bounce(app, client, ids[1], "u1@example.org")
+            assert after.feedback.by_domain.totals("example.org") == {"sent": 4, "bounce": 2}
+            page = generate_latest(after.registry).decode()
+            assert 'mailactors_feedback_domain_rate{domain="example.org",kind="bounce"} 0.5' in page
+
+
+async def _status_is(app: Embedded, event_id: str, status: Status) -> bool:
+    doc = await app.store.get(event_id)
+    return doc is not None and doc.status is status
+
+
+@pytest.fixture(params=["sqlite", pytest.param("elasticsearch", marks=pytest.mark.services)])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AnyStore]:
+    async with opened(store_maker(request, tmp_path / "emails.sqlite3")()) as s:
+        yield s
+
+
+async def test_the_window_is_filled_once_and_a_report_applied_meanwhile_counts_once(
+    tmp_path: Path, store: AnyStore
+) -> None:
+    bus = MemoryBus(100)
+    await bus.open()
+    docs = [EmailDocument(event_id=f"a{i}", recipient=f"u{i}@example.org", template="welcome")
+            for i in range(4)]  # fmt: skip
+    await store.save_many(docs)
+    await store.apply_status_many([EmailStatusEvent(event_id=d.event_id, status=Status.SENT)
+                                   for d in docs])  # fmt: skip
+    await settle(store)
+    metrics = FeedbackMetrics(CollectorRegistry())  # this process starts counting now
+    settings = FeedbackConfig(rate_check_s=0)
+    async with (
+        SuppressionList(tmp_path / "sent.sqlite3") as suppression,
+        SqliteLedger(tmp_path / "feedback.sqlite3") as ledger,
+    ):
+        actions = FeedbackActions(settings, store, bus, suppression, ledger, metrics)
+        assert actions.begin_domain_rebuild()
+        # A report applied (counted live) before the store is read, and stored by then.
+        await actions.apply(_report(FeedbackKind.BOUNCE, "a0", "u0@example.org",
+                                    bounce_type=BounceType.HARD))  # fmt: skip
+        published = msgspec.json.decode((await bus.next_status()).body, type=EmailStatusEvent)
+        await store.apply_status_many([published])
+        await settle(store)
+        bounced = await store.get("a0")
+        assert bounced is not None and bounced.status is Status.BOUNCED  # the store shows it
+        assert await actions.rebuild_domain_rates() == 4
+        assert metrics.by_domain.totals("example.org") == {"sent": 4, "bounce": 1}
+        # The sink restarted in the same process: its window is not filled again.
+        again = FeedbackActions(settings, store, bus, suppression, ledger, metrics)
+        assert not again.begin_domain_rebuild()
+        assert await again.rebuild_domain_rates() == 0
+        assert metrics.by_domain.totals("example.org") == {"sent": 4, "bounce": 1}
+    await bus.close()
+
+
+async def test_counts_placed_in_the_past_leave_the_window_on_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    window = DomainWindow(window_s=3600, buckets=12)
+    window.add("example.org", "sent", 3, age_s=3000)
+    window.add("example.org", "sent", 1, age_s=4000)  # older than the window: not counted
+    assert window.totals("example.org") == {"sent": 3}
+    await trio.sleep(900)  # 3000 + 900 s: out of the hour
+    assert window.totals("example.org") == {}

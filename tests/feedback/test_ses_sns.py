@@ -398,3 +398,40 @@ async def test_a_complaint_rate_over_the_threshold_pauses_the_category(tmp_path:
         assert await s.suppression.remove("*", "promo")
         resumed = await s.app.request(request(to="new@example.org", category="promo"))
         assert (await s.app.wait_terminal(resumed.event_id)).status is Status.SENT
+
+
+async def test_reports_for_copies_suppress_them_and_only_the_recipient_moves_the_status(
+    tmp_path: Path,
+) -> None:
+    async with feedback_system(tmp_path) as s:
+        accepted = await s.app.request(
+            request(to="kim@example.org", cc=["Lou@example.org"], bcc=["max@example.org"])
+        )
+        event_id = str(accepted.event_id)
+        assert (await s.app.wait_terminal(event_id)).status is Status.SENT
+        cc = await s.notify("Bounce", event_id, "lou@example.org")
+        bcc = await s.notify("Complaint", event_id, "max@example.org")
+        assert (cc.json()["records"], bcc.json()["records"]) == (["applied"], ["applied"])
+        entry = s.suppression.lookup("lou@example.org", "anything")
+        assert entry is not None and entry.event_id == event_id and entry.category == ""
+        assert s.suppression.lookup("max@example.org", "transactional") is not None
+        assert s.suppression.lookup("kim@example.org") is None
+
+        async def recorded(n: int) -> bool:
+            doc = await s.document(event_id)
+            return len([r for r in doc.history if r.feedback is not None]) == n
+
+        await poll_until(lambda: recorded(2), timeout=10, what="the copies' reports")
+        doc = await s.document(event_id)
+        assert doc.status is Status.SENT and doc.error is None
+        assert {(r.status, r.feedback.recipient) for r in doc.history if r.feedback} == {
+            (Status.BOUNCED, "lou@example.org"), (Status.COMPLAINED, "max@example.org"),
+        }  # fmt: skip
+        # The recipient's own bounce moves the email.
+        assert (await s.notify("Bounce", event_id, "kim@example.org")).status_code == 200
+        doc = await s.wait_status(event_id, Status.BOUNCED)
+        assert doc.error is not None and "kim@example.org" in doc.error
+        # An address the email was not sent to is still refused.
+        stranger = await s.notify("Bounce", event_id, "ned@example.org")
+        assert stranger.json()["records"] == ["wrong_recipient"]
+        assert s.suppression.lookup("ned@example.org") is None

@@ -1,4 +1,6 @@
-"""``supervisor.py console`` against a running embedded ``up``, as an operator types it."""
+"""``supervisor.py console`` against a running embedded ``up``, as an operator types it: the
+snapshot in a pipe (nested reports flattened at 80 columns), pause and resume, and errors on
+stderr with a non-zero exit."""
 
 from __future__ import annotations
 
@@ -18,6 +20,8 @@ async def test_console_in_a_pipe_prints_one_snapshot_and_names_services_inside_e
         assert snapshot.returncode == 0, snapshot.stderr
         assert "embedded  pid" in out and "sender-0..15 (16)" in out
         assert max(len(line) for line in out.splitlines()) <= 80
+        # Nested reports flattened, at 80 columns too: the status updater's outcomes.
+        assert "outcomes.applied=" in out and "outcomes.not_found=" in out, out
         # A service of the one embedded process: that process answers.
         paused = await cli(env, "console", "email-server", "--pause")
         assert paused.returncode == 0, paused.stderr
@@ -30,3 +34,8 @@ async def test_console_in_a_pipe_prints_one_snapshot_and_names_services_inside_e
         assert unknown.returncode == 1
         assert "for 'nope' (running there: embedded)" in unknown.stderr.decode()
         assert unknown.stdout == b""
+        # An actor nothing has at that path: said on stderr, never stdout, exit 1.
+        missing = await cli(env, "console", "--restart", "nope/x")
+        assert missing.returncode == 1, missing
+        assert missing.stdout == b""
+        assert missing.stderr.decode().strip() == "no actor at 'nope/x' in embedded"

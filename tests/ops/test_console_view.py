@@ -1,5 +1,6 @@
 """The console's live view at 80x24, as rich draws it (a recording console): no column one
-letter wide, numbered siblings folded, the tree paged by keys, several instances summed up."""
+letter wide, numbered siblings folded, the tree paged by keys, several instances summed up,
+nested reports flattened (key.sub=value) and shown at 80 columns too."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from rich.console import Console
 
 from actors.ops.console import decode_keys
 from actors.ops.console_view import Rates, View, render
-from tests.support.console import email_server_answer
+from tests.support.console import actor, email_server_answer
 
 
 def _draw(answers: Mapping[str, Any], view: View, width: int = 80, height: int = 24) -> str:
@@ -94,3 +95,44 @@ def test_keys_as_a_terminal_sends_them() -> None:
     assert decode_keys(b"jk\x1b[B\x1b[A\x1b[6~\x1b[5~ 2q\x1b") == [
         "j", "k", "down", "up", "pgdn", "pgup", " ", "2", "q", "esc",
     ]  # fmt: skip
+
+
+def _with_reports(answer: dict[str, Any]) -> dict[str, Any]:
+    """``answer`` plus a webhook dispatcher and an inbound SMTP endpoint, as they report."""
+    endpoint = {"delivered": 3, "retried": 1, "failed": 0, "in_flight": 0, "breaker": "closed",
+                "last_errors": ["timeout"]}  # fmt: skip
+    answer["snapshot"]["actors"] += [
+        actor("webhooks", "WebhookDispatcher",
+              extra={"crm": endpoint, "audit": {**endpoint, "breaker": "open"}}),
+        actor("bounces", "InboundEndpoint",
+              extra={"listening": ["127.0.0.1:2525"], "connections_open": 1,
+                     "inbound_smtp": {"feedback_bounce": 2, "ignored_repeat": 5,
+                                      "messages": 7}}),
+    ]  # fmt: skip
+    return answer
+
+
+NESTED = ("crm.delivered=3", "crm.retried=1", "crm.breaker=closed", "audit.breaker=open",
+          "inbound_smtp.feedback_bounce=2", "inbound_smtp.ignored_repeat=5",
+          "inbound_smtp.messages=7", "connections_open=1")  # fmt: skip
+
+
+def test_nested_reports_are_flattened_within_80_columns() -> None:
+    answers = {"email-server-0": _with_reports(email_server_answer(senders=4))}
+    # Printed once (a pipe): every report, whole, as lines under the table.
+    console = Console(width=80, record=True, force_terminal=True)
+    console.print(render(answers, {}, Rates(), "/run", width=80, height=None))
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert all(item in text for item in NESTED), text
+    assert "timeout" not in text  # lists are for --json
+    # Live at 80x24: paged, the report lines with their rows; every one is on some page.
+    view = View(expand=True)
+    seen = ""
+    for _ in range(6):
+        seen += "\n".join(_fits(_draw(answers, view)))
+        view.key("pgdn", list(answers))
+    assert all(item in seen for item in NESTED), seen
+    # Wide: in the reports column, flattened the same way.
+    wide = _draw(answers, View(), width=200, height=60)
+    assert "crm.delivered=3" in wide and "inbound_smtp.messages=7" in wide

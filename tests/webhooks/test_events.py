@@ -98,3 +98,26 @@ async def test_what_the_store_will_apply_is_queued_and_nothing_else(tmp_path: Pa
         body = json.loads(second.item.body)
         assert body["status"] == "SENT" and body["attempt"] == 2
         assert second.item.sequence > first.item.sequence
+
+
+def test_each_feedback_report_is_its_own_webhook_and_names_its_address() -> None:
+    from actors.domain.schema import FeedbackDetail
+
+    def bounce(recipient: str, source_id: str) -> EmailStatusEvent:
+        detail = FeedbackDetail(kind="bounce", recipient=recipient, source="ses",
+                                source_id=source_id, bounce_type="hard")  # fmt: skip
+        return EmailStatusEvent(event_id="e", status=Status.BOUNCED, occurred_at=T0,
+                                schema_version=2, feedback=detail)  # fmt: skip
+
+    cc, own = bounce("cc@example.com", "fb-1#cc@example.com"), bounce("ada@example.com", "fb-2")
+    # A cc's bounce, then the recipient's: two happenings, not a repeat of one.
+    assert webhook_id("a", cc) != webhook_id("a", own)
+    assert webhook_id("a", cc) == webhook_id("a", bounce("cc@example.com", "fb-1#cc@example.com"))
+    doc = EmailDocument(event_id="e", recipient="ada@example.com", template="t",
+                        status=Status.SENT)  # fmt: skip
+    body = json.loads(event_body(doc, cc, 1))
+    assert (body["status"], body["emailStatus"], body["recipient"]) == (
+        "BOUNCED", "SENT", "ada@example.com",
+    )  # fmt: skip
+    assert body["feedback"]["recipient"] == "cc@example.com"
+    assert body["feedback"]["bounceType"] == "hard" and body["feedback"]["sourceId"]
