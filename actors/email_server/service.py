@@ -549,6 +549,28 @@ class Sender(Actor[SendJob]):
             faults.after_accept()  # the window, created on purpose by tests and the soak
         return result
 
+    def _copies(self, event: EmailSendEvent, addresses: list[str]) -> list[str]:
+        """``addresses`` (the email's cc or bcc) without the suppressed ones: a copy's hard
+        bounce or complaint stops later copies to it, and the email still goes to the rest
+        (the recipient's own entry decides SUPPRESSED)."""
+        suppression = self.guards.suppression
+        if not addresses or suppression is None:
+            return addresses
+        kept = []
+        for address in addresses:
+            entry = suppression.blocking(address, event.category)
+            if entry is None:
+                kept.append(address)
+                continue
+            self.guards.suppressed_copies += 1
+            log.info(
+                "not sent to the suppressed copy %s: %s",
+                address,
+                entry.reason,
+                extra={"event_id": event.event_id},
+            )
+        return kept
+
     def _outgoing(self, event: EmailSendEvent, rendered: RenderedEmail) -> OutgoingEmail:
         return OutgoingEmail(
             event_id=event.event_id,
@@ -558,8 +580,8 @@ class Sender(Actor[SendJob]):
                 else self.settings.sender
             ),
             recipient=event.recipient,
-            cc=event.cc,
-            bcc=event.bcc,
+            cc=self._copies(event, event.cc),
+            bcc=self._copies(event, event.bcc),
             reply_to=event.reply_to,
             headers=event.headers,
             subject=rendered.subject,
