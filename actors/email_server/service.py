@@ -229,18 +229,29 @@ class Sender(Actor[SendJob]):
     async def receive_batch(self, msgs: list[SendJob]) -> list[None]:
         """Send what is waiting together; what needs an email's own turn goes alone.
 
-        Alone: a lone job, every job while the throttle gate is active (each waits for its
-        own grant) or SENDING is reported, a job whose email is in hand elsewhere in this
-        process or twice in this batch, a job without the consumer's render. Each job
+        Alone: a lone job, every job when the provider queues sends (no ``batch_sends``:
+        SMTP, SES) or while the throttle gate is active (each waits for its own grant) or
+        SENDING is reported, a job whose email is in hand elsewhere in this process or
+        twice in this batch, a job without the consumer's render. Each job
         fails alone: a job that crashes is handed back and the others are finished before
         the sender crashes with its error (and is restarted), as one job alone would.
         """
         first_error: Exception | None = None
         alone = msgs
-        if len(msgs) > 1 and not self.guards.gate.active and not self.settings.report_sending:
+        # How many emails one sender may claim before the provider has them: a provider
+        # that queues sends (an SMTP pool) keeps the default 1, so that no claim's lease
+        # runs out while its email waits behind a batch; Maildir writes a batch at once.
+        limit: int = getattr(self.provider, "batch_sends", 1)
+        if (
+            len(msgs) > 1
+            and limit > 1
+            and not self.guards.gate.active
+            and not self.settings.report_sending
+        ):
             together, alone = self._split(msgs)
-            if together:
-                first_error = await self._send_together(together)
+            for start in range(0, len(together), limit):
+                error = await self._send_together(together[start : start + limit])
+                first_error = first_error or error
         for msg in alone:
             try:
                 await self.receive(msg)
