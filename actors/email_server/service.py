@@ -237,43 +237,49 @@ class Sender(Actor[SendJob]):
         the sender crashes with its error (and is restarted), as one job alone would.
         """
         first_error: Exception | None = None
-        alone = msgs
         # How many emails one sender may claim before the provider has them: a provider
         # that queues sends (an SMTP pool) keeps the default 1, so that no claim's lease
         # runs out while its email waits behind a batch; Maildir writes a batch at once.
         limit: int = getattr(self.provider, "batch_sends", 1)
-        if (
-            len(msgs) > 1
-            and limit > 1
-            and not self.guards.gate.active
-            and not self.settings.report_sending
-        ):
-            together, alone = self._split(msgs)
-            for start in range(0, len(together), limit):
-                error = await self._send_together(together[start : start + limit])
-                first_error = first_error or error
-        for msg in alone:
-            try:
-                await self.receive(msg)
-            except Exception as exc:
-                first_error = first_error or exc
+        if limit <= 1 or self.guards.gate.active or self.settings.report_sending:
+            limit = 1
+        # Runs of jobs that can go together, in mailbox order (so a repeat published after
+        # its email is handled after it): a job that must go alone ends the run before it.
+        run: list[SendJob] = []
+        in_run: set[str] = set()
+        for msg in [*msgs, None]:
+            event_id = msg.event.event_id if msg is not None else ""
+            alone = (
+                msg is None
+                or limit == 1
+                or msg.rendered is None
+                or event_id in self.guards.in_flight
+                or event_id in in_run
+            )
+            if run and (alone or len(run) == limit):
+                if len(run) == 1:
+                    alone_error = await self._alone(run[0])
+                else:
+                    alone_error = await self._send_together(run)
+                first_error = first_error or alone_error
+                run, in_run = [], set()
+            if msg is None:
+                break
+            if alone:
+                first_error = first_error or await self._alone(msg)
+            else:
+                run.append(msg)
+                in_run.add(event_id)
         if first_error is not None:
             raise first_error
         return [None] * len(msgs)
 
-    def _split(self, msgs: list[SendJob]) -> tuple[list[SendJob], list[SendJob]]:
-        in_flight = self.guards.in_flight
-        seen: set[str] = set()
-        together: list[SendJob] = []
-        alone: list[SendJob] = []
-        for msg in msgs:
-            event_id = msg.event.event_id
-            if msg.rendered is None or event_id in in_flight or event_id in seen:
-                alone.append(msg)
-            else:
-                together.append(msg)
-            seen.add(event_id)
-        return together, alone
+    async def _alone(self, msg: SendJob) -> Exception | None:
+        try:
+            await self.receive(msg)
+        except Exception as exc:  # raised once the rest of the batch is done
+            return exc
+        return None
 
     async def _send_together(self, jobs: list[SendJob]) -> Exception | None:
         """The per-email steps of :meth:`_handle`, each done for the whole batch at once.
