@@ -282,8 +282,22 @@ _QUOTED_NAME = re.compile(r'[ \t]*"((?:[^"\\\r\n]|\\[^\r\n])*)"[ \t]*(<[^<>"]*>)
 _QUOTED_PAIR = re.compile(r"\\(.)")
 
 
-@functools.lru_cache(maxsize=256)
+# A bare dot-atom addr-spec (``user@example.com``), what almost every recipient is: the
+# header parser gives ("", value) for it, at ~30 us an address (a tenth of building a message).
+_BARE_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
+
+
 def _address_header(value: str) -> tuple[str, str] | None:
+    if _BARE_ADDRESS.fullmatch(value):
+        return "", value
+    return _parsed_address_header(value)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed_address_header(value: str) -> tuple[str, str] | None:
     quoted = _QUOTED_NAME.fullmatch(value)
     if quoted is not None:
         parsed = _address_header(quoted.group(2))

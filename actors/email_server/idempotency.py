@@ -25,7 +25,7 @@ import msgspec
 from actors.stores.batching import BatchingActor, Flush
 from actors.stores.claims import Claim, ClaimStore, Settle
 
-__all__ = ["ClaimAsk", "ClaimsWriter", "WindowStats"]
+__all__ = ["ClaimAsk", "ClaimMany", "ClaimsWriter", "SettleMany", "WindowStats"]
 
 log = logging.getLogger("mailactors.claims")
 
@@ -34,11 +34,24 @@ class ClaimAsk(msgspec.Struct, frozen=True):
     event_id: str
 
 
+class ClaimMany(msgspec.Struct, frozen=True):
+    """Several claims in one ask (a sender's batch): answered with their Claims, in order."""
+
+    event_ids: list[str]
+
+
+class SettleMany(msgspec.Struct, frozen=True):
+    """Several outcomes in one ask: answered with one bool each, in order."""
+
+    settles: list[Settle]
+
+
 class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
     """Answers ``ask(ClaimAsk)`` with a :class:`Claim`, ``ask(Settle)`` with True (recorded)
-    or False (the claim was lost: taken over after its lease)."""
+    or False (the claim was lost: taken over after its lease); :class:`ClaimMany` and
+    :class:`SettleMany` with a list of those."""
 
-    accepts: ClassVar[tuple[type, ...]] = (ClaimAsk, Settle, Flush)
+    accepts: ClassVar[tuple[type, ...]] = (ClaimAsk, Settle, ClaimMany, SettleMany, Flush)
     # Under load (the last write less than batch_ms ago) a batch waits up to batch_ms for
     # more: senders paced by the provider ask one at a time, and one request per claim cost
     # the Elasticsearch API 4x its CPU per email (measured, bench distributed_e2e). Under
@@ -66,8 +79,13 @@ class ClaimsWriter(BatchingActor[ClaimAsk | Settle]):
             }
         )
 
-    def collect(self, msg: ClaimAsk | Settle, index: int) -> None:
-        self.put(msg, self.ctx.reply_later(index))
+    def collect(self, msg: ClaimAsk | Settle | ClaimMany | SettleMany, index: int) -> None:
+        if isinstance(msg, ClaimMany):
+            self.put_many([ClaimAsk(e) for e in msg.event_ids], self.ctx.reply_later(index))
+        elif isinstance(msg, SettleMany):
+            self.put_many(list(msg.settles), self.ctx.reply_later(index))
+        else:
+            self.put(msg, self.ctx.reply_later(index))
 
     async def flush(self, items: list[ClaimAsk | Settle]) -> list[Claim | bool]:
         asks = [i.event_id for i in items if type(i) is ClaimAsk]

@@ -55,6 +55,7 @@ class SendGuards:
         self.in_flight: dict[str, _Flight] = {}
         self.concurrent_repeats = 0
         self.suppressed = 0
+        self.suppressed_copies = 0  # cc/bcc addresses left out of an email: suppressed
         self.window = WindowStats()
         self.held = 0  # copies that found a live claim elsewhere and look again later
         self.claims_lost = 0  # outcomes not recorded: the claim was taken over meanwhile
@@ -96,6 +97,7 @@ class SendGuards:
             "in_flight": len(self.in_flight),
             "concurrent_repeats": self.concurrent_repeats,
             "suppressed": self.suppressed,
+            "suppressed_copies": self.suppressed_copies,
             "claims": {
                 "held": self.held,
                 "lost": self.claims_lost,

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 import trio
 
-from actors.email_server.suppression import ALL_CATEGORIES, Suppressed, normalize
+from actors.email_server.suppression import ALL_CATEGORIES, CATEGORY_PAUSE, Suppressed, normalize
 from actors.stores.elasticsearch import IndexClient, unavailable_on_outage
 
 __all__ = ["ElasticsearchSuppression", "suppression_index"]
@@ -77,6 +77,9 @@ class ElasticsearchSuppression(IndexClient):
         if found is None and category:
             found = self._known.get(_id(key, category))
         return found
+
+    def blocking(self, recipient: str, category: str) -> Suppressed | None:
+        return self.lookup(recipient, category) or self.lookup(CATEGORY_PAUSE, category)
 
     async def add(
         self,

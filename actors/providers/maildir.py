@@ -72,6 +72,9 @@ class MaildirProvider:
     """
 
     name = "maildir"
+    # A sender may claim and hand over this many emails at once (Sender.receive_batch):
+    # they are written together, in milliseconds, so no claim waits long on the provider.
+    batch_sends = 64
 
     def __init__(
         self,

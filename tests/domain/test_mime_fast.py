@@ -229,3 +229,41 @@ def test_any_text_renders_the_same_both_ways(subject: str, text: str, html: str 
     for eight_bit in (True, False):
         msg = build_message(out, date=WHEN)
         assert render_bytes(msg, eight_bit=eight_bit) == mime._render_stdlib(msg, eight_bit)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "user@example.com",
+        "a.b+tag@sub.example.co.uk",
+        "o'neil!#$%&*/=?^_`{|}~-@x-y.example",
+        "a@b",
+        "UPPER@Example.COM",
+        "user42@123.example",
+    ],
+)
+def test_bare_addresses_skip_the_parser_with_its_answer(value: str) -> None:
+    assert mime._BARE_ADDRESS.fullmatch(value)
+    assert mime._address_header(value) == mime._parsed_address_header(value) == ("", value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a..b@example.com",
+        ".a@example.com",
+        "a.@example.com",
+        "a@-example.com",
+        "a@example-.com",
+        "a@example..com",
+        "Ada <ada@example.com>",
+        '"a b"@example.com',
+        "ä@example.com",
+        "a@exämple.com",
+        "a@example.com, b@example.com",
+        "a@[127.0.0.1]",
+    ],
+)
+def test_anything_else_goes_to_the_parser(value: str) -> None:
+    assert not mime._BARE_ADDRESS.fullmatch(value)
+    assert mime._address_header(value) == mime._parsed_address_header(value)

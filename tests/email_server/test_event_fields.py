@@ -100,3 +100,51 @@ async def test_an_event_from_another_publisher_is_held_to_the_same_rules(
     assert [reason for _, _, reason in bus.dead_letters][-1].startswith(
         "invalid EmailSendEvent: headers['Bcc']"
     )
+
+
+async def test_a_suppressed_copy_is_left_out_and_the_email_still_goes(
+    actor_system: ActorSystem, tmp_path: Path
+) -> None:
+    from actors.email_server.safeguards import SendGuards
+    from actors.email_server.suppression import SuppressionList
+
+    sent: list[OutgoingEmail] = []
+
+    class Provider:
+        name = "p"
+
+        async def send(self, email: OutgoingEmail) -> SendResult:
+            sent.append(email)
+            return SendResult(provider="p", ok=True, code=250, reply="ok")
+
+    async with SuppressionList(tmp_path / "sent.sqlite3") as suppression:
+        await suppression.add("carol@example.org", "hard bounce")
+        await suppression.add("bob@example.net", "unsubscribed", category="newsletter")
+        guards = SendGuards(suppression=suppression)
+        bus = MemoryBus(100)
+        settings = SenderSettings(root="es", sender="me@x.org", message_id_domain="x.org")
+        renderer = TemplateRenderer(ROOT / "templates")
+        provider: Any = Provider()
+        await actor_system.spawn(
+            email_server_tree(bus, provider, renderer, settings, name="es", guards=guards)
+        )
+        for event_id, category in (("e1", "transactional"), ("e2", "newsletter")):
+            await bus.publish_send(
+                EmailSendEvent(
+                    event_id=event_id, recipient="ada@example.com", template="welcome",
+                    variables={"name": "Ada", "product": "Acme"}, category=category,
+                    cc=["carol@example.org", "dan@example.org"], bcc=["bob@example.net"],
+                )
+            )  # fmt: skip
+        statuses = []
+        with trio.fail_after(30):
+            while len(statuses) < 2:
+                statuses.append(status_event_decoder.decode((await bus.next_status()).body))
+    assert {s.status for s in statuses} == {Status.SENT}
+    by_id = {e.event_id: e for e in sent}
+    # carol bounced for good: out of both; bob left the newsletter only
+    assert by_id["e1"].envelope_recipients == [
+        "ada@example.com", "dan@example.org", "bob@example.net"
+    ]
+    assert by_id["e2"].envelope_recipients == ["ada@example.com", "dan@example.org"]
+    assert guards.suppressed_copies == 3 and guards.suppressed == 0

@@ -61,16 +61,24 @@ class CountingProvider:
 
     name = "counting"
 
-    def __init__(self, pause: float = 0.002) -> None:
+    def __init__(self, pause: float = 0.002, batch_sends: int = 1) -> None:
         self.sent: collections.Counter[str] = collections.Counter()
         self.pause = pause
+        self.batch_sends = batch_sends  # > 1: senders claim and send in batches (as Maildir)
+        self.sending = 0
+        self.most_at_once = 0
 
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
     async def send(self, email: OutgoingEmail) -> SendResult:
-        await trio.sleep(random.uniform(0, self.pause))
+        self.sending += 1
+        self.most_at_once = max(self.most_at_once, self.sending)
+        try:
+            await trio.sleep(random.uniform(0, self.pause))
+        finally:
+            self.sending -= 1
         self.sent[email.event_id] += 1
         return SendResult(provider=self.name, ok=True, code=250, reply="2.0.0 Ok")
 
@@ -126,8 +134,9 @@ async def wait_until(predicate: Callable[[], bool], timeout: float = 30.0) -> No
             await trio.sleep(0.005)
 
 
-async def test_copies_racing_on_two_workers_are_sent_once(tmp_path: Path) -> None:
-    provider = CountingProvider()
+@pytest.mark.parametrize("batch_sends", [1, 8], ids=["one-by-one", "in-batches"])
+async def test_copies_racing_on_two_workers_are_sent_once(tmp_path: Path, batch_sends: int) -> None:
+    provider = CountingProvider(batch_sends=batch_sends)
     path = tmp_path / "sent.sqlite3"
     async with (
         SqliteClaims(path, _remote("a")) as ca,
@@ -146,6 +155,8 @@ async def test_copies_racing_on_two_workers_are_sent_once(tmp_path: Path) -> Non
         await wait_until(lambda: len(a.statuses) + len(b.statuses) == 2 * len(ids))
         nursery.cancel_scope.cancel()
     assert provider.sent == {e: 1 for e in ids}
+    # 4 senders per worker: more than 8 sends at once means senders sent batches
+    assert (provider.most_at_once > 8) == (batch_sends > 1)
     statuses = a.statuses + b.statuses
     assert {s.status for s in statuses} == {Status.SENT}
     assert collections.Counter(s.event_id for s in statuses) == {e: 2 for e in ids}
@@ -334,3 +345,36 @@ async def test_a_status_for_an_unknown_email_is_logged_and_counted(
     lines = [r for r in caplog.records if getattr(r, "event_id", None) == "no-such-email-1"]
     assert lines and "no email with this eventId" in lines[0].getMessage()
     assert lines[0].levelno == logging.WARNING
+
+
+async def test_in_a_batch_an_email_that_crashes_its_sender_fails_alone(tmp_path: Path) -> None:
+    """A provider bug on one email of a batch: that email's delivery is handed back (dead-
+    lettered on the in-process bus, with the error), every other email of the batch is sent
+    and reported, and the sender is restarted."""
+
+    class Buggy(CountingProvider):
+        async def send(self, email: OutgoingEmail) -> SendResult:
+            if email.event_id == "ev-13":
+                raise RuntimeError("a bug in the provider")
+            return await super().send(email)
+
+    provider = Buggy(batch_sends=16)
+    async with (
+        SqliteClaims(tmp_path / "sent.sqlite3", _remote("a")) as claims,
+        open_actor_system("t", shutdown=10) as system,
+        trio.open_nursery() as nursery,
+    ):
+        worker = Worker("es-a", claims, provider)
+        await worker.start(system, nursery)
+        ids = [f"ev-{i}" for i in range(40)]
+        for event_id in ids:
+            await worker.bus.publish_send(send_event(event_id))
+        await wait_until(lambda: len(worker.statuses) == len(ids) - 1)
+        await wait_until(lambda: len(worker.bus.dead_letters) == 1)
+        nursery.cancel_scope.cancel()
+    assert provider.most_at_once > 4  # sent in batches (4 senders)
+    assert {s.event_id for s in worker.statuses} == set(ids) - {"ev-13"}
+    assert {s.status for s in worker.statuses} == {Status.SENT}
+    assert provider.sent == {e: 1 for e in ids if e != "ev-13"}
+    [(queue, _body, reason)] = worker.bus.dead_letters
+    assert queue == "send" and "a bug in the provider" in reason

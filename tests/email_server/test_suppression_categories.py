@@ -79,3 +79,59 @@ async def test_a_file_from_before_categories_is_carried_over(tmp_path: Path) -> 
         assert (entry.reason, entry.event_id, entry.category) == ("550 gone", "ev-1", "")
     async with SuppressionList(path) as again:  # a second open finds nothing left to carry
         assert len(await again.entries()) == 1
+
+
+async def test_blocking_names_the_address_entry_before_a_pause(suppressions: Any) -> None:
+    assert suppressions.blocking("ada@example.com", "newsletter") is None
+    await suppressions.add("*", "paused: complaint rate", category="newsletter", source="rate")
+    paused = suppressions.blocking("ada@example.com", "newsletter")
+    assert paused is not None and paused.reason == "paused: complaint rate"
+    assert suppressions.blocking("ada@example.com", "transactional") is None
+    await suppressions.add("Ada@Example.com", "hard bounce")
+    own = suppressions.blocking("ADA@example.com", "newsletter")
+    assert own is not None and own.reason == "hard bounce"  # the address's own entry first
+
+
+async def test_a_write_by_another_list_of_the_process_is_seen_at_once(tmp_path: Path) -> None:
+    """Lookups answer absent addresses from memory; a write through any list of this
+    process on the same file (the feedback sink's, another worker's) is seen by the very
+    next lookup."""
+    path = tmp_path / "sent.sqlite3"
+    async with SuppressionList(path) as sender_side, SuppressionList(path) as operator:
+        sender_side.recheck_s = 3600.0  # only a write of this process can make it look again
+        assert sender_side.blocking("bo@example.com", "transactional") is None  # cached: empty
+        await operator.add("bo@example.com", "operator", source="operator")
+        entry = sender_side.blocking("bo@example.com", "transactional")
+        assert entry is not None and entry.reason == "operator"
+        await operator.remove("bo@example.com")
+        assert sender_side.blocking("bo@example.com", "transactional") is None
+
+
+async def test_another_program_s_write_is_seen_once_the_file_is_asked_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sent.sqlite3"
+    async with SuppressionList(path) as sender_side:
+        sender_side.recheck_s = 3600.0
+        assert sender_side.blocking("bo@example.com", "transactional") is None
+        # A plain sqlite3 connection, as the CLI or another program writes it.
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "INSERT INTO suppressions VALUES ('bo@example.com', '', 'cli', '2026-12-01', "
+                "NULL, 'operator')"
+            )
+        db.close()
+        assert sender_side.blocking("bo@example.com", "transactional") is None  # not asked yet
+        sender_side.recheck_s = 0.0  # as if recheck_s had passed
+        entry = sender_side.blocking("bo@example.com", "transactional")
+        assert entry is not None and entry.reason == "cli"
+
+
+async def test_too_many_entries_to_keep_in_memory_are_read_from_the_file(tmp_path: Path) -> None:
+    async with SuppressionList(tmp_path / "sent.sqlite3") as big:
+        big.max_cached = 2
+        for name in ("a", "b", "c"):
+            await big.add(f"{name}@example.com", "bounce")
+        entry = big.blocking("c@example.com", "transactional")
+        assert entry is not None and entry.address == "c@example.com"
+        assert big.blocking("d@example.com", "transactional") is None
