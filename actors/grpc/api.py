@@ -23,6 +23,7 @@ from grpclib.events import RecvRequest, listen
 from grpclib.server import Server
 
 from actors.auth.service import CancelEmail, RequestAccepted, RequestEmail
+from actors.domain.addressing import check_metadata, check_tags
 from actors.domain.edges import ApplyOutcome, ApplyResult, SearchQuery, StoreUnavailable
 from actors.domain.event_checks import check_document, check_event_id
 from actors.domain.schema import EmailDocument
@@ -196,7 +197,11 @@ def search_query_from_proto(request: Any) -> SearchQuery:
         )
     try:
         status = status_from_proto(request.status) if request.HasField("status") else None
-    except ConversionError as exc:
+        # The rules a request's tags and metadata follow: a filter no email can match is a
+        # mistake to name (as ``supervisor.py search`` does), not an empty page.
+        tags = check_tags(list(request.tags))
+        metadata = check_metadata(dict(request.metadata))
+    except (ConversionError, InvalidField) as exc:
         raise GRPCError(GrpcStatus.INVALID_ARGUMENT, str(exc)) from None
     return SearchQuery(
         recipient=request.recipient if request.HasField("recipient") else None,
@@ -204,8 +209,8 @@ def search_query_from_proto(request: Any) -> SearchQuery:
         category=request.category if request.HasField("category") else None,
         created_from=get_datetime(request, "created_from"),
         created_to=get_datetime(request, "created_to"),
-        tags=tuple(request.tags),
-        metadata=dict(request.metadata),
+        tags=tuple(tags),
+        metadata=metadata,
         page_size=request.page_size or 50,
         page_token=request.page_token,
     )

@@ -6,7 +6,8 @@ Pure rendering, from the control endpoints' answers to rich renderables; no I/O.
   number (``sender-0`` .. ``sender-31``) folded into one row with their sums unless
   ``expand``; the columns that fit the width (the mailbox bar, reports and last error
   need a wide terminal; on a narrow one the errors come as lines under the table); the
-  reports, nested maps flattened to ``key.sub=value``, in their column or, when it is
+  reports, nested maps flattened to ``key.sub=value`` and lists short (``key=[a, b]``,
+  ``key=[40 items: a, b, c, …]``), in their column or, when it is
   missing or too narrow, whole as lines under the rows shown; as many rows (with their report
   lines) as fit the height, from ``View.offset`` (the keys scroll it).
 * Several instances: one summary row each, numbered, paged to the height like the tree;
@@ -142,16 +143,37 @@ def ago(at: float) -> str:
     return f"{seconds / 3600:.0f}h ago"
 
 
+# A list in a report (addresses listened on, a webhook endpoint's last errors, integration's
+# unknown emails): up to LIST_SHOWN items whole, a longer one counted with its first few; each
+# item cut to LIST_ITEM_CHARS, so that one long error cannot take the screen (--json has all).
+LIST_SHOWN = 3
+LIST_ITEM_CHARS = 40
+
+
+def _list_text(items: Sequence[Any]) -> str:
+    def cut(item: Any) -> str:
+        text = " ".join(str(item).split())  # an error's line breaks would break the layout
+        return text if len(text) <= LIST_ITEM_CHARS else text[: LIST_ITEM_CHARS - 1] + "…"
+
+    shown = ", ".join(cut(item) for item in items[:LIST_SHOWN])
+    if len(items) <= LIST_SHOWN:
+        return f"[{shown}]"
+    return f"[{len(items)} items: {shown}, …]"
+
+
 def _report_items(extra: Mapping[str, Any], prefix: str = "") -> list[str]:
     """``key=value`` for each value an actor reports, nested maps flattened (``key.sub=value``:
-    the webhook dispatcher's per-endpoint counts, the inbound endpoint's per-outcome ones).
-    Lists are left to ``--json``, and the throttler's buckets have a line of their own."""
+    the webhook dispatcher's per-endpoint counts, the inbound endpoint's per-outcome ones), lists
+    as ``key=[a, b]`` or ``key=[12 items: a, b, c, …]`` (an empty one left out: nothing to see).
+    The throttler's buckets have a line of their own."""
     parts = []
     for key, value in extra.items():
-        if (not prefix and key == "buckets") or isinstance(value, list):
+        if (not prefix and key == "buckets") or (isinstance(value, list) and not value):
             continue
         if isinstance(value, Mapping):
             parts += _report_items(value, f"{prefix}{key}.")
+        elif isinstance(value, list):
+            parts.append(f"{prefix}{key}={_list_text(value)}")
         else:
             parts.append(f"{prefix}{key}={value}")
     return parts

@@ -26,6 +26,11 @@ answers and the account-level refusals that another provider would not share
 credentials): TRANSIENT, so that a chain fails over and its breaker counts them.
 The SES ``MessageId`` is the result's ``message_id``.
 
+Internationalised addresses: SES does not take SMTPUTF8, so an address with an IDN domain is
+sent with its IDNA A-labels (``xn--``) in the envelope and the headers alike (as the SMTP
+provider does for a server without SMTPUTF8); one with a non-ASCII local part has no ASCII
+form, and its send fails PERMANENT naming the address, without a request.
+
 DKIM: with a signer, the message is signed with its From domain's key as for SMTP, except
 Message-ID and Date, which SES replaces with its own values (the SES guide's "manual DKIM
 signing": do not sign Message-ID, Date, Return-Path, Bounces-To); SES adds its own
@@ -57,7 +62,7 @@ from botocore.exceptions import (
 
 from actors.domain.dkim import DkimSigner
 from actors.domain.edges import Failure, OutgoingEmail, SendResult
-from actors.domain.mime import build_message, final_bytes
+from actors.domain.mime import ascii_email, build_message, final_bytes
 from runtime import AsyncioEdge, current_edge
 
 __all__ = [
@@ -286,6 +291,13 @@ class SesProvider:
         edge = self._edge
         if edge is None:
             raise RuntimeError("SesProvider.send() before open() or after close()")
+        try:
+            # SES has no SMTPUTF8: an internationalised domain goes as its A-labels, in the
+            # envelope (Destination, FromEmailAddress) and the headers alike.
+            email = ascii_email(email)
+        except ValueError as exc:  # a non-ASCII local part has no ASCII form
+            self._failed += 1
+            return self._failure(Failure.PERMANENT, f"SES does not support SMTPUTF8, and {exc}")
         try:
             data = final_bytes(
                 build_message(email),

@@ -33,6 +33,7 @@ from starlette.responses import (
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from actors.domain.addressing import check_metadata, check_tags
 from actors.domain.edges import SearchQuery, Store
 from actors.domain.schema import EmailDocument, Status
 from actors.domain.templates import TemplateError, TemplateRenderer
@@ -213,8 +214,10 @@ class WebView:
             category=form["category"] or None,
             template=form["template"] or None,
             subject_text=form["subject"] or None,
-            tags=_parse_tags(form["tags"]),
-            metadata=_parse_metadata(form["meta"]),
+            # The API's rules (InvalidField names the field): a filter no email could match
+            # is a mistake to show, not an empty log.
+            tags=tuple(check_tags(_parse_tags(form["tags"]))),
+            metadata=check_metadata(_parse_metadata(form["meta"])),
             created_from=_parse_time(form["from"], "from"),
             created_to=_parse_time(form["to"], "to"),
             oldest_first=form["order"] == "oldest",

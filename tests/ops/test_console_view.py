@@ -1,6 +1,6 @@
 """The console's live view at 80x24, as rich draws it (a recording console): no column one
 letter wide, numbered siblings folded, the tree paged by keys, several instances summed up,
-nested reports flattened (key.sub=value) and shown at 80 columns too."""
+nested reports flattened (key.sub=value), lists shown short, all at 80 columns too."""
 
 from __future__ import annotations
 
@@ -114,7 +114,8 @@ def _with_reports(answer: dict[str, Any]) -> dict[str, Any]:
 
 NESTED = ("crm.delivered=3", "crm.retried=1", "crm.breaker=closed", "audit.breaker=open",
           "inbound_smtp.feedback_bounce=2", "inbound_smtp.ignored_repeat=5",
-          "inbound_smtp.messages=7", "connections_open=1")  # fmt: skip
+          "inbound_smtp.messages=7", "connections_open=1",
+          "crm.last_errors=[timeout]", "listening=[127.0.0.1:2525]")  # fmt: skip
 
 
 def test_nested_reports_are_flattened_within_80_columns() -> None:
@@ -125,7 +126,6 @@ def test_nested_reports_are_flattened_within_80_columns() -> None:
     text = console.export_text()
     assert max(len(line) for line in text.splitlines()) <= 80, text
     assert all(item in text for item in NESTED), text
-    assert "timeout" not in text  # lists are for --json
     # Live at 80x24: paged, the report lines with their rows; every one is on some page.
     view = View(expand=True)
     seen = ""
@@ -136,3 +136,29 @@ def test_nested_reports_are_flattened_within_80_columns() -> None:
     # Wide: in the reports column, flattened the same way.
     wide = _draw(answers, View(), width=200, height=60)
     assert "crm.delivered=3" in wide and "inbound_smtp.messages=7" in wide
+
+
+def test_long_lists_are_counted_with_their_first_few_within_80_columns() -> None:
+    """A report's list: short ones whole (above), a long one as ``N items`` and its first
+    three, each item cut, so that five long errors do not take the screen."""
+    errors = [f"wh-{i}: timeout after 30s waiting for https://crm.example.com/hooks/{i}"
+              for i in range(5)]  # fmt: skip
+    answer = email_server_answer(senders=4)
+    answer["snapshot"]["actors"] += [
+        actor("webhooks", "WebhookDispatcher", extra={"crm": {"delivered": 1, "last_errors": errors,
+                                                             "breaker": "open"}}),
+        actor("integration", "Integration",
+              extra={"unknown_emails": [f"ev-{i}" for i in range(40)], "idle": []}),
+    ]  # fmt: skip
+    answers = {"email-server-0": answer}
+    for text in (_draw(answers, View(), height=40), _draw(answers, View(), width=200, height=40)):
+        lines = _fits(text, width=len(text.splitlines()[0]), height=40)
+        shown = "\n".join(lines)
+        assert "unknown_emails=[40 items: ev-0, ev-1, ev-2, …]" in shown, shown
+        assert "ev-3" not in shown
+        assert "idle" not in shown  # an empty list: nothing to show
+        assert "breaker=open" in shown  # what follows a list is still there
+        assert "crm.last_errors=[5 items: wh-0: timeout" in shown and "wh-3" not in shown
+        assert "waiting for htt…, wh-1:" in shown  # each item cut to 40 characters
+    wide = _draw(answers, View(), width=200, height=40)
+    assert "[5 items: wh-0: timeout after 30s waiting for htt…, wh-1: timeout" in wide

@@ -5,6 +5,7 @@ Plain httpx over loopback against a running embedded system.
 
 from __future__ import annotations
 
+import html
 import re
 from pathlib import Path
 
@@ -68,3 +69,22 @@ async def test_bad_metadata_is_refused_naming_the_field(tmp_path: Path) -> None:
         # Any bad field gets the page with its error, not a server error.
         page = await c.get("/web/emails", params={"status": "NOPE", "tags": "x"})
         assert page.status_code == 400 and "not a status" in page.text
+
+
+async def test_bad_tags_and_metadata_follow_the_api_rules_with_400(tmp_path: Path) -> None:
+    """The log's filters are held to the rules SearchEmails and ``search --tag/--meta`` use: a
+    filter no email could match is named on the page, not an empty log."""
+    async with serving(web_config(tmp_path)) as web, logged_in_client(web) as c:
+        await seed_documents(web.app, 1, "t@example.com", tags=["receipt"])
+        for params, said in [({"tags": "receipt, bad tag"}, "tags[1]: must match ^"),
+                             ({"tags": ",".join(f"t{i}" for i in range(11))},
+                              "tags: 11 tags, more than 10"),
+                             ({"meta": "k=" + "v" * 300},
+                              "metadata['k']: is 300 characters, more than 256"),
+                             ({"meta": "k" * 65 + "=1"}, "metadata: key 'kkk")]:  # fmt: skip
+            page = await c.get("/web/emails", params=params)
+            assert page.status_code == 400, params
+            assert said in html.unescape(page.text), (params, page.text[-800:])
+            assert _shown(page.text) == set()
+        page = await c.get("/web/emails", params={"tags": "receipt"})
+        assert page.status_code == 200 and len(_shown(page.text)) == 1
