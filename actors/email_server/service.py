@@ -376,9 +376,29 @@ class Sender(Actor[SendJob]):
             except Exception as exc:  # this email's alone: the others go on
                 errors[i] = exc
 
-        async with trio.open_nursery() as nursery:
-            for i in to_send:
-                nursery.start_soon(send_one, i)
+        send_many = getattr(self.provider, "send_many", None)
+        if send_many is not None and to_send:
+            # One call for the batch (Maildir: one write); an error is every email's.
+            try:
+                async with guards.slot():
+                    guards.gate.note_send(trio.current_time())
+                    sent: list[SendResult] = await send_many([emails[i] for i in to_send])
+            except Exception as exc:
+                for i in to_send:
+                    errors[i] = exc
+            else:
+                for i, answer in zip(to_send, sent, strict=True):
+                    results[i] = answer
+                    if answer.ok:
+                        attempts[i].accepted_at = trio.current_time()
+                        try:
+                            faults.after_accept()
+                        except Exception as exc:
+                            errors[i] = exc
+        else:
+            async with trio.open_nursery() as nursery:
+                for i in to_send:
+                    nursery.start_soon(send_one, i)
         for i, result in enumerate(results):
             if result is None or errors[i] is not None:
                 continue
