@@ -797,7 +797,6 @@ class RabbitBus:
             pub = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self.topology.declare(pub, self.role, self._quorum)
             sub = await connection.channel(publisher_confirms=False)
-            await sub.set_qos(prefetch_count=self.config.prefetch)
             raw_sub = await sub.get_underlay_channel()
             # aiormq's Channel (its basic_publish takes wait=, which the ABC does not list)
             raw_pub = cast(aiormq.Channel, await pub.get_underlay_channel())
@@ -832,6 +831,11 @@ class RabbitBus:
             log.warning("reconnected to RabbitMQ (%s)", self.connection_name)
 
     async def _aio_consume(self, raw: aiormq.abc.AbstractChannel, inbox: _Inbox) -> None:
+        # Per consumer (global=false applies to the consumers started after it): the
+        # status updater acks whole stored batches, so its consumer may hold more.
+        c = self.config
+        prefetch = c.status_prefetch if inbox.queue == c.status_queue else c.prefetch
+        await raw.basic_qos(prefetch_count=prefetch)
         await raw.basic_consume(inbox.queue, partial(self._aio_on_message, inbox, raw))
 
     async def _aio_on_message(

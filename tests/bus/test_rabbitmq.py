@@ -415,6 +415,32 @@ async def test_batches_cross_once_and_go_out_in_few_socket_writes(config: BusCon
 
 
 @pytest.mark.services
+async def test_each_queue_has_its_own_prefetch(rabbitmq_url: str, edge: AsyncioEdge) -> None:
+    """The send consumer holds at most ``prefetch`` unacked deliveries, the status
+    consumer ``status_prefetch`` (the status updater acks whole stored batches)."""
+    cfg = make_config(rabbitmq_url, prefetch=3, status_prefetch=8)
+    try:
+        async with opened(cfg, "email-server") as server, opened(cfg, "integration") as integ:
+            await integ.publish_status_many([status_event(i) for i in range(12)])
+            for i in range(6):
+                await server.publish_send(send_event(i))
+            with trio.fail_after(10):
+                statuses = [await integ.next_status() for _ in range(8)]
+                sends = [await server.next_send() for _ in range(3)]
+            # The rest wait in the broker (ready, not delivered): held back by the prefetch.
+            depths = await integ.queue_depths()
+            assert (depths[cfg.status_queue], depths[cfg.send_queue]) == (4, 3)
+            await integ.ack_many(statuses)
+            await server.ack_many(sends)
+            with trio.fail_after(10):
+                assert len([await integ.next_status() for _ in range(4)]) == 4
+                assert len([await server.next_send() for _ in range(3)]) == 3
+    finally:
+        with trio.CancelScope(shield=True):
+            await edge.run(delete_topology, cfg, url=rabbitmq_url, delay_tiers=TIERS)
+
+
+@pytest.mark.services
 async def test_ack_many_refuses_before_sending_anything(config: BusConfig) -> None:
     """A delivery given twice, or one of another bus: an error, and none of the batch
     is acked (they stay unsettled and can still be acked)."""
