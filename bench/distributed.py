@@ -469,7 +469,7 @@ async def _distributed(quick: bool, only: set[str] | None, progress: Any) -> dic
                             "conditions": f"{n} emails of about {size} B, "
                             f"1 email-server worker x {POOL} SMTP connections, "
                             "64 concurrent gRPC callers, smtp-sink, quorum queues, "
-                            f"store batch 500 / 20 ms",
+                            "store batch 500 / 100 ms, status prefetch 512",
                         }
                 if want("latency"):
                     loads = []

@@ -204,7 +204,9 @@ def embedded_e2e(quick: bool = False) -> dict[str, Any]:
         "plain_runs_per_s": [r["emails_per_s"] for r in plain],
         "target": ">= 2000/s; ratio >= 0.8",
         "conditions": (
-            f"{n} emails, {concurrency} concurrent callers, SQLite store, Maildir, 16 senders; "
+            f"{n} emails, {concurrency} concurrent callers, SQLite store, Maildir, 16 senders "
+            "taking up to 16 jobs a turn (one claims ask, one Maildir write, one outcomes ask "
+            "per turn); "
             f"plain script: the same validation, rendering, MIME, SQLite batches of 500 and "
             f"Maildir files in one loop; best of {rounds} alternating runs of each"
         ),
@@ -288,7 +290,7 @@ def latency_embedded(quick: bool = False, max_rate: float | None = None) -> dict
         "target": "p99 <= 100 ms (at 50%)",
         "conditions": (
             f"open loop for {seconds:g} s at each fraction of the embedded maximum rate, "
-            "SQLite, Maildir, 16 senders, a fresh process state each; latency = request "
+            "SQLite, Maildir, 16 batching senders, a fresh process state each; latency = request "
             "accepted by auth to provider accept"
         ),
     }

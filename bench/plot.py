@@ -106,7 +106,7 @@ def _throughput(results: dict[str, Any]) -> Any:
     ax.set_ylabel("emails/s (request to SENT)")
     ax.set_ylim(bottom=0)
     ax.legend()
-    ax.set_title("embedded (SQLite, Maildir, 16 senders)")
+    ax.set_title("embedded (SQLite, Maildir, 16 batching senders)")
     if "emails_per_s" in dist:
         bars = {
             "mailactors\n(64 gRPC callers)": dist["emails_per_s"],

@@ -101,6 +101,9 @@ class BusConfig(_Section, frozen=True):
     dead_letter_exchange: NonEmptyStr = "email.dead.exchange"
     dead_letter_queue: NonEmptyStr = "email.dead"
     prefetch: PosInt = 64
+    # The status consumer's: the status updater acks a whole batch once it is stored,
+    # so this bounds its batch (a prefetch below batch_ms' worth of statuses stalls it).
+    status_prefetch: PosInt = 512
     quorum: bool = True
     max_deliveries: PosInt = 5
     reconnect_max_s: PosFloat = 30.0

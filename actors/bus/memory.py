@@ -8,8 +8,11 @@ embedded profile's durability comes from the store and the outbox sweeper.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import trio
 
+from actors.domain.edges import BusError, Delivery
 from actors.domain.schema import EmailSendEvent, EmailStatusEvent, encode
 
 
@@ -70,6 +73,30 @@ class MemoryBus:
 
     async def publish_status(self, event: EmailStatusEvent) -> None:
         await self._status[0].send((encode(event), False))
+
+    async def publish_status_many(
+        self, events: Sequence[EmailStatusEvent]
+    ) -> list[BusError | None]:
+        """Each in turn, in order (a full channel is backpressure); none fails here."""
+        for event in events:
+            await self._status[0].send((encode(event), False))
+        await trio.lowlevel.checkpoint()
+        return [None] * len(events)
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """As ``d.ack()`` each; a delivery of another bus or settled already raises first."""
+        mine: list[MemoryDelivery] = []
+        for d in deliveries:
+            if not isinstance(d, MemoryDelivery) or d._bus is not self:
+                raise ValueError(f"ack_many: {d!r} was not taken from this bus")
+            if d._settled:
+                raise RuntimeError("ack_many: a delivery is settled already")
+            mine.append(d)
+        if len({id(d) for d in mine}) != len(mine):
+            raise RuntimeError("ack_many: a delivery is given twice")
+        for d in mine:
+            d._settle()
+        await trio.lowlevel.checkpoint()
 
     async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
         """Wait out the delay, then publish: the caller's task holds the wait."""

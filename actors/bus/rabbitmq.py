@@ -56,7 +56,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
 
 import aio_pika
 import aiormq
@@ -64,7 +64,6 @@ import trio
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
-    AbstractExchange,
 )
 from aiormq.abc import DeliveredMessage
 from aiormq.exceptions import (
@@ -92,7 +91,8 @@ from actors.bus.topology import (
     close_quietly,
     delay_tier,
 )
-from actors.domain.edges import BusError, BusUnavailable
+from actors.bus.wire import CoalescingTransportFactory, WireConnection
+from actors.domain.edges import BusError, BusUnavailable, Delivery
 from actors.domain.schema import EmailSendEvent, EmailStatusEvent, encode
 from config import BusConfig
 from runtime import AsyncioEdge, current_edge
@@ -129,6 +129,9 @@ class RabbitBusStatistics:
       stale: settlements skipped because their channel is gone (redelivered instead).
       crossings: asyncio edge crossings made by this bus (publish and settle batches,
         consumer waits, control calls).
+      frames_written / socket_writes: frame groups (a publish, an ack) handed to the
+        connection's writer, and the socket writes that carried them (``actors.bus.wire``
+        gathers a batch's frames into one write).
       buffered: deliveries received and not yet handed out, per queue.
     """
 
@@ -142,6 +145,8 @@ class RabbitBusStatistics:
     stale: int
     multi_acks: int
     crossings: int
+    frames_written: int
+    socket_writes: int
     buffered: Mapping[str, int]
 
 
@@ -345,6 +350,33 @@ class _Combiner(Generic[OpT]):
             self._pending.append(op)
         await self._lead(op)
 
+    async def submit_many(self, ops: Sequence[OpT]) -> None:
+        """Run *ops* together (one caller's batch: they always go in one crossing);
+        on return each is done. One task and one wake-up for all of them."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not ops:
+            return
+        if self._busy:
+            event = trio.Event()
+            for o in ops:
+                o.event = event
+            self._pending.extend(ops)
+            try:
+                await event.wait()
+            except BaseException:
+                if not ops[0].taken:  # appended together, so taken together
+                    promoted = any(o.promoted for o in ops)
+                    self._pending = [o for o in self._pending if o.event is not event]
+                    if promoted:
+                        self._hand_off()
+                raise
+            if not any(o.promoted for o in ops):
+                return
+        else:
+            self._busy = True
+            self._pending.extend(ops)
+        await self._lead(ops[0])
+
     async def _lead(self, op: OpT) -> None:
         batch, self._pending = self._pending, []
         for o in batch:
@@ -422,10 +454,10 @@ class RabbitBus:
         self._pub: AbstractChannel | None = None
         self._sub: AbstractChannel | None = None
         self._raw_sub: aiormq.abc.AbstractChannel | None = None
+        self._raw_pub: aiormq.Channel | None = None  # aiormq's, under _pub
         # Delivery tags of _raw_sub not yet settled: an ack with multiple=True may
         # cover a run of them only if every lower one is being acked too.
         self._unsettled: set[int] = set()
-        self._exchanges: dict[str, AbstractExchange] = {}
         self._ready: asyncio.Event | None = None
         self._lost: asyncio.Future[BaseException | None] | None = None
         self._manager: asyncio.Task[None] | None = None
@@ -446,6 +478,9 @@ class RabbitBus:
         self._stale = 0
         self._multi_acks = 0
         self._crossings = 0
+        self._wire: CoalescingTransportFactory | None = None  # the connection's
+        self._frames_written = 0  # ... and the counts of the connections before it
+        self._socket_writes = 0
         self._dead = DeadLetterTools(self.topology, self._aio_tool_channel)
 
     # -- names -------------------------------------------------------------------
@@ -458,6 +493,7 @@ class RabbitBus:
         return self.topology.queue_names()
 
     def statistics(self) -> RabbitBusStatistics:
+        writer = self._wire.writer if self._wire is not None else None
         return RabbitBusStatistics(
             connected=self._ready is not None and self._ready.is_set() and not self._closed,
             connects=self._connects,
@@ -469,6 +505,8 @@ class RabbitBus:
             stale=self._stale,
             multi_acks=self._multi_acks,
             crossings=self._crossings,
+            frames_written=self._frames_written + (writer.writes if writer else 0),
+            socket_writes=self._socket_writes + (writer.sends if writer else 0),
             buffered={name: len(inbox.items) for name, inbox in self._inboxes.items()},
         )
 
@@ -523,6 +561,28 @@ class RabbitBus:
     async def publish_status(self, event: EmailStatusEvent) -> None:
         c = self.config
         await self._publish(c.status_exchange, c.status_queue, encode(event), event.event_id)
+
+    async def publish_status_many(
+        self, events: Sequence[EmailStatusEvent]
+    ) -> list[BusError | None]:
+        """Publish several status events in one edge crossing; wait for every confirm.
+
+        One outcome per event, in order: None when the broker confirmed it, else the
+        BusError (BusUnavailable after publish_timeout_s) that ``publish_status`` would
+        have raised for it. It never raises for one event's failure, so the caller
+        acks exactly the deliveries whose status is on the bus. Events to one email
+        keep their order only across calls: publish an email's next status after
+        this returns (within one call they are in flight together).
+        """
+        self._check_usable()
+        c = self.config
+        deadline = time.monotonic() + c.publish_timeout_s
+        ops = [
+            _PublishOp(c.status_exchange, c.status_queue, encode(e), e.event_id, None, deadline)
+            for e in events
+        ]
+        await self._publishes.submit_many(ops)
+        return [_bus_error(op.error) for op in ops]
 
     async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
         """Publish *event* to come back to the send queue after about *delay_s*.
@@ -592,6 +652,40 @@ class RabbitBus:
             await trio.lowlevel.checkpoint()
             return
         await self._settles.submit(_SettleOp(delivery, kind))
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack several deliveries of this bus at once: one edge crossing, and one
+        ``basic_ack(multiple=True)`` frame for the run of the lowest unsettled tags
+        among them (a batch acked in delivery order is one frame).
+
+        The same as ``await d.ack()`` for each, without a Trio task or a wake-up per
+        delivery. Each must be unsettled; a delivery given twice, or already settled,
+        raises RuntimeError before anything is sent. Stale ones (their channel is
+        gone) are skipped: the broker delivers them again. Shielded once started,
+        like :meth:`RabbitDelivery.ack`.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if len({id(d) for d in deliveries}) != len(deliveries):
+            raise RuntimeError("ack_many: a delivery is given twice")
+        mine: list[RabbitDelivery] = []
+        for d in deliveries:
+            if not isinstance(d, RabbitDelivery) or d._bus is not self:
+                raise ValueError(f"ack_many: {d!r} was not taken from this bus")
+            if d._settled:
+                raise RuntimeError(f"ack_many: {d!r} is settled already")
+            mine.append(d)
+        ops = []
+        for d in mine:
+            d._settled = True
+            if d.stale:
+                self._stale += 1
+            else:
+                ops.append(_SettleOp(d, _ACK))
+        with trio.CancelScope(shield=True):
+            if ops:
+                await self._settles.submit_many(ops)
+            else:
+                await trio.lowlevel.checkpoint()
 
     async def _reject(self, delivery: RabbitDelivery, reason: str) -> None:
         if delivery.stale:
@@ -695,6 +789,7 @@ class RabbitBus:
             self._url,
             timeout=self.config.publish_timeout_s,
             client_properties={"connection_name": self.connection_name},
+            connection_class=WireConnection,  # one socket write per batch (actors.bus.wire)
         )
         try:
             version = _server_version(connection)
@@ -702,11 +797,9 @@ class RabbitBus:
             pub = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await self.topology.declare(pub, self.role, self._quorum)
             sub = await connection.channel(publisher_confirms=False)
-            await sub.set_qos(prefetch_count=self.config.prefetch)
             raw_sub = await sub.get_underlay_channel()
-            exchanges = {"": pub.default_exchange}
-            for name in self.topology.exchange_names():
-                exchanges[name] = await pub.get_exchange(name, ensure=False)
+            # aiormq's Channel (its basic_publish takes wait=, which the ABC does not list)
+            raw_pub = cast(aiormq.Channel, await pub.get_underlay_channel())
             # Current before consuming: the callback drops deliveries of other channels.
             self._raw_sub = raw_sub
             self._unsettled = set()  # tags are per channel
@@ -728,7 +821,8 @@ class RabbitBus:
         pub.close_callbacks.add(on_close)
         sub.close_callbacks.add(on_close)
         self._connection, self._pub, self._sub = connection, pub, sub
-        self._exchanges = exchanges
+        self._wire = connection.wire if isinstance(connection, WireConnection) else None
+        self._raw_pub = raw_pub
         self._lost = lost
         self._connects += 1
         assert self._ready is not None
@@ -737,6 +831,11 @@ class RabbitBus:
             log.warning("reconnected to RabbitMQ (%s)", self.connection_name)
 
     async def _aio_consume(self, raw: aiormq.abc.AbstractChannel, inbox: _Inbox) -> None:
+        # Per consumer (global=false applies to the consumers started after it): the
+        # status updater acks whole stored batches, so its consumer may hold more.
+        c = self.config
+        prefetch = c.status_prefetch if inbox.queue == c.status_queue else c.prefetch
+        await raw.basic_qos(prefetch_count=prefetch)
         await raw.basic_consume(inbox.queue, partial(self._aio_on_message, inbox, raw))
 
     async def _aio_on_message(
@@ -814,7 +913,11 @@ class RabbitBus:
             self._ready.clear()
         connection = self._connection
         self._connection = self._pub = self._sub = self._raw_sub = None
-        self._exchanges = {}
+        if self._wire is not None and self._wire.writer is not None:
+            self._frames_written += self._wire.writer.writes
+            self._socket_writes += self._wire.writer.sends
+        self._wire = None
+        self._raw_pub = None
         for inbox in self._inboxes.values():
             inbox.items.clear()
         if connection is not None and not connection.is_closed:
@@ -864,19 +967,30 @@ class RabbitBus:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._ready.wait(), remaining)
                 continue
-            exchange = self._exchanges.get(op.exchange)
-            if exchange is None:
-                exchange = await pub.get_exchange(op.exchange, ensure=False)
-                self._exchanges[op.exchange] = exchange
-            message = aio_pika.Message(
-                op.body,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            raw = self._raw_pub
+            assert raw is not None
+            # aiormq's channel directly: aio-pika's Message and Exchange.publish cost
+            # more than the frames themselves. wait=False: do not hold the channel's
+            # publish lock until the writer has drained this one message, so a batch's
+            # messages reach the writer together (one socket write for the batch,
+            # actors.bus.wire). The confirm is still awaited: nothing changes for the
+            # guarantee.
+            properties = aiormq.spec.Basic.Properties(
+                delivery_mode=2,
                 content_type="application/json",
                 message_id=op.message_id,
                 headers=op.headers,
             )
             try:
-                await exchange.publish(message, op.routing_key, mandatory=True, timeout=remaining)
+                await raw.basic_publish(
+                    op.body,
+                    exchange=op.exchange,
+                    routing_key=op.routing_key,
+                    properties=properties,
+                    mandatory=True,
+                    timeout=remaining,
+                    wait=False,
+                )
             except PublishError as exc:
                 op.finish(_unroutable(op, exc))
                 return
@@ -1004,6 +1118,14 @@ def _server_version(connection: AbstractConnection) -> tuple[int, ...]:
         return tuple(int(part) for part in text.split(".")[:3] if part.isdigit())
     except (AttributeError, ValueError):
         return (0,)
+
+
+def _bus_error(error: BaseException | None) -> BusError | None:
+    if error is None or isinstance(error, BusError):
+        return error
+    wrapped = BusError(f"publish failed: {error!r}")  # run_batch finishes ops with BusErrors
+    wrapped.__cause__ = error
+    return wrapped
 
 
 def _unroutable(op: _PublishOp, exc: PublishError) -> BusError:

@@ -226,9 +226,14 @@ def _replay_feedback(doc: EmailDocument) -> None:
         if r.status in AFTER_SENT.get(status, frozenset()):
             status, last = r.status, r
     doc.status = status
-    if last is not None and last.feedback is not None and status in (
-        Status.BOUNCED,
-        Status.FAILED,
+    if (
+        last is not None
+        and last.feedback is not None
+        and status
+        in (
+            Status.BOUNCED,
+            Status.FAILED,
+        )
     ):
         fb = last.feedback
         what = f"bounced ({fb.bounce_type})" if status is Status.BOUNCED else "rejected"
@@ -348,6 +353,17 @@ class Bus(Protocol):
 
     async def publish_status(self, event: EmailStatusEvent) -> None: ...
 
+    async def publish_status_many(
+        self, events: Sequence[EmailStatusEvent]
+    ) -> list[BusError | None]:
+        """Publish several status events together (one batch across the bus's edge) and
+        wait until the bus holds each. One outcome per event, in order: None when it is
+        held, else the BusError (BusUnavailable: retry later) publish_status would have
+        raised; it does not raise for one event's failure. Ack a delivery only once its
+        status' outcome is None. Within one call events are in flight together: publish
+        an email's next status in a later call."""
+        ...
+
     async def publish_send_delayed(self, event: EmailSendEvent, delay_s: float) -> None:
         """Deliver ``event`` again after about ``delay_s`` seconds (retries)."""
         ...
@@ -358,4 +374,10 @@ class Bus(Protocol):
 
     async def next_status(self) -> Delivery:
         """Wait for the next EmailStatusEvent delivery (integration side)."""
+        ...
+
+    async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
+        """Ack several deliveries taken from this bus, as ``d.ack()`` each but in one
+        batch (RabbitMQ: one edge crossing, one ``multiple`` ack frame for a run in
+        delivery order). Each must be unsettled and given once."""
         ...

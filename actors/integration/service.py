@@ -158,6 +158,7 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
     def __init__(
         self,
         store: Store,
+        bus: Bus,
         watch: TerminalWatch,
         batch_size: int = 500,
         batch_ms: float = 20.0,
@@ -166,6 +167,7 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
     ) -> None:
         super().__init__(batch_size, batch_ms)
         self.store = store
+        self.bus = bus  # the deliveries' bus: acks the batch at once
         self.watch = watch
         self.retry_max_s = retry_max_s
         self.listener = listener
@@ -232,10 +234,8 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
             # Feedback after SENT is not the end of a send: waiters were woken at SENT.
             if result.status is not None and result.status.terminal and event.feedback is None:
                 self.watch.notify(result.event_id)
-        # Stored: now ack them, all at once (the bus groups concurrent acks).
-        async with trio.open_nursery() as nursery:
-            for update in items:
-                nursery.start_soon(update.delivery.ack)
+        # Stored: now ack them, all at once (RabbitMQ: one crossing, one multiple ack).
+        await self.bus.ack_many([u.delivery for u in items])
         return [None] * len(items)
 
 
@@ -355,7 +355,7 @@ def integration_tree(
             ChildSpec(
                 "updater",
                 StatusUpdater,
-                args=(store, watch, batch_size, batch_ms, 5.0, listener),
+                args=(store, bus, watch, batch_size, batch_ms, 5.0, listener),
                 shutdown=15.0,
             ),
             ChildSpec("status-consumer", StatusConsumer, args=(bus,)),

@@ -118,31 +118,42 @@ class MaildirProvider:
         return MaildirStatistics(self._sent, self._failed, self._batches, len(self._queue))
 
     async def send(self, email: OutgoingEmail) -> SendResult:
+        return (await self.send_many([email]))[0]
+
+    async def send_many(self, emails: Sequence[OutgoingEmail]) -> list[SendResult]:
+        """:meth:`send` for several emails, written in one batch (one thread hop, one
+        wait for the lock): a sender's batch (``batch_sends``) comes this way."""
         if not self._open:
             raise RuntimeError("MaildirProvider.send() before open() or after close()")
-        try:
-            data = final_bytes(
-                build_message(email), sign=self.signer.sign if self.signer else None
-            )
-        except ValueError as exc:
-            self._failed += 1
-            return SendResult(
-                provider=self.name, ok=False, failure=Failure.PERMANENT, reply=str(exc)
-            )
-        item = _Pending(data, email.event_id)
-        self._queue.append(item)
+        results: list[SendResult | None] = [None] * len(emails)
+        items: list[tuple[int, _Pending]] = []
+        sign = self.signer.sign if self.signer else None
+        for i, email in enumerate(emails):
+            try:
+                data = final_bytes(build_message(email), sign=sign)
+            except ValueError as exc:
+                self._failed += 1
+                results[i] = SendResult(
+                    provider=self.name, ok=False, failure=Failure.PERMANENT, reply=str(exc)
+                )
+                continue
+            items.append((i, _Pending(data, email.event_id)))
+        self._queue.extend(item for _, item in items)
         try:
             async with self._lock:
-                if item.result is None:
+                if any(item.result is None for _, item in items):
                     await self._write_queued()
         except BaseException:
-            if item.taken:
-                item.abandoned = True  # if the batch is given back, it goes without this one
-            else:
-                self._queue.remove(item)
+            for _, item in items:
+                if item.taken:
+                    item.abandoned = True  # if the batch is given back, it goes without it
+                elif item in self._queue:
+                    self._queue.remove(item)
             raise
-        assert item.result is not None
-        return item.result
+        for i, item in items:
+            assert item.result is not None
+            results[i] = item.result
+        return [r for r in results if r is not None]
 
     async def _write_queued(self) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()  # before taking anyone's message

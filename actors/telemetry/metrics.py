@@ -325,6 +325,13 @@ class MeteredBus(_Wrapper):
         await self._inner.publish_status(event)
         self._metrics.published(event)
 
+    async def publish_status_many(self, events: Sequence[EmailStatusEvent]) -> Any:
+        outcomes = await self._inner.publish_status_many(events)
+        for event, error in zip(events, outcomes, strict=True):
+            if error is None:
+                self._metrics.published(event)
+        return outcomes
+
 
 class MeteredStore(_Wrapper):
     """Counts what integration stores: new documents (PENDING) and applied status events."""

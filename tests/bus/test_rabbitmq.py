@@ -372,6 +372,110 @@ async def wait_until(predicate: Callable[[], bool], interval: float = 0.01) -> N
         await trio.sleep(interval)
 
 
+def status_event(i: int = 0) -> EmailStatusEvent:
+    return EmailStatusEvent(
+        event_id=f"evt-{i}-{uuid.uuid4().hex[:8]}", status=Status.SENT, attempt=1
+    )
+
+
+@pytest.mark.services
+async def test_batches_cross_once_and_go_out_in_few_socket_writes(config: BusConfig) -> None:
+    """publish_status_many: one crossing, every confirm awaited, a few socket writes for
+    the batch; ack_many: one crossing and one multiple=True frame; nothing comes back."""
+    events = [status_event(i) for i in range(40)]
+    async with opened(config, "integration") as integration:
+        before = integration.statistics()
+        outcomes = await integration.publish_status_many(events)
+        after = integration.statistics()
+        assert outcomes == [None] * len(events)
+        assert after.published - before.published == len(events)
+        assert after.crossings - before.crossings == 1
+        frames = after.frames_written - before.frames_written
+        writes = after.socket_writes - before.socket_writes
+        assert frames >= len(events)
+        assert writes <= len(events) / 4, (frames, writes)
+        with trio.fail_after(10):
+            taken = [await integration.next_status() for _ in events]
+        # One channel publishes in order, and a queue keeps it.
+        assert [d.message_id for d in taken] == [e.event_id for e in events]
+        before = integration.statistics()
+        await integration.ack_many(taken)
+        after = integration.statistics()
+        assert after.acked - before.acked == len(events)
+        assert after.crossings - before.crossings == 1
+        assert after.multi_acks - before.multi_acks == 1
+        with pytest.raises(RuntimeError, match="settled already"):
+            await integration.ack_many(taken[:1])
+        assert integration.statistics().acked == after.acked
+    async with opened(config, "integration") as again:  # acked: none is delivered again
+        assert (await again.queue_depths())[config.status_queue] == 0
+        with trio.move_on_after(0.3):
+            extra = await again.next_status()
+            raise AssertionError(f"an acked status came back: {extra!r}")
+
+
+@pytest.mark.services
+async def test_each_queue_has_its_own_prefetch(rabbitmq_url: str, edge: AsyncioEdge) -> None:
+    """The send consumer holds at most ``prefetch`` unacked deliveries, the status
+    consumer ``status_prefetch`` (the status updater acks whole stored batches)."""
+    cfg = make_config(rabbitmq_url, prefetch=3, status_prefetch=8)
+    try:
+        async with opened(cfg, "email-server") as server, opened(cfg, "integration") as integ:
+            await integ.publish_status_many([status_event(i) for i in range(12)])
+            for i in range(6):
+                await server.publish_send(send_event(i))
+            with trio.fail_after(10):
+                statuses = [await integ.next_status() for _ in range(8)]
+                sends = [await server.next_send() for _ in range(3)]
+            # The rest wait in the broker (ready, not delivered): held back by the prefetch.
+            depths = await integ.queue_depths()
+            assert (depths[cfg.status_queue], depths[cfg.send_queue]) == (4, 3)
+            await integ.ack_many(statuses)
+            await server.ack_many(sends)
+            with trio.fail_after(10):
+                assert len([await integ.next_status() for _ in range(4)]) == 4
+                assert len([await server.next_send() for _ in range(3)]) == 3
+    finally:
+        with trio.CancelScope(shield=True):
+            await edge.run(delete_topology, cfg, url=rabbitmq_url, delay_tiers=TIERS)
+
+
+@pytest.mark.services
+async def test_ack_many_refuses_before_sending_anything(config: BusConfig) -> None:
+    """A delivery given twice, or one of another bus: an error, and none of the batch
+    is acked (they stay unsettled and can still be acked)."""
+    async with opened(config, "integration") as integration, opened(config, "integration") as other:
+        assert await integration.publish_status_many([status_event(1), status_event(2)]) == [
+            None,
+            None,
+        ]
+        with trio.fail_after(10):
+            a = await integration.next_status()
+            b = await integration.next_status()
+        with pytest.raises(RuntimeError, match="twice"):
+            await integration.ack_many([a, b, a])
+        with pytest.raises(ValueError, match="not taken from this bus"):
+            await other.ack_many([b])
+        assert integration.statistics().acked == 0
+        await integration.ack_many([a, b])
+        assert integration.statistics().acked == 2
+
+
+@pytest.mark.services
+async def test_publish_status_many_reports_each_failure_without_raising(
+    config: BusConfig,
+) -> None:
+    """No status queue is bound (integration never declared it): each event's outcome is
+    the BusError publish_status raises, and the call itself does not raise."""
+    async with opened(config, "email-server") as server:
+        outcomes = await server.publish_status_many([status_event(1), status_event(2)])
+        assert len(outcomes) == 2
+        for outcome in outcomes:
+            assert isinstance(outcome, BusError), outcomes
+            assert "unroutable" in str(outcome)
+        assert await server.publish_status_many([]) == []
+
+
 @pytest.mark.services
 async def test_concurrent_acks_go_as_one_frame_but_never_cover_an_unsettled_delivery(
     config: BusConfig,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import os
 import random
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -378,3 +379,34 @@ async def test_in_a_batch_an_email_that_crashes_its_sender_fails_alone(tmp_path:
     assert provider.sent == {e: 1 for e in ids if e != "ev-13"}
     [(queue, _body, reason)] = worker.bus.dead_letters
     assert queue == "send" and "a bug in the provider" in reason
+
+
+async def test_copies_racing_on_two_workers_sending_to_one_maildir_in_batches(
+    tmp_path: Path,
+) -> None:
+    """Maildir's batches (send_many: one write per sender turn) under the same race."""
+    provider = MaildirProvider(tmp_path / "maildir")
+    await provider.open()
+    path = tmp_path / "sent.sqlite3"
+    async with (
+        SqliteClaims(path, _remote("a")) as ca,
+        SqliteClaims(path, _remote("b")) as cb,
+        open_actor_system("t", shutdown=10) as system,
+        trio.open_nursery() as nursery,
+    ):
+        a, b = Worker("es-a", ca, provider), Worker("es-b", cb, provider)
+        for w in (a, b):
+            await w.start(system, nursery)
+        ids = [f"ev-{i}" for i in range(300)]
+        for event_id in ids:
+            await a.bus.publish_send(send_event(event_id))
+            await b.bus.publish_send(send_event(event_id))
+        await wait_until(lambda: len(a.statuses) + len(b.statuses) == 2 * len(ids))
+        nursery.cancel_scope.cancel()
+    await provider.close()
+    written = collections.Counter(
+        name.split(",")[1] for name in os.listdir(tmp_path / "maildir" / "new")
+    )
+    assert written == {e: 1 for e in ids}
+    stats = provider.statistics()
+    assert stats.sent == len(ids) and stats.batches < len(ids) / 4  # written in batches

@@ -253,6 +253,14 @@ class _Bus:
         self.statuses.append(event)
         await trio.lowlevel.checkpoint()
 
+    async def publish_status_many(self, events: list[Any]) -> list[None]:
+        self.statuses.extend(events)
+        await trio.lowlevel.checkpoint()
+        return [None] * len(events)
+
+    async def ack_many(self, deliveries: list[Any]) -> None:
+        await trio.lowlevel.checkpoint()
+
     async def publish_send_delayed(self, event: Any, delay: float) -> None:
         await trio.sleep(delay)
 

@@ -241,6 +241,25 @@ async def test_maildir_concurrent_sends_are_grouped(tmp_path: Path) -> None:
     assert len(mailbox.Maildir(tmp_path / "mail", create=False)) == 50
 
 
+async def test_maildir_send_many_writes_a_batch_in_one_hop_and_fails_alone(
+    tmp_path: Path,
+) -> None:
+    provider = MaildirProvider(tmp_path / "mail")
+    await provider.open()
+    emails = [outgoing(i) for i in range(20)]
+    emails[7] = outgoing(7, subject="a\r\nb")  # cannot be built: that one alone fails
+    results = await provider.send_many(emails)
+    assert len(results) == 20
+    assert [r.ok for r in results] == [i != 7 for i in range(20)]
+    assert results[7].failure is Failure.PERMANENT and "Subject" in (results[7].reply or "")
+    stats = provider.statistics()
+    assert (stats.sent, stats.failed, stats.batches) == (19, 1, 1)
+    box = mailbox.Maildir(tmp_path / "mail", create=False)
+    assert sorted(m["Subject"] for m in box) == sorted(
+        f"Welcome, Ana ({i})" for i in range(20) if i != 7
+    )
+
+
 async def test_maildir_failures_are_classified(tmp_path: Path) -> None:
     provider = MaildirProvider(tmp_path / "mail")
     with pytest.raises(RuntimeError, match="open"):
