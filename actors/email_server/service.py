@@ -29,7 +29,12 @@ import trio
 from actors.auth import faults
 from actors.domain.addressing import format_sender
 from actors.domain.edges import Bus, Delivery, Failure, OutgoingEmail, Provider, SendResult
-from actors.domain.event_checks import BadMessage, decode_send_event, screen_send_delivery
+from actors.domain.event_checks import (
+    BadMessage,
+    CheckedEvents,
+    decode_send_event,
+    screen_send_delivery,
+)
 from actors.domain.mime import message_id_for
 from actors.domain.schema import EmailSendEvent, EmailStatusEvent, Status
 from actors.domain.templates import RenderedEmail, TemplateError, TemplateRenderer
@@ -799,9 +804,11 @@ class Consumer(Actor[Any]):
         senders: int,
         renderer: TemplateRenderer | None = None,
         limits: LimitsConfig | None = None,
+        checked: CheckedEvents | None = None,
     ) -> None:
         self.bus = bus
         self.root = root
+        self.checked = checked  # auth's renders, when auth runs in this process
         self.n = senders
         # The same checks as auth's: a publisher on the broker bypasses auth.
         self.renderer = renderer
@@ -814,8 +821,15 @@ class Consumer(Actor[Any]):
             self.ctx.lookup(f"{self.root}/senders/sender-{i}") for i in range(self.n)
         ]
         intake = self.ctx.system.intake  # paused by an operator: take nothing new
+        checked = self.checked
         self.ctx.report(
-            lambda: {"taken": self.taken, "refused": self.refused, "paused": intake.paused}
+            lambda: {
+                "taken": self.taken,
+                "refused": self.refused,
+                "paused": intake.paused,
+                # sent on the checks and render of auth in this process (embedded)
+                "checked_by_auth": checked.taken if checked is not None else 0,
+            }
         )
         self.ctx.start_soon(self._consume)
 
@@ -829,7 +843,7 @@ class Consumer(Actor[Any]):
                 event = await _decode_only(delivery, self.limits)
             else:
                 screened = await screen_send_delivery(
-                    delivery, self.bus, self.limits, self.renderer
+                    delivery, self.bus, self.limits, self.renderer, self.checked
                 )
                 event, rendered = (None, None) if screened is None else screened
             if event is None:  # undecodable or invalid: refused with the reason, settled
@@ -876,6 +890,7 @@ def email_server_tree(
     adaptive: bool = True,
     min_rate: float = 1.0,
     recover_per_s: float = 1.0,
+    checked: CheckedEvents | None = None,
 ) -> SupervisorSpec:
     throttled = rate > 0 or bool(per_domain)
     settings = msgspec.structs.replace(settings, throttled=throttled, root=name)
@@ -925,7 +940,9 @@ def email_server_tree(
                 intensity=max(10, concurrency),
                 period=10.0,
             ),
-            ChildSpec("consumer", Consumer, args=(bus, name, concurrency, renderer, limits)),
+            ChildSpec(
+                "consumer", Consumer, args=(bus, name, concurrency, renderer, limits, checked)
+            ),
         ],
         strategy=Strategy.REST_FOR_ONE,
         intensity=5,
