@@ -21,7 +21,7 @@ import trio
 from actors.auth import faults
 from actors.domain.addressing import SenderPolicy, check_addressing, check_send_at
 from actors.domain.edges import ApplyResult, Bus, SaveResult
-from actors.domain.event_checks import check_idempotency_key, checked_events
+from actors.domain.event_checks import CheckedEvents, check_idempotency_key
 from actors.domain.schema import Attachment, EmailDocument, Status
 from actors.domain.templates import TemplateRenderer
 from actors.domain.validation import validate_request_rendered
@@ -124,7 +124,9 @@ class RequestHandler(Actor[RequestEmail]):
         pending_repeat_s: float = 10.0,
         api: ApiConfig | None = None,
         senders: SenderPolicy | None = None,
+        checked: CheckedEvents | None = None,
     ) -> None:
+        self.checked = checked
         self.api = api or ApiConfig()
         self.senders = senders or SenderPolicy()
         self.integration = integration
@@ -249,7 +251,8 @@ class RequestHandler(Actor[RequestEmail]):
         # PENDING; the outbox sweeper republishes it.
         faults.after_save()  # the soak test's injected crash, here exactly; inert otherwise
         event = document.to_send_event()
-        checked_events.remember(event, rendered)  # an email server in this process uses it
+        if self.checked is not None:  # the email server of this process takes the render
+            self.checked.remember(event, rendered)
         await self.bus.publish_send(event)
         self.accepted += 1
         log.info(
@@ -271,6 +274,7 @@ def auth_tree(
     pending_repeat_s: float = 10.0,
     api: ApiConfig | None = None,
     provider_sender: str = "mailactors@localhost",
+    checked: CheckedEvents | None = None,
 ) -> SupervisorSpec:
     api = api or ApiConfig()
     # Built (and its entries checked) once, here: a bad [api] entry stops start-up.
@@ -282,7 +286,12 @@ def auth_tree(
                 "requests",
                 RequestHandler,
                 args=(integration, bus, renderer, limits),
-                kwargs={"pending_repeat_s": pending_repeat_s, "api": api, "senders": senders},
+                kwargs={
+                    "pending_repeat_s": pending_repeat_s,
+                    "api": api,
+                    "senders": senders,
+                    "checked": checked,
+                },
                 shutdown=15.0,
             )
         ],

@@ -115,6 +115,27 @@ class MemoryBus:
         body, redelivered = await self._status[1].receive()
         return MemoryDelivery(self, "status", body, redelivered)
 
+    async def next_send_many(self, limit: int) -> list[MemoryDelivery]:
+        return await self._next_many("send", limit)
+
+    async def next_status_many(self, limit: int) -> list[MemoryDelivery]:
+        return await self._next_many("status", limit)
+
+    async def _next_many(self, queue: str, limit: int) -> list[MemoryDelivery]:
+        """The next delivery and those already queued behind it, at most ``limit``."""
+        if limit < 1:
+            raise ValueError(f"limit: must be at least 1, got {limit}")
+        receive = self._channel(queue)[1]
+        body, redelivered = await receive.receive()
+        taken = [MemoryDelivery(self, queue, body, redelivered)]
+        while len(taken) < limit:
+            try:
+                body, redelivered = receive.receive_nowait()
+            except trio.WouldBlock:
+                break
+            taken.append(MemoryDelivery(self, queue, body, redelivered))
+        return taken
+
     def depths(self) -> dict[str, int]:
         return {
             "send": self._send[1].statistics().current_buffer_used,

@@ -65,9 +65,11 @@ class CoalescingWriter:
     def _tick(self) -> None:
         # aiormq's frame queue holds 10 frames: a batch of 64 publishes reaches the writer
         # 10 at once, then one per loop iteration (each get wakes one waiting put). So
-        # wait while every iteration brings more, up to a bound, and send once one
-        # brought nothing: a lone frame waits two iterations, a batch goes in one send.
-        if self._fresh and len(self._pending) < MAX_FRAMES and self._size < MAX_BYTES:
+        # while a batch is coming (more than one frame, and the last iteration brought
+        # more) wait another iteration, up to a bound: a batch goes in one send, and a
+        # lone frame (a publish, an ack at light load) goes at the end of its turn.
+        pending = len(self._pending)
+        if self._fresh and 1 < pending < MAX_FRAMES and self._size < MAX_BYTES:
             self._fresh = False
             self._loop.call_soon(self._tick)
         else:

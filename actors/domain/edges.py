@@ -376,6 +376,17 @@ class Bus(Protocol):
         """Wait for the next EmailStatusEvent delivery (integration side)."""
         ...
 
+    async def next_send_many(self, limit: int) -> Sequence[Delivery]:
+        """Wait for the next EmailSendEvent delivery; return it with those already
+        received behind it, at most ``limit`` in all, in delivery order (one batch
+        consumer turn: it never waits for more than the first). Cancel-safe: a
+        cancelled call takes nothing."""
+        ...
+
+    async def next_status_many(self, limit: int) -> Sequence[Delivery]:
+        """As :meth:`next_send_many`, for EmailStatusEvents (integration side)."""
+        ...
+
     async def ack_many(self, deliveries: Sequence[Delivery]) -> None:
         """Ack several deliveries taken from this bus, as ``d.ack()`` each but in one
         batch (RabbitMQ: one edge crossing, one ``multiple`` ack frame for a run in

@@ -57,7 +57,6 @@ __all__ = [
     "check_idempotency_key",
     "check_send_envelope",
     "check_status_event",
-    "checked_events",
     "decode_send_event",
     "decode_status_event",
     "max_send_event_bytes",
@@ -252,14 +251,16 @@ class CheckedEvents:
     of the same process then decoded, checked and rendered each event again (~8% of the
     pipeline's CPU, bench embedded_e2e). The consumer takes the render from here instead
     when the event it decoded *equals* the one remembered under its eventId (so another
-    event under the same id, e.g. a retry's next attempt, is checked as usual). On
-    RabbitMQ the publisher is another process and nothing is found: every event is
-    checked. Bounded: under a backlog the oldest fall out and are checked again.
+    event under the same id, e.g. a retry's next attempt, is checked as usual). One is
+    shared by auth and the email server of the embedded profile only: in the distributed
+    one they are different processes and every event is checked. Bounded: under a
+    backlog the oldest fall out and are checked again.
     """
 
     def __init__(self, keep: int = 8192) -> None:
         self.keep = keep
         self._events: dict[str, tuple[EmailSendEvent, RenderedEmail]] = {}
+        self.taken = 0  # events sent on auth's checks and render
 
     def remember(self, event: EmailSendEvent, rendered: RenderedEmail) -> None:
         events = self._events
@@ -271,17 +272,20 @@ class CheckedEvents:
         known = self._events.pop(event.event_id, None)
         if known is None or known[0] != event:
             return None
+        self.taken += 1
         return known[1]
 
-
-checked_events = CheckedEvents()
 
 
 # -- the consumers' side: decide, settle what is refused, go on -----------------------
 
 
 async def screen_send_delivery(
-    delivery: Delivery, bus: Bus, limits: LimitsConfig, renderer: TemplateRenderer
+    delivery: Delivery,
+    bus: Bus,
+    limits: LimitsConfig,
+    renderer: TemplateRenderer,
+    checked: CheckedEvents | None = None,
 ) -> tuple[EmailSendEvent, RenderedEmail] | None:
     """The event to send and its rendering, or None when refused (and settled here).
 
@@ -302,7 +306,7 @@ async def screen_send_delivery(
         log.warning("refused a send event: %s", exc)
         await delivery.reject(str(exc))
         return None
-    rendered = checked_events.take(event)
+    rendered = checked.take(event) if checked is not None else None
     if rendered is not None:  # checked and rendered by this process's auth
         return event, rendered
     try:

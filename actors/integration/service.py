@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, ClassVar, Protocol
 
 import msgspec
@@ -218,7 +219,9 @@ class StatusUpdater(BatchingActor[StatusUpdate]):
                     "status %s not applied: no email with this eventId%s",
                     event.status.value,
                     f" ({unsaid} more since the last such line: "
-                    "mailactors_status_not_applied_total{reason=unknown_email})" if unsaid else "",
+                    "mailactors_status_not_applied_total{reason=unknown_email})"
+                    if unsaid
+                    else "",
                     extra=ids,
                 )
             elif result.outcome is ApplyOutcome.IGNORED:
@@ -244,6 +247,8 @@ class StatusConsumer(Actor[Any]):
 
     accepts: ClassVar[tuple[type, ...]] = ()
 
+    batch: ClassVar[int] = 256  # deliveries taken at once, at most
+
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
         self.refused = 0
@@ -255,14 +260,18 @@ class StatusConsumer(Actor[Any]):
         self.ctx.start_soon(self._consume)
 
     async def _consume(self) -> None:
+        # Everything already received in one take (one gate pass, no wait per delivery).
+        take = partial(self.bus.next_status_many, self.batch)
         while True:
-            delivery: Delivery = await self.ctx.system.intake.take(self.bus.next_status)
-            # Undecodable or unsound (eventId, attempt, timestamps): dead-lettered with the reason.
-            event = await screen_status_delivery(delivery)
-            if event is None:
-                self.refused += 1
-                continue
-            await self.updater.send(StatusUpdate(event, delivery))
+            deliveries: Sequence[Delivery] = await self.ctx.system.intake.take(take)
+            for delivery in deliveries:
+                # Undecodable or unsound (eventId, attempt, timestamps): dead-lettered with
+                # the reason.
+                event = await screen_status_delivery(delivery)
+                if event is None:
+                    self.refused += 1
+                    continue
+                await self.updater.send(StatusUpdate(event, delivery))
 
 
 class IntegrationApi:

@@ -18,6 +18,7 @@ import trio
 
 from actors.auth.service import RequestEmail
 from actors.domain.edges import Bus, Provider, Store
+from actors.domain.event_checks import CheckedEvents
 from actors.domain.schema import EmailDocument, Status
 from actors.domain.templates import TemplateRenderer
 from actors.email_server.safeguards import open_send_guards
@@ -120,10 +121,12 @@ async def open_embedded(
             api = IntegrationApi(
                 system.lookup("integration/writer"), store, watch, listener=listener
             )
+            # Auth's checked renders, taken by the email server of this same process.
+            checked = CheckedEvents()
             await system.spawn(
-                email_server_service(config, bus, provider, renderer, claims, guards)
+                email_server_service(config, bus, provider, renderer, claims, guards, checked)
             )
-            await system.spawn(auth_service(config, api, bus, renderer))
+            await system.spawn(auth_service(config, api, bus, renderer, checked))
             if grpc:
                 # One server for both APIs: SaveEmail checks documents as auth checks requests.
                 def services(actor: Any, edge: AsyncioEdge) -> list[Any]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from actors.auth.service import IntegrationClient, auth_tree
 from actors.domain.edges import Bus, Provider, Store
+from actors.domain.event_checks import CheckedEvents
 from actors.domain.templates import TemplateRenderer
 from actors.email_server.safeguards import SendGuards, throttle_options
 from actors.email_server.service import RetryPolicy, SenderSettings, email_server_tree
@@ -159,8 +160,10 @@ def email_server_service(
     renderer: TemplateRenderer,
     claims: ClaimStore,
     guards: SendGuards,
+    checked: CheckedEvents | None = None,
 ) -> SupervisorSpec:
-    """The senders, the throttle and the claims, as the config sets them."""
+    """The senders, the throttle and the claims, as the config sets them; *checked*: the
+    renders of an auth in the same process (embedded)."""
     t = config.throttle
     return email_server_tree(
         bus,
@@ -174,14 +177,20 @@ def email_server_service(
         per_domain=dict(t.per_domain),
         limits=config.limits,
         guards=guards,  # connection slots and the suppression list
+        checked=checked,
         **throttle_options(config),
     )
 
 
 def auth_service(
-    config: Config, integration: IntegrationClient, bus: Bus, renderer: TemplateRenderer
+    config: Config,
+    integration: IntegrationClient,
+    bus: Bus,
+    renderer: TemplateRenderer,
+    checked: CheckedEvents | None = None,
 ) -> SupervisorSpec:
-    """Intake: *integration* is the in-process API (embedded) or its gRPC client."""
+    """Intake: *integration* is the in-process API (embedded) or its gRPC client; *checked*
+    takes its renders for an email server in the same process (embedded)."""
     return auth_tree(
         integration,
         bus,
@@ -190,6 +199,7 @@ def auth_service(
         pending_repeat_s=config.sweeper.pending_repeat_s,
         api=config.api,
         provider_sender=config.provider.sender,
+        checked=checked,
     )
 
 

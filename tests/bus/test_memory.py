@@ -30,3 +30,13 @@ async def test_publish_status_many_in_order_and_ack_many_settles_each_once() -> 
         await bus.ack_many(taken[-1:])
     with pytest.raises(RuntimeError, match="settled twice"):
         await taken[0].ack()
+
+
+async def test_next_many_waits_for_one_and_takes_what_is_queued() -> None:
+    bus = MemoryBus(capacity=16)
+    events = [_status(i) for i in range(3)]
+    await bus.publish_status_many(events)
+    assert [d.body for d in await bus.next_status_many(2)] == [encode(e) for e in events[:2]]
+    assert len(await bus.next_status_many(10)) == 1
+    with pytest.raises(ValueError, match="limit"):
+        await bus.next_send_many(0)

@@ -50,6 +50,7 @@ from runtime import AsyncioEdge, open_asyncio_edge
 from tests.support.protocols import assert_implements
 from tests.support.rabbitmq import TIERS, make_config
 from tests.support.services import local_broker_ctl
+from tests.support.waiting import poll_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -438,6 +439,35 @@ async def test_each_queue_has_its_own_prefetch(rabbitmq_url: str, edge: AsyncioE
     finally:
         with trio.CancelScope(shield=True):
             await edge.run(delete_topology, cfg, url=rabbitmq_url, delay_tiers=TIERS)
+
+
+@pytest.mark.services
+async def test_next_many_takes_what_is_buffered_without_waiting_for_more(
+    config: BusConfig,
+) -> None:
+    """The first delivery is waited for; the rest are what has arrived, at most limit."""
+    async with opened(config, "email-server") as server:
+        events = [send_event(i) for i in range(5)]
+        for event in events:
+            await server.publish_send(event)
+        with trio.fail_after(10):
+            first = await server.next_send_many(1)  # starts the consumer
+        await poll_until(
+            lambda: server.statistics().buffered[config.send_queue] == 4,
+            timeout=10,
+            what="the other four buffered",
+        )
+        second = await server.next_send_many(3)
+        rest = await server.next_send_many(10)
+        assert (len(first), len(second), len(rest)) == (1, 3, 1)
+        taken = first + second + rest
+        assert [d.message_id for d in taken] == [e.event_id for e in events]
+        with pytest.raises(ValueError, match="limit"):
+            await server.next_send_many(0)
+        with trio.move_on_after(0.2) as waited:  # nothing buffered: it waits for the next
+            await server.next_send_many(10)
+        assert waited.cancelled_caught
+        await server.ack_many(taken)
 
 
 @pytest.mark.services

@@ -43,23 +43,39 @@ def test_one_turn_of_writes_is_one_send_in_order() -> None:
     asyncio.run(main())
 
 
-def test_writes_arriving_every_turn_wait_for_a_quiet_turn_up_to_a_bound() -> None:
-    """aiormq's writer hands a big batch over one frame per loop iteration (its queue
-    holds ten): still one send, until MAX_FRAMES."""
+def test_a_batch_handed_over_a_frame_per_turn_is_still_one_send_up_to_a_bound() -> None:
+    """aiormq's writer hands a big batch over ten frames at once (its queue holds ten),
+    then one frame per loop iteration: still one send, until MAX_FRAMES."""
 
     async def main() -> None:
         writer, _, peer = await _pair()
-        for _ in range(20):
-            writer.write(b"x")
-            await asyncio.sleep(0)
-        await _turns(3)
-        assert (writer.writes, writer.sends) == (20, 1)
-        for _ in range(MAX_FRAMES + 1):
-            writer.write(b"y")
-            await asyncio.sleep(0)
-        await _turns(3)
+
+        async def batch(frame: bytes, n: int) -> None:
+            for _ in range(10):
+                writer.write(frame)
+            for _ in range(n - 10):
+                await asyncio.sleep(0)
+                writer.write(frame)
+            await _turns(3)
+
+        await batch(b"x", 30)
+        assert (writer.writes, writer.sends) == (30, 1)
+        await batch(b"y", MAX_FRAMES + 1)
         assert writer.sends == 3  # bounded: a send at MAX_FRAMES, then the one left over
-        assert await _read(peer, 20 + MAX_FRAMES + 1) == b"x" * 20 + b"y" * (MAX_FRAMES + 1)
+        assert await _read(peer, 30 + MAX_FRAMES + 1) == b"x" * 30 + b"y" * (MAX_FRAMES + 1)
+        writer.close()
+        peer.close()
+
+    asyncio.run(main())
+
+
+def test_a_lone_frame_goes_at_the_end_of_its_turn() -> None:
+    async def main() -> None:
+        writer, _, peer = await _pair()
+        writer.write(b"ack")
+        await asyncio.sleep(0)  # the loop iteration after the write
+        assert writer.sends == 1
+        assert await _read(peer, 3) == b"ack"
         writer.close()
         peer.close()
 

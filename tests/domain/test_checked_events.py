@@ -4,6 +4,7 @@ checking and rendering the event again, only for the very event auth checked."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 
@@ -50,3 +51,20 @@ def test_it_keeps_only_the_newest() -> None:
     assert checked.take(event("e-0")) is None  # fell out: checked as usual
     assert checked.take(event("e-1")) is RENDERED
     assert checked.take(event("e-2")) is RENDERED
+
+
+async def test_the_embedded_email_server_sends_on_auth_s_checks(tmp_path: Path) -> None:
+    """In one process the email server takes auth's render of a request; an event published
+    on the bus by anyone else (here: the same email again, by hand) is checked as usual."""
+    from actors.profiles.embedded import open_embedded
+    from tests.support.embedded import embedded_config, request
+
+    async with open_embedded(embedded_config(tmp_path), grpc=False, shutdown=10.0) as app:
+        accepted = await app.request(request())
+        doc = await app.wait_terminal(accepted.event_id)
+        await app.bus.publish_send(doc.to_send_event())  # a repeat: checked, then not sent
+        later = await app.request(request(to="later@example.com"))
+        await app.wait_terminal(later.event_id)
+        [consumer] = [a for a in app.system.snapshot().actors if a.path == "email-server/consumer"]
+    assert consumer.extra is not None
+    assert (consumer.extra["taken"], consumer.extra["checked_by_auth"]) == (3, 2)
