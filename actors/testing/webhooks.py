@@ -43,6 +43,7 @@ class Receiver:
         self._rng = random.Random(seed)
         self.url = ""
         self.requests = 0  # every request that reached the server
+        self.peers: set[tuple[str, int]] = set()  # client (address, port): one per TCP connection
         self.bad = 0  # requests whose signature or timestamp did not verify
         self.accepted: dict[str, dict[str, Any]] = {}  # webhook-id -> body (the dedupe)
         self.order: list[dict[str, Any]] = []  # first copies, in the order they came
@@ -66,6 +67,8 @@ class Receiver:
 
     async def handle(self, request: Request) -> Response:
         self.requests += 1
+        if request.client is not None:
+            self.peers.add((request.client.host, request.client.port))
         self.changed.set()
         body = await request.body()
         try:

@@ -1,0 +1,144 @@
+"""Webhook delivery: CPU per delivery of the dispatcher, with a real receiver in another process.
+
+The deliveries are queued in a SQLite outbox before the dispatcher starts (queueing is
+integration's cost, not delivery's); the first ``WARM`` are a warm-up, the next ``n``
+are timed. CPU is this process's (every thread: the outbox writer's too), so the
+receiver's work, in its own process, is not in it; the receiver counts the TCP
+connections it saw (the client's address and port of each request), which shows
+whether the dispatcher keeps its connections alive.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from actors.webhooks.dispatcher import WebhookDispatcher
+from actors.webhooks.events import WebhookItem
+from actors.webhooks.outbox import Job, SqliteOutbox
+from config import WebhookEndpointConfig, WebhooksConfig
+from runtime import ChildSpec, open_actor_system
+
+SECRET = "whsec_" + "YmVuY2gtd2ViaG9vay1zZWNyZXQtMDEyMzQ1Njc4OQ=="
+WARM = 200
+ROOT = Path(__file__).resolve().parent.parent
+
+# A delivery's body as integration queues it (about the size of a SENT event's).
+_BODY = {
+    "status": "SENT", "emailStatus": "SENT", "time": "2026-12-01T17:25:12.41+00:00",
+    "recipient": "ada@example.com", "category": "transactional", "attempt": 1,
+    "provider": "maildir", "providerMessageId": "<1764609912.410123@example.com>",
+    "smtpCode": 250, "reply": "250 2.0.0 Ok: queued", "error": None,
+}  # fmt: skip
+
+
+class _Counted(SqliteOutbox):
+    """The outbox, telling when the ``k``-th delivery has been settled."""
+
+    def __init__(self, path: str, marks: list[int]) -> None:
+        super().__init__(path)
+        self.settled = 0
+        self.marks = {k: trio.Event() for k in marks}
+        self.at: dict[int, tuple[float, float, float]] = {}
+
+    async def delivered(self, job: Job) -> None:
+        await super().delivered(job)
+        self.settled += 1
+        if self.settled in self.marks:
+            self.at[self.settled] = (time.perf_counter(), time.process_time(), time.thread_time())
+            self.marks[self.settled].set()
+
+
+def _items(n: int) -> list[WebhookItem]:
+    now = time.time()
+    out = []
+    for i in range(n):  # two statuses per email, as SENDING and SENT: the order rule applies
+        event_id = f"bench-{i // 2:08d}"
+        body = json.dumps({"eventId": event_id, "sequence": i, **_BODY}).encode()
+        out.append(WebhookItem(
+            webhook_id=f"msg_bench{i:08d}", endpoint="bench", event_id=event_id, sequence=i,
+            body=body, created_at=now,
+        ))  # fmt: skip
+    return out
+
+
+async def _deliver(n: int, url: str, directory: str, concurrency: int) -> dict[str, Any]:
+    os.environ["MAILACTORS_BENCH_HOOK_SECRET"] = SECRET
+    endpoint = WebhookEndpointConfig(
+        name="bench", url=url, secret_env="MAILACTORS_BENCH_HOOK_SECRET", concurrency=concurrency
+    )
+    settings = WebhooksConfig(enabled=True, allow_private=True, endpoints=(endpoint,))
+    outbox = _Counted(f"{directory}/webhooks.sqlite3", [WARM, WARM + n])
+    async with outbox:
+        await outbox.add_many(_items(WARM + n))
+        async with open_actor_system("bench", shutdown=5.0) as system:
+            await system.spawn(ChildSpec("webhooks", WebhookDispatcher, args=(settings, outbox)))
+            with trio.fail_after(600):
+                await outbox.marks[WARM + n].wait()
+    (t0, cpu0, main0), (t1, cpu1, main1) = outbox.at[WARM], outbox.at[WARM + n]
+    return {
+        "deliveries_per_s": round(n / (t1 - t0)),
+        "cpu_ms_per_delivery": round((cpu1 - cpu0) * 1000 / n, 3),
+        "main_thread_cpu_ms_per_delivery": round((main1 - main0) * 1000 / n, 3),
+    }
+
+
+def webhook_delivery(quick: bool = False, runs: int | None = None) -> dict[str, Any]:
+    """CPU per delivery and deliveries/s to a live receiver (hypercorn, another process)."""
+    n = 1000 if quick else 3000
+    runs = runs or (1 if quick else 3)
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "bench.webhooks", "receiver"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert receiver.stdin is not None and receiver.stdout is not None
+    try:
+        url = json.loads(receiver.stdout.readline())["url"]
+        results = []
+        for _ in range(runs):
+            with tempfile.TemporaryDirectory(prefix="bench-hooks-") as directory:
+                results.append(trio.run(_deliver, n, url, directory, 4))
+        receiver.stdin.write("stats\n")
+        receiver.stdin.flush()
+        seen = json.loads(receiver.stdout.readline())
+    finally:
+        receiver.stdin.close()
+        receiver.wait(10)
+    cpu = sorted(r["cpu_ms_per_delivery"] for r in results)
+    return {
+        "cpu_ms_per_delivery": cpu[len(cpu) // 2],  # the median run
+        "runs": results,
+        "n": n,
+        "receiver": seen,  # requests, accepted, tcp_connections over every run
+        "receiver_cpu_ms_per_request": round(seen["cpu_s"] * 1000 / max(seen["requests"], 1), 3),
+    }
+
+
+async def _receiver() -> None:
+    """Serve a receiver; on each "stats" line of stdin print what it saw; stop at EOF."""
+    from actors.testing.webhooks import open_receiver
+
+    async with open_receiver(SECRET) as receiver:
+        print(json.dumps({"url": receiver.url}), flush=True)
+        stdin = trio.wrap_file(sys.stdin)
+        while await stdin.readline() == "stats\n":
+            print(json.dumps({
+                "requests": receiver.requests, "accepted": len(receiver.accepted),
+                "bad": receiver.bad, "tcp_connections": len(receiver.peers),
+                "cpu_s": round(time.process_time(), 3),
+            }), flush=True)  # fmt: skip
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["receiver"]:
+        trio.run(_receiver)
+    else:  # python -m bench.webhooks [runs]: the figures as JSON
+        print(json.dumps(webhook_delivery(runs=int(sys.argv[1]) if sys.argv[1:] else None)))
