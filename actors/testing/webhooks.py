@@ -107,13 +107,17 @@ async def _endless() -> AsyncIterator[bytes]:
 
 @asynccontextmanager
 async def open_receiver(
-    secret: str, mode: str = "ok", delay: float = 0.0, fail_rate: float = 0.0, seed: int = 0
-) -> AsyncIterator[Receiver]:
-    """A receiver on a free loopback port for the block (``receiver.url``)."""
+    secret: str, mode: str = "ok", delay: float = 0.0, fail_rate: float = 0.0, seed: int = 0,
+    *, certfile: str = "", keyfile: str = "", host: str = "127.0.0.1",
+) -> AsyncIterator[Receiver]:  # fmt: skip
+    """A receiver on a free port of ``host`` for the block (``receiver.url``); HTTPS when
+    given a certificate and its key."""
     receiver = Receiver(secret, mode, delay, fail_rate, seed)
     app = Starlette(routes=[Route("/hook", receiver.handle, methods=["POST"])])
     cfg = HypercornConfig()
-    cfg.bind = ["127.0.0.1:0"]
+    cfg.bind = [f"[{host}]:0" if ":" in host else f"{host}:0"]
+    if certfile:
+        cfg.certfile, cfg.keyfile = certfile, keyfile
     cfg.accesslog = None
     cfg.graceful_timeout = 0.1
     stop = trio.Event()
