@@ -143,6 +143,68 @@ def webhook_delivery(quick: bool = False, runs: int | None = None) -> dict[str, 
     }
 
 
+async def _embedded(n: int, url: str | None, directory: str) -> dict[str, Any]:
+    """Embedded end to end (Maildir), ``n`` emails; with ``url``: one webhook each (SENT) to
+    it. Emails/s to SENT, and CPU per email until every webhook is delivered too."""
+    from actors.profiles.embedded import open_embedded, settle_heap
+    from bench.embedded import _drive
+    from config import load_config
+
+    os.environ["MAILACTORS_BENCH_HOOK_SECRET"] = SECRET
+    hooks: dict[str, Any] = {"enabled": False}
+    if url is not None:
+        hooks = {
+            "enabled": True, "allow_private": True, "outbox_path": f"{directory}/hooks.sqlite3",
+            "endpoints": [{"name": "bench", "url": url, "statuses": ["SENT"],
+                           "secret_env": "MAILACTORS_BENCH_HOOK_SECRET"}],
+        }  # fmt: skip
+    config = load_config("embedded", env={}, overrides={
+        "store": {"sqlite_path": f"{directory}/emails.sqlite3"},
+        "provider": {"maildir_path": f"{directory}/maildir"},
+        "email_server": {"idempotency_path": f"{directory}/sent.sqlite3"},
+        "http": {"port": 0}, "webhooks": hooks,
+    })  # fmt: skip
+
+    async def delivered(app: Any, n: int) -> None:
+        """Until the dispatcher has delivered ``n``: its snapshot is all there is to read."""
+        while url is not None:
+            extra = app.system.snapshot().by_path()["webhooks"].extra or {}
+            if int(extra["bench"]["delivered"]) >= n:
+                return
+            await trio.sleep(0.02)
+
+    async with open_embedded(config, grpc=False) as app:
+        settle_heap()
+        await _drive(app, 200, 64)  # warm up
+        await delivered(app, 200)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        await _drive(app, n, 64)
+        sent_s = time.perf_counter() - t0
+        await delivered(app, 200 + n)
+        cpu = time.process_time() - cpu0
+    return {"emails_per_s": round(n / sent_s), "cpu_ms_per_email": round(cpu * 1000 / n, 3)}
+
+
+def embedded_cost(n: int = 1000, runs: int = 3) -> dict[str, Any]:
+    """``_embedded`` without and with webhooks, interleaved, against one live receiver."""
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "bench.webhooks", "receiver"],
+        cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert receiver.stdin is not None and receiver.stdout is not None
+    out: dict[str, list[dict[str, Any]]] = {"without": [], "with": []}
+    try:
+        url = json.loads(receiver.stdout.readline())["url"]
+        for _ in range(runs):
+            for name, target in (("without", None), ("with", url)):
+                with tempfile.TemporaryDirectory(prefix="bench-hooks-") as directory:
+                    out[name].append(trio.run(_embedded, n, target, directory))
+    finally:
+        receiver.stdin.close()
+        receiver.wait(10)
+    return out
+
+
 async def _receiver() -> None:
     """Serve a receiver; on each "stats" line of stdin print what it saw; stop at EOF."""
     from actors.testing.webhooks import open_receiver
@@ -161,5 +223,7 @@ async def _receiver() -> None:
 if __name__ == "__main__":
     if sys.argv[1:] == ["receiver"]:
         trio.run(_receiver)
+    elif sys.argv[1:2] == ["embedded"]:  # python -m bench.webhooks embedded [runs]
+        print(json.dumps(embedded_cost(runs=int(sys.argv[2]) if sys.argv[2:] else 3)))
     else:  # python -m bench.webhooks [runs]: the figures as JSON
         print(json.dumps(webhook_delivery(runs=int(sys.argv[1]) if sys.argv[1:] else None)))

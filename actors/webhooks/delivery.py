@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import ssl
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import httpcore
 import trio
@@ -37,7 +37,8 @@ REPLY_BYTES = 4096  # read of an answer's body at most
 # An idle connection is closed after this: below the common servers' own idle timeouts
 # (5 s: hypercorn, uvicorn, Node), so a try seldom meets a connection the server just closed.
 KEEPALIVE_S = 4.0
-RESOLVE_TTL_S = 30.0  # a checked address is used this long before the host is resolved again
+RESOLVE_TTL_S = 30.0
+_URL_SAFE = "/?&=%:@!$'()*+,;-._~"  # what stays as written in a request's target (RFC 3986)  # a checked address is used this long before the host is resolved again
 # What a failed try raises (every other exception is a bug, and crashes the dispatcher).
 _TRY_ERRORS = (
     httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
@@ -123,7 +124,8 @@ class Target:
         self.scheme = parts.scheme.encode()
         self.host = parts.hostname.encode("idna").decode("ascii")
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        self.path = ((parts.path or "/") + (f"?{parts.query}" if parts.query else "")).encode()
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.path = quote(path, safe=_URL_SAFE).encode("ascii")  # as httpx sent it: %-escaped
         self.key = signing_key(key)  # decoded once; never logged
         self.headers = [
             (b"host", parts.netloc.encode("idna")),

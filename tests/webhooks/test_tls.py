@@ -10,11 +10,10 @@ from urllib.parse import urlsplit
 import pytest
 import trio
 
-from actors.webhooks import Job, SqliteOutbox, WebhookDispatcher, WebhookItem
+from actors.webhooks import WebhookItem
 from actors.webhooks.delivery import resolve_allowed, tls_context
 from config import ConfigError, WebhookEndpointConfig, WebhooksConfig
-from runtime import ChildSpec, open_actor_system
-from tests.support.webhooks import open_receiver
+from tests.support.webhooks import WatchedOutbox, dispatching, open_receiver
 
 trustme = pytest.importorskip("trustme")
 
@@ -30,16 +29,6 @@ def _issue(ca: object, directory: Path, name: str) -> tuple[str, str]:
     chain.write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
     cert.private_key_pem.write_to_path(str(key))
     return str(chain), str(key)
-
-
-class _Outbox(SqliteOutbox):
-    """The outbox, telling when a delivery has been given up."""
-
-    given_up = trio.Event()
-
-    async def give_up(self, job: Job, error: str) -> None:
-        await super().give_up(job, error)
-        self.given_up.set()
 
 
 def _item(n: int, endpoint: str) -> WebhookItem:
@@ -74,12 +63,9 @@ async def test_the_certificate_is_checked_against_the_name(tmp_path: Path) -> No
             enabled=True, allow_private=True, ca_file=str(ca_file), endpoints=tuple(endpoints),
             base_delay_s=0.05, max_delay_s=0.1, max_age_s=0.3, breaker_failures=100,
         )  # fmt: skip
-        async with _Outbox(str(tmp_path / "outbox.sqlite3"), settings.max_age_s) as outbox:
-            outbox.given_up = trio.Event()
+        async with WatchedOutbox(str(tmp_path / "outbox.sqlite3"), settings.max_age_s) as outbox:
             await outbox.add_many([_item(1, "good"), _item(2, "other")])
-            async with open_actor_system("t", shutdown=5.0) as system:
-                spec = ChildSpec("webhooks", WebhookDispatcher, args=(settings, outbox))
-                await system.spawn(spec)
+            async with dispatching(settings, outbox):
                 with trio.fail_after(20):
                     await good.wait_for(1)
                     await outbox.given_up.wait()  # retried until max_age_s, then given up
@@ -107,12 +93,9 @@ async def test_an_unknown_ca_is_refused_without_ca_file(tmp_path: Path) -> None:
             enabled=True, allow_private=True, endpoints=(endpoint,),
             base_delay_s=0.05, max_delay_s=0.1, max_age_s=0.3, breaker_failures=100,
         )  # fmt: skip
-        async with _Outbox(str(tmp_path / "outbox.sqlite3"), settings.max_age_s) as outbox:
-            outbox.given_up = trio.Event()
+        async with WatchedOutbox(str(tmp_path / "outbox.sqlite3"), settings.max_age_s) as outbox:
             await outbox.add_many([_item(1, "r")])
-            async with open_actor_system("t", shutdown=5.0) as system:
-                spec = ChildSpec("webhooks", WebhookDispatcher, args=(settings, outbox))
-                await system.spawn(spec)
+            async with dispatching(settings, outbox):
                 with trio.fail_after(20):
                     await outbox.given_up.wait()
             failed = await outbox.failed()
