@@ -171,7 +171,7 @@ async def _embedded(n: int, url: str | None, directory: str) -> dict[str, Any]:
             extra = app.system.snapshot().by_path()["webhooks"].extra or {}
             if int(extra["bench"]["delivered"]) >= n:
                 return
-            await trio.sleep(0.02)
+            await trio.sleep(0.1)  # a snapshot of the whole tree: not too often (it is CPU)
 
     async with open_embedded(config, grpc=False) as app:
         settle_heap()
