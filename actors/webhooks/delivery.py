@@ -37,8 +37,8 @@ REPLY_BYTES = 4096  # read of an answer's body at most
 # An idle connection is closed after this: below the common servers' own idle timeouts
 # (5 s: hypercorn, uvicorn, Node), so a try seldom meets a connection the server just closed.
 KEEPALIVE_S = 4.0
-RESOLVE_TTL_S = 30.0
-_URL_SAFE = "/?&=%:@!$'()*+,;-._~"  # what stays as written in a request's target (RFC 3986)  # a checked address is used this long before the host is resolved again
+RESOLVE_TTL_S = 30.0  # a checked address is used this long before the host is resolved again
+_URL_SAFE = "/?&=%:@!$'()*+,;-._~"  # what stays as written in a request's target (RFC 3986)
 # What a failed try raises (every other exception is a bug, and crashes the dispatcher).
 _TRY_ERRORS = (
     httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError,
