@@ -19,7 +19,7 @@ from typing import Any
 NAMES = (
     "actor_hop", "snapshot", "bridge", "embedded_e2e", "latency_embedded",
     "distributed_e2e", "latency", "slow_provider", "scaling", "memory",
-    "web_log",
+    "web_log", "webhook_delivery",
 )
 DISTRIBUTED = {"distributed_e2e", "latency", "slow_provider", "scaling", "memory"}
 
@@ -110,6 +110,13 @@ def _headline(name: str, r: dict[str, Any]) -> str:
         return f"log page p95 {r['p95_ms']} ms over {r['documents']:,} documents"
     if name == "memory":
         return ", ".join(f"{k} {v} MB" for k, v in r["peak_rss_mb"].items())
+    if name == "webhook_delivery":
+        return (
+            f"CPU {r['cpu_ms_per_delivery']} ms a delivery from a backlog, "
+            f"{r['cpu_ms_per_delivery_short_queue']} ms from a short queue; receiver saw "
+            f"{r['receiver']['tcp_connections']} TCP connections for {r['receiver']['requests']:,}"
+            " requests"
+        )
     return ""
 
 
@@ -202,7 +209,7 @@ def _run(
     broker_url: str,
     progress: Callable[[str, int], Callable[[int], None]],
 ) -> dict[str, Any]:
-    from . import bridge, embedded, runtime, web
+    from . import bridge, embedded, runtime, web, webhooks
 
     jobs: list[tuple[str, Callable[[], dict[str, Any]]]] = [
         ("actor_hop", lambda: runtime.actor_hop(quick)),
@@ -215,6 +222,7 @@ def _run(
         ),
         ("embedded_e2e", lambda: embedded.embedded_e2e(quick)),
         ("web_log", lambda: web.web_log(quick)),
+        ("webhook_delivery", lambda: webhooks.webhook_delivery(quick)),
         (
             "latency_embedded",
             lambda: embedded.latency_embedded(
@@ -339,7 +347,9 @@ benchmarks (--only NAME):
   slow_provider    throughput against an SMTP server that answers in 50 ms (>= 0.8x ideal)
   scaling          slow_provider with 1, 2 and 4 email-server workers, each vs its ideal
   memory           peak RSS of each service with 100,000 emails queued (<= 200 MB)
-  web_log          the web view's email log page over 100,000 documents (p95 <= 200 ms)""",
+  web_log          the web view's email log page over 100,000 documents (p95 <= 200 ms)
+  webhook_delivery CPU per webhook delivery to a receiver in another process (no target:
+                   a figure to watch), from a backlog and from a short queue""",
     )
     bench.add_argument("--quick", action="store_true", help="small runs (about five minutes)")
     bench.add_argument(

@@ -55,6 +55,7 @@ class WebhooksConfig(Section, frozen=True):
     enabled: bool = False
     endpoints: tuple[WebhookEndpointConfig, ...] = ()
     allow_private: bool = False  # deliver to loopback/private/link-local addresses (tests, LANs)
+    ca_file: PathStr = ""  # CA bundle the endpoints' certificates are checked with; "" = certifi's
     max_age_s: PosFloat = 86400.0  # a delivery still failing after this is given up (failed)
     base_delay_s: PosFloat = 1.0  # first retry after about this; doubles each time
     max_delay_s: PosFloat = 3600.0

@@ -11,6 +11,8 @@ Modules:
                    tiers, and ``delete``: the one teardown of a bus's queues and exchanges.
 * ``deadletters``  The RabbitMQ dead-letter queue: ``DeadLetter``, reading the reason and origin
                    back, and the tools that list, replay and count (one reader at a time).
+* ``wire``         The AMQP connection's writer: the frames written in one loop turn go out in
+                   one socket write (through aiormq's ``TransportFactory`` hook).
 
 The public names below are imported on first use: the embedded profile uses ``memory``
 alone and should not pay for importing aio-pika.

@@ -318,7 +318,7 @@ class Sender(Actor[SendJob]):
         guards = self.guards
         n = len(jobs)
         attempts = [_Attempt() for _ in jobs]
-        handed = [False] * n
+        handed = [[False] for _ in jobs]
         errors: list[Exception | None] = [None] * n
         with contextlib.ExitStack() as holding:
             flights = [holding.enter_context(guards.hold(j.event.event_id)) for j in jobs]
@@ -327,15 +327,14 @@ class Sender(Actor[SendJob]):
                 await self._settle_together(jobs, attempts, statuses, errors)
                 for i, job in enumerate(jobs):
                     if errors[i] is None:
-                        status = await self._report(job, attempts[i], statuses[i])
-                        handed[i] = True
+                        status = await self._report(job, attempts[i], statuses[i], handed[i])
                         flights[i].retrying = status is Status.RETRYING
             except Exception as exc:  # a bug outside any one job: every job not handed on
                 for i in range(n):
                     errors[i] = errors[i] or exc
             for i, job in enumerate(jobs):
                 error = errors[i]
-                if error is not None and not handed[i]:
+                if error is not None and not handed[i][0]:
                     log.error(
                         "a sender failed on this email: %r",
                         error,
@@ -473,25 +472,36 @@ class Sender(Actor[SendJob]):
                 self.guards.claims_lost += 1
 
     async def _report(
-        self, job: SendJob, attempt: _Attempt, status: EmailStatusEvent | None
+        self,
+        job: SendJob,
+        attempt: _Attempt,
+        status: EmailStatusEvent | None,
+        handed: list[bool],
     ) -> Status:
-        """Publish what became of one job of a batch, as :meth:`_handle` does for one."""
+        """Publish what became of one job; ``handed[0]`` turns True once its delivery is
+        someone else's to settle (the publisher's, or acked here)."""
         event = job.event
         ids = {"event_id": event.event_id}
         if attempt.repeat is not None:
+            # Handed to a provider before: say again what happened, send nothing.
             self.repeats += 1
             log.debug("already sent, not sending again", extra=ids)  # counted: repeats
+            handed[0] = True
             await self.publisher.send(PublishStatus(attempt.repeat, job.delivery))
             return attempt.repeat.status
         if attempt.held is not None:
+            # Another worker, alive, is sending it: look again once it had time to record
+            # the outcome (or its lease ran out). The bus holds the wait (durably, on RabbitMQ).
             self.guards.held += 1
             delay = min(max(attempt.held.lease_left_s, 0.2), self.settings.claim_recheck_s)
             log.info("claimed by %s, looking again in %.1fs", attempt.held.owner, delay, extra=ids)
             await self.retrier.ask(RetryLater(event, delay), timeout=120)
+            handed[0] = True
             if job.delivery is not None:
                 await job.delivery.ack()
-            return Status.RETRYING
+            return Status.RETRYING  # a copy waiting in this process is redundant too
         assert status is not None
+        handed[0] = True
         await self.publisher.send(PublishStatus(status, job.delivery))
         return status.status
 
@@ -515,28 +525,10 @@ class Sender(Actor[SendJob]):
             flight.retrying = status is Status.RETRYING
 
     async def _handle(self, msg: SendJob, handed: list[bool]) -> Status:
-        event = msg.event
-        ids = {"event_id": event.event_id}
         attempt = _Attempt()
-        status = await self._send(event, msg.rendered, attempt)
-        if attempt.repeat is not None:
-            # Handed to a provider before: say again what happened, send nothing.
-            self.repeats += 1
-            log.debug("already sent, not sending again", extra=ids)  # counted: repeats
-            handed[0] = True
-            await self.publisher.send(PublishStatus(attempt.repeat, msg.delivery))
-            return attempt.repeat.status
-        if attempt.held is not None:
-            # Another worker, alive, is sending it: look again once it had time to record
-            # the outcome (or its lease ran out). The bus holds the wait (durably, on RabbitMQ).
-            self.guards.held += 1
-            delay = min(max(attempt.held.lease_left_s, 0.2), self.settings.claim_recheck_s)
-            log.info("claimed by %s, looking again in %.1fs", attempt.held.owner, delay, extra=ids)
-            await self.retrier.ask(RetryLater(event, delay), timeout=120)
-            handed[0] = True
-            if msg.delivery is not None:
-                await msg.delivery.ack()
-            return Status.RETRYING  # a copy waiting in this process is redundant too
+        status = await self._send(msg.event, msg.rendered, attempt)
+        if attempt.repeat is not None or attempt.held is not None:
+            return await self._report(msg, attempt, None, handed)
         if attempt.claim is not None:
             # Durable before the status is published: a later copy finds the outcome (or,
             # after a transient failure, a released claim that its retry takes).
@@ -546,9 +538,7 @@ class Sender(Actor[SendJob]):
                 self.guards.window.note(trio.current_time() - attempt.accepted_at)
             if not kept:
                 self.guards.claims_lost += 1
-        handed[0] = True
-        await self.publisher.send(PublishStatus(status, msg.delivery))
-        return status.status
+        return await self._report(msg, attempt, status, handed)
 
     async def _send(
         self, event: EmailSendEvent, rendered: RenderedEmail | None, attempt: _Attempt

@@ -43,6 +43,7 @@ class Receiver:
         self._rng = random.Random(seed)
         self.url = ""
         self.requests = 0  # every request that reached the server
+        self.peers: set[tuple[str, int]] = set()  # client (address, port): one per TCP connection
         self.bad = 0  # requests whose signature or timestamp did not verify
         self.accepted: dict[str, dict[str, Any]] = {}  # webhook-id -> body (the dedupe)
         self.order: list[dict[str, Any]] = []  # first copies, in the order they came
@@ -66,6 +67,8 @@ class Receiver:
 
     async def handle(self, request: Request) -> Response:
         self.requests += 1
+        if request.client is not None:
+            self.peers.add((request.client.host, request.client.port))
         self.changed.set()
         body = await request.body()
         try:
@@ -104,13 +107,17 @@ async def _endless() -> AsyncIterator[bytes]:
 
 @asynccontextmanager
 async def open_receiver(
-    secret: str, mode: str = "ok", delay: float = 0.0, fail_rate: float = 0.0, seed: int = 0
-) -> AsyncIterator[Receiver]:
-    """A receiver on a free loopback port for the block (``receiver.url``)."""
+    secret: str, mode: str = "ok", delay: float = 0.0, fail_rate: float = 0.0, seed: int = 0,
+    *, certfile: str = "", keyfile: str = "", host: str = "127.0.0.1",
+) -> AsyncIterator[Receiver]:  # fmt: skip
+    """A receiver on a free port of ``host`` for the block (``receiver.url``); HTTPS when
+    given a certificate and its key."""
     receiver = Receiver(secret, mode, delay, fail_rate, seed)
     app = Starlette(routes=[Route("/hook", receiver.handle, methods=["POST"])])
     cfg = HypercornConfig()
-    cfg.bind = ["127.0.0.1:0"]
+    cfg.bind = [f"[{host}]:0" if ":" in host else f"{host}:0"]
+    if certfile:
+        cfg.certfile, cfg.keyfile = certfile, keyfile
     cfg.accesslog = None
     cfg.graceful_timeout = 0.1
     stop = trio.Event()

@@ -18,12 +18,12 @@ import time
 from collections import deque
 from typing import Any, ClassVar
 
-import httpx
+import httpcore
 import trio
 from prometheus_client import CollectorRegistry, Counter
 
 from actors.providers.breaker import CircuitBreaker, Ticket
-from actors.webhooks.delivery import post
+from actors.webhooks.delivery import Target, open_pool, post, tls_context
 from actors.webhooks.outbox import Job, WebhookQueue
 from config import WebhookEndpointConfig, WebhooksConfig
 from runtime import Actor
@@ -45,6 +45,7 @@ class _Endpoint:
     def __init__(self, config: WebhookEndpointConfig, settings: WebhooksConfig) -> None:
         self.config = config
         self.secret = config.secret()  # resolved once; never logged (registered as a secret)
+        self.target = Target(config.url, self.secret)  # parsed and decoded once, not per try
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cool_down_s)
         self.slots = trio.Semaphore(config.concurrency)
         self.verdict = trio.Event()  # set whenever a try ends (a breaker may admit again)
@@ -83,6 +84,7 @@ class WebhookDispatcher(Actor[Any]):
 
     async def started(self) -> None:
         self.endpoints = {e.name: _Endpoint(e, self.settings) for e in self.settings.endpoints}
+        self.tls = tls_context(self.settings.ca_file)  # one for every endpoint, made once
         self.ctx.report(lambda: {name: e.report() for name, e in self.endpoints.items()})
         for endpoint in self.endpoints.values():
             self.ctx.start_soon(self._serve, endpoint)
@@ -93,12 +95,9 @@ class WebhookDispatcher(Actor[Any]):
 
     async def _serve(self, endpoint: _Endpoint) -> None:
         cfg = endpoint.config
-        async with httpx.AsyncClient(
-            timeout=None,  # trio.fail_after(timeout_s) bounds each whole try instead
-            follow_redirects=False,
-            trust_env=False,  # no proxy from the environment: the SSRF guard checks the target
-            limits=httpx.Limits(max_connections=cfg.concurrency),
-        ) as client, trio.open_nursery() as nursery:
+        # No timeouts in the pool: trio.fail_after(timeout_s) bounds each whole try; no
+        # proxy (httpcore reads none from the environment): the SSRF guard checks the target.
+        async with open_pool(cfg.concurrency, self.tls) as pool, trio.open_nursery() as nursery:
             while True:
                 await endpoint.slots.acquire()
                 ticket = endpoint.breaker.acquire()
@@ -113,16 +112,16 @@ class WebhookDispatcher(Actor[Any]):
                     endpoint.breaker.release(ticket)
                     endpoint.slots.release()
                     raise
-                nursery.start_soon(self._deliver, client, endpoint, job, ticket)
+                nursery.start_soon(self._deliver, pool, endpoint, job, ticket)
 
     async def _deliver(
-        self, client: httpx.AsyncClient, endpoint: _Endpoint, job: Job, ticket: Ticket
+        self, pool: httpcore.AsyncConnectionPool, endpoint: _Endpoint, job: Job, ticket: Ticket
     ) -> None:
         endpoint.in_flight += 1
         settled = judged = False
         try:
             answer = await post(
-                client, endpoint.config.url, endpoint.secret, job.item,
+                pool, endpoint.target, job.item,
                 timeout_s=endpoint.config.timeout_s, allow_private=self.settings.allow_private,
             )  # fmt: skip
             judged = True

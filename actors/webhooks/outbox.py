@@ -15,6 +15,7 @@ dispatcher uses either through :class:`WebhookQueue`.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ __all__ = ["Job", "SqliteOutbox", "WebhookQueue"]
 # A process that is not the dispatcher's (``webhooks replay``) changes the file;
 # the dispatcher looks at it again at least this often when it has nothing due.
 IDLE_RECHECK_S = 2.0
+TAKE_BATCH = 64  # due heads read at once by take()
 
 
 class Job:
@@ -38,6 +40,17 @@ class Job:
     def __init__(self, item: WebhookItem, handle: Any) -> None:
         self.item = item
         self.handle = handle
+
+
+class _Batch:
+    """Outcome writes that go to the file in one transaction."""
+
+    __slots__ = ("writes", "done", "error")
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, tuple[Any, ...]]] = []
+        self.done = trio.Event()
+        self.error: BaseException | None = None
 
 
 class WebhookQueue(Protocol):
@@ -109,6 +122,8 @@ class SqliteOutbox(SqliteFile):
         self.max_age_s = max_age_s
         self._flying: dict[str, set[str]] = {}  # endpoint -> eventIds being delivered now
         self._wake: dict[str, trio.Event] = {}
+        self._ready: dict[str, deque[Any]] = {}  # endpoint -> due heads read, not yet taken
+        self._batch: _Batch | None = None  # outcomes waiting for the writer (group commit)
         self._adds = 0
 
     def _poke(self, endpoint: str) -> None:
@@ -137,21 +152,30 @@ class SqliteOutbox(SqliteFile):
 
     async def take(self, endpoint: str) -> Job:
         flying = self._flying.setdefault(endpoint, set())
+        ready = self._ready.setdefault(endpoint, deque())
         while True:
+            while ready:  # heads read earlier, due then; still heads (only we settle them)
+                row = ready.popleft()
+                if row[3] not in flying:
+                    flying.add(row[3])
+                    return Job(_item(row), row[0])
             assert self._read is not None, "SqliteOutbox.take() before open()"
             wake = self._wake.setdefault(endpoint, trio.Event())
-            rows = self._read.execute(_HEADS, (endpoint, len(flying) + 32)).fetchall()
+            # One read for a batch of due heads: the query looks at every pending row of
+            # the endpoint, so once per delivery it was most of a delivery's CPU.
+            rows = self._read.execute(_HEADS, (endpoint, len(flying) + TAKE_BATCH)).fetchall()
             now = time.time()
             wait = IDLE_RECHECK_S
             for row in rows:
                 if row[3] in flying:
                     continue
                 due = row[-1]
-                if due <= now:
-                    flying.add(row[3])
-                    return Job(_item(row), row[0])
-                wait = min(wait, due - now)
-                break  # ordered by due_at: nothing after it is due sooner
+                if due > now:
+                    wait = min(wait, due - now)
+                    break  # ordered by due_at: nothing after it is due sooner
+                ready.append(row)
+            if ready:
+                continue
             with trio.move_on_after(wait):
                 await wake.wait()
 
@@ -159,35 +183,69 @@ class SqliteOutbox(SqliteFile):
         self._flying.get(job.item.endpoint, set()).discard(job.item.event_id)
         self._poke(job.item.endpoint)  # the email's next row may go now
 
-    async def delivered(self, job: Job) -> None:
+    async def _settle(self, job: Job, sql: str, args: tuple[Any, ...]) -> None:
+        """Store one try's outcome; returns once it is stored. Outcomes that arrive while
+        the writer is busy share one transaction (one commit, one trip to its thread)."""
+        batch = self._batch
+        leader = batch is None
+        if batch is None:
+            batch = self._batch = _Batch()
+        batch.writes.append((sql, args))
         try:
-            await self._execute(
-                "UPDATE webhook_outbox SET state = 'delivered', settled_at = ?,"
-                " attempts = attempts + 1, last_error = NULL WHERE id = ?",
-                (time.time(), job.handle),
-            )
+            if not leader:
+                await batch.done.wait()
+                if batch.error is not None:
+                    raise OSError(f"webhook outbox write failed: {batch.error!r}")
+                return
+            try:
+                async with self._lock:
+                    self._batch = None  # what arrives from now on goes in the next batch
+                    await trio.to_thread.run_sync(self._write_batch, batch.writes)
+            except BaseException as exc:
+                batch.error = exc
+                raise
+            finally:
+                if self._batch is batch:
+                    self._batch = None
+                batch.done.set()
         finally:
             self._landed(job)
+
+    def _write_batch(self, writes: list[tuple[str, tuple[Any, ...]]]) -> None:
+        db = self._write
+        assert db is not None, "SqliteOutbox written before open()"
+        db.execute("BEGIN")
+        try:
+            for sql, args in writes:
+                db.execute(sql, args)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def delivered(self, job: Job) -> None:
+        await self._settle(
+            job,
+            "UPDATE webhook_outbox SET state = 'delivered', settled_at = ?,"
+            " attempts = attempts + 1, last_error = NULL WHERE id = ?",
+            (time.time(), job.handle),
+        )
 
     async def retry(self, job: Job, delay_s: float, error: str) -> None:
-        try:
-            await self._execute(
-                "UPDATE webhook_outbox SET due_at = ?, attempts = attempts + 1, last_error = ?"
-                " WHERE id = ?",
-                (time.time() + delay_s, error, job.handle),
-            )
-        finally:
-            self._landed(job)
+        await self._settle(
+            job,
+            "UPDATE webhook_outbox SET due_at = ?, attempts = attempts + 1, last_error = ?"
+            " WHERE id = ?",
+            (time.time() + delay_s, error, job.handle),
+        )
 
     async def give_up(self, job: Job, error: str) -> None:
-        try:
-            await self._execute(
-                "UPDATE webhook_outbox SET state = 'failed', settled_at = ?,"
-                " attempts = attempts + 1, last_error = ? WHERE id = ?",
-                (time.time(), error, job.handle),
-            )
-        finally:
-            self._landed(job)
+        await self._settle(
+            job,
+            "UPDATE webhook_outbox SET state = 'failed', settled_at = ?,"
+            " attempts = attempts + 1, last_error = ? WHERE id = ?",
+            (time.time(), error, job.handle),
+        )
 
     async def release(self, job: Job) -> None:
         self._landed(job)  # the row is still pending as it was
@@ -212,6 +270,7 @@ class SqliteOutbox(SqliteFile):
             f" WHERE {where} ORDER BY id LIMIT ?)",
             (*args, -1 if limit is None else limit),
         )
+        self._ready.clear()  # replayed rows may now come first in their emails
         for name in list(self._wake):
             self._poke(name)
         return n

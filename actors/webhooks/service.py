@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from prometheus_client import CollectorRegistry
 
 from actors.domain.edges import Store
+from actors.webhooks.delivery import tls_context
 from actors.webhooks.dispatcher import WebhookDispatcher, outcome_counter
 from actors.webhooks.events import Routes, WebhookEvents
 from actors.webhooks.outbox import SqliteOutbox, WebhookQueue
@@ -62,6 +63,7 @@ async def open_webhooks(
     routes = Routes(w.endpoints)  # unknown status names stop start-up here
     for endpoint in w.endpoints:
         endpoint.secret()  # a missing secret stops start-up, naming where it should be
+    tls_context(w.ca_file)  # so does a CA file that cannot be loaded
     queue = make_queue(config)
     await queue.open()
     try:

@@ -23,14 +23,15 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["WebhookVerificationError", "sign", "verify"]
+__all__ = ["WebhookVerificationError", "sign", "signing_key", "verify"]
 
 
 class WebhookVerificationError(ValueError):
     """The delivery is not authentic, or too old or too new: answer it 400 and drop it."""
 
 
-def _key(secret: str | bytes) -> bytes:
+def signing_key(secret: str | bytes) -> bytes:
+    """The HMAC key a secret stands for (a sender signing many messages decodes it once)."""
     if isinstance(secret, bytes):
         return secret
     if secret.startswith("whsec_"):
@@ -41,7 +42,7 @@ def _key(secret: str | bytes) -> bytes:
 def sign(secret: str | bytes, msg_id: str, timestamp: int, body: bytes) -> str:
     """The ``webhook-signature`` value for one try: ``v1,<base64 HMAC-SHA256>``."""
     signed = f"{msg_id}.{timestamp}.".encode() + body
-    digest = hmac.new(_key(secret), signed, hashlib.sha256).digest()
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
     return "v1," + base64.b64encode(digest).decode()
 
 

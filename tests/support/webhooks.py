@@ -9,10 +9,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import trio
+
 from actors.testing.webhooks import Receiver, delete_webhook_queues, open_receiver
+from actors.webhooks import Job, SqliteOutbox, WebhookDispatcher
+from config import WebhooksConfig
+from runtime import ChildSpec, open_actor_system
 
 __all__ = [
     "Receiver",
+    "WatchedOutbox",
+    "dispatching",
     "bodies",
     "delete_webhook_queues",
     "email_status",
@@ -133,3 +140,35 @@ async def webhook_cluster(
                 yield cluster, ids
     finally:
         await delete_webhook_queues(edge, amqp_url, prefix, [e["name"] for e in endpoints])
+
+
+class WatchedOutbox(SqliteOutbox):
+    """The SQLite outbox, telling when deliveries are settled (events, not polling)."""
+
+    def __init__(self, path: str, max_age_s: float = 86400.0) -> None:
+        super().__init__(path, max_age_s)
+        self.given_up = trio.Event()
+        self.delivered_count = 0
+        self._marks: dict[int, trio.Event] = {}
+
+    async def delivered(self, job: Job) -> None:
+        await super().delivered(job)
+        self.delivered_count += 1
+        for k in [k for k in self._marks if k <= self.delivered_count]:
+            self._marks.pop(k).set()
+
+    async def give_up(self, job: Job, error: str) -> None:
+        await super().give_up(job, error)
+        self.given_up.set()
+
+    async def wait_delivered(self, n: int) -> None:
+        if self.delivered_count < n:
+            await self._marks.setdefault(n, trio.Event()).wait()
+
+
+@asynccontextmanager
+async def dispatching(settings: WebhooksConfig, outbox: SqliteOutbox) -> AsyncIterator[None]:
+    """A WebhookDispatcher taking from ``outbox`` for the block, in its own actor system."""
+    async with open_actor_system("t", shutdown=5.0) as system:
+        await system.spawn(ChildSpec("webhooks", WebhookDispatcher, args=(settings, outbox)))
+        yield

@@ -7,14 +7,20 @@ import ipaddress
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 import trio
 
 from actors.profiles.embedded import open_embedded
 from actors.telemetry.metrics import EmailMetrics
 from actors.webhooks import SqliteOutbox, WebhookItem
-from actors.webhooks.delivery import NotAllowed, post, resolve_allowed
+from actors.webhooks.delivery import (
+    NotAllowed,
+    Target,
+    open_pool,
+    post,
+    resolve_allowed,
+    tls_context,
+)
 from runtime import ActorState
 from runtime.testing import wait_for_state
 from tests.support.embedded import embedded_config, request
@@ -36,31 +42,38 @@ async def test_private_loopback_and_link_local_targets_are_refused(host: str) ->
 
 
 async def test_a_refused_target_is_never_contacted_and_not_retried() -> None:
-    async with open_receiver(SECRET) as receiver, httpx.AsyncClient() as client:
+    async with open_receiver(SECRET) as receiver, open_pool(4, tls_context()) as pool:
         item = WebhookItem(webhook_id="msg_1", endpoint="e", event_id="x", sequence=1,
                            body=b"{}", created_at=time.time())  # fmt: skip
-        answer = await post(client, receiver.url, SECRET, item, timeout_s=5, allow_private=False)
+        answer = await post(
+            pool, Target(receiver.url, SECRET), item, timeout_s=5, allow_private=False
+        )
     assert not answer.ok and answer.permanent
     assert "127.0.0.1" in (answer.error or "")
     assert receiver.requests == 0
 
 
 async def test_a_redirect_is_not_followed() -> None:
-    async with open_receiver(SECRET, mode="redirect") as receiver, httpx.AsyncClient() as client:
+    async with (
+        open_receiver(SECRET, mode="redirect") as receiver,
+        open_pool(4, tls_context()) as pool,
+    ):
         item = WebhookItem(webhook_id="msg_2", endpoint="e", event_id="x", sequence=1,
                            body=b"{}", created_at=time.time())  # fmt: skip
-        answer = await post(client, receiver.url, SECRET, item, timeout_s=5, allow_private=True)
+        answer = await post(
+            pool, Target(receiver.url, SECRET), item, timeout_s=5, allow_private=True
+        )
     assert not answer.ok and not answer.permanent
     assert answer.error is not None and "302 redirect" in answer.error
     assert receiver.requests == 1  # the redirect target (port 9) was never asked
 
 
 async def test_an_endless_answer_is_cut_short() -> None:
-    async with open_receiver(SECRET, mode="flood") as receiver, httpx.AsyncClient() as client:
+    async with open_receiver(SECRET, mode="flood") as receiver, open_pool(4, tls_context()) as pool:
         item = WebhookItem(webhook_id="msg_3", endpoint="e", event_id="x", sequence=1,
                            body=b"{}", created_at=time.time())  # fmt: skip
         with trio.fail_after(5):
-            answer = await post(client, receiver.url, SECRET, item, timeout_s=30,
+            answer = await post(pool, Target(receiver.url, SECRET), item, timeout_s=30,
                                 allow_private=True)  # fmt: skip
     assert not answer.ok and answer.error is not None
     assert answer.error.startswith("HTTP 500: xxx") and len(answer.error) < 300
