@@ -287,15 +287,16 @@ class Sender(Actor[SendJob]):
             )
             if run and (alone or len(run) == limit):
                 if len(run) == 1:
-                    alone_error = await self._alone(run[0])
+                    run_error = await self._alone(run[0])
                 else:
-                    alone_error = await self._send_together(run)
-                first_error = first_error or alone_error
+                    run_error = await self._send_together(run)
+                first_error = first_error or run_error
                 run, in_run = [], set()
             if msg is None:
                 break
             if alone:
-                first_error = first_error or await self._alone(msg)
+                error = await self._alone(msg)  # always run: an earlier error must not skip it
+                first_error = first_error or error
             else:
                 run.append(msg)
                 in_run.add(event_id)
@@ -362,7 +363,7 @@ class Sender(Actor[SendJob]):
                         event, Status.SUPPRESSED, error=f"suppressed: {entry.reason}"
                     )
                     continue
-            assert job.rendered is not None  # _split sends jobs without a render alone
+            assert job.rendered is not None  # receive_batch sends jobs without a render alone
             emails[i] = self._outgoing(event, job.rendered)
         results: list[SendResult | EmailStatusEvent | None] = [None] * n
         to_send = [i for i in range(n) if emails[i] is not None]
