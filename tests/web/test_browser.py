@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -38,8 +39,11 @@ async def test_search_finds_what_was_sent_and_paging_returns_each_once(tmp_path:
         sent = []
         for i in range(3):
             accepted = await web.app.request(
-                RequestEmail(recipient="fresh@example.com", template="welcome",
-                             variables={"name": f"Fresh {i}", "product": "Acme"})  # fmt: skip
+                RequestEmail(
+                    recipient="fresh@example.com",
+                    template="welcome",
+                    variables={"name": f"Fresh {i}", "product": "Acme"},
+                )  # fmt: skip
             )
             sent.append(accepted.event_id)
         for event_id in sent:
@@ -68,8 +72,11 @@ async def test_search_finds_what_was_sent_and_paging_returns_each_once(tmp_path:
                 return fresh, paged, counts, subjects
 
         fresh, paged, counts, subjects = await trio.to_thread.run_sync(browse)
-        assert subjects == ["Welcome to Acme, Fresh 2!", "Welcome to Acme, Fresh 1!",
-                            "Welcome to Acme, Fresh 0!"]  # the template's subject, newest first
+        assert subjects == [
+            "Welcome to Acme, Fresh 2!",
+            "Welcome to Acme, Fresh 1!",
+            "Welcome to Acme, Fresh 0!",
+        ]  # the template's subject, newest first
         assert sorted(fresh) == sorted(sent)
         assert "SENT 3" in counts and "3 matching" in counts
         assert paged == seeded  # each once, in order, over three pages
@@ -78,9 +85,12 @@ async def test_search_finds_what_was_sent_and_paging_returns_each_once(tmp_path:
 async def test_hostile_content_is_shown_as_text_and_runs_nothing(tmp_path: Path) -> None:
     async with serving(web_config(tmp_path)) as web:
         accepted = await web.app.request(
-            RequestEmail(recipient="victim@example.com", template="password-reset",
-                         subject=HOSTILE_SUBJECT,
-                         variables={"name": HOSTILE_NAME, "reset_url": HOSTILE_URL})  # fmt: skip
+            RequestEmail(
+                recipient="victim@example.com",
+                template="password-reset",
+                subject=HOSTILE_SUBJECT,
+                variables={"name": HOSTILE_NAME, "reset_url": HOSTILE_URL},
+            )  # fmt: skip
         )
         doc = await web.app.wait_terminal(accepted.event_id)
         assert doc.subject == HOSTILE_SUBJECT
@@ -99,8 +109,9 @@ async def test_hostile_content_is_shown_as_text_and_runs_nothing(tmp_path: Path)
                     "listed": listed,
                     "subject": driver.find_element(By.ID, "rendered-subject").text,
                     "timeline": driver.find_element(By.ID, "timeline").text,
-                    "page_scripts": [s.get_attribute("src") for s in
-                                     driver.find_elements(By.TAG_NAME, "script")],  # fmt: skip
+                    "page_scripts": [
+                        s.get_attribute("src") for s in driver.find_elements(By.TAG_NAME, "script")
+                    ],  # fmt: skip
                     "page_imgs": len(driver.find_elements(By.TAG_NAME, "img")),
                     "sandbox": driver.find_element(By.ID, "message").get_attribute("sandbox"),
                 }
@@ -156,9 +167,7 @@ async def test_email_page_shows_timeline_message_source_and_resends(tmp_path: Pa
                 driver.switch_to.default_content()
                 driver.find_element(By.ID, "resend").click()
                 driver.switch_to.alert.accept()  # the confirmation
-                WebDriverWait(driver, WAIT).until(
-                    lambda d: d.find_elements(By.ID, "resent-from")
-                )
+                WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "resent-from"))
                 out["new_url"] = driver.current_url
                 out["resent_from"] = driver.find_element(By.ID, "resent-from").text
                 no_alerts(driver)
@@ -198,6 +207,13 @@ async def test_templates_page_previews_text_and_html(tmp_path: Path) -> None:
         assert "[code]" in seen["text"] and "[code]" in seen["html"]
 
 
+def live(driver: Any) -> Any:
+    """A wait that reads again when the page's live updates replaced an element it held."""
+    return WebDriverWait(
+        driver, WAIT, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)
+    )
+
+
 async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path: Path) -> None:
     config = web_config(tmp_path, throttle={"rate": 250.0, "per_domain": {"example.com": 50.0}})
     async with serving(config) as web:
@@ -208,20 +224,37 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
         def row(driver: Any, path: str) -> Any:
             return driver.find_element(By.CSS_SELECTOR, f'#trees tr[data-path="{path}"]')
 
+        def steady(driver: Any, read: Any) -> Any:
+            """``read(driver)`` again while the live tree replaces the rows it touches."""
+            out: list[Any] = []
+
+            def attempt(d: Any) -> bool:
+                out.append(read(d))
+                return True
+
+            live(driver).until(attempt)
+            return out[-1]
+
         def browse(token: trio.lowlevel.TrioToken) -> None:
             with browser() as driver:
                 log_in(driver, web)
                 driver.get(f"{web.web}/tree")
-                WebDriverWait(driver, WAIT).until(lambda d: row(d, crashed))
-                seen["before"] = row(driver, crashed).get_attribute("data-restarts")
-                buckets = driver.find_elements(By.CSS_SELECTOR, "#trees tr.bucket")
-                seen["buckets"] = [b.text for b in buckets]
+                live(driver).until(lambda d: row(d, crashed))
+                seen["before"] = steady(
+                    driver, lambda d: row(d, crashed).get_attribute("data-restarts")
+                )
+                seen["buckets"] = steady(
+                    driver,
+                    lambda d: [
+                        b.text for b in d.find_elements(By.CSS_SELECTOR, "#trees tr.bucket")
+                    ],
+                )
                 driver.execute_script("window.__same_page = true")
                 trio.from_thread.run_sync(opened.set, trio_token=token)
-                WebDriverWait(driver, WAIT).until(
-                    lambda d: row(d, crashed).get_attribute("data-restarts") == "1"
+                live(driver).until(lambda d: row(d, crashed).get_attribute("data-restarts") == "1")
+                seen["error"] = steady(
+                    driver, lambda d: row(d, crashed).find_element(By.CLASS_NAME, "error").text
                 )
-                seen["error"] = row(driver, crashed).find_element(By.CLASS_NAME, "error").text
                 seen["same_page"] = driver.execute_script("return window.__same_page")
                 seen["mode"] = driver.find_element(By.ID, "trees").get_attribute("data-mode")
                 driver.set_window_size(1400, 2400)
@@ -229,7 +262,9 @@ async def test_tree_updates_live_after_a_crash_and_restarts_on_request(tmp_path:
                 driver.set_window_size(1400, 1000)
                 # And a restart asked for on the page, confirmed.
                 target = "integration/sweeper"
-                row(driver, target).find_element(By.CSS_SELECTOR, "button").click()
+                steady(
+                    driver, lambda d: row(d, target).find_element(By.CSS_SELECTOR, "button").click()
+                )
                 driver.switch_to.alert.accept()
                 WebDriverWait(driver, WAIT).until(lambda d: d.find_elements(By.ID, "done"))
                 seen["done"] = driver.find_element(By.ID, "done").text
@@ -256,8 +291,11 @@ async def test_charts_draw_what_was_sent(tmp_path: Path) -> None:
     async with serving(web_config(tmp_path)) as web:
         for i in range(20):
             accepted = await web.app.request(
-                RequestEmail(recipient=f"c{i}@example.com", template="welcome",
-                             variables={"name": "C", "product": "Acme"})  # fmt: skip
+                RequestEmail(
+                    recipient=f"c{i}@example.com",
+                    template="welcome",
+                    variables={"name": "C", "product": "Acme"},
+                )  # fmt: skip
             )
         await web.app.wait_terminal(accepted.event_id)
 
